@@ -1,0 +1,63 @@
+"""mrseg: segment 40 anatomical structures in MRI and CT with nnU-Net v2 models.
+
+The Python entry point is :func:`segment`; for many images, build one
+:class:`~mrseg.inference.Segmenter` and call it per image so the model loads once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Sequence
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mrseg.io.image import Image
+    from mrseg.model.loader import Model
+
+
+def segment(
+    image: str | os.PathLike[str] | Image,
+    *,
+    model: str | os.PathLike[str] | Model | None = None,
+    folds: Sequence[int | str] | None = None,
+    step: float = 0.5,
+    tta: bool = False,
+    device: str = "cpu",
+    threads: int | None = None,
+    series: str | None = None,
+    channel: int | None = None,
+) -> Image:
+    """Segment one image and return its label map on the input's exact grid.
+
+    Args:
+        image: a path (NIfTI, MHA, NRRD or a DICOM folder) or an :class:`~mrseg.io.Image`.
+        model: an nnU-Net v2 model folder or loaded model; default ``MRSEG_WEIGHTS_PATH``.
+        folds: folds to ensemble (default: all present in the folder).
+        step: sliding-window step (0.5 default; 0.8 is the published tool's fast mode).
+        tta: mirror test-time augmentation where the checkpoint allows it.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        threads: torch CPU threads.
+        series: SeriesInstanceUID when a DICOM folder holds several series.
+        channel: volume to use from a 4-D image.
+
+    Returns:
+        A uint8 label :class:`~mrseg.io.Image` (0 background) with the input's geometry.
+
+    Example:
+        >>> labels = mrseg.segment("scan.nii.gz", model="weights/")  # doctest: +SKIP
+        >>> labels.array.shape == mrseg.io.read_image("scan.nii.gz").array.shape  # doctest: +SKIP
+        True
+    """
+    from mrseg.inference.segmenter import Segmenter
+    from mrseg.io.files import read_image
+    from mrseg.io.image import Image as _Image
+    from mrseg.model.loader import Model as _Model, resolve_model_folder
+
+    loaded: Any = model if isinstance(model, _Model) else resolve_model_folder(model)
+    segmenter = Segmenter(loaded, folds=folds, step=step, tta=tta, device=device, threads=threads)
+    volume = image if isinstance(image, _Image) else read_image(image, series=series, channel=channel)
+    return segmenter.segment(volume)
+
+
+__all__ = ["__version__", "segment"]

@@ -1,0 +1,126 @@
+"""Batch runs: find the cases in the given inputs and segment each, one failure never stopping the rest."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from mrseg.errors import InputError, MrsegError
+from mrseg.io.files import case_name, image_suffix, read_image, write_image
+from mrseg.inference.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: an image file or a DICOM folder, and the name its outputs take."""
+
+    path: Path
+    name: str
+
+
+@dataclass
+class CaseResult:
+    """What happened to one case."""
+
+    case: Case
+    status: str  # "ok", "skipped" or "failed"
+    output: Path | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))
+
+
+def collect_cases(inputs: Sequence[str | os.PathLike[str]]) -> list[Case]:
+    """Expand files, folders and glob patterns into cases.
+
+    A folder holding image files yields one case per file; a folder without any yields
+    one DICOM case (its series is read recursively). Inputs that match nothing are kept
+    as cases so that they are reported as failures, never silently dropped.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if any(ch in text for ch in "*?[") and not Path(text).exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            paths.extend(Path(m) for m in matches) if matches else paths.append(Path(text))
+            continue
+        path = Path(text)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.is_file() and image_suffix(p))
+            paths.extend(images if images else [path])
+        else:
+            paths.append(path)
+    cases, seen = [], set()
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            cases.append(Case(path, case_name(path)))
+    return cases
+
+
+def output_path(case: Case, out_dir: Path, postfix: str) -> Path:
+    return out_dir / f"{case.name}_{postfix}.nii.gz"
+
+
+def run_batch(
+    segmenter: Segmenter,
+    cases: Iterable[Case],
+    out_dir: str | os.PathLike[str],
+    *,
+    postfix: str = "seg",
+    overwrite: bool = False,
+    series: str | None = None,
+    channel: int | None = None,
+    on_case_start: Callable[[Case], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+    on_case_end: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """Segment every case with one loaded model; returns one result per case, in order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    names: dict[str, Path] = {}
+    for case in cases:
+        start = time.perf_counter()
+        target = output_path(case, out_dir, postfix)
+        if case.name in names:
+            result = CaseResult(case, "failed", error=(
+                f"{case.path}: output name {target.name} clashes with {names[case.name]}; "
+                "segment them into different folders"
+            ))
+        elif target.exists() and not overwrite:
+            result = CaseResult(case, "skipped", output=target, error=f"{target} exists; --overwrite replaces it")
+        else:
+            if on_case_start is not None:
+                on_case_start(case)
+            try:
+                image = read_image(case.path, series=series, channel=channel)
+                segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
+                write_image(segmentation.labels, target)
+                result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings))
+            except MrsegError as err:
+                result = CaseResult(case, "failed", error=str(err))
+            except (RuntimeError, MemoryError, OSError) as err:
+                log.debug("case %s failed", case.path, exc_info=True)
+                result = CaseResult(case, "failed", error=f"{case.path}: {type(err).__name__}: {err}")
+        names.setdefault(case.name, case.path)
+        result.seconds = time.perf_counter() - start
+        results.append(result)
+        if on_case_end is not None:
+            on_case_end(result)
+    return results
+
+
+__all__ = ["Case", "CaseResult", "InputError", "collect_cases", "output_path", "run_batch"]

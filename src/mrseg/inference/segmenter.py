@@ -1,0 +1,236 @@
+"""The inference engine: a model loaded once, applied to any number of images.
+
+Per image: repair non-finite voxels, reorient to LPS (the orientation the published
+MRSegmentator weights were trained in), preprocess, sliding-window prediction with every
+fold, export to labels, undo the reorientation. The result is on the input's exact grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from mrseg.errors import InputError
+from mrseg.io.image import Image
+from mrseg.io.orientation import reorient
+from mrseg.inference.export import logits_to_labels
+from mrseg.inference.preprocess import preprocess
+from mrseg.inference.sliding_window import count_tiles, predict_logits
+from mrseg.model.loader import Fold, Model, load_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORIENTATION = "LPS"
+"""Axis orientation the image is brought into before the network (as MRSegmentator does)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """A label map on the input grid plus what it cost."""
+
+    labels: Image
+    timings: dict[str, float] = field(default_factory=dict)
+    num_tiles: int = 0
+    repaired_voxels: int = 0
+
+
+def repair_nonfinite(array: np.ndarray, *, source: str = "image") -> tuple[np.ndarray, int]:
+    """Replace NaN and -inf by the smallest finite value and +inf by the largest.
+
+    Scanners and converters write NaN outside the field of view; the smallest finite value
+    is background in both MR (≈0) and CT (air), so the network sees plain background there.
+
+    Returns:
+        The repaired copy (or the input itself when all voxels are finite) and the count.
+
+    Raises:
+        InputError: no finite voxel at all.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array, 0
+    finite = np.isfinite(array)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad == 0:
+        return array, 0
+    if bad == finite.size:
+        raise InputError(f"{source}: no finite voxel (all NaN or infinite); the file is unusable")
+    low, high = array[finite].min(), array[finite].max()
+    fixed = np.where(finite, array, np.where(array == np.inf, high, low)).astype(array.dtype)
+    return fixed, bad
+
+
+def resolve_device(device: str | Any) -> Any:
+    """A ``torch.device`` for ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; unavailable ones are errors."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device {device!r} not understood; use cpu, cuda, cuda:N or mps") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device {device!r} requested but MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise InputError(f"device {device!r} not supported; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    import torch
+
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class Segmenter:
+    """A model loaded once, ready to segment many images.
+
+    Args:
+        model: a loaded :class:`~mrseg.model.Model` or the path of an nnU-Net v2 model folder.
+        folds: folds to ensemble when ``model`` is a path (default: all present).
+        checkpoint_name: ``checkpoint_final.pth`` (default) or ``checkpoint_best.pth``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        step: sliding-window step as a fraction of the patch (0.5 default, 0.8 fast).
+        tta: mirror test-time augmentation, where the checkpoint allows it.
+        threads: torch CPU threads while segmenting (None: torch's default).
+        orientation: axis orientation to run the network in; None keeps the input's axes
+            (plain nnU-Net behaviour).
+
+    Example:
+        >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
+        >>> labels = seg.segment(read_image("scan.nii.gz"))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Model | str | os.PathLike[str],
+        *,
+        folds: Sequence[Fold] | None = None,
+        checkpoint_name: str = "checkpoint_final.pth",
+        device: str | Any = "cpu",
+        step: float = 0.5,
+        tta: bool = False,
+        threads: int | None = None,
+        orientation: str | None = DEFAULT_ORIENTATION,
+    ) -> None:
+        if not 0 < step <= 1:
+            raise InputError(f"step must be in (0, 1], got {step}")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
+        self.model = model if isinstance(model, Model) else load_model(
+            Path(model), folds=folds, checkpoint_name=checkpoint_name
+        )
+        self.device = resolve_device(device)
+        self.step = step
+        self.threads = threads
+        self.orientation = orientation
+        self.mirror_axes = self.model.mirror_axes if tta else None
+        if tta and self.model.mirror_axes is None:
+            log.warning("--tta ignored: the checkpoint does not allow mirroring (trained without it)")
+        with _torch_threads(threads):
+            self.networks = self.model.build_networks(self.device)
+
+    def run(
+        self,
+        images: Image | Sequence[Image],
+        *,
+        source: str = "image",
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Segmentation:
+        """Segment one case (one image per model input channel, all on one grid).
+
+        Raises:
+            InputError: wrong number of channels, channels on different grids, no finite voxel.
+        """
+        channels = [images] if isinstance(images, Image) else list(images)
+        expected = self.model.num_input_channels
+        if len(channels) != expected:
+            raise InputError(
+                f"{source}: the model takes {expected} input channel(s) "
+                f"({', '.join(self.model.dataset.channel_names)}), got {len(channels)}"
+            )
+        reference = channels[0].geometry
+        for other in channels[1:]:
+            if not other.geometry.same_grid(reference):
+                raise InputError(f"{source}: all input channels must share one grid")
+
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        repaired = 0
+        arrays = []
+        for image in channels:
+            array, bad = repair_nonfinite(image.array, source=source)
+            repaired += bad
+            arrays.append(image.with_array(array))
+        if repaired:
+            log.warning("%s: %d NaN/infinite voxels replaced by the nearest finite extreme", source, repaired)
+
+        step = None
+        if self.orientation is not None:
+            oriented = []
+            for image in arrays:
+                image, step = reorient(image, self.orientation)
+                oriented.append(image)
+            arrays = oriented
+
+        import torch
+
+        with _torch_threads(self.threads):
+            case = preprocess(
+                [image.array for image in arrays],
+                arrays[0].geometry.spacing_zyx,
+                plans=self.model.plans,
+                configuration=self.model.configuration,
+            )
+            timings["preprocess"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            config = self.model.configuration
+            num_tiles = count_tiles(case.data.shape[1:], config.patch_size, self.step)
+            logits = predict_logits(
+                torch.from_numpy(case.data),
+                self.networks,
+                patch_size=config.patch_size,
+                num_heads=self.model.dataset.num_segmentation_heads,
+                step=self.step,
+                mirror_axes=self.mirror_axes,
+                device=self.device,
+                on_tile=on_tile,
+            )
+            timings["predict"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            labels = logits_to_labels(logits, case, plans=self.model.plans, configuration=config)
+            del logits
+        result = arrays[0].with_array(labels)
+        if step is not None:
+            result = step.undo_image(result)
+        timings["export"] = time.perf_counter() - clock
+        return Segmentation(
+            labels=Image(np.ascontiguousarray(result.array), reference),
+            timings=timings,
+            num_tiles=num_tiles,
+            repaired_voxels=repaired,
+        )
+
+    def segment(self, images: Image | Sequence[Image]) -> Image:
+        """Label map of one case on its input grid."""
+        return self.run(images).labels

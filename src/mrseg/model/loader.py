@@ -1,0 +1,152 @@
+"""Loading an nnU-Net v2 model folder: plans, dataset, and the weights of each fold."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mrseg.errors import ModelError
+from mrseg.model.checkpoint import Checkpoint, load_checkpoint
+from mrseg.model.networks import build_network
+from mrseg.model.plans import Configuration, DatasetInfo, Plans, read_dataset, read_plans
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "MRSEG_WEIGHTS_PATH"
+"""Environment variable naming a model folder, as the published MRSegmentator reads it."""
+
+Fold = int | str
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model folder: everything needed to build and run its networks."""
+
+    folder: Path
+    plans: Plans
+    dataset: DatasetInfo
+    configuration: Configuration
+    checkpoints: tuple[Checkpoint, ...] = field(repr=False)
+
+    @property
+    def folds(self) -> tuple[str, ...]:
+        return tuple(c.path.parent.name.removeprefix("fold_") for c in self.checkpoints)
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...] | None:
+        """Axes the checkpoint allows mirroring over at inference (None: never mirror)."""
+        return self.checkpoints[0].mirror_axes
+
+    @property
+    def num_input_channels(self) -> int:
+        return len(self.dataset.channel_names)
+
+    def build_networks(self, device: Any = "cpu") -> list[Any]:
+        """One network per fold, weights loaded, in eval mode on ``device``."""
+        networks = []
+        for checkpoint in self.checkpoints:
+            network = build_network(
+                self.configuration.architecture,
+                num_input_channels=self.num_input_channels,
+                num_output_channels=self.dataset.num_segmentation_heads,
+            )
+            try:
+                network.load_state_dict(checkpoint.weights)
+            except RuntimeError as err:
+                raise ModelError(
+                    f"{checkpoint.path}: weights do not fit the network in {self.folder / 'plans.json'}: "
+                    f"{str(err).splitlines()[0]}"
+                ) from err
+            networks.append(network.to(device).eval())
+        return networks
+
+
+def available_folds(folder: str | os.PathLike[str], checkpoint_name: str = "checkpoint_final.pth") -> list[str]:
+    """Fold names (``"0"``, ``"1"``, ``"all"``) that have ``checkpoint_name`` in ``folder``."""
+    folder = Path(folder)
+    found = [p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{checkpoint_name}")]
+    return sorted(found, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+
+def _head_channels(weights: dict[str, Any]) -> int | None:
+    """Output channels of the segmentation head in a state dict (the deepest ``seg_layers``)."""
+    heads = [(int(m.group(1)), key) for key in weights if (m := re.search(r"seg_layers\.(\d+)\.weight$", key))]
+    if not heads:
+        return None
+    return int(weights[max(heads)[1]].shape[0])
+
+
+def load_model(
+    folder: str | os.PathLike[str],
+    *,
+    folds: Sequence[Fold] | None = None,
+    checkpoint_name: str = "checkpoint_final.pth",
+) -> Model:
+    """Load an nnU-Net v2 model folder (``plans.json``, ``dataset.json``, ``fold_k/...``).
+
+    Args:
+        folder: the model folder.
+        folds: which folds to ensemble; None means every fold that has the checkpoint.
+        checkpoint_name: ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
+
+    Raises:
+        ModelError: missing files or folds, unknown architecture, label-count mismatch.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist; pass --model DIR or set {WEIGHTS_ENV}")
+    plans = read_plans(folder / "plans.json")
+    dataset = read_dataset(folder / "dataset.json")
+    available = available_folds(folder, checkpoint_name)
+    if folds is None:
+        if not available:
+            raise ModelError(f"{folder} has no fold_*/{checkpoint_name}; is this a trained nnU-Net v2 model?")
+        chosen = available
+    else:
+        chosen = [str(f) for f in folds]
+        missing = [f for f in chosen if f not in available]
+        if missing:
+            raise ModelError(
+                f"{folder} lacks fold(s) {', '.join(missing)} ({checkpoint_name}); available folds: "
+                f"{', '.join(available) or 'none'}"
+            )
+    checkpoints = tuple(load_checkpoint(folder / f"fold_{f}" / checkpoint_name) for f in chosen)
+    configuration = plans.configuration(checkpoints[0].configuration)
+    if not configuration.is_3d:
+        raise ModelError(f"{folder}: configuration {configuration.name!r} is 2-D; only 3-D models are supported")
+    if configuration.previous_stage is not None:
+        raise ModelError(f"{folder}: cascade stage {configuration.name!r} needs a previous stage; not supported")
+    for checkpoint in checkpoints:
+        if checkpoint.configuration != configuration.name:
+            raise ModelError(
+                f"{checkpoint.path} was trained with configuration {checkpoint.configuration!r}, "
+                f"fold {chosen[0]} with {configuration.name!r}; folds of one ensemble must match"
+            )
+        heads = _head_channels(checkpoint.weights)
+        if heads is not None and heads != dataset.num_segmentation_heads:
+            raise ModelError(
+                f"label-count mismatch: {checkpoint.path} predicts {heads} classes but "
+                f"{folder / 'dataset.json'} lists {dataset.num_segmentation_heads} (background included); "
+                "use the dataset.json the model was trained with"
+            )
+    log.info("loaded %s: configuration %s, folds %s", folder, configuration.name, ", ".join(chosen))
+    return Model(folder, plans, dataset, configuration, checkpoints)
+
+
+def resolve_model_folder(model: str | os.PathLike[str] | None) -> Path:
+    """The model folder from an explicit path or, failing that, ``MRSEG_WEIGHTS_PATH``."""
+    if model is not None:
+        return Path(model)
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    raise ModelError(
+        "no model given: pass --model DIR (model=... in Python) pointing at an nnU-Net v2 model folder "
+        "(plans.json, dataset.json, fold_0/checkpoint_final.pth, ...), or set "
+        f"{WEIGHTS_ENV}=DIR. The published MRSegmentator weights are the weights.zip of its GitHub "
+        "release v1.2.0; unzip it and point --model at the folder."
+    )
