@@ -122,3 +122,21 @@ def reorient(image: Image, code: str) -> tuple[Image, Reorientation]:
     """
     step = plan_reorientation(image.geometry, code)
     return step.apply_image(image), step
+
+
+_AXIS_OF = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+
+
+def direction_from_code(code: str) -> tuple[float, ...]:
+    """The axis-aligned direction (row-major 3x3, ITK convention) of an orientation code.
+
+    Example:
+        >>> direction_from_code("RAS")
+        (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    """
+    code = _check_code(code)
+    matrix = np.zeros((3, 3))
+    for column, letter in enumerate(code):
+        row, sign = _AXIS_OF[letter]
+        matrix[row, column] = sign
+    return tuple(float(v) for v in matrix.ravel())

@@ -23,10 +23,13 @@ def _numpy_scalar_globals() -> list[Any]:
         from numpy._core.multiarray import scalar  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1
         from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    # numpy 2 pickles a scalar's dtype through its DType class (numpy.dtypes.Float64DType, ...).
+    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
     return [
         (scalar, "numpy._core.multiarray.scalar"),
         (scalar, "numpy.core.multiarray.scalar"),
         np.dtype,
+        *dtype_classes,
     ]
 
 
@@ -56,7 +59,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelError(f"{path}: cannot load checkpoint ({str(err).splitlines()[0]})") from err
+        detail = [line for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in detail if "WeightsUnpickler" in line or "but got" in line), detail[0] if detail else "")
+        raise ModelError(
+            f"{path}: cannot load checkpoint ({reason.strip()}); it may be corrupt or hold objects "
+            "that are unsafe to unpickle"
+        ) from err
     if not isinstance(raw, dict) or "network_weights" not in raw:
         raise ModelError(f"{path}: not an nnU-Net v2 checkpoint (no 'network_weights')")
     init_args = raw.get("init_args") or {}

@@ -1,0 +1,59 @@
+"""Shared fixtures: trained tiny nnU-Net v2 model folders and the optional real sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import model_factory
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data from the project root; tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_weights() -> dict[str, dict]:
+    """Briefly trained weights for each architecture (trained once per test session)."""
+    return {
+        kind: model_factory.train_state_dict(model_factory.make_plans(kind=kind))
+        for kind in ("PlainConvUNet", "ResidualEncoderUNet")
+    }
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, trained_weights: dict[str, dict]):
+    """Factory: ``model_dir(kind=..., **plans_options)`` → cached model folder path."""
+    cache: dict[tuple, Path] = {}
+
+    def make(kind: str = "PlainConvUNet", num_folds: int = 2, trainer_name: str = "nnUNetTrainer",
+             mirror_axes: tuple[int, ...] | None = None, configuration: str = "3d_fullres",
+             **plans_options: object) -> Path:
+        key = (kind, num_folds, trainer_name, mirror_axes, configuration, tuple(sorted(plans_options.items())))
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"model_{kind}")
+            cache[key] = model_factory.build_model(
+                folder,
+                weights=trained_weights[kind],
+                num_folds=num_folds,
+                plans_options={"kind": kind, "configuration": configuration, **plans_options},
+                trainer_name=trainer_name,
+                mirror_axes=mirror_axes,
+                configuration=configuration,
+            )
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

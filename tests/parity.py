@@ -1,0 +1,98 @@
+"""Helpers to compare mrseg with nnU-Net's own predictor on the same image."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mrseg.io.image import Image
+from mrseg.io.files import to_itk
+from mrseg.io.orientation import direction_from_code, orientation_code
+
+import model_factory
+
+
+def rotation(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation matrix about x, then y, then z."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def phantom_image(
+    orientation: str,
+    *,
+    spacing: Sequence[float] = (1.2, 1.2, 4.0),
+    shape: Sequence[int] = (24, 48, 40),
+    scale: float = 100.0,
+    offset: float = 0.0,
+    seed: int = 5,
+) -> Image:
+    """A blob phantom whose axes point along ``orientation`` ("oblique" adds a rotation).
+
+    ``spacing`` is ITK (x, y, z) order; ``shape`` numpy (z, y, x) order.
+    """
+    rng = np.random.default_rng(seed)
+    image, _ = model_factory.blob_phantom(shape, spacing[::-1], rng)
+    if orientation == "oblique":
+        direction = tuple((rotation((18.0, -11.0, 7.0)) @ np.asarray(direction_from_code("LAS")).reshape(3, 3)).ravel())
+    else:
+        direction = direction_from_code(orientation)
+    values = np.where(image != 0, image * scale + offset, 0.0 if offset == 0 else offset - 1000.0)
+    return Image.from_array(values.astype(np.float32), spacing=spacing, origin=(-31.5, 12.25, 80.0),
+                            direction=direction)
+
+
+def nnunet_predictor(model_folder, *, folds=(0, 1), step: float = 0.5, mirroring: bool = False,
+                     checkpoint_name: str = "checkpoint_final.pth"):
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(
+        tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
+        perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False,
+    )
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds,
+                                                   checkpoint_name=checkpoint_name)
+    return predictor
+
+
+def nnunet_labels(predictor, image: Image, *, reorient_to_lps: bool) -> np.ndarray:
+    """nnU-Net's labels for ``image``; with ``reorient_to_lps`` the image goes through
+    SimpleITK's DICOMOrient as the published MRSegmentator does, and back."""
+    import SimpleITK as sitk
+
+    itk = to_itk(Image(image.array.astype(np.float32), image.geometry))
+    if reorient_to_lps:
+        itk = sitk.DICOMOrient(itk, "LPS")
+    array = sitk.GetArrayFromImage(itk)[None].astype(np.float32)
+    labels = predictor.predict_single_npy_array(array, {"spacing": list(itk.GetSpacing())[::-1]})
+    if not reorient_to_lps:
+        return labels
+    label_itk = sitk.GetImageFromArray(labels.astype(np.uint8))
+    label_itk.CopyInformation(itk)
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(label_itk, orientation_code(image.geometry)))
+
+
+def agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, dict[int, float]]:
+    """Fraction of equal voxels and Dice per class present in either map."""
+    assert ours.shape == theirs.shape
+    equal = float((ours == theirs).mean())
+    dice = {}
+    for label in np.union1d(np.unique(ours), np.unique(theirs)):
+        if label == 0:
+            continue
+        a, b = ours == label, theirs == label
+        dice[int(label)] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
+    return equal, dice
+
+
+def assert_agrees(ours: np.ndarray, theirs: np.ndarray, *, min_equal: float = 0.999, min_dice: float = 0.99,
+                  min_classes: int = 2) -> None:
+    equal, dice = agreement(ours, theirs)
+    assert len(dice) >= min_classes, f"too few classes predicted for a meaningful comparison: {dice}"
+    assert equal >= min_equal, f"only {equal:.5f} of voxels agree; Dice {dice}"
+    assert min(dice.values()) >= min_dice, f"Dice below {min_dice}: {dice}"
