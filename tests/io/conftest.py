@@ -1,4 +1,6 @@
-"""Shared fixtures for the io tests: direction matrices from orientation names, test volumes.
+"""Fixtures for the io tests: direction matrices from orientation names, seeded test volumes.
+
+The real sample data comes from ``tests/conftest.py``'s ``shared_data`` (skips when absent).
 
 Orientation names follow the DICOM/ITK convention of :mod:`mrseg.io.orientation`: each letter
 says where that voxel axis points to in the LPS world (L = +x, P = +y, S = +z). The extra name
@@ -8,7 +10,6 @@ says where that voxel axis points to in the LPS world (L = +x, P = +y, S = +z). 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,6 @@ WORLD_AXIS = {
 SPACING = (0.7, 1.1, 3.3)
 ORIGIN = (12.5, -31.25, 47.0)
 SHAPE = (7, 11, 13)
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -62,11 +62,3 @@ def make_image(direction_of: Callable[[str], tuple[float, ...]]) -> Callable[...
         return Image.from_array(array, spacing=SPACING, origin=ORIGIN, direction=direction_of(name))
 
     return make
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    """The project's real sample scans (``../shared/data``); skips when a clone lacks them."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample data not available at {SHARED_DATA}")
-    return SHARED_DATA

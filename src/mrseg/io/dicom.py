@@ -32,6 +32,8 @@ class DicomSeries:
     description: str
     modality: str
     files: tuple[Path, ...]
+    positions: tuple[float, ...] | None = None
+    """Slice positions along the normal (mm), sorted; None when the headers lack them."""
 
     def summary(self) -> str:
         text = self.description or "(no description)"
@@ -60,30 +62,54 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     series = []
     for uid, members in groups.items():
         first = members[0][1]
+        ordered = sorted(members, key=_slice_key)
+        positions = [_slice_key(m)[0] for m in ordered]
+        located = all(getattr(ds, "ImagePositionPatient", None) is not None for _, ds in ordered)
         series.append(
             DicomSeries(
                 uid=uid,
                 description=str(getattr(first, "SeriesDescription", "") or ""),
                 modality=str(getattr(first, "Modality", "") or ""),
-                files=tuple(_sorted_along_normal(members)),
+                files=tuple(path for path, _ in ordered),
+                positions=tuple(positions) if located else None,
             )
         )
     series.sort(key=lambda s: (-len(s.files), s.uid))
     return series
 
 
-def _sorted_along_normal(members: list[tuple[Path, object]]) -> list[Path]:
-    def key(item: tuple[Path, object]) -> tuple[float, float, str]:
-        path, ds = item
-        position = getattr(ds, "ImagePositionPatient", None)
-        orientation = getattr(ds, "ImageOrientationPatient", None)
-        instance = float(getattr(ds, "InstanceNumber", 0) or 0)
-        if position is None or orientation is None:
-            return (instance, instance, str(path))
-        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
-        return (float(np.dot(np.asarray(position, float), np.cross(row, col))), instance, str(path))
+def _slice_key(item: tuple[Path, object]) -> tuple[float, float, str]:
+    """Sort key of a slice: position along the slice normal, then instance number."""
+    path, ds = item
+    position = getattr(ds, "ImagePositionPatient", None)
+    orientation = getattr(ds, "ImageOrientationPatient", None)
+    instance = float(getattr(ds, "InstanceNumber", 0) or 0)
+    if position is None or orientation is None:
+        return (instance, instance, str(path))
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    return (float(np.dot(np.asarray(position, float), np.cross(row, col))), instance, str(path))
 
-    return [path for path, _ in sorted(members, key=key)]
+
+def check_slice_spacing(series: DicomSeries, *, tolerance: float = 0.01) -> None:
+    """Refuse gaps, duplicates and uneven spacing, which a 3-D grid cannot represent.
+
+    SimpleITK would only warn and spread the slices evenly, misplacing them.
+    """
+    if series.positions is None or len(series.positions) < 3:
+        return
+    steps = np.diff(series.positions)
+    typical = float(np.median(steps))
+    where = f"DICOM series {series.uid} ({len(series.files)} files in {series.files[0].parent})"
+    if typical <= 1e-6 or np.any(steps <= 1e-6):
+        raise InputError(
+            f"{where}: several slices share one position (multi-echo, multi-phase or duplicated files?); "
+            "split the series or remove the duplicates"
+        )
+    if np.max(np.abs(steps - typical)) > tolerance * typical + 1e-3:
+        raise InputError(
+            f"{where}: slice spacing is uneven ({steps.min():.3g} to {steps.max():.3g} mm; missing slices?); "
+            "a complete series with even slice spacing is needed"
+        )
 
 
 def select_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> DicomSeries:
@@ -110,6 +136,7 @@ def read_series_itk(series: DicomSeries) -> object:
     """Decode a series with SimpleITK; returns the ``SimpleITK.Image``."""
     import SimpleITK as sitk
 
+    check_slice_spacing(series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
     try:

@@ -8,7 +8,9 @@ turns a ``SimpleITK.Image`` into an :class:`~mrseg.io.image.Image` and back.
 from __future__ import annotations
 
 import logging
+import gzip
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,9 +73,45 @@ def read_image(
     return _from_itk(itk_image, source=path, channel=channel)
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated or corrupt NIfTI file: SimpleITK reads one silently, filling the gap.
+
+    The header says how many bytes the file must hold. ``.nii`` files are checked by size;
+    ``.nii.gz`` files are decompressed once as a stream (gzip verifies its CRC and end marker),
+    which costs well under a second per 100 MB and catches a cut download.
+    """
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        data_bytes = int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        expected = max(int(header.get_data_offset()), int(header.sizeof_hdr) + 4) + data_bytes
+    except Exception as err:  # nibabel raises many kinds on a damaged header
+        raise InputError(f"{path}: cannot read this image (file truncated, corrupt or not an image: {err})") from err
+    if path.name.lower().endswith(".gz"):
+        total = 0
+        try:
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 24):
+                    total += len(chunk)
+        except (EOFError, OSError, gzip.BadGzipFile) as err:
+            raise InputError(
+                f"{path}: cannot read this image (file truncated or corrupt: {err}); re-export or re-download it"
+            ) from err
+    else:
+        total = path.stat().st_size
+    if total < expected:
+        raise InputError(
+            f"{path}: cannot read this image (file truncated: the header promises {expected} bytes, "
+            f"the file holds {total}); re-export or re-download it"
+        )
+
+
 def _read_itk_file(path: Path) -> object:
     import SimpleITK as sitk
 
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -131,25 +169,24 @@ def to_itk(image: Image) -> object:
 
 
 def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = True) -> Path:
-    """Write an image atomically: to a temporary name beside ``path``, then renamed.
+    """Write an image atomically: into a hidden folder beside ``path``, then renamed into place.
 
-    A crash never leaves a half-written file under the final name.
+    A crash never leaves a half-written file under the final name. Formats with a detached
+    voxel file (``.mhd``, ``.nhdr``) move the voxel file first and the header last.
     """
     import SimpleITK as sitk
 
     path = Path(path)
-    suffix = image_suffix(path)
-    if suffix is None:
+    if image_suffix(path) is None:
         raise InputError(f"{path}: output must end with one of {', '.join(IMAGE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
-        sitk.WriteImage(to_itk(image), tmp_name, compress)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        sitk.WriteImage(to_itk(image), str(staging / path.name), compress)
+        for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

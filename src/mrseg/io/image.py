@@ -119,6 +119,8 @@ class Image:
     ) -> Image:
         """Wrap a numpy ``(z, y, x)`` array; spacing/origin/direction in ITK ``(x, y, z)`` order."""
         array = np.asarray(array)
+        if array.ndim != 3:
+            raise InputError(f"image must be 3-D, got a {array.ndim}-D array of shape {array.shape}")
         geometry = Geometry(
             shape=tuple(int(s) for s in array.shape),  # type: ignore[arg-type]
             spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]

@@ -1,0 +1,58 @@
+"""mrseg against the published MRSegmentator 2.0.0 CLI on the same model folder and images.
+
+The published tool runs unmodified through benchmarks/published_mrsegmentator.py, which only
+works around nnU-Net's trainer lookup on CPU-only torch (see that file).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mrseg.cli import main as mrseg_main
+from mrseg.io import read_image, write_image
+from parity import assert_agrees, phantom_image
+
+LAUNCHER = Path(__file__).resolve().parents[2] / "benchmarks" / "published_mrsegmentator.py"
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mrsegmentator") is None,
+    reason="mrsegmentator not installed (pip install --no-deps mrsegmentator==2.0.0)",
+)
+
+
+@pytest.fixture(scope="module")
+def published_setup(model_dir, tmp_path_factory):
+    """A 5-fold model named like the published one, and RAS, LPS and PIL inputs."""
+    folder = model_dir(num_folds=5, trainer_name="nnUNetTrainerNoMirroring", configuration="3d_fullres_bs8")
+    inputs = tmp_path_factory.mktemp("published_inputs")
+    for code in ("RAS", "LPS", "PIL"):
+        write_image(phantom_image(code, spacing=(1.2, 1.3, 4.0), seed=11), inputs / f"case_{code}.nii.gz")
+    return folder, inputs
+
+
+def run_published(folder: Path, inputs: Path, out: Path, *extra: str) -> None:
+    env = {**os.environ, "MRSEG_WEIGHTS_PATH": str(folder)}
+    command = [sys.executable, str(LAUNCHER), "-i", str(inputs), "-o", str(out), "--cpu_only",
+               "--nproc", "1", "--nproc_export", "1", "--no_tqdm", *extra]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", [["--fold", "0"], ["--fast"], []], ids=["fold0", "fast", "five_folds"])
+def test_same_labels_as_published_mrsegmentator(published_setup, tmp_path, mode):
+    folder, inputs = published_setup
+    run_published(folder, inputs, tmp_path / "published", *mode)
+    ours_args = {"--fold": ["--folds", "0"], "--fast": ["--fast"]}.get(mode[0] if mode else "", [])
+    assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
+                       "--no-progress", *ours_args]) == 0
+    for code in ("RAS", "LPS", "PIL"):
+        theirs = read_image(tmp_path / "published" / f"case_{code}_seg.nii.gz")
+        ours = read_image(tmp_path / "ours" / f"case_{code}_seg.nii.gz")
+        assert ours.geometry.same_grid(theirs.geometry)
+        assert_agrees(ours.array, theirs.array)
