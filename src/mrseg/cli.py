@@ -124,12 +124,23 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _configure_logging(level: int) -> None:
+    """Log the package's messages to stderr (once, however often main() is called)."""
+    logger = logging.getLogger("mrseg")
+    logger.setLevel(level)
+    if not any(getattr(h, "mrseg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.mrseg_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrseg`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.INFO if args.verbose < 2 else logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
+    _configure_logging(level)
     if args.command is None:
         parser.print_help()
         return 0
