@@ -52,7 +52,8 @@ def segment(
     from mrseg.inference.segmenter import Segmenter
     from mrseg.io.files import read_image
     from mrseg.io.image import Image as _Image
-    from mrseg.model.loader import Model as _Model, resolve_model_folder
+    from mrseg.model.loader import Model as _Model
+    from mrseg.model.loader import resolve_model_folder
 
     loaded: Any = model if isinstance(model, _Model) else resolve_model_folder(model)
     segmenter = Segmenter(loaded, folds=folds, step=step, tta=tta, device=device, threads=threads)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from mrseg.errors import InputError, MrsegError
-from mrseg.io.files import case_name, image_suffix, read_image, write_image
 from mrseg.inference.segmenter import Segmenter
+from mrseg.io.files import case_name, image_suffix, read_image, write_image
 
 log = logging.getLogger(__name__)
 

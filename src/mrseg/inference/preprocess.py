@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mrseg.model.plans import Configuration, Plans
 from mrseg.inference.normalization import normalizer
 from mrseg.inference.resample import new_shape_for_spacing, resampling_function
+from mrseg.model.plans import Configuration, Plans
 
 BBox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 

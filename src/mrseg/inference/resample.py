@@ -29,8 +29,8 @@ def new_shape_for_spacing(
 
 
 def _lowres_axis(spacing: Sequence[float]) -> list[int]:
-    spacing = np.asarray(spacing, dtype=float)
-    return [int(a) for a in np.where(spacing.max() / spacing == 1)[0]]
+    values = np.asarray(spacing, dtype=float)
+    return [int(a) for a in np.where(values.max() / values == 1)[0]]
 
 
 def separate_z_axis(

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from mrseg.errors import InputError
-from mrseg.io.image import Image
-from mrseg.io.orientation import reorient
 from mrseg.inference.export import logits_to_labels
 from mrseg.inference.preprocess import preprocess
 from mrseg.inference.sliding_window import count_tiles, predict_logits
+from mrseg.io.image import Image
+from mrseg.io.orientation import reorient
 from mrseg.model.loader import Fold, Model, load_model
 
 log = logging.getLogger(__name__)

@@ -85,10 +85,10 @@ def predict_logits(
     logits = torch.zeros((num_heads, *shape), dtype=torch.float32)
     weight_sum = torch.zeros(shape, dtype=torch.float32)
 
-    flips = []
+    flips: list[tuple[int, ...]] = []
     if mirror_axes:
-        axes = [a + 2 for a in mirror_axes]
-        flips = [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+        spatial = [a + 2 for a in mirror_axes]
+        flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
 
     starts = list(itertools.product(*tile_starts(shape, patch_size, step)))
     with torch.inference_mode():

@@ -11,10 +11,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrseg.errors import InputError
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ def select_series(folder: str | os.PathLike[str], series_uid: str | None = None)
     return found[0]
 
 
-def read_series_itk(series: DicomSeries) -> object:
+def read_series_itk(series: DicomSeries) -> "sitk.Image":
     """Decode a series with SimpleITK; returns the ``SimpleITK.Image``."""
     import SimpleITK as sitk
 

@@ -7,16 +7,20 @@ turns a ``SimpleITK.Image`` into an :class:`~mrseg.io.image.Image` and back.
 
 from __future__ import annotations
 
-import logging
 import gzip
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mrseg.errors import InputError
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 from mrseg.io.dicom import read_series_itk, select_series
 from mrseg.io.image import Geometry, Image
 
@@ -83,7 +87,7 @@ def _check_nifti_complete(path: Path) -> None:
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header
+        header: Any = nib.load(str(path)).header
         data_bytes = int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
         expected = max(int(header.get_data_offset()), int(header.sizeof_hdr) + 4) + data_bytes
     except Exception as err:  # nibabel raises many kinds on a damaged header
@@ -107,7 +111,7 @@ def _check_nifti_complete(path: Path) -> None:
         )
 
 
-def _read_itk_file(path: Path) -> object:
+def _read_itk_file(path: Path) -> "sitk.Image":
     import SimpleITK as sitk
 
     if image_suffix(path) in (".nii", ".nii.gz"):
@@ -122,10 +126,9 @@ def _read_itk_file(path: Path) -> object:
         ) from err
 
 
-def _from_itk(itk_image: object, *, source: Path, channel: int | None) -> Image:
+def _from_itk(itk_image: "sitk.Image", *, source: Path, channel: int | None) -> Image:
     import SimpleITK as sitk
 
-    assert isinstance(itk_image, sitk.Image)
     dim = itk_image.GetDimension()
     components = itk_image.GetNumberOfComponentsPerPixel()
     if dim == 2:
@@ -157,7 +160,7 @@ def _from_itk(itk_image: object, *, source: Path, channel: int | None) -> Image:
     return Image.from_array(array, spacing=spacing, origin=origin, direction=tuple(direction.ravel()))
 
 
-def to_itk(image: Image) -> object:
+def to_itk(image: Image) -> "sitk.Image":
     """The ``SimpleITK.Image`` of an image, geometry included."""
     import SimpleITK as sitk
 

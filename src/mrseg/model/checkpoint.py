@@ -60,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         detail = [line for line in str(err).splitlines() if line.strip()]
-        reason = next((line for line in detail if "WeightsUnpickler" in line or "but got" in line), detail[0] if detail else "")
+        fallback = detail[0] if detail else ""
+        reason = next((line for line in detail if "WeightsUnpickler" in line or "but got" in line), fallback)
         raise ModelError(
             f"{path}: cannot load checkpoint ({reason.strip()}); it may be corrupt or hold objects "
             "that are unsafe to unpickle"
