@@ -77,8 +77,8 @@ def nnunet_labels(predictor, image: Image, *, reorient_to_lps: bool) -> np.ndarr
     return sitk.GetArrayFromImage(sitk.DICOMOrient(label_itk, orientation_code(image.geometry)))
 
 
-def agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, dict[int, float]]:
-    """Fraction of equal voxels and Dice per class present in either map."""
+def agreement(ours: np.ndarray, theirs: np.ndarray, *, min_voxels: int = 1) -> tuple[float, dict[int, float]]:
+    """Fraction of equal voxels and Dice per class present (``min_voxels`` or more) in either map."""
     assert ours.shape == theirs.shape
     equal = float((ours == theirs).mean())
     dice = {}
@@ -86,13 +86,15 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, dict[int, fl
         if label == 0:
             continue
         a, b = ours == label, theirs == label
+        if max(a.sum(), b.sum()) < min_voxels:
+            continue
         dice[int(label)] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
     return equal, dice
 
 
 def assert_agrees(ours: np.ndarray, theirs: np.ndarray, *, min_equal: float = 0.999, min_dice: float = 0.99,
-                  min_classes: int = 2) -> None:
-    equal, dice = agreement(ours, theirs)
+                  min_classes: int = 2, min_voxels: int = 1) -> None:
+    equal, dice = agreement(ours, theirs, min_voxels=min_voxels)
     assert len(dice) >= min_classes, f"too few classes predicted for a meaningful comparison: {dice}"
     assert equal >= min_equal, f"only {equal:.5f} of voxels agree; Dice {dice}"
     assert min(dice.values()) >= min_dice, f"Dice below {min_dice}: {dice}"
