@@ -127,7 +127,7 @@ def make_plans(
         "configurations": configurations,
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": CT_INTENSITY},
+        "foreground_intensity_properties_per_channel": {"0": dict(CT_INTENSITY)},
     }
 
 
@@ -162,7 +162,8 @@ def train_state_dict(plans: dict[str, Any], *, steps: int = 120, seed: int = 0) 
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return {k: v.detach().clone() for k, v in network.state_dict().items()}
+    copies: dict[int, Any] = {}  # keep keys that alias one parameter aliased in the copy
+    return {k: copies.setdefault(v.data_ptr(), v.detach().clone()) for k, v in network.state_dict().items()}
 
 
 def perturbed(state: dict[str, Any], seed: int, scale: float = 0.05) -> dict[str, Any]:
@@ -170,10 +171,13 @@ def perturbed(state: dict[str, Any], seed: int, scale: float = 0.05) -> dict[str
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    out = {}
+    out: dict[str, Any] = {}
+    done: dict[int, Any] = {}  # keys that alias one parameter get the same perturbed tensor
     for key, value in state.items():
         if value.is_floating_point():
-            value = value * (1 + scale * torch.randn(value.shape, generator=gen))
+            if value.data_ptr() not in done:
+                done[value.data_ptr()] = value * (1 + scale * torch.randn(value.shape, generator=gen))
+            value = done[value.data_ptr()]
         out[key] = value
     return out
 

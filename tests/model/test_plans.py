@@ -12,7 +12,14 @@ import pytest
 import model_factory
 from mrseg.errors import ModelError
 from mrseg.model.plans import (
-    Architecture, Configuration, DatasetInfo, Plans, parse_dataset, parse_plans, read_dataset, read_plans,
+    Architecture,
+    Configuration,
+    DatasetInfo,
+    Plans,
+    parse_dataset,
+    parse_plans,
+    read_dataset,
+    read_plans,
 )
 
 
@@ -229,14 +236,6 @@ def test_old_format_without_class_name_raises():
         parse_plans(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="src/mrseg/model/plans.py _architecture(): the old-format keys other than UNet_class_name are read "
-           "with config[...] (n_conv_per_stage_encoder, patch_size, UNet_base_num_features, "
-           "unet_max_num_features, conv_kernel_sizes, pool_op_kernel_sizes, n_conv_per_stage_decoder), "
-           "so a truncated old plans.json raises a bare KeyError instead of a ModelError naming the key",
-)
 @pytest.mark.parametrize("key", ["UNet_base_num_features", "n_conv_per_stage_encoder", "conv_kernel_sizes"])
 def test_old_format_missing_keys_raise_model_error(key):
     raw = model_factory.make_plans(old_format=True)
@@ -401,15 +400,10 @@ def test_json_that_is_not_an_object_raises(tmp_path, reader):
         reader(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="src/mrseg/model/plans.py parse_plans(): foreground intensity properties are read with p['mean'], "
-           "p['std'], p['percentile_00_5'], p['percentile_99_5'], so an incomplete entry raises a bare KeyError "
-           "instead of a ModelError naming the key",
-)
 def test_incomplete_intensity_properties_raise_model_error():
     raw = model_factory.make_plans()
-    del raw["foreground_intensity_properties_per_channel"]["0"]["percentile_99_5"]
+    # make_plans shares the module-level CT_INTENSITY dict: replace it, never mutate it
+    raw["foreground_intensity_properties_per_channel"]["0"] = {
+        k: v for k, v in model_factory.CT_INTENSITY.items() if k != "percentile_99_5"}
     with pytest.raises(ModelError, match="percentile_99_5"):
         parse_plans(raw)

@@ -60,8 +60,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         detail = [line for line in str(err).splitlines() if line.strip()]
-        fallback = detail[0] if detail else ""
-        reason = next((line for line in detail if "WeightsUnpickler" in line or "but got" in line), fallback)
+        # torch's first line advises weights_only=False, the unsafe way out: name the object instead.
+        named = [line for line in detail if "GLOBAL" in line or "but got" in line]
+        unpickling = any("Weights only load failed" in line for line in detail)
+        fallback = "it holds objects that are not plain weights" if unpickling else (detail[0] if detail else "")
+        reason = named[0] if named else fallback
         raise ModelError(
             f"{path}: cannot load checkpoint ({reason.strip()}); it may be corrupt or hold objects "
             "that are unsafe to unpickle"

@@ -139,7 +139,7 @@ def _resampling(config: dict[str, Any], which: str, where: str) -> Resampling:
     kwargs = dict(config.get(f"resampling_fn_{which}_kwargs", {}))
     return Resampling(
         function=function,
-        order=int(kwargs.get("order", 3 if which == "data" else 1)),
+        order=int(kwargs.get("order", 3)),  # nnU-Net's function default when the plans omit it
         order_z=int(kwargs.get("order_z", 0)),
         force_separate_z=kwargs.get("force_separate_z", False),
         is_seg=bool(kwargs.get("is_seg", False)),
@@ -160,18 +160,21 @@ def _architecture(config: dict[str, Any], where: str) -> Architecture:
         raise ModelError(
             f"{where}: architecture {old_name!r} is not supported; known: {', '.join(_OLD_ARCHITECTURE_NAMES)}"
         )
-    n_stages = len(config["n_conv_per_stage_encoder"])
-    dim = len(config["patch_size"])
-    base, cap = int(config["UNet_base_num_features"]), int(config["unet_max_num_features"])
+    old_keys = ("n_conv_per_stage_encoder", "n_conv_per_stage_decoder", "patch_size", "UNet_base_num_features",
+                "unet_max_num_features", "conv_kernel_sizes", "pool_op_kernel_sizes")
+    old = {key: _require(config, key, where) for key in old_keys}
+    n_stages = len(old["n_conv_per_stage_encoder"])
+    dim = len(old["patch_size"])
+    base, cap = int(old["UNet_base_num_features"]), int(old["unet_max_num_features"])
     blocks_key = "n_conv_per_stage" if old_name == "PlainConvUNet" else "n_blocks_per_stage"
     kwargs = {
         "n_stages": n_stages,
         "features_per_stage": [min(base * 2**i, cap) for i in range(n_stages)],
         "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
-        "kernel_sizes": config["conv_kernel_sizes"],
-        "strides": config["pool_op_kernel_sizes"],
-        blocks_key: config["n_conv_per_stage_encoder"],
-        "n_conv_per_stage_decoder": config["n_conv_per_stage_decoder"],
+        "kernel_sizes": old["conv_kernel_sizes"],
+        "strides": old["pool_op_kernel_sizes"],
+        blocks_key: old["n_conv_per_stage_encoder"],
+        "n_conv_per_stage_decoder": old["n_conv_per_stage_decoder"],
         "conv_bias": True,
         "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
         "norm_op_kwargs": {"eps": 1e-05, "affine": True},
@@ -218,15 +221,15 @@ def parse_plans(data: dict[str, Any], *, where: str = "plans.json") -> Plans:
     raw_intensity = data.get("foreground_intensity_properties_per_channel")
     if raw_intensity is None:
         raw_intensity = data.get("foreground_intensity_properties_by_modality", {})
-    intensity = {
-        int(channel): IntensityProperties(
-            mean=float(p["mean"]),
-            std=float(p["std"]),
-            percentile_00_5=float(p["percentile_00_5"]),
-            percentile_99_5=float(p["percentile_99_5"]),
+    intensity = {}
+    for channel, p in raw_intensity.items():
+        here = f"{where} foreground intensity properties of channel {channel}"
+        intensity[int(channel)] = IntensityProperties(
+            mean=float(_require(p, "mean", here)),
+            std=float(_require(p, "std", here)),
+            percentile_00_5=float(_require(p, "percentile_00_5", here)),
+            percentile_99_5=float(_require(p, "percentile_99_5", here)),
         )
-        for channel, p in raw_intensity.items()
-    }
     forward = tuple(int(t) for t in data.get("transpose_forward", (0, 1, 2)))
     backward = tuple(int(t) for t in data.get("transpose_backward", (0, 1, 2)))
     if sorted(forward) != [0, 1, 2] or sorted(backward) != [0, 1, 2]:
