@@ -93,7 +93,7 @@ def agreement(ours: np.ndarray, theirs: np.ndarray, *, min_voxels: int = 1) -> t
 
 
 def assert_agrees(ours: np.ndarray, theirs: np.ndarray, *, min_equal: float = 0.999, min_dice: float = 0.99,
-                  min_classes: int = 2, min_voxels: int = 1) -> None:
+                  min_classes: int = 3, min_voxels: int = 1) -> None:
     equal, dice = agreement(ours, theirs, min_voxels=min_voxels)
     assert len(dice) >= min_classes, f"too few classes predicted for a meaningful comparison: {dice}"
     assert equal >= min_equal, f"only {equal:.5f} of voxels agree; Dice {dice}"
