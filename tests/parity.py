@@ -6,11 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mrseg.io.image import Image
-from mrseg.io.files import to_itk
-from mrseg.io.orientation import direction_from_code, orientation_code
-
 import model_factory
+from mrseg.io.files import to_itk
+from mrseg.io.image import Image
+from mrseg.io.orientation import direction_from_code, orientation_code
 
 
 def rotation(angles_deg: Sequence[float]) -> np.ndarray:

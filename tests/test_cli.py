@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrseg.cli import main
-from mrseg.io import Image, read_image, write_image
+from mrseg.io import read_image, write_image
 from parity import phantom_image
 
 

@@ -33,18 +33,43 @@ def logits_to_labels(
     import torch
 
     array = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-    spec = configuration.resampling_probabilities
-    resample = resampling_function(spec)
-    array = resample(
-        array,
-        case.shape_after_cropping,
-        current_spacing=configuration.spacing,
-        new_spacing=case.spacing,
-        spec=spec,
-    )
     num_heads = array.shape[0]
     dtype = np.uint8 if num_heads <= 255 else np.uint16
-    cropped = torch.from_numpy(np.ascontiguousarray(array)).argmax(0).numpy().astype(dtype)
+    target = case.shape_after_cropping
+    if tuple(array.shape[1:]) == tuple(target):
+        cropped = torch.from_numpy(np.ascontiguousarray(array)).argmax(0).numpy().astype(dtype)
+    else:
+        cropped = _resampled_argmax(array, target, configuration=configuration, spacing=case.spacing, dtype=dtype)
     labels = np.zeros(case.shape_before_cropping, dtype=dtype)
     labels[tuple(slice(lo, hi) for lo, hi in case.bbox)] = cropped
     return np.ascontiguousarray(labels.transpose(plans.transpose_backward))
+
+
+def _resampled_argmax(
+    logits: np.ndarray,
+    shape: tuple[int, int, int],
+    *,
+    configuration: Configuration,
+    spacing: tuple[float, float, float],
+    dtype: type,
+) -> np.ndarray:
+    """Argmax of the logits resampled to ``shape``, one class channel at a time.
+
+    Equals resampling every channel and then taking the argmax (ties go to the lower class,
+    as with argmax), but holds two full-resolution volumes instead of one per class.
+    """
+    spec = configuration.resampling_probabilities
+    resample = resampling_function(spec)
+    best = np.empty(shape, dtype=np.float32)
+    labels: np.ndarray = np.zeros(shape, dtype=dtype)
+    for c in range(logits.shape[0]):
+        channel = resample(
+            logits[c : c + 1], shape, current_spacing=configuration.spacing, new_spacing=spacing, spec=spec
+        )[0]
+        if c == 0:
+            best[...] = channel
+            continue
+        better = channel > best
+        labels[better] = c
+        np.maximum(best, channel, out=best)
+    return labels

@@ -87,7 +87,7 @@ def preprocess(
     mask = nonzero_mask(data)
     bbox = bounding_box(mask)
     crop = tuple(slice(lo, hi) for lo, hi in bbox)
-    data = np.ascontiguousarray(data[(slice(None), *crop)])
+    data = np.ascontiguousarray(data[(slice(None),) + crop])
     inside = mask[crop]
 
     for c in range(data.shape[0]):

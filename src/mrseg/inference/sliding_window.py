@@ -94,7 +94,7 @@ def predict_logits(
     with torch.inference_mode():
         for done, start in enumerate(starts, 1):
             region = tuple(slice(s, s + t) for s, t in zip(start, patch_size))
-            tile = data[(slice(None), *region)][None].to(device)
+            tile = data[(slice(None),) + region][None].to(device)
             summed = None
             for network in networks:
                 prediction = network(tile)
@@ -105,13 +105,13 @@ def predict_logits(
                 summed = prediction if summed is None else summed + prediction
             assert summed is not None
             mean = (summed[0] / len(networks)).float().cpu()
-            logits[(slice(None), *region)] += mean * weights
+            logits[(slice(None),) + region] += mean * weights
             weight_sum[region] += weights
             if on_tile is not None:
                 on_tile(done, len(starts))
     logits /= weight_sum
     if any(p != (0, 0) for p in pads):
-        logits = logits[(slice(None), *[slice(lo, s - hi) for (lo, hi), s in zip(pads, shape)])]
+        logits = logits[(slice(None),) + tuple(slice(lo, s - hi) for (lo, hi), s in zip(pads, shape))]
     return logits
 
 
