@@ -1,4 +1,4 @@
-"""Command-line interface: ``mrseg segment ...``."""
+"""Command-line interface: ``mrseg segment ...`` and ``mrseg evaluate ...``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,71 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "evaluate",
+        help="Dice and surface distances per organ against reference label maps, with a report",
+        description=(
+            "Compare predicted label maps with reference label maps, case by case (paired by file "
+            "name), per class: Dice, Hausdorff distance (max and 95th percentile), average symmetric "
+            "surface distance and normalised surface Dice, in mm. Writes metrics.csv, summary.csv, "
+            "report.md, report.json and plots/*.png into REPORT_DIR. Exit code 0, or 1 when a "
+            "reference has no (readable) prediction (the report is still written), 2 on bad input."
+        ),
+    )
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted label maps (or one file)")
+    p.add_argument("--ref", required=True, metavar="DIR", help="folder of reference label maps (or one file)")
+    p.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder (created if missing)")
+    p.add_argument("--pred-map", default="base", metavar="MAP",
+                   help="label index of the predictions: base (40 classes, default), totalseg, totalseg_mr, "
+                        "amos22, chaos, or a JSON mapping file")
+    p.add_argument("--ref-map", default="base", metavar="MAP", help="label index of the references (as --pred-map)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="class names or numbers to evaluate (default: every class both label maps define)")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",
+                   help="normalised surface Dice tolerance in mm (default 2)")
+    p.add_argument("--distance-cap", type=float, metavar="MM",
+                   help="distance used in the aggregates when one mask is empty (default: leave such cases out)")
+    p.add_argument("--meta", metavar="CSV", help="metadata CSV: case_id plus dataset, modality, sequence, ... columns")
+    p.add_argument("--pattern", metavar="REGEX",
+                   help="regular expression with named groups matched against case ids, e.g. "
+                        "'(?P<dataset>[^_]+)_(?P<case>.*)'")
+    p.add_argument("--by", nargs="+", metavar="KEY",
+                   help="stratum keys for the grouped tables (default: dataset, site, modality, sequence if present)")
+    p.add_argument("--pred-postfix", default="_seg",
+                   help="ending of prediction names after the case id (default _seg; a name without it matches too)")
+    p.add_argument("--resample-pred", action="store_true",
+                   help="resample predictions on another grid onto the reference grid (nearest neighbour); "
+                        "default: refuse them")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG box plots (no matplotlib needed)")
+
+
+def _phantom_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "phantom",
+        help="synthesise MR/CT cases with known 40-class labels",
+        description=(
+            "Synthesise cases: a generated adult subject (or a given 40-class label map) on a grid of "
+            "any orientation and spacing, an MR or CT image with physics-style or random contrast, "
+            "and its labels. Writes NAME.nii.gz, NAME_labels.nii.gz and NAME.json per case. "
+            "Case i uses seed SEED+i, so runs are reproducible."
+        ),
+    )
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-n", "--count", type=int, default=1, metavar="N", help="number of cases (default 1)")
+    p.add_argument("--modality", choices=("mr", "ct"), default="mr", help="mr (default) or ct")
+    p.add_argument("--sequence", help="mr: t1_in, t1_opp, dixon_water, dixon_fat, t2_haste, t2_tse; "
+                                      "ct: native, contrast (default: the first)")
+    p.add_argument("--fov", default="abdomen", help="thorax, abdomen (default), pelvis or trunk")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="voxel size in mm (default 2 2 2; with --from-labels: the label map's grid)")
+    p.add_argument("--orientation", help="axis code like RAS or PIL, or 'oblique' (default LPS; with "
+                                         "--from-labels: the label map's grid)")
+    p.add_argument("--random-contrast", action="store_true", help="random intensity per tissue (training mode)")
+    p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrseg",
@@ -53,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _segment_parser(sub)
+    _evaluate_parser(sub)
+    _phantom_parser(sub)
     return parser
 
 
@@ -124,6 +191,62 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.evaluation import CaseEvaluation, evaluate_cohort, write_report
+
+    def done(case: CaseEvaluation) -> None:
+        scored = [m.dice for m in case.metrics.values() if m.dice is not None]
+        if case.failed:
+            log.error("%-20s %s", case.case, case.status)
+        else:
+            mean = sum(scored) / len(scored) if scored else float("nan")
+            log.info("%-20s %d classes, mean Dice %.3f%s", case.case, len(scored), mean,
+                     " (resampled)" if case.resampled else "")
+
+    try:
+        result = evaluate_cohort(
+            args.pred, args.ref, pred_map=args.pred_map, ref_map=args.ref_map, classes=args.classes,
+            nsd_tolerance=args.nsd_tolerance, pred_postfix=args.pred_postfix, metadata=args.meta,
+            pattern=args.pattern, resample_pred=args.resample_pred, on_case=done,
+        )
+        files = write_report(result, args.out, by=args.by, distance_cap=args.distance_cap, plots=not args.no_plots)
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    failures = len(result.failures)
+    summary = (f"{len(result.cases)} case(s): {len(result.cases) - failures} evaluated, {failures} failure(s); "
+               f"report {files.markdown}")
+    (log.error if failures else log.warning if not args.quiet else log.info)(summary)
+    return 1 if failures else 0
+
+
+def _run_phantom(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.io.files import case_name, read_image
+    from mrseg.phantom.cases import make_case, write_case
+
+    if args.count < 1:
+        log.error("--count must be at least 1, got %d", args.count)
+        return 2
+    try:
+        labels = read_image(args.from_labels) if args.from_labels else None
+        for i in range(args.count):
+            seed = args.seed + i
+            case = make_case(
+                seed=seed, modality=args.modality, sequence=args.sequence, fov=args.fov,
+                spacing=tuple(args.spacing) if args.spacing else None, orientation=args.orientation,
+                random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
+            )
+            name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
+            paths = write_case(case, args.out, name)
+            log.info("wrote %s", paths["image"])
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
 def _configure_logging(level: int) -> None:
     """Log the package's messages to stderr (once, however often main() is called)."""
     logger = logging.getLogger("mrseg")
@@ -146,5 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "segment":
         return _run_segment(args)
+    if args.command == "evaluate":
+        return _run_evaluate(args)
+    if args.command == "phantom":
+        return _run_phantom(args)
     parser.error(f"unknown command {args.command}")
     return 2
