@@ -1,0 +1,145 @@
+"""The phantom's tissue catalogue: every tissue label, its 40-class label and its physics.
+
+A phantom is drawn as a *tissue map*: finer than the 40 classes (kidney cortex and medulla,
+bone cortex and marrow, bowel wall, content and gas, fat, generic muscle, ...). Each tissue
+maps to one 40-class label: sub-tissues of a class map to that class (kidney cortex → kidney),
+tissues that are not one of the classes (fat, generic muscle, skin, air) map to 0.
+
+Physical properties are typical literature values at 1.5 T (proton density relative to water,
+T1 and T2 in ms, fat fraction) and CT attenuation in HU, native and portal-venous contrast.
+They give realistic contrast, not quantitative accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mrseg.classes import BASE
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """One tissue of the phantom.
+
+    Attributes:
+        index: tissue label in the tissue map (0 is air outside the body).
+        name: snake_case name.
+        class_name: the 40-class name it belongs to, or None (label 0).
+        pd: proton density relative to water (0..1).
+        t1: longitudinal relaxation time of the water component, ms.
+        t2: transverse relaxation time, ms.
+        fat_fraction: fraction of the signal from fat protons (0..1).
+        hu: CT attenuation without contrast, HU.
+        hu_contrast: CT attenuation in the portal-venous phase, HU.
+    """
+
+    index: int
+    name: str
+    class_name: str | None
+    pd: float
+    t1: float
+    t2: float
+    fat_fraction: float
+    hu: float
+    hu_contrast: float
+
+    @property
+    def class_index(self) -> int:
+        return 0 if self.class_name is None else BASE.index_of(self.class_name)
+
+
+# name, class, PD, T1, T2, fat fraction, HU, HU with contrast
+_ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = [
+    ("air", None, 0.0, 1000, 1, 0.0, -1000, -1000),
+    ("subcutaneous_fat", None, 0.9, 260, 80, 0.92, -105, -100),
+    ("visceral_fat", None, 0.9, 260, 80, 0.90, -95, -90),
+    ("muscle", None, 0.7, 870, 47, 0.03, 50, 60),
+    ("skin", None, 0.7, 700, 40, 0.05, 40, 50),
+    ("spleen", "spleen", 0.8, 1060, 60, 0.0, 50, 120),
+    ("right_kidney_cortex", "right_kidney", 0.8, 970, 70, 0.0, 35, 180),
+    ("right_kidney_medulla", "right_kidney", 0.85, 1400, 85, 0.0, 30, 120),
+    ("left_kidney_cortex", "left_kidney", 0.8, 970, 70, 0.0, 35, 180),
+    ("left_kidney_medulla", "left_kidney", 0.85, 1400, 85, 0.0, 30, 120),
+    ("gallbladder", "gallbladder", 0.95, 2000, 400, 0.0, 10, 10),
+    ("liver", "liver", 0.75, 580, 45, 0.04, 60, 110),
+    ("stomach_wall", "stomach", 0.75, 900, 60, 0.0, 40, 90),
+    ("stomach_content", "stomach", 0.95, 3000, 1000, 0.0, 10, 10),
+    ("pancreas", "pancreas", 0.75, 725, 43, 0.06, 45, 100),
+    ("right_adrenal_gland", "right_adrenal_gland", 0.75, 800, 55, 0.05, 30, 60),
+    ("left_adrenal_gland", "left_adrenal_gland", 0.75, 800, 55, 0.05, 30, 60),
+    ("left_lung", "left_lung", 0.1, 1200, 30, 0.0, -850, -840),
+    ("right_lung", "right_lung", 0.1, 1200, 30, 0.0, -850, -840),
+    ("heart", "heart", 0.85, 1200, 120, 0.0, 45, 170),
+    ("aorta", "aorta", 0.85, 1440, 200, 0.0, 40, 180),
+    ("inferior_vena_cava", "inferior_vena_cava", 0.85, 1440, 200, 0.0, 40, 170),
+    ("portal_vein_and_splenic_vein", "portal_vein_and_splenic_vein", 0.85, 1440, 200, 0.0, 40, 180),
+    ("left_iliac_artery", "left_iliac_artery", 0.85, 1440, 200, 0.0, 40, 180),
+    ("right_iliac_artery", "right_iliac_artery", 0.85, 1440, 200, 0.0, 40, 180),
+    ("left_iliac_vena", "left_iliac_vena", 0.85, 1440, 200, 0.0, 40, 160),
+    ("right_iliac_vena", "right_iliac_vena", 0.85, 1440, 200, 0.0, 40, 160),
+    ("esophagus", "esophagus", 0.75, 900, 50, 0.0, 40, 70),
+    ("small_bowel_wall", "small_bowel", 0.75, 900, 60, 0.0, 40, 100),
+    ("small_bowel_content", "small_bowel", 0.95, 2500, 600, 0.0, 15, 15),
+    ("duodenum", "duodenum", 0.8, 900, 70, 0.0, 35, 90),
+    ("colon_wall", "colon", 0.75, 900, 60, 0.0, 40, 90),
+    ("colon_content", "colon", 0.7, 1000, 100, 0.1, 20, 20),
+    ("bowel_gas", None, 0.0, 1000, 1, 0.0, -950, -950),
+    ("urinary_bladder", "urinary_bladder", 1.0, 3000, 1500, 0.0, 8, 10),
+    ("spine_cortex", "spine", 0.05, 1000, 1, 0.0, 900, 900),
+    ("spine_marrow", "spine", 0.85, 450, 70, 0.45, 250, 260),
+    ("sacrum_cortex", "sacrum", 0.05, 1000, 1, 0.0, 900, 900),
+    ("sacrum_marrow", "sacrum", 0.85, 400, 75, 0.55, 220, 230),
+    ("left_hip_cortex", "left_hip", 0.05, 1000, 1, 0.0, 900, 900),
+    ("left_hip_marrow", "left_hip", 0.85, 380, 80, 0.6, 200, 210),
+    ("right_hip_cortex", "right_hip", 0.05, 1000, 1, 0.0, 900, 900),
+    ("right_hip_marrow", "right_hip", 0.85, 380, 80, 0.6, 200, 210),
+    ("left_femur_cortex", "left_femur", 0.05, 1000, 1, 0.0, 1100, 1100),
+    ("left_femur_marrow", "left_femur", 0.9, 300, 80, 0.8, 100, 110),
+    ("right_femur_cortex", "right_femur", 0.05, 1000, 1, 0.0, 1100, 1100),
+    ("right_femur_marrow", "right_femur", 0.9, 300, 80, 0.8, 100, 110),
+    ("spinal_canal", None, 1.0, 3500, 1800, 0.0, 10, 10),
+    ("left_autochthonous_muscle", "left_autochthonous_muscle", 0.7, 870, 45, 0.05, 50, 60),
+    ("right_autochthonous_muscle", "right_autochthonous_muscle", 0.7, 870, 45, 0.05, 50, 60),
+    ("left_iliopsoas_muscle", "left_iliopsoas_muscle", 0.7, 870, 45, 0.03, 50, 60),
+    ("right_iliopsoas_muscle", "right_iliopsoas_muscle", 0.7, 870, 45, 0.03, 50, 60),
+    ("left_gluteus_maximus", "left_gluteus_maximus", 0.7, 870, 45, 0.06, 50, 60),
+    ("right_gluteus_maximus", "right_gluteus_maximus", 0.7, 870, 45, 0.06, 50, 60),
+    ("left_gluteus_medius", "left_gluteus_medius", 0.7, 870, 45, 0.05, 50, 60),
+    ("right_gluteus_medius", "right_gluteus_medius", 0.7, 870, 45, 0.05, 50, 60),
+    ("left_gluteus_minimus", "left_gluteus_minimus", 0.7, 870, 45, 0.05, 50, 60),
+    ("right_gluteus_minimus", "right_gluteus_minimus", 0.7, 870, 45, 0.05, 50, 60),
+]
+
+TISSUES: tuple[Tissue, ...] = tuple(Tissue(i, *row) for i, row in enumerate(_ROWS))
+"""All tissues, indexed by their tissue label."""
+
+TISSUE_INDEX: dict[str, int] = {t.name: t.index for t in TISSUES}
+"""Tissue name → tissue label."""
+
+DEFAULT_TISSUE_OF_CLASS: dict[int, int] = {}
+"""40-class label → the tissue used when synthesising an image from a plain 40-class map."""
+for _t in TISSUES:
+    if _t.class_name is not None and _t.class_index not in DEFAULT_TISSUE_OF_CLASS:
+        # the first tissue listed for a class is its bulk tissue (cortex before medulla etc.),
+        # except bones, whose bulk is marrow
+        DEFAULT_TISSUE_OF_CLASS[_t.class_index] = _t.index
+for _t in TISSUES:
+    if _t.name.endswith("_marrow"):
+        DEFAULT_TISSUE_OF_CLASS[_t.class_index] = _t.index
+
+
+def tissue_to_class_lut() -> np.ndarray:
+    """Lookup table ``lut[tissue] = 40-class label`` (uint8)."""
+    return np.array([t.class_index for t in TISSUES], dtype=np.uint8)
+
+
+def tissue_property(name: str) -> np.ndarray:
+    """One property (``"pd"``, ``"t1"``, ``"hu"``, ...) of every tissue, indexed by tissue label."""
+    return np.array([float(getattr(t, name)) for t in TISSUES], dtype=np.float32)
+
+
+def to_classes(tissue_map: np.ndarray) -> np.ndarray:
+    """The 40-class label map of a tissue map."""
+    return tissue_to_class_lut()[tissue_map]

@@ -1,0 +1,330 @@
+"""The analytic phantom anatomy: positions in world coordinates, volumes, grids and determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrseg.classes import BASE
+from mrseg.errors import InputError
+from mrseg.io.image import Geometry, Image
+from mrseg.io.orientation import orientation_code, plan_reorientation
+from mrseg.phantom.anatomy import FOVS, Anatomy, default_grid, generate_anatomy
+from mrseg.phantom.tissues import TISSUES
+
+SEEDS = (0, 1, 2, 3, 4)
+
+# Plausible adult volumes (litres) of each class in the trunk field of view (apices to upper femur).
+VOLUME_RANGES: dict[str, tuple[float, float]] = {
+    "spleen": (0.1, 0.5),
+    "right_kidney": (0.1, 0.3),
+    "left_kidney": (0.1, 0.3),
+    "gallbladder": (0.01, 0.08),
+    "liver": (1.0, 2.5),
+    "stomach": (0.1, 1.0),
+    "pancreas": (0.04, 0.15),
+    "right_adrenal_gland": (0.002, 0.02),
+    "left_adrenal_gland": (0.002, 0.02),
+    "left_lung": (1.0, 3.5),
+    "right_lung": (1.0, 3.5),
+    "heart": (0.4, 1.2),
+    "aorta": (0.05, 0.25),
+    "inferior_vena_cava": (0.03, 0.15),
+    "portal_vein_and_splenic_vein": (0.008, 0.05),
+    "left_iliac_artery": (0.003, 0.03),
+    "right_iliac_artery": (0.003, 0.03),
+    "left_iliac_vena": (0.005, 0.04),
+    "right_iliac_vena": (0.005, 0.04),
+    "esophagus": (0.015, 0.08),
+    "small_bowel": (0.4, 2.0),
+    "duodenum": (0.03, 0.2),
+    "colon": (0.3, 2.0),
+    "urinary_bladder": (0.05, 0.5),
+    "spine": (0.2, 0.8),
+    "sacrum": (0.08, 0.35),
+    "left_hip": (0.15, 0.5),
+    "right_hip": (0.15, 0.5),
+    "left_femur": (0.08, 0.35),  # head, neck, trochanters and ~12 cm of shaft
+    "right_femur": (0.08, 0.35),
+    "left_autochthonous_muscle": (0.3, 1.2),
+    "right_autochthonous_muscle": (0.3, 1.2),
+    "left_iliopsoas_muscle": (0.15, 0.6),
+    "right_iliopsoas_muscle": (0.15, 0.6),
+    "left_gluteus_maximus": (0.4, 1.5),
+    "right_gluteus_maximus": (0.4, 1.5),
+    "left_gluteus_medius": (0.1, 0.5),
+    "right_gluteus_medius": (0.1, 0.5),
+    "left_gluteus_minimus": (0.03, 0.2),
+    "right_gluteus_minimus": (0.03, 0.2),
+}
+
+PAIRS = sorted({c.name[len("left_"):] for c in BASE.classes if c.name.startswith("left_")})
+
+
+def idx(name: str) -> int:
+    return BASE.index_of(name)
+
+
+def class_stats(image: Image) -> tuple[np.ndarray, np.ndarray]:
+    """Volume (litres) and world (LPS) centroid of every label 0..40, centroids through the affine."""
+    lab = image.array
+    flat = lab.ravel()
+    counts = np.bincount(flat, minlength=41).astype(np.float64)
+    centroid_vox = np.zeros((41, 3))
+    for axis_np in range(3):
+        shape = [1, 1, 1]
+        shape[axis_np] = lab.shape[axis_np]
+        ramp = np.broadcast_to(np.arange(lab.shape[axis_np], dtype=np.float64).reshape(shape), lab.shape)
+        centroid_vox[:, 2 - axis_np] = np.bincount(flat, weights=ramp.ravel(), minlength=41) / np.maximum(counts, 1)
+    affine = image.geometry.affine_lps
+    world = centroid_vox @ affine[:3, :3].T + affine[:3, 3]
+    world[counts == 0] = np.nan
+    return counts * float(np.prod(image.geometry.spacing)) / 1e6, world
+
+
+def world_points(image: Image, label: int) -> np.ndarray:
+    """World (LPS) positions of the voxels carrying ``label``, (n, 3)."""
+    kji = np.argwhere(image.array == label)
+    affine = image.geometry.affine_lps
+    return kji[:, ::-1] @ affine[:3, :3].T + affine[:3, 3]
+
+
+@pytest.fixture(scope="module")
+def trunk() -> dict[int, Anatomy]:
+    return {seed: generate_anatomy(seed=seed, fov="trunk", spacing=(2.0, 2.0, 2.0)) for seed in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def trunk_stats(trunk: dict[int, Anatomy]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    return {seed: class_stats(a.labels) for seed, a in trunk.items()}
+
+
+# ---- the grid helpers --------------------------------------------------------------------------
+
+
+def test_default_grid_covers_each_field_of_view():
+    trunk = default_grid("trunk", spacing=(2.0, 2.0, 2.0))
+    assert trunk.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    depth, rows, cols = trunk.shape
+    assert 160 <= cols <= 180 and 120 <= rows <= 140 and 320 <= depth <= 360  # ~340 x 260 x 700 mm
+    for fov in FOVS:
+        grid = default_grid(fov, spacing=(3.0, 2.5, 4.0))
+        assert grid.spacing == (3.0, 2.5, 4.0)
+        top = grid.origin[2] + (grid.shape[0] - 1) * 4.0
+        assert trunk.origin[2] - 4 <= grid.origin[2] and top <= trunk.origin[2] + (depth - 1) * 2.0 + 4
+
+
+def test_unknown_fov_and_bad_arguments_are_refused():
+    with pytest.raises(InputError, match="unknown field of view 'legs'; valid: thorax, abdomen, pelvis, trunk"):
+        default_grid("legs")
+    with pytest.raises(InputError, match="unknown field of view"):
+        generate_anatomy(seed=0, fov="head")
+    with pytest.raises(InputError, match="spacing must be three positive numbers"):
+        default_grid("trunk", spacing=(2.0, 0.0, 2.0))
+    with pytest.raises(InputError, match="seed must be a non-negative integer, got 1.5"):
+        generate_anatomy(seed=1.5)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="seed must be a non-negative integer, got -3"):
+        generate_anatomy(seed=-3)
+
+
+# ---- one map, valid labels, all classes ----------------------------------------------------------
+
+
+def test_tissue_map_is_one_valid_uint8_map_with_every_class(trunk: dict[int, Anatomy]):
+    for anatomy in trunk.values():
+        tissues = anatomy.tissues
+        assert tissues.array.dtype == np.uint8
+        assert tissues.geometry.same_grid(default_grid("trunk"))
+        assert int(tissues.array.max()) < len(TISSUES)
+        labels = anatomy.labels
+        assert labels.array.dtype == np.uint8 and labels.geometry is tissues.geometry
+        present = set(np.unique(labels.array).tolist())
+        assert present == set(range(41)), f"missing classes: {sorted(set(range(41)) - present)}"
+
+
+def test_parameters_are_json_floats(trunk: dict[int, Anatomy]):
+    params = trunk[0].parameters
+    assert {"height_scale", "width_scale", "subcutaneous_fat_mm", "visceral_fat", "bladder_fill"} <= set(params)
+    assert all(isinstance(v, float) for v in params.values())
+    assert json.loads(json.dumps(params)) == params
+
+
+# ---- volumes ---------------------------------------------------------------------------------------
+
+
+def test_volumes_are_plausible_adult_volumes(trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    assert set(VOLUME_RANGES) == set(BASE.names)
+    problems = []
+    for seed, (volumes, _) in trunk_stats.items():
+        for name, (lo, hi) in VOLUME_RANGES.items():
+            v = volumes[idx(name)]
+            if not lo <= v <= hi:
+                problems.append(f"seed {seed}: {name} {v:.4f} L not in [{lo}, {hi}]")
+    assert not problems, "\n".join(problems)
+
+
+def test_subjects_vary_in_size(trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    volumes = np.array([v for v, _ in trunk_stats.values()])
+    for name in ("liver", "spleen", "urinary_bladder", "heart", "left_kidney"):
+        column = volumes[:, idx(name)]
+        assert column.max() / column.min() > 1.1, name
+
+
+# ---- anatomy in world coordinates -------------------------------------------------------------------
+
+
+def test_left_and_right_organs_lie_on_their_side(trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    assert len(PAIRS) == 12  # kidneys, adrenals, lungs, iliac arteries and veins, hips, femurs, 5 muscles
+    for seed, (_, c) in trunk_stats.items():
+        assert c[idx("liver"), 0] < 0 < c[idx("spleen"), 0], seed  # LPS: patient right is x < 0
+        assert c[idx("stomach"), 0] > 0, seed
+        for pair in PAIRS:
+            left, right = c[idx(f"left_{pair}"), 0], c[idx(f"right_{pair}"), 0]
+            assert right < 0 < left, f"seed {seed}: {pair} right x={right:.1f}, left x={left:.1f}"
+
+
+def test_organ_relations(trunk: dict[int, Anatomy], trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    for seed, (_, c) in trunk_stats.items():
+        x, y, z = c[:, 0], c[:, 1], c[:, 2]
+        body = world_points(trunk[seed].tissues.with_array((trunk[seed].tissues.array > 0).astype(np.uint8)), 1)
+        body_y = body[:, 1].mean()
+        for kidney in ("left_kidney", "right_kidney"):
+            assert y[idx(kidney)] > y[idx("liver")] and y[idx(kidney)] > body_y, (seed, kidney)  # posterior
+        for lung in ("left_lung", "right_lung"):
+            assert z[idx(lung)] > z[idx("liver")], (seed, lung)
+        assert x[idx("aorta")] > x[idx("inferior_vena_cava")], seed  # aorta left of the IVC
+        assert y[idx("spine")] > y[idx("aorta")], seed  # spine behind the aorta
+        assert y[idx("esophagus")] > y[idx("heart")], seed  # oesophagus behind the heart
+        assert x[idx("gallbladder")] < 0 and z[idx("gallbladder")] < z[idx("liver")], seed
+        assert y[idx("sacrum")] > y[idx("urinary_bladder")], seed
+        for femur in ("left_femur", "right_femur"):
+            assert z[idx(femur)] < z[idx(femur.replace("femur", "hip"))], (seed, femur)
+        for side in ("left", "right"):
+            assert y[idx(f"{side}_gluteus_maximus")] > y[idx(f"{side}_gluteus_medius")], (seed, side)
+            assert y[idx(f"{side}_autochthonous_muscle")] > y[idx("spine")], (seed, side)
+        # the heart sits on the diaphragm: above the liver dome's centre, nothing of it below the liver centroid
+        heart = world_points(trunk[seed].labels, idx("heart"))
+        assert heart[:, 2].min() > z[idx("liver")] and z[idx("heart")] > z[idx("liver")] + 60, seed
+        # the bladder is the lowest abdominal organ, in the pelvis below the aortic bifurcation
+        bifurcation = world_points(trunk[seed].labels, idx("aorta"))[:, 2].min()
+        abdominal = ("liver", "spleen", "stomach", "pancreas", "gallbladder", "left_kidney", "right_kidney",
+                     "duodenum", "small_bowel", "colon")
+        assert all(z[idx("urinary_bladder")] < z[idx(o)] for o in abdominal), seed
+        assert z[idx("urinary_bladder")] < bifurcation < z[idx("left_kidney")], seed
+        assert abs(x[idx("urinary_bladder")]) < 20 and y[idx("urinary_bladder")] < y[idx("sacrum")], seed
+        # the iliac arteries leave the aorta downwards
+        for artery in ("left_iliac_artery", "right_iliac_artery"):
+            assert z[idx(artery)] < bifurcation, (seed, artery)
+
+
+# ---- fields of view and partial grids ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def windows() -> dict[str, set[int]]:
+    return {fov: set(np.unique(generate_anatomy(seed=7, fov=fov, spacing=(3.0, 3.0, 3.0)).labels.array).tolist())
+            for fov in ("thorax", "abdomen", "pelvis")}
+
+
+def test_thorax_window(windows: dict[str, set[int]]):
+    present = windows["thorax"]
+    assert {idx("left_lung"), idx("right_lung"), idx("heart"), idx("esophagus"), idx("aorta")} <= present
+    assert not {idx("urinary_bladder"), idx("left_femur"), idx("right_femur"), idx("sacrum")} & present
+
+
+def test_abdomen_window(windows: dict[str, set[int]]):
+    present = windows["abdomen"]
+    assert {idx(n) for n in ("liver", "spleen", "left_kidney", "right_kidney", "pancreas", "stomach")} <= present
+    assert not {idx("urinary_bladder"), idx("left_femur"), idx("right_femur")} & present
+
+
+def test_pelvis_window(windows: dict[str, set[int]]):
+    present = windows["pelvis"]
+    wanted = ("urinary_bladder", "left_femur", "right_femur", "left_gluteus_maximus", "right_gluteus_maximus",
+              "sacrum", "left_hip", "right_hip")
+    assert {idx(n) for n in wanted} <= present
+    assert not {idx("left_lung"), idx("right_lung"), idx("heart")} & present
+
+
+def test_tiny_and_empty_grids(trunk: dict[int, Anatomy], trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    # a 24 mm cube (3 mm voxels) at the bladder's centre holds bladder and little else
+    centre = trunk_stats[0][1][idx("urinary_bladder")]
+    tiny = Geometry(shape=(8, 8, 8), spacing=(3.0, 3.0, 3.0), origin=tuple(centre - 10.5),  # type: ignore[arg-type]
+                    direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    labels = generate_anatomy(seed=0, grid=tiny).labels.array
+    assert labels.shape == (8, 8, 8)
+    assert (labels == idx("urinary_bladder")).mean() > 0.9
+    # a grid beside the body is all air
+    away = Geometry(shape=(5, 6, 7), spacing=(2.0, 2.0, 2.0), origin=(500.0, 0.0, 0.0),
+                    direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    assert not generate_anatomy(seed=0, grid=away).tissues.array.any()
+
+
+def test_sub_block_grid_matches_the_full_grid(trunk: dict[int, Anatomy]):
+    """Rasterising is pointwise: a grid of some of the trunk grid's voxels gets the same labels."""
+    full = trunk[1].tissues
+    g = full.geometry
+    k0, j0, i0 = 150, 40, 50
+    sub = Geometry(shape=(30, 40, 50), spacing=g.spacing,
+                   origin=tuple(float(v) for v in (g.affine_lps @ np.array([i0, j0, k0, 1.0]))[:3]),  # type: ignore[arg-type]
+                   direction=g.direction)
+    part = generate_anatomy(seed=1, grid=sub).tissues.array
+    block = full.array[k0:k0 + 30, j0:j0 + 40, i0:i0 + 50]
+    assert block.any()
+    assert (part == block).mean() > 0.999
+
+
+# ---- any grid: world-coordinate rasterisation ---------------------------------------------------
+
+
+def test_oblique_anisotropic_grid_gives_the_same_anatomy(trunk_stats: dict[int, tuple[np.ndarray, np.ndarray]]):
+    ref = default_grid("trunk", spacing=(2.0, 2.0, 2.0))
+    angle = np.deg2rad(20.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    spacing = np.array([1.5, 2.0, 4.0])
+    z_extent = (ref.shape[0] - 1) * ref.spacing[2]
+    size = np.array([300, 220, int(round(z_extent / 4.0)) + 1])  # in-plane wide enough for the rotated body
+    centre = np.asarray(ref.origin) + np.array([(ref.shape[2] - 1) * 1.0, (ref.shape[1] - 1) * 1.0, z_extent / 2])
+    origin = centre - rot @ ((size - 1) * spacing / 2)
+    grid = Geometry(shape=(int(size[2]), int(size[1]), int(size[0])), spacing=tuple(spacing),  # type: ignore[arg-type]
+                    origin=tuple(origin), direction=tuple(rot.ravel()))  # type: ignore[arg-type]
+    assert orientation_code(grid) == "LPS"
+    volumes, centroids = class_stats(generate_anatomy(seed=0, grid=grid).labels)
+    ref_volumes, ref_centroids = trunk_stats[0]
+    for c in BASE.classes:
+        assert volumes[c.index] == pytest.approx(ref_volumes[c.index], rel=0.10), c.name
+        shift = np.linalg.norm(centroids[c.index] - ref_centroids[c.index])
+        assert shift < 5.0, f"{c.name} centroid moved {shift:.1f} mm"
+
+
+@pytest.mark.parametrize("code", ["RAS", "PIL"])
+def test_reoriented_grids_give_the_same_world_anatomy(code: str):
+    lps = default_grid("abdomen", spacing=(3.0, 3.0, 3.0))
+    step = plan_reorientation(lps, code)
+    assert orientation_code(step.target) == code
+    reference = generate_anatomy(seed=5, grid=lps).labels
+    other = generate_anatomy(seed=5, grid=step.target).labels
+    assert (step.undo(other.array) == reference.array).mean() > 0.9999
+    v_ref, c_ref = class_stats(reference)
+    v_other, c_other = class_stats(other)
+    present = v_ref > 0
+    np.testing.assert_allclose(v_other[present], v_ref[present], rtol=1e-3)
+    np.testing.assert_allclose(c_other[present], c_ref[present], atol=0.2)
+
+
+# ---- determinism -------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_anatomy_different_seed_different():
+    grid = default_grid("trunk", spacing=(5.0, 5.0, 5.0))
+    a = generate_anatomy(seed=11, grid=grid)
+    b = generate_anatomy(seed=11, grid=grid)
+    c = generate_anatomy(seed=12, grid=grid)
+    np.testing.assert_array_equal(a.tissues.array, b.tissues.array)
+    assert a.parameters == b.parameters
+    assert (a.tissues.array != c.tissues.array).mean() > 0.01
+    assert a.parameters != c.parameters and set(a.parameters) == set(c.parameters)
+    # the subject does not depend on the grid it is drawn on
+    assert generate_anatomy(seed=11, fov="pelvis", spacing=(6.0, 6.0, 6.0)).parameters == a.parameters
