@@ -17,10 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import model_factory  # noqa: E402
-from parity import agreement, nnunet_labels, nnunet_predictor, phantom_image  # noqa: E402
-
 from mrseg.inference import Segmenter  # noqa: E402
 from mrseg.io import read_image  # noqa: E402
+from parity import agreement, nnunet_labels, nnunet_predictor, phantom_image  # noqa: E402
 
 
 def main() -> None:

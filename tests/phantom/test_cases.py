@@ -1,0 +1,85 @@
+"""Whole synthetic cases and the ``mrseg phantom`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrseg.cli import main
+from mrseg.errors import InputError
+from mrseg.io import orientation_code, read_image
+from mrseg.phantom.cases import grid_covering, make_case
+from mrseg.phantom.tissues import to_classes
+
+
+def test_case_image_and_labels_share_the_grid():
+    case = make_case(seed=3, modality="ct", sequence="contrast", fov="abdomen", spacing=(3.0, 3.0, 3.0))
+    assert case.image.geometry == case.labels.geometry
+    assert case.image.array.dtype == np.float32 and case.labels.array.dtype == np.uint8
+    assert {5, 1, 2, 3}.issubset(set(np.unique(case.labels.array)))
+    assert case.metadata["seed"] == 3 and case.metadata["sequence"] == "contrast"
+
+
+def test_oblique_anisotropic_grid_keeps_the_organs():
+    straight = make_case(seed=1, fov="abdomen", spacing=(3.0, 3.0, 3.0))
+    tilted = make_case(seed=1, fov="abdomen", spacing=(2.5, 3.0, 4.5), orientation="oblique")
+    assert np.abs(tilted.image.geometry.direction_matrix).max(axis=0).min() < 0.999  # really oblique
+    for label in (1, 5):  # spleen, liver: same subject, same volume within 10 %
+        v1 = (straight.labels.array == label).sum() * np.prod(straight.labels.geometry.spacing)
+        v2 = (tilted.labels.array == label).sum() * np.prod(tilted.labels.geometry.spacing)
+        assert v2 == pytest.approx(v1, rel=0.1)
+
+
+def test_grid_covering_contains_the_box():
+    box = make_case(seed=0, fov="pelvis", spacing=(4.0, 4.0, 4.0)).image.geometry
+    grid = grid_covering(box, spacing=(3.0, 3.0, 6.0), orientation="PIL")
+    assert orientation_code(grid) == "PIL"
+    n = np.array(box.shape[::-1]) - 1
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
+    world = box.affine_lps @ corners.T
+    index = np.linalg.inv(grid.affine_lps) @ world  # the box corners in the new grid's voxel indices
+    size = np.array(grid.shape[::-1])[:, None]
+    assert np.all(index[:3] >= -0.5) and np.all(index[:3] <= size - 0.5)
+
+
+def test_bad_modality_and_sequence_are_refused():
+    with pytest.raises(InputError, match="modality must be one of"):
+        make_case(seed=0, modality="pet")
+    with pytest.raises(InputError, match="sequence must be one of"):
+        make_case(seed=0, modality="ct", sequence="t1_in")
+    with pytest.raises(InputError, match="fov must be one of"):
+        make_case(seed=0, fov="head")
+
+
+def test_phantom_command_writes_image_labels_and_sidecar(tmp_path):
+    assert main(["phantom", "-o", str(tmp_path), "-n", "2", "--modality", "mr", "--sequence", "t1_opp",
+                 "--fov", "abdomen", "--seed", "7", "--spacing", "3", "3", "3"]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["phantom_0007.json", "phantom_0007.nii.gz", "phantom_0007_labels.nii.gz",
+                     "phantom_0008.json", "phantom_0008.nii.gz", "phantom_0008_labels.nii.gz"]
+    sidecar = json.loads((tmp_path / "phantom_0007.json").read_text())
+    assert sidecar["seed"] == 7 and sidecar["modality"] == "mr" and sidecar["sequence"] == "t1_opp"
+    image, labels = read_image(tmp_path / "phantom_0007.nii.gz"), read_image(tmp_path / "phantom_0007_labels.nii.gz")
+    assert image.geometry.same_grid(labels.geometry)
+    again = tmp_path / "again"
+    assert main(["phantom", "-o", str(again), "-n", "1", "--modality", "mr", "--sequence", "t1_opp",
+                 "--fov", "abdomen", "--seed", "7", "--spacing", "3", "3", "3"]) == 0
+    np.testing.assert_array_equal(read_image(again / "phantom_0007.nii.gz").array, image.array)
+
+
+def test_phantom_from_real_labels(shared_data, tmp_path):
+    source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
+    assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0
+    labels = read_image(source)
+    out = read_image(tmp_path / "example_mr_sm__ref40_synth_0000_labels.nii.gz")
+    assert out.geometry.same_grid(labels.geometry)
+    np.testing.assert_array_equal(out.array, labels.array)
+    assert read_image(tmp_path / "example_mr_sm__ref40_synth_0000.nii.gz").array.min() < -500  # air in HU
+
+
+def test_labels_follow_from_tissues():
+    case = make_case(seed=2, fov="pelvis", spacing=(4.0, 4.0, 4.0))
+    assert case.labels.array.max() <= 40
+    assert set(np.unique(to_classes(np.arange(10, dtype=np.uint8)))) <= set(range(41))
