@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from mrseg.errors import InputError, MrsegError
+from mrseg.errors import MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.files import case_name, image_suffix, read_image, write_image
 
@@ -123,4 +123,4 @@ def run_batch(
     return results
 
 
-__all__ = ["Case", "CaseResult", "InputError", "collect_cases", "output_path", "run_batch"]
+__all__ = ["Case", "CaseResult", "collect_cases", "output_path", "run_batch"]
