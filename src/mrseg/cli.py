@@ -173,7 +173,8 @@ def _run_segment(args: argparse.Namespace) -> int:
             bar.close()
             bar = None
         if result.status == "ok":
-            log.info("ok      %s -> %s (%.1f s)", result.case.path, result.output, result.seconds)
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
+            log.info("ok      %s -> %s (%.1f s: %s)", result.case.path, result.output, result.seconds, stages)
         elif result.status == "skipped":
             log.warning("skipped %s", result.error)
         else:

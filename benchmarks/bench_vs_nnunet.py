@@ -1,0 +1,142 @@
+"""mrseg against the published pipeline (MRSegmentator 2.0.0 on nnU-Net 2.8.1), side by side.
+
+Same model folder, same inputs, same run; each pipeline runs in its own process so that the
+peak memory of its whole process tree (PSS, helper processes included) is clean.
+
+    python benchmarks/make_mrsegmentator_like_model.py /tmp/mrseglike
+    python benchmarks/bench_vs_nnunet.py --model /tmp/mrseglike --cases mr --modes fast
+
+Cases: ``mr`` a 256×256×80 MR at 1.5×1.5×3 mm (already on the plans' grid), ``ct`` a
+512×512×300 CT at 0.8×0.8×1.5 mm (resampled in and out). Modes: ``fast`` (fold 0, step 0.8)
+and ``default`` (5 folds, step 0.5). Prints wall time, mrseg's per-stage times, peak PSS, voxel
+agreement, the smallest per-class Dice and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = ROOT / "benchmarks" / "published_mrsegmentator.py"
+MODES = {"fast": (["--fast"], ["--fast"]), "default": ([], [])}
+
+
+def make_input(case: str, folder: Path) -> Path:
+    """A synthetic phantom scan of the benchmark's size (mrseg.phantom)."""
+    from mrseg.io import write_image
+    from mrseg.io.image import Geometry
+    from mrseg.phantom.anatomy import default_grid, generate_anatomy
+    from mrseg.phantom.synthesis import SynthesisOptions, synthesize
+
+    shape, spacing, modality, sequence = {
+        "mr": ((80, 256, 256), (1.5, 1.5, 3.0), "mr", "t1_in"),
+        "ct": ((300, 512, 512), (0.8, 0.8, 1.5), "ct", "contrast"),
+    }[case]
+    box = default_grid("abdomen", spacing=(2.0, 2.0, 2.0))
+    centre = box.affine_lps @ np.array([*(np.array(box.shape[::-1]) - 1) / 2, 1.0])
+    origin = centre[:3] - (np.array(shape[::-1]) - 1) / 2 * np.array(spacing)
+    grid = Geometry(shape=shape, spacing=spacing, origin=tuple(origin), direction=box.direction)
+    anatomy = generate_anatomy(seed=0, fov="trunk", grid=grid)
+    image = synthesize(anatomy.tissues, SynthesisOptions(modality=modality, sequence=sequence), seed=0)
+    path = folder / f"{case}.nii.gz"
+    write_image(image, path)
+    return path
+
+
+def _tree_pss_kb(root_pid: int) -> int:
+    """PSS of a process and all its descendants, in kB (Linux /proc)."""
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+            for task in os.listdir(f"/proc/{pid}/task"):
+                stack.extend(int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak process-tree PSS in GB, and stderr of one command."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    out: dict[str, str] = {}
+    reader = threading.Thread(target=lambda: out.update(err=process.communicate()[1]))
+    reader.start()
+    while process.poll() is None:
+        peak = max(peak, _tree_pss_kb(process.pid))
+        time.sleep(0.2)
+    reader.join()
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.get('err', '')[-3000:]}")
+    return wall, peak / 1024 / 1024, out.get("err", "")
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    equal = float((a == b).mean())
+    dices = []
+    for label in np.union1d(np.unique(a), np.unique(b)):
+        if label == 0:
+            continue
+        x, y = a == label, b == label
+        if max(x.sum(), y.sum()) >= 10:
+            dices.append(2 * (x & y).sum() / (x.sum() + y.sum()))
+    return equal, float(min(dices)) if dices else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="model folder (make_mrsegmentator_like_model.py)")
+    parser.add_argument("--cases", nargs="+", default=["mr", "ct"], choices=["mr", "ct"])
+    parser.add_argument("--modes", nargs="+", default=["fast", "default"], choices=list(MODES))
+    args = parser.parse_args()
+
+    from mrseg.io import read_image
+
+    env = {**os.environ, "MRSEG_WEIGHTS_PATH": str(args.model.resolve())}
+    rows = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        for case in args.cases:
+            inputs = work / f"in_{case}"
+            inputs.mkdir()
+            make_input(case, inputs)
+            for mode in args.modes:
+                theirs_args, ours_args = MODES[mode]
+                out_theirs, out_ours = work / f"theirs_{case}_{mode}", work / f"ours_{case}_{mode}"
+                t_wall, t_mem, _ = run([sys.executable, str(LAUNCHER), "-i", str(inputs), "-o", str(out_theirs),
+                                        "--cpu_only", "--no_tqdm", *theirs_args], env)
+                o_wall, o_mem, log = run([sys.executable, "-m", "mrseg", "-v", "segment", str(inputs), "-o",
+                                          str(out_ours), "--model", str(args.model), "--no-progress", *ours_args], env)
+                stages = re.search(r"s: (preprocess.*)\)", log)
+                equal, min_dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
+                                            read_image(out_theirs / f"{case}_seg.nii.gz").array)
+                rows.append((case, mode, t_wall, o_wall, t_mem, o_mem, equal, min_dice,
+                             stages.group(1) if stages else ""))
+                print(rows[-1], flush=True)
+
+    print(f"\n{'case':4s} {'mode':8s} {'official s':>10s} {'mrseg s':>8s} {'speed-up':>8s} {'official GB':>11s} "
+          f"{'mrseg GB':>8s} {'mem ratio':>9s} {'equal %':>8s} {'min Dice':>8s}  mrseg stages (s)")
+    for case, mode, tw, ow, tm, om, eq, md, stages in rows:
+        print(f"{case:4s} {mode:8s} {tw:10.1f} {ow:8.1f} {tw / ow:8.2f} {tm:11.2f} {om:8.2f} {om / tm:9.2f} "
+              f"{100 * eq:8.3f} {md:8.4f}  {stages}")
+
+
+if __name__ == "__main__":
+    main()
