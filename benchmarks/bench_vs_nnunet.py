@@ -8,7 +8,7 @@ peak memory of its whole process tree (PSS, helper processes included) is clean.
 
 Cases: ``mr`` a 256×256×80 MR at 1.5×1.5×3 mm (already on the plans' grid), ``ct`` a
 512×512×300 CT at 0.8×0.8×1.5 mm (resampled in and out). Modes: ``fast`` (fold 0, step 0.8)
-and ``default`` (5 folds, step 0.5). Prints wall time, mrseg's per-stage times, peak PSS, voxel
+and ``default`` (5 folds, step 0.5), and the same with mrseg's ``--precision bf16``. Prints wall time, mrseg's per-stage times, peak PSS, voxel
 agreement, the smallest per-class Dice and the ratios.
 """
 
@@ -28,7 +28,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "benchmarks" / "published_mrsegmentator.py"
-MODES = {"fast": (["--fast"], ["--fast"]), "default": ([], [])}
+MODES = {
+    "fast": (["--fast"], ["--fast"]),
+    "default": ([], []),
+    "fast-bf16": (["--fast"], ["--fast", "--precision", "bf16"]),  # an explicit speed/agreement trade
+    "default-bf16": ([], ["--precision", "bf16"]),
+}
 
 
 def make_input(case: str, folder: Path) -> Path:

@@ -32,6 +32,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="mirroring test-time augmentation, where the checkpoint allows it (default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="network precision: auto = fp16 autocast on CUDA (as nnU-Net), fp32 elsewhere; "
+                        "bf16 is about 2x faster on CPUs with AVX-512 BF16/AMX, with slightly different labels")
     p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID when a DICOM folder holds several series")
@@ -145,6 +148,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             tta=args.tta,
             threads=args.threads,
             orientation=orientation,
+            precision=args.precision,
         )
     except MrsegError as err:
         log.error("%s", err)

@@ -83,3 +83,23 @@ def test_image_smaller_than_patch_is_padded_like_nnunet(model_dir):
     image = phantom_image("LPS", shape=(6, 20, 18), spacing=(1.5, 1.5, 3.0))
     ours = Segmenter(folder).segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True), min_classes=1)
+
+
+def test_bf16_precision_is_an_explicit_trade(model_dir):
+    """bf16 autocast runs the network in bfloat16: close to float32, not identical."""
+    from parity import agreement
+
+    folder = model_dir()
+    image = phantom_image("RAS")
+    exact = Segmenter(folder).segment(image).array
+    fast = Segmenter(folder, precision="bf16").segment(image).array
+    equal, dice = agreement(fast, exact)
+    assert equal >= 0.99 and min(dice.values()) >= 0.95, (equal, dice)
+
+
+def test_unknown_precision_is_refused(model_dir):
+    from mrseg.errors import InputError
+
+    with pytest.raises(InputError, match="precision must be auto or one of fp32, bf16, fp16"):
+        Segmenter(model_dir(), precision="int8")
+    assert Segmenter(model_dir()).precision == "fp32"  # auto on CPU

@@ -20,7 +20,7 @@ import numpy as np
 from mrseg.errors import InputError
 from mrseg.inference.export import logits_to_labels
 from mrseg.inference.preprocess import preprocess
-from mrseg.inference.sliding_window import count_tiles, predict_logits
+from mrseg.inference.sliding_window import PRECISIONS, count_tiles, predict_logits
 from mrseg.io.image import Image
 from mrseg.io.orientation import reorient
 from mrseg.model.loader import Fold, Model, load_model
@@ -115,6 +115,9 @@ class Segmenter:
         threads: torch CPU threads while segmenting (None: torch's default).
         orientation: axis orientation to run the network in; None keeps the input's axes
             (plain nnU-Net behaviour).
+        precision: ``"auto"`` (float16 autocast on CUDA as nnU-Net does, float32 elsewhere),
+            ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16 or AMX, labels
+            agree less exactly) or ``"fp16"``.
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
@@ -132,6 +135,7 @@ class Segmenter:
         tta: bool = False,
         threads: int | None = None,
         orientation: str | None = DEFAULT_ORIENTATION,
+        precision: str = "auto",
     ) -> None:
         if not 0 < step <= 1:
             raise InputError(f"step must be in (0, 1], got {step}")
@@ -141,6 +145,9 @@ class Segmenter:
             Path(model), folds=folds, checkpoint_name=checkpoint_name
         )
         self.device = resolve_device(device)
+        if precision not in ("auto", *PRECISIONS):
+            raise InputError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = ("fp16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
         self.step = step
         self.threads = threads
         self.orientation = orientation
@@ -214,6 +221,7 @@ class Segmenter:
                 step=self.step,
                 mirror_axes=self.mirror_axes,
                 device=self.device,
+                precision=self.precision,
                 on_tile=on_tile,
             )
             timings["predict"] = time.perf_counter() - clock

@@ -14,6 +14,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Network precisions: plain float32, or autocast to bfloat16 / float16."""
+
 
 def tile_starts(image_size: Sequence[int], tile_size: Sequence[int], step: float) -> list[list[int]]:
     """Start index of every tile along each axis; tiles overlap by ``1 - step`` of their size."""
@@ -57,6 +60,7 @@ def predict_logits(
     step: float = 0.5,
     mirror_axes: Sequence[int] | None = None,
     device: Any = "cpu",
+    precision: str = "fp32",
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Any:
     """Fold-averaged logits over a whole volume.
@@ -69,6 +73,8 @@ def predict_logits(
         step: tile step as a fraction of the tile size (0.5: half overlap).
         mirror_axes: spatial axes (0-based) to average mirrored predictions over; None for none.
         device: where the networks run.
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` to run the networks under autocast
+            (accumulation stays float32).
         on_tile: called as ``on_tile(done, total)`` after each tile (progress bars).
 
     Returns:
@@ -91,7 +97,11 @@ def predict_logits(
         flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
 
     starts = list(itertools.product(*tile_starts(shape, patch_size, step)))
-    with torch.inference_mode():
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    device_type = torch.device(device).type
+    with torch.inference_mode(), torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         for done, start in enumerate(starts, 1):
             region = tuple(slice(s, s + t) for s, t in zip(start, patch_size))
             tile = data[(slice(None),) + region][None].to(device)
