@@ -112,10 +112,14 @@ def predict_logits(
                     prediction += torch.flip(network(torch.flip(tile, axes)), axes)
                 if flips:
                     prediction /= len(flips) + 1
-                summed = prediction if summed is None else summed + prediction
+                if summed is None:
+                    summed = prediction
+                else:
+                    summed += prediction  # in place: one tile-sized logits buffer, not one per fold
             assert summed is not None
-            mean = (summed[0] / len(networks)).float().cpu()
-            logits[(slice(None),) + region] += mean * weights
+            mean = summed[0].float().cpu()
+            mean *= weights / len(networks)
+            logits[(slice(None),) + region] += mean
             weight_sum[region] += weights
             if on_tile is not None:
                 on_tile(done, len(starts))
