@@ -9,16 +9,7 @@ import numpy as np
 import model_factory
 from mrseg.io.files import to_itk
 from mrseg.io.image import Image
-from mrseg.io.orientation import direction_from_code, orientation_code
-
-
-def rotation(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation matrix about x, then y, then z."""
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+from mrseg.io.orientation import direction_from_code, orientation_code, rotation_matrix
 
 
 def phantom_image(
@@ -37,7 +28,8 @@ def phantom_image(
     rng = np.random.default_rng(seed)
     image, _ = model_factory.blob_phantom(shape, spacing[::-1], rng)
     if orientation == "oblique":
-        direction = tuple((rotation((18.0, -11.0, 7.0)) @ np.asarray(direction_from_code("LAS")).reshape(3, 3)).ravel())
+        las = np.asarray(direction_from_code("LAS")).reshape(3, 3)
+        direction = tuple((rotation_matrix((18.0, -11.0, 7.0)) @ las).ravel())
     else:
         direction = direction_from_code(orientation)
     values = np.where(image != 0, image * scale + offset, 0.0 if offset == 0 else offset - 1000.0)

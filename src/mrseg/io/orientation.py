@@ -140,3 +140,12 @@ def direction_from_code(code: str) -> tuple[float, ...]:
         row, sign = _AXIS_OF[letter]
         matrix[row, column] = sign
     return tuple(float(v) for v in matrix.ravel())
+
+
+def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
+    """3x3 rotation about the world x, then y, then z axis (degrees); for oblique grids."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx

@@ -35,6 +35,7 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
+from mrseg.io.orientation import rotation_matrix
 from mrseg.phantom.tissues import TISSUE_INDEX, TISSUES, to_classes
 
 logger = logging.getLogger(__name__)
@@ -273,11 +274,7 @@ class _Shape(Protocol):
 
 def _rotation(rx: float = 0.0, ry: float = 0.0, rz: float = 0.0) -> Array:
     """``Rz @ Ry @ Rx`` from angles in degrees; columns are the rotated local axes."""
-    a, b, c = np.deg2rad([rx, ry, rz])
-    mx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    my = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    mz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return mz @ my @ mx
+    return rotation_matrix((rx, ry, rz))
 
 
 def _local(x: Array, y: Array, z: Array, centre: Array, rotation: Array) -> list[Array]:

@@ -18,7 +18,7 @@ import numpy as np
 from mrseg.errors import InputError
 from mrseg.io.files import write_image
 from mrseg.io.image import Geometry, Image
-from mrseg.io.orientation import direction_from_code
+from mrseg.io.orientation import direction_from_code, rotation_matrix
 
 OBLIQUE = "oblique"
 
@@ -30,14 +30,6 @@ class PhantomCase:
     image: Image
     labels: Image
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def grid_covering(
@@ -55,7 +47,7 @@ def grid_covering(
     if orientation.lower() == OBLIQUE:
         generator = rng if rng is not None else np.random.default_rng(0)
         angles = tuple(float(a) for a in generator.uniform(-25, 25, size=3))
-        direction = _rotation(angles) @ np.eye(3)  # type: ignore[arg-type]
+        direction = rotation_matrix(angles)  # type: ignore[arg-type]
     else:
         direction = np.asarray(direction_from_code(orientation)).reshape(3, 3)
     shape_xyz = np.asarray(box.shape[::-1])
