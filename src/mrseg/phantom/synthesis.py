@@ -1,46 +1,129 @@
-"""MR and CT images synthesised from tissue or 40-class label maps.
+"""MR and CT images synthesised from tissue maps, and tissue maps made from 40-class label maps.
 
 Physics-style contrasts come from each tissue's proton density, T1, T2 and fat fraction
-(:mod:`mrseg.phantom.tissues`) and the sequence's parameters:
+(:mod:`mrseg.phantom.tissues`) plus two properties the catalogue does not hold, kept here
+because only image synthesis needs them: T2* (reversible dephasing) and the signal lost to
+incidental magnetisation transfer (MT) in multi-slice imaging.
 
-* T1 spoiled gradient echo (``t1_in``, ``t1_opp``) and two-point Dixon (``dixon_water``,
-  ``dixon_fat``): water and fat signals from the steady-state equation, combined as a complex
-  signal with the fat phase 0 (in-phase) or π (opposed-phase). Partial volume averages the
-  complex signal before the magnitude is taken, so voxels that mix fat and water cancel at
-  their interfaces in opposed-phase images (the "India ink" edge) as in real scans.
-* T2 single-shot (``t2_haste``) and turbo spin echo (``t2_tse``): ``PD (1 - e^{-TR/T1})
-  e^{-TE/T2}``, fat with a lengthened T2 (J-coupling) so that it stays bright.
-* CT (``native``, ``contrast``): the tissues' Hounsfield units without and with portal-venous
+* T1 spoiled gradient echo, in-phase and opposed-phase (``t1_in``, ``t1_opp``), and the
+  two-point Dixon water and fat images of the same dual-echo acquisition (``dixon_water``,
+  ``dixon_fat``). Water ``W`` and fat ``F`` signals come from the spoiled steady state
+  ``sin a (1 - E1) / (1 - cos a E1) exp(-TE / T2*)``. The signal ``W + F exp(i theta)`` (theta 0
+  in-phase, pi opposed) is averaged over each voxel's extent and the point-spread function
+  *before* the magnitude is taken, so voxels that mix fat and water cancel in opposed-phase
+  images: the dark "India ink" outline at fat-water interfaces arises by itself.
+* T2 single-shot fast spin echo (``t2_haste``) and turbo spin echo (``t2_tse``):
+  ``PD (1 - exp(-TR/T1)) exp(-TE/T2)``; fat with T2 = 150 ms (J-coupling keeps fat bright
+  on fast spin echo).
+* CT (``native``, ``contrast``): each tissue's Hounsfield units without and with portal-venous
   contrast.
+* Random contrast (``random_contrast=True``, MR only): every tissue gets a random mean and a
+  small random texture, the SynthSeg recipe for training contrast-agnostic models.
 
-A random-contrast mode gives every tissue a random intensity (the SynthSeg recipe for training
-contrast-agnostic models). Then: partial volume (Gaussian blur whose FWHM is the acquired
-resolution, one voxel by default), slice thickness, a smooth multiplicative bias field (MR),
-and Rician (MR) or Gaussian (CT) noise. Everything follows from the seed.
+Then, in acquisition order: partial volume (the signal integrated over each voxel with
+``oversample`` sub-samples per axis and blurred by a Gaussian point-spread function whose FWHM
+is the acquired resolution, plus ``slice_thickness`` through plane), a smooth multiplicative
+bias field (MR), and Rician (MR) or Gaussian (CT) noise. All randomness comes from ``seed``.
+
+Example:
+    >>> import numpy as np
+    >>> from mrseg.io.image import Image
+    >>> from mrseg.phantom.tissues import TISSUE_INDEX
+    >>> tissues = np.full((8, 16, 16), TISSUE_INDEX["subcutaneous_fat"], dtype=np.uint8)
+    >>> tissues[2:6, 4:12, 4:12] = TISSUE_INDEX["liver"]
+    >>> image = synthesize(Image.from_array(tissues, spacing=(2.0, 2.0, 4.0)),
+    ...                    SynthesisOptions(modality="mr", sequence="t1_opp"), seed=0)
+    >>> image.array.dtype, image.array.shape
+    (dtype('float32'), (8, 16, 16))
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 
+from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
-from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, tissue_property
+from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, Tissue
+
+__all__ = [
+    "FAT_T1_MS",
+    "FAT_T2_MS",
+    "FAT_T2_TSE_MS",
+    "GRADIENT_ECHO",
+    "MODALITIES",
+    "MR_SCALE",
+    "SEQUENCES",
+    "SPIN_ECHOES",
+    "GradientEcho",
+    "SpinEcho",
+    "SynthesisOptions",
+    "bias_field",
+    "resample_labels",
+    "synthesize",
+    "tissue_signals",
+    "tissues_from_labels",
+]
 
 MODALITIES = ("ct", "mr")
 SEQUENCES: dict[str, tuple[str, ...]] = {
-    "mr": ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse"),
     "ct": ("native", "contrast"),
+    "mr": ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse"),
 }
+"""Sequences (MR) and contrast phases (CT) of each modality; the first is the default."""
+
+MR_SCALE = 1000.0
+"""MR images are in arbitrary units: the brightest catalogue tissue of a sequence is this."""
 
 FAT_T1_MS = 260.0
+"""T1 of the fat (methylene) component at 1.5 T, whatever tissue it is in."""
 FAT_T2_MS = 80.0
-FAT_T2_TSE_MS = 150.0  # J-coupling keeps fat bright on fast spin echo
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-MR_SCALE = 1000.0  # MR images are scaled so that the brightest tissue is about this
+"""T2 of the fat component for gradient echo (before the tissue's dephasing is added)."""
+FAT_T2_TSE_MS = 150.0
+"""Apparent T2 of fat in fast spin echo: J-coupling is broken up by the tight echo train."""
+
+_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+_DEFAULT_R2_PRIME_PER_MS = 1.0 / 100.0  # reversible dephasing of soft tissue at 1.5 T
+_DEFAULT_MT_SATURATION = 0.10  # solid soft tissue without a value of its own
+
+
+@dataclass(frozen=True)
+class GradientEcho:
+    """A spoiled gradient-echo dual-echo acquisition (times at 1.5 T, ms; flip angle, degrees)."""
+
+    tr_ms: float
+    flip_deg: float
+    te_in_phase_ms: float
+    te_opposed_phase_ms: float
+
+
+@dataclass(frozen=True)
+class SpinEcho:
+    """A (turbo) spin-echo acquisition; ``tr_ms`` may be ``inf`` (single shot from rest)."""
+
+    tr_ms: float
+    te_ms: float
+
+
+GRADIENT_ECHO = GradientEcho(tr_ms=150.0, flip_deg=80.0, te_in_phase_ms=4.6, te_opposed_phase_ms=2.3)
+"""The breath-hold 2-D dual-echo FLASH of a routine 1.5 T liver protocol (in/opposed phase, Dixon).
+
+A strongly T1-weighted choice (80° at TR 150 ms): it orders fat > liver > spleen, kidney > muscle
+as the real upper-abdominal T1 scan in the shared sample data does. Echo times scale with
+1.5 T / field strength so that fat and water stay in and out of phase.
+"""
+
+SPIN_ECHOES: dict[str, SpinEcho] = {
+    # single shot: every slice is excited once, from full relaxation
+    "t2_haste": SpinEcho(tr_ms=math.inf, te_ms=90.0),
+    "t2_tse": SpinEcho(tr_ms=4000.0, te_ms=100.0),
+}
 
 
 @dataclass(frozen=True)
@@ -49,19 +132,28 @@ class SynthesisOptions:
 
     Attributes:
         modality: ``"mr"`` or ``"ct"``.
-        sequence: see :data:`SEQUENCES`.
-        random_contrast: random intensity per tissue instead of physics (training mode).
-        bias_field: MR only; peak relative amplitude of the smooth multiplicative field (0: off).
-        noise: MR: Rician noise sigma relative to the brightest tissue; CT: ignored.
-        ct_noise_hu: CT: Gaussian noise sigma in HU.
-        resolution: acquired resolution (x, y, z) in mm, the FWHM of the partial-volume blur;
-            default one voxel.
-        slice_thickness: FWHM in mm of extra blur along the grid's third (k) axis.
-        field_strength: tesla; scales the in/opposed-phase echo times.
+        sequence: one of ``SEQUENCES[modality]``; None (default) picks the modality's first
+            (``t1_in`` for MR, ``native`` for CT). Always a string after construction.
+        random_contrast: MR only: a random intensity and texture per tissue instead of physics.
+        bias_field: MR only: peak amplitude of the smooth multiplicative field, which lies in
+            ``[exp(-bias_field), exp(bias_field)]`` with a geometric mean of 1 (0 = off).
+        noise: MR only: Rician noise sigma relative to the brightest tissue (``MR_SCALE``);
+            0.02 is an SNR of 50 for fat.
+        ct_noise_hu: CT only: Gaussian noise sigma in HU (12 HU: a routine abdominal CT).
+        resolution: acquired resolution in mm along the grid's i, j, k axes (ITK order): the
+            FWHM of the Gaussian point-spread function. None (default) is one voxel (the grid's
+            spacing); ``(0, 0, 0)`` is no blur.
+        slice_thickness: extra through-plane blur, the FWHM in mm along the grid's k axis
+            (added in quadrature to ``resolution``).
+        field_strength: tesla; scales the gradient-echo echo times (by 1.5 / field strength)
+            and reversible dephasing (proportional to the field).
+
+    Raises:
+        InputError: an unknown modality or sequence, or an option out of range.
     """
 
     modality: str = "mr"
-    sequence: str = "t1_in"
+    sequence: str | None = None
     random_contrast: bool = False
     bias_field: float = 0.3
     noise: float = 0.02
@@ -73,207 +165,518 @@ class SynthesisOptions:
     def __post_init__(self) -> None:
         if self.modality not in SEQUENCES:
             raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {self.modality!r}")
-        if self.sequence not in SEQUENCES[self.modality]:
+        if self.sequence is None:
+            object.__setattr__(self, "sequence", SEQUENCES[self.modality][0])
+        elif self.sequence not in SEQUENCES[self.modality]:
             raise InputError(
-                f"{self.modality} sequence must be one of {', '.join(SEQUENCES[self.modality])}, got {self.sequence!r}"
+                f"{self.modality} sequence must be one of {', '.join(SEQUENCES[self.modality])}, "
+                f"got {self.sequence!r}"
             )
+        if self.random_contrast and self.modality != "mr":
+            raise InputError("random_contrast is an MR option (random intensities are not CT numbers); "
+                             "use modality='mr'")
+        for name in ("bias_field", "noise", "ct_noise_hu"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (math.isfinite(self.field_strength) and self.field_strength > 0):
+            raise InputError(f"field_strength must be a positive number of tesla, got {self.field_strength!r}")
+        if self.resolution is not None:
+            if len(self.resolution) != 3 or not all(math.isfinite(r) and r >= 0 for r in self.resolution):
+                raise InputError(f"resolution must be three FWHM values >= 0 in mm (x, y, z), got {self.resolution!r}")
+            object.__setattr__(self, "resolution", tuple(float(r) for r in self.resolution))
+        if self.slice_thickness is not None and not (
+            math.isfinite(self.slice_thickness) and self.slice_thickness >= 0
+        ):
+            raise InputError(f"slice_thickness must be a FWHM >= 0 in mm, got {self.slice_thickness!r}")
 
 
-def _spgr(t1: np.ndarray, *, tr: float, flip_deg: float) -> np.ndarray:
-    """Steady-state spoiled gradient echo factor ``sin a (1 - E1) / (1 - cos a E1)``."""
-    a = np.deg2rad(flip_deg)
-    e1 = np.exp(-tr / np.maximum(t1, 1.0))
-    return np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
+# --- tissue physics the catalogue does not hold ---------------------------------------------
+
+def _is_muscle(tissue: Tissue) -> bool:
+    return tissue.name == "muscle" or "muscle" in tissue.name or "gluteus" in tissue.name
 
 
-def tissue_signals(options: SynthesisOptions, rng: np.random.Generator) -> np.ndarray:
-    """Per-tissue signal (complex for gradient echo), indexed by tissue label."""
-    n = len(TISSUES)
-    if options.random_contrast:
-        values = rng.uniform(0.0, 1.0, n).astype(np.float32) * MR_SCALE
-        values[TISSUE_INDEX["air"]] = rng.uniform(0.0, 0.05) * MR_SCALE
-        return values
-    if options.modality == "ct":
-        return tissue_property("hu_contrast" if options.sequence == "contrast" else "hu")
-    pd, t1, t2, ff = (tissue_property(p).astype(np.float64) for p in ("pd", "t1", "t2", "fat_fraction"))
-    seq = options.sequence
-    if seq.startswith("t2_"):
-        tr, te = (1500.0, 90.0) if seq == "t2_haste" else (4000.0, 100.0)
-        water = pd * (1 - ff) * (1 - np.exp(-tr / t1)) * np.exp(-te / np.maximum(t2, 1.0))
-        fat = pd * ff * (1 - np.exp(-tr / FAT_T1_MS)) * np.exp(-te / FAT_T2_TSE_MS)
-        signal = water + fat
-    else:
-        tr, flip = 7.0, 12.0
-        te_in = 4.6 * 1.5 / options.field_strength
-        te = te_in / 2 if seq == "t1_opp" else te_in  # Dixon water/fat come from the in-phase echo
-
-        def components(echo: float) -> tuple[np.ndarray, np.ndarray]:
-            w = pd * (1 - ff) * _spgr(t1, tr=tr, flip_deg=flip) * np.exp(-echo / np.maximum(t2, 1.0))
-            f = pd * ff * _spgr(np.full_like(t1, FAT_T1_MS), tr=tr, flip_deg=flip) * np.exp(-echo / FAT_T2_MS)
-            return w, f
-
-        water, fat = components(te)
-        if seq == "dixon_water":
-            signal = water
-        elif seq == "dixon_fat":
-            signal = fat
-        else:
-            phase = np.pi if seq == "t1_opp" else 0.0
-            signal = water + fat * np.exp(1j * phase)
-        # one scale for every gradient-echo image, so in/opposed and Dixon images are comparable
-        reference = np.abs(np.add(*components(te_in))).max()
-        return (signal / reference * MR_SCALE).astype(np.complex64 if np.iscomplexobj(signal) else np.float32)
-    peak = np.abs(signal).max()
-    return (signal / peak * MR_SCALE).astype(np.complex64 if np.iscomplexobj(signal) else np.float32)
+def _t2_star_ms(tissue: Tissue) -> float | None:
+    """T2* at 1.5 T where it differs from the default dephasing (literature ballpark), else None."""
+    name = tissue.name
+    if name.endswith("_lung"):
+        return 1.5  # air-tissue interfaces
+    if name.endswith("_cortex") and tissue.t2 <= 1.0:
+        return 0.5  # cortical bone
+    if name.endswith("_marrow"):
+        return 12.0  # trabecular susceptibility
+    if name.endswith("kidney_cortex"):
+        return 65.0
+    if name.endswith("kidney_medulla"):
+        return 45.0
+    if _is_muscle(tissue):
+        return 27.0
+    return {"liver": 30.0, "spleen": 50.0, "pancreas": 35.0, "heart": 35.0}.get(name)
 
 
-def _blur(volume: np.ndarray, geometry: Geometry, options: SynthesisOptions) -> np.ndarray:
-    """Partial volume: Gaussian blur with the acquired resolution (numpy axis order)."""
-    fwhm = np.asarray(options.resolution if options.resolution is not None else geometry.spacing, float)
-    if options.slice_thickness is not None:
-        fwhm[2] = np.hypot(fwhm[2], options.slice_thickness)
-    sigma = (fwhm * FWHM_TO_SIGMA / np.asarray(geometry.spacing))[::-1]
-    if np.all(sigma < 0.05):
-        return volume
-    if np.iscomplexobj(volume):
-        return ndimage.gaussian_filter(volume.real, sigma) + 1j * ndimage.gaussian_filter(volume.imag, sigma)
-    return ndimage.gaussian_filter(volume, sigma)
+def _mt_saturation(tissue: Tissue) -> float:
+    """Fraction of the water signal lost to incidental MT in multi-slice imaging.
 
-
-def bias_field(geometry: Geometry, amplitude: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth multiplicative field between ``exp(-amplitude)`` and ``exp(amplitude)``.
-
-    Cubic upsampling of a coarse random 4x4x4 grid over the volume.
+    Proportional to the tissue's macromolecular pool (largest in muscle, small in fat, none in
+    fluids). This, more than T1, is why muscle is the darkest soft tissue on T1 gradient echo.
     """
-    coarse = rng.standard_normal((4, 4, 4))
-    coarse /= max(np.abs(coarse).max(), 1e-6)
-    zoom = [s / 4 for s in geometry.shape]
-    field = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
-    field = field[tuple(slice(0, s) for s in geometry.shape)]
-    return np.exp(amplitude * np.clip(field, -1.0, 1.0)).astype(np.float32)  # cubic overshoot clipped
+    name = tissue.name
+    if tissue.pd == 0 or (name.endswith("_cortex") and tissue.t2 <= 1.0):
+        return 0.0
+    if tissue.t2 >= 150.0 or name == "spinal_canal":
+        return 0.0  # blood, bile, urine, CSF, bowel fluid
+    if "fat" in name:
+        return 0.02
+    if name.endswith("_marrow") or name.endswith("_lung"):
+        return 0.05
+    if _is_muscle(tissue):
+        return 0.25
+    if "kidney" in name:
+        return 0.08
+    return {"liver": 0.15, "pancreas": 0.15, "heart": 0.15, "skin": 0.20, "spleen": 0.10}.get(
+        name, _DEFAULT_MT_SATURATION
+    )
 
 
-def synthesize(tissues: Image, options: SynthesisOptions, *, seed: int) -> Image:
-    """Synthesise an image on the tissue map's grid.
+@lru_cache(maxsize=1)
+def _property_table() -> dict[str, np.ndarray]:
+    """Per-tissue physics arrays (float64, read-only), indexed by tissue label."""
+
+    def column(values: list[float]) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        array.flags.writeable = False
+        return array
+
+    r2_prime = []
+    for t in TISSUES:
+        t2_star = _t2_star_ms(t)
+        r2_prime.append(_DEFAULT_R2_PRIME_PER_MS if t2_star is None else max(1.0 / t2_star - 1.0 / t.t2, 0.0))
+    return {
+        "pd": column([t.pd for t in TISSUES]),
+        "t1": column([max(t.t1, 1.0) for t in TISSUES]),
+        "t2": column([max(t.t2, 0.1) for t in TISSUES]),
+        "fat_fraction": column([t.fat_fraction for t in TISSUES]),
+        "r2_prime": column(r2_prime),  # 1/ms at 1.5 T
+        "mt": column([_mt_saturation(t) for t in TISSUES]),
+        "hu": column([t.hu for t in TISSUES]),
+        "hu_contrast": column([t.hu_contrast for t in TISSUES]),
+    }
+
+
+def _spoiled_steady_state(t1: np.ndarray, *, tr: float, flip_deg: float) -> np.ndarray:
+    a = math.radians(flip_deg)
+    e1 = np.exp(-tr / t1)
+    return math.sin(a) * (1 - e1) / (1 - math.cos(a) * e1)
+
+
+def _gradient_echo_components(field_strength: float, te_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Water and fat signal of every tissue at one echo time (ms, already scaled to the field)."""
+    p = _property_table()
+    seq = GRADIENT_ECHO
+    r2_prime = p["r2_prime"] * (field_strength / 1.5)
+    water = (
+        p["pd"] * (1 - p["fat_fraction"]) * (1 - p["mt"])
+        * _spoiled_steady_state(p["t1"], tr=seq.tr_ms, flip_deg=seq.flip_deg)
+        * np.exp(-te_ms * (1 / p["t2"] + r2_prime))
+    )
+    fat = (
+        p["pd"] * p["fat_fraction"]
+        * _spoiled_steady_state(np.full_like(p["t1"], FAT_T1_MS), tr=seq.tr_ms, flip_deg=seq.flip_deg)
+        * np.exp(-te_ms * (1 / FAT_T2_MS + r2_prime))
+    )
+    return water, fat
+
+
+def tissue_signals(options: SynthesisOptions) -> np.ndarray:
+    """The noiseless signal of every catalogue tissue for a physics contrast (float32).
+
+    MR gradient echo gives the *signed* real signal ``W + F cos(theta)`` (negative where fat
+    dominates an opposed-phase voxel; the magnitude is taken after partial volume). Every MR
+    sequence is scaled so that its brightest catalogue tissue is ``MR_SCALE``; in/opposed-phase
+    and Dixon images share the in-phase scale, so ``dixon_water + dixon_fat == t1_in``. CT
+    gives Hounsfield units.
 
     Args:
-        tissues: a tissue map (labels of :mod:`mrseg.phantom.tissues`).
-        options: modality, sequence and acquisition effects.
-        seed: seed of every random draw (contrast, bias field, noise).
+        options: a physics contrast (``random_contrast`` False).
 
     Returns:
-        A float32 image: HU for CT, arbitrary units (brightest tissue about 1000) for MR.
+        ``signal[tissue_label]``.
     """
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(tissues.array)
-    if labels.size and labels.max() >= len(TISSUES):
-        raise InputError(f"tissue map holds label {labels.max()}, the catalogue has {len(TISSUES)} tissues")
-    signals = tissue_signals(options, rng)
-    volume = signals[labels]
     if options.random_contrast:
-        volume = volume * (1 + 0.03 * rng.standard_normal(volume.shape)).astype(np.float32)
-    volume = _blur(volume, tissues.geometry, options)
+        raise InputError("tissue_signals is for physics contrasts; random contrast is drawn in synthesize")
+    p = _property_table()
+    sequence = options.sequence
     if options.modality == "ct":
-        image = volume + rng.normal(0.0, options.ct_noise_hu, volume.shape)
-        return tissues.with_array(image.astype(np.float32))
-    magnitude_phase = volume if np.iscomplexobj(volume) else volume.astype(np.complex64)
+        return p["hu_contrast" if sequence == "contrast" else "hu"].astype(np.float32)
+    if sequence in SPIN_ECHOES:
+        se = SPIN_ECHOES[sequence]
+        recovery = 1.0 if math.isinf(se.tr_ms) else 1 - np.exp(-se.tr_ms / p["t1"])
+        fat_recovery = 1.0 if math.isinf(se.tr_ms) else 1 - math.exp(-se.tr_ms / FAT_T1_MS)
+        water = p["pd"] * (1 - p["fat_fraction"]) * (1 - p["mt"]) * recovery * np.exp(-se.te_ms / p["t2"])
+        fat = p["pd"] * p["fat_fraction"] * fat_recovery * math.exp(-se.te_ms / FAT_T2_TSE_MS)
+        signal = water + fat
+        return (signal / signal.max() * MR_SCALE).astype(np.float32)
+    scale = 1.5 / options.field_strength
+    te_in = GRADIENT_ECHO.te_in_phase_ms * scale
+    water, fat = _gradient_echo_components(options.field_strength, te_in)
+    reference = (water + fat).max()
+    if sequence == "t1_opp":
+        water, fat = _gradient_echo_components(options.field_strength, GRADIENT_ECHO.te_opposed_phase_ms * scale)
+        signal = water - fat  # exp(i pi) = -1: the complex signal stays real
+    elif sequence == "dixon_water":
+        signal = water
+    elif sequence == "dixon_fat":
+        signal = fat
+    else:
+        signal = water + fat
+    return (signal / reference * MR_SCALE).astype(np.float32)
+
+
+# --- acquisition effects ------------------------------------------------------------------------
+
+def _subvoxel_kernel(oversample: int) -> np.ndarray:
+    """1-D weights of integrating the linearly interpolated signal over a voxel, ``k`` samples.
+
+    Sub-sample offsets ``(s + 0.5) / k - 0.5`` voxel; one at offset ``o`` takes ``|o|`` of the
+    neighbour on its side. ``k = 1`` is the identity; ``k = 2`` gives ``[1/8, 3/4, 1/8]``.
+    """
+    offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
+    side = float(np.abs(offsets[offsets < 0]).sum() / oversample)
+    return np.array([side, 1 - 2 * side, side], dtype=np.float32)
+
+
+def _partial_volume(
+    volume: np.ndarray, geometry: Geometry, options: SynthesisOptions, oversample: int
+) -> np.ndarray:
+    """Sub-voxel integration and the Gaussian point-spread function (in place where possible)."""
+    if oversample > 1:
+        kernel = _subvoxel_kernel(oversample)
+        for axis in range(3):
+            if volume.shape[axis] > 1:
+                volume = ndimage.convolve1d(volume, kernel, axis=axis, mode="nearest")
+    fwhm = np.asarray(options.resolution if options.resolution is not None else geometry.spacing, dtype=float)
+    if options.slice_thickness:
+        fwhm[2] = math.hypot(fwhm[2], options.slice_thickness)
+    sigma_zyx = (fwhm * _FWHM_TO_SIGMA / np.asarray(geometry.spacing))[::-1]
+    for axis, sigma in enumerate(sigma_zyx):
+        if sigma >= 0.05 and volume.shape[axis] > 1:
+            volume = ndimage.gaussian_filter1d(volume, float(sigma), axis=axis, mode="nearest", truncate=3.0)
+    return volume
+
+
+def _lagrange_basis(nodes: np.ndarray, n: int) -> np.ndarray:
+    """``basis[x, m]``: the Lagrange polynomial of node ``m`` at integer positions ``x < n``."""
+    x = np.arange(n, dtype=np.float64)[:, None]
+    basis = np.ones((n, len(nodes)))
+    for m, node in enumerate(nodes):
+        for q, other in enumerate(nodes):
+            if q != m:
+                basis[:, m] *= (x[:, 0] - other) / (node - other)
+    return basis
+
+
+def bias_field(
+    geometry: Geometry,
+    amplitude: float,
+    rng: np.random.Generator,
+    *,
+    length_mm: float = 250.0,
+) -> np.ndarray:
+    """A smooth multiplicative MR bias field on a grid (float32, numpy order).
+
+    ``exp(amplitude * g)`` where ``g`` is a random cubic polynomial of the *world* position
+    (relative to the grid's centre, in units of ``length_mm``), mean-centred and scaled to
+    ``max |g| = 1``: the field lies in ``[exp(-amplitude), exp(amplitude)]`` with geometric
+    mean 1 and varies over the body, not over voxels. A cubic in world coordinates is a cubic in
+    each voxel index, so it is evaluated exactly from a 4x4x4 lattice by separable Lagrange
+    interpolation (fast on large grids).
+
+    Args:
+        geometry: the grid.
+        amplitude: peak log-amplitude (0 gives ones).
+        rng: random generator.
+        length_mm: spatial scale of the polynomial's variable.
+
+    Returns:
+        The field, shape ``geometry.shape``.
+    """
+    shape = geometry.shape
+    # random cubic in world (u, v, w): coefficients shrink with degree
+    powers = [(a, b, c) for a in range(4) for b in range(4) for c in range(4) if 0 < a + b + c <= 3]
+    coefficients = rng.standard_normal(len(powers)) / np.array([1.0 + sum(p) for p in powers])
+    if amplitude == 0:
+        return np.ones(shape, dtype=np.float32)
+    size_xyz = np.asarray(shape[::-1])
+    nodes = [np.linspace(0.0, n - 1.0, min(int(n), 4)) for n in size_xyz]  # per ITK axis
+    lattice = np.stack(np.meshgrid(*nodes, indexing="ij"), axis=-1)  # (ni, nj, nk, 3) indices
+    centre = geometry.affine_lps @ np.append((size_xyz - 1) / 2.0, 1.0)
+    world = lattice @ geometry.affine_lps[:3, :3].T + geometry.affine_lps[:3, 3]
+    u, v, w = np.moveaxis((world - centre[:3]) / length_mm, -1, 0)
+    values = sum(k * u**a * v**b * w**c for k, (a, b, c) in zip(coefficients, powers))  # (ni, nj, nk)
+    bi, bj, bk = (_lagrange_basis(nodes[a], int(size_xyz[a])) for a in range(3))
+    # contract k, then j, then i: the last step is one (nk*nj, 4) @ (4, ni) product
+    along_k = np.einsum("ijc,zc->zij", np.asarray(values), bk)
+    along_j = np.einsum("zij,yj->zyi", along_k, bj)
+    g = (along_j.reshape(-1, along_j.shape[-1]) @ bi.T).reshape(shape).astype(np.float32)
+    g -= g.mean()
+    peak = float(np.abs(g).max())
+    if peak > 0:
+        g *= amplitude / peak
+    return np.exp(g, out=g)
+
+
+def _check_tissue_map(tissues: Image) -> np.ndarray:
+    array = np.asarray(tissues.array)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"tissue map must hold integer tissue labels, got dtype {array.dtype}; "
+                         "make one with tissues_from_labels or mrseg.phantom.anatomy")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= len(TISSUES):
+            bad = high if high >= len(TISSUES) else low
+            raise InputError(f"tissue map holds label {bad}; the tissue catalogue has labels 0..{len(TISSUES) - 1}")
+    return array
+
+
+def synthesize(tissues: Image, options: SynthesisOptions, *, seed: int, oversample: int = 1) -> Image:
+    """Synthesise an MR or CT image of a tissue map, on the tissue map's grid.
+
+    Args:
+        tissues: integer tissue labels of :mod:`mrseg.phantom.tissues` (any orientation,
+            anisotropic spacing).
+        options: modality, sequence and acquisition effects.
+        seed: seed of every random draw (random contrast, bias field, noise).
+        oversample: sub-samples per axis with which the (linearly interpolated) signal is
+            integrated over each voxel: ``k > 1`` mixes about an eighth of each neighbour into a
+            voxel (partial volume at every boundary, before the magnitude is taken); 1 = off.
+
+    Returns:
+        A float32 image with the tissue map's geometry: HU for CT, arbitrary units for MR (the
+        brightest catalogue tissue of the sequence is about ``MR_SCALE``, air is noise).
+
+    Raises:
+        InputError: the tissue map is not integer tissue labels, or ``oversample < 1``.
+    """
+    labels = _check_tissue_map(tissues)
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
+        raise InputError(f"oversample must be an integer >= 1, got {oversample!r}")
+    rng = np.random.default_rng(seed)
+    if options.random_contrast:
+        means = rng.uniform(0.0, 1.0, len(TISSUES)) * MR_SCALE
+        spreads = rng.uniform(0.005, 0.04, len(TISSUES)) * MR_SCALE
+        means[TISSUE_INDEX["air"]] = spreads[TISSUE_INDEX["air"]] = 0.0  # outside the body stays dark
+        texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape, dtype=np.float32), 1.0)
+        texture *= np.float32(1.0 / max(float(texture.std()), 1e-6))
+        volume = means.astype(np.float32)[labels] + spreads.astype(np.float32)[labels] * texture
+    else:
+        volume = tissue_signals(options)[labels]
+    volume = _partial_volume(volume, tissues.geometry, options, int(oversample))
+    if options.modality == "ct":
+        if options.ct_noise_hu > 0:
+            volume = volume + rng.standard_normal(volume.shape, dtype=np.float32) * np.float32(options.ct_noise_hu)
+        return tissues.with_array(volume.astype(np.float32, copy=False))
+    magnitude = np.abs(volume)
     if options.bias_field > 0:
-        magnitude_phase = magnitude_phase * bias_field(tissues.geometry, options.bias_field, rng)
+        magnitude *= bias_field(tissues.geometry, options.bias_field, rng)
     if options.noise > 0:
-        sigma = options.noise * MR_SCALE
-        magnitude_phase = magnitude_phase + (
-            rng.normal(0.0, sigma, volume.shape) + 1j * rng.normal(0.0, sigma, volume.shape)
-        )
-    return tissues.with_array(np.abs(magnitude_phase).astype(np.float32))
+        sigma = np.float32(options.noise * MR_SCALE)
+        real = magnitude + sigma * rng.standard_normal(volume.shape, dtype=np.float32)
+        imaginary = sigma * rng.standard_normal(volume.shape, dtype=np.float32)
+        magnitude = np.sqrt(real * real + imaginary * imaginary)  # Rician
+    return tissues.with_array(magnitude.astype(np.float32, copy=False))
 
 
-def _shell(mask: np.ndarray, spacing_zyx: tuple[float, float, float], thickness_mm: float) -> np.ndarray:
-    """Voxels of ``mask`` within ``thickness_mm`` of its outside (computed in the mask's box)."""
-    out = np.zeros_like(mask)
-    if not mask.any():
-        return out
-    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(mask))
-    inner = np.pad(mask[box], 1)
-    depth = ndimage.distance_transform_edt(inner, sampling=spacing_zyx)[1:-1, 1:-1, 1:-1]
-    out[box] = mask[box] & (depth <= thickness_mm)
+# --- tissue maps from 40-class label maps ----------------------------------------------------
+
+_LAYERED: tuple[tuple[str, str, float], ...] = (
+    # shell tissue suffix, core tissue suffix, shell thickness (mm)
+    ("_cortex", "_medulla", 6.0),  # kidneys
+    ("_cortex", "_marrow", 2.0),  # bones
+    ("_wall", "_content", 3.5),  # stomach, small bowel, colon
+)
+
+
+def _layers() -> list[tuple[int, int, int, float]]:
+    """(class label, shell tissue, core tissue, thickness) for every class that has layers."""
+    out = []
+    for cls in BASE.classes:
+        for shell, core, mm in _LAYERED:
+            if cls.name + shell in TISSUE_INDEX and cls.name + core in TISSUE_INDEX:
+                out.append((cls.index, TISSUE_INDEX[cls.name + shell], TISSUE_INDEX[cls.name + core], mm))
     return out
 
 
-_SHELLS: dict[str, tuple[str, str, float]] = {
-    # class → (shell tissue, core tissue, shell thickness mm)
-    "right_kidney": ("right_kidney_cortex", "right_kidney_medulla", 6.0),
-    "left_kidney": ("left_kidney_cortex", "left_kidney_medulla", 6.0),
-    "stomach": ("stomach_wall", "stomach_content", 5.0),
-    "small_bowel": ("small_bowel_wall", "small_bowel_content", 3.0),
-    "colon": ("colon_wall", "colon_content", 3.0),
-    "spine": ("spine_cortex", "spine_marrow", 2.0),
-    "sacrum": ("sacrum_cortex", "sacrum_marrow", 2.0),
-    "left_hip": ("left_hip_cortex", "left_hip_marrow", 2.0),
-    "right_hip": ("right_hip_cortex", "right_hip_marrow", 2.0),
-    "left_femur": ("left_femur_cortex", "left_femur_marrow", 3.0),
-    "right_femur": ("right_femur_cortex", "right_femur_marrow", 3.0),
-}
+def _axial_axis(geometry: Geometry) -> int:
+    """The numpy axis closest to the patient's superior-inferior direction."""
+    itk_axis = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))
+    return 2 - itk_axis
+
+
+def _in_plane_sampling(spacing_zyx: tuple[float, float, float], axial: int) -> tuple[float, ...]:
+    """Spacing that makes a 3-D distance transform act slice by slice (huge step across slices)."""
+    return tuple(1e6 if a == axial else s for a, s in enumerate(spacing_zyx))
+
+
+def _per_slice(function: Callable[[np.ndarray], np.ndarray], mask: np.ndarray, axial: int) -> np.ndarray:
+    """Apply a 2-D mask operation to every plane across the ``axial`` numpy axis."""
+    moved = np.moveaxis(mask, axial, 0)
+    return np.moveaxis(np.stack([function(plane) for plane in moved]), 0, axial)
+
+
+def _convex_hull_2d(plane: np.ndarray) -> np.ndarray:
+    """Filled convex hull of a 2-D mask (the mask itself when it is too thin for a hull)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.argwhere(plane)
+    if len(points) < 3:
+        return plane.copy()
+    low, high = points.min(axis=0), points.max(axis=0) + 1
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # collinear points
+        return plane.copy()
+    rows, cols = np.mgrid[low[0]:high[0], low[1]:high[1]]
+    inside = np.ones(rows.shape, dtype=bool)
+    for a, b, c in hull.equations:
+        inside &= a * rows + b * cols + c <= 1e-9
+    out = plane.copy()
+    out[low[0]:high[0], low[1]:high[1]] |= inside
+    return out
+
+
+def _shell(mask: np.ndarray, spacing_zyx: tuple[float, float, float], thickness_mm: float) -> np.ndarray:
+    """The outer ``thickness_mm`` of a mask, at least one voxel; the volume's edge is not outside."""
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    box = tuple(
+        slice(max(int(i.min()) - 1, 0), min(int(i.max()) + 2, n)) for i, n in zip(np.nonzero(mask), mask.shape)
+    )
+    sub = mask[box]
+    depth = ndimage.distance_transform_edt(sub, sampling=spacing_zyx)
+    surface = sub & ~ndimage.binary_erosion(sub, border_value=1)
+    out[box] = sub & ((depth <= thickness_mm) | surface)
+    return out
 
 
 def tissues_from_labels(
     labels: Image,
     *,
     seed: int = 0,
-    fat_mm: float = 15.0,
-    wall_mm: float = 10.0,
+    fat_mm: float | None = None,
+    wall_mm: float | None = None,
     closing_mm: float = 20.0,
 ) -> Image:
     """A plausible tissue map for a plain 40-class label map (a real reference, say).
 
-    Each class gets its bulk tissue; kidneys get cortex and medulla, bones cortex and marrow,
-    stomach and bowel wall and content. Unlabelled voxels inside a body outline made from the
-    labels (closed by ``closing_mm``, holes filled, grown by ``fat_mm``) become subcutaneous
-    fat in the outer ``fat_mm``, then a muscular wall of ``wall_mm``, and visceral fat inside;
-    outside the body is air. ``seed`` is accepted for symmetry with the other generators; the
-    result is deterministic.
-    """
-    from mrseg.classes import BASE
+    Every labelled voxel keeps its class: each class gets its bulk tissue, kidneys a cortex
+    shell (6 mm) around a medulla core, bones a cortex shell around marrow, stomach and bowel a
+    wall around their content; the canal enclosed by the spine becomes spinal canal. The body
+    is the labels closed by ``closing_mm``, with holes filled, made convex in each axial plane
+    and grown by ``wall_mm + fat_mm``: the outer ``fat_mm`` is subcutaneous fat, then a
+    ``wall_mm`` muscular wall, and unlabelled voxels deeper inside a mix of visceral fat with
+    smooth patches of muscle. Outside the body is air. Axial planes are those of the voxel axis
+    closest to superior-inferior; distances are in mm, so any orientation and anisotropic
+    spacing work. Slices without labels take the body outline of the nearest labelled slice.
 
-    del seed
+    Args:
+        labels: 40-class label map (0 background).
+        seed: draws the body habitus (fat and wall thickness when not given) and the visceral
+            fat/muscle pattern.
+        fat_mm: subcutaneous fat thickness; default drawn from 8-20 mm.
+        wall_mm: abdominal wall muscle thickness; default drawn from 5-10 mm.
+        closing_mm: radius joining neighbouring organs into one body outline.
+
+    Returns:
+        A ``uint8`` tissue map on the label map's grid.
+
+    Raises:
+        InputError: the label map is not integer labels 0..40.
+    """
     array = np.asarray(labels.array)
-    if array.size and int(array.max()) > BASE.num_classes:
-        raise InputError(f"label map holds label {int(array.max())}; a 40-class map (0..40) is expected")
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"label map must hold integer 40-class labels, got dtype {array.dtype}")
+    if array.size and (int(array.min()) < 0 or int(array.max()) > BASE.num_classes):
+        raise InputError(
+            f"label map holds labels {int(array.min())}..{int(array.max())}; a 40-class map (0..40) is expected"
+        )
+    rng = np.random.default_rng(seed)
+    fat = float(rng.uniform(8.0, 20.0)) if fat_mm is None else float(fat_mm)
+    wall = float(rng.uniform(5.0, 10.0)) if wall_mm is None else float(wall_mm)
+    muscle_share = float(rng.uniform(0.35, 0.6))
     spacing = labels.geometry.spacing_zyx
+    axial = _axial_axis(labels.geometry)
+
     lut = np.zeros(BASE.num_classes + 1, dtype=np.uint8)
     for cls, tissue in DEFAULT_TISSUE_OF_CLASS.items():
         lut[cls] = tissue
-    tissues = lut[array.astype(np.intp)]
-    for class_name, (shell, core, mm) in _SHELLS.items():
-        mask = array == BASE.index_of(class_name)
+    organs_tissue = lut[array.astype(np.intp)]
+    for cls, shell, core, mm in _layers():
+        mask = array == cls
         if mask.any():
-            tissues[mask] = TISSUE_INDEX[core]
-            tissues[_shell(mask, spacing, mm)] = TISSUE_INDEX[shell]
+            organs_tissue[mask] = core
+            organs_tissue[_shell(mask, spacing, mm)] = shell
 
     organs = array > 0
-    outside_distance = ndimage.distance_transform_edt(~organs, sampling=spacing)
-    grown = outside_distance <= closing_mm
-    closed = ndimage.distance_transform_edt(grown, sampling=spacing) > closing_mm
-    closed |= organs
-    closed = np.stack([ndimage.binary_fill_holes(plane) for plane in closed])  # per slice: open FOV ends
-    body = ndimage.distance_transform_edt(~closed, sampling=spacing) <= fat_mm
-    depth = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    free = body & ~organs
-    tissues[free & (depth <= fat_mm)] = TISSUE_INDEX["subcutaneous_fat"]
-    tissues[free & (depth > fat_mm) & (depth <= fat_mm + wall_mm)] = TISSUE_INDEX["muscle"]
-    tissues[free & (depth > fat_mm + wall_mm)] = TISSUE_INDEX["visceral_fat"]
-    tissues[~body] = TISSUE_INDEX["air"]
-    return labels.with_array(tissues.astype(np.uint8))
+    tissues = np.zeros(array.shape, dtype=np.uint8)  # air
+    if not organs.any():
+        return labels.with_array(tissues)
+
+    grown = ndimage.distance_transform_edt(~organs, sampling=spacing) <= closing_mm
+    closed = (ndimage.distance_transform_edt(grown, sampling=spacing) > closing_mm) | organs
+    outline = _per_slice(lambda p: _convex_hull_2d(ndimage.binary_fill_holes(p)), closed, axial)
+    filled = np.moveaxis(outline, axial, 0)  # a view: fill empty slices from the nearest labelled one
+    labelled = np.flatnonzero(filled.reshape(len(filled), -1).any(axis=1))
+    for s in range(len(filled)):
+        if not filled[s].any():
+            filled[s] = filled[labelled[np.argmin(np.abs(labelled - s))]]
+
+    in_plane = _in_plane_sampling(spacing, axial)
+    body = ndimage.distance_transform_edt(~outline, sampling=in_plane) <= fat + wall
+    depth = ndimage.distance_transform_edt(body, sampling=in_plane)
+
+    sigma = [4.0 / s for s in spacing]  # centimetre-sized patches of muscle in visceral fat
+    pattern = ndimage.gaussian_filter(rng.standard_normal(array.shape, dtype=np.float32), sigma)
+    interior = body & (depth > fat + wall) & ~organs
+    threshold = np.quantile(pattern[interior], 1 - muscle_share) if interior.any() else np.inf
+    tissues[interior] = TISSUE_INDEX["visceral_fat"]
+    tissues[interior & (pattern > threshold)] = TISSUE_INDEX["muscle"]
+    tissues[body & (depth > fat) & (depth <= fat + wall)] = TISSUE_INDEX["muscle"]
+    tissues[body & (depth <= fat)] = TISSUE_INDEX["subcutaneous_fat"]
+    tissues[body & (depth <= 2.0)] = TISSUE_INDEX["skin"]  # only on grids finer than 2 mm
+
+    spine = array == BASE.index_of("spine")
+    if spine.any():
+        canal = _per_slice(ndimage.binary_fill_holes, spine, axial) & ~organs
+        tissues[canal] = TISSUE_INDEX["spinal_canal"]
+    tissues[organs] = organs_tissue[organs]
+    return labels.with_array(tissues)
 
 
 def resample_labels(labels: Image, grid: Geometry) -> Image:
-    """Nearest-neighbour resampling of a label map onto another grid, in world coordinates."""
+    """Nearest-neighbour resampling of a label or tissue map onto another grid, in world space.
+
+    Voxels of ``grid`` outside the source image get 0. The dtype is kept.
+
+    Args:
+        labels: integer label map.
+        grid: target grid (any orientation, oblique, anisotropic).
+
+    Returns:
+        The label map on ``grid``.
+    """
     import SimpleITK as sitk
 
     from mrseg.io.files import to_itk
 
-    reference = sitk.Image([int(s) for s in grid.shape[::-1]], sitk.sitkUInt8)
+    array = np.asarray(labels.array)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"resample_labels needs an integer label map, got dtype {array.dtype}")
+    source = to_itk(labels)
+    reference = sitk.Image([int(s) for s in grid.shape[::-1]], source.GetPixelID())
     reference.SetSpacing(grid.spacing)
     reference.SetOrigin(grid.origin)
     reference.SetDirection(grid.direction)
-    moved = sitk.Resample(to_itk(labels), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return Image(sitk.GetArrayFromImage(moved), grid)
+    moved = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return Image(sitk.GetArrayFromImage(moved).astype(array.dtype, copy=False), grid)
