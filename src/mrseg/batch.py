@@ -37,10 +37,6 @@ class CaseResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _has_files(folder: Path) -> bool:
-    return any(p.is_file() for p in folder.rglob("*"))
-
-
 def collect_cases(inputs: Sequence[str | os.PathLike[str]]) -> list[Case]:
     """Expand files, folders and glob patterns into cases.
 

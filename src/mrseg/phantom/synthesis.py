@@ -50,7 +50,7 @@ from scipy import ndimage
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
-from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, Tissue
+from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, Tissue, tissue_property
 
 __all__ = [
     "FAT_T1_MS",
@@ -243,7 +243,7 @@ def _mt_saturation(tissue: Tissue) -> float:
 def _property_table() -> dict[str, np.ndarray]:
     """Per-tissue physics arrays (float64, read-only), indexed by tissue label."""
 
-    def column(values: list[float]) -> np.ndarray:
+    def column(values: np.ndarray) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64)
         array.flags.writeable = False
         return array
@@ -253,14 +253,14 @@ def _property_table() -> dict[str, np.ndarray]:
         t2_star = _t2_star_ms(t)
         r2_prime.append(_DEFAULT_R2_PRIME_PER_MS if t2_star is None else max(1.0 / t2_star - 1.0 / t.t2, 0.0))
     return {
-        "pd": column([t.pd for t in TISSUES]),
-        "t1": column([max(t.t1, 1.0) for t in TISSUES]),
-        "t2": column([max(t.t2, 0.1) for t in TISSUES]),
-        "fat_fraction": column([t.fat_fraction for t in TISSUES]),
-        "r2_prime": column(r2_prime),  # 1/ms at 1.5 T
-        "mt": column([_mt_saturation(t) for t in TISSUES]),
-        "hu": column([t.hu for t in TISSUES]),
-        "hu_contrast": column([t.hu_contrast for t in TISSUES]),
+        "pd": column(tissue_property("pd")),
+        "t1": column(np.maximum(tissue_property("t1"), 1.0)),
+        "t2": column(np.maximum(tissue_property("t2"), 0.1)),
+        "fat_fraction": column(tissue_property("fat_fraction")),
+        "r2_prime": column(np.asarray(r2_prime)),  # 1/ms at 1.5 T
+        "mt": column(np.asarray([_mt_saturation(t) for t in TISSUES])),
+        "hu": column(tissue_property("hu")),
+        "hu_contrast": column(tissue_property("hu_contrast")),
     }
 
 

@@ -137,7 +137,7 @@ def tissue_to_class_lut() -> np.ndarray:
 
 def tissue_property(name: str) -> np.ndarray:
     """One property (``"pd"``, ``"t1"``, ``"hu"``, ...) of every tissue, indexed by tissue label."""
-    return np.array([float(getattr(t, name)) for t in TISSUES], dtype=np.float32)
+    return np.array([float(getattr(t, name)) for t in TISSUES], dtype=np.float64)
 
 
 def to_classes(tissue_map: np.ndarray) -> np.ndarray:
