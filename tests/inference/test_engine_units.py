@@ -15,7 +15,7 @@ import model_factory
 from mrseg.classes import BASE, BODY_COMP, CATALOGUES, catalogue
 from mrseg.errors import InputError, ModelError
 from mrseg.inference import Segmentation, Segmenter
-from mrseg.inference.export import logits_to_labels
+from mrseg.inference.export import logits_to_labels, trilinear_resize
 from mrseg.inference.normalization import NORMALIZATIONS, ct, none, normalizer, rescale_to_01, rgb_to_01, zscore
 from mrseg.inference.preprocess import Preprocessed, bounding_box, preprocess
 from mrseg.inference.resample import (
@@ -58,6 +58,17 @@ def test_resize_equals_skimage(order, source, target):
     assert ours.shape == theirs.shape == target
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, theirs, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("source, target", [
+    ((7, 9, 11), (13, 5, 16)), ((10, 12, 8), (5, 6, 4)), ((5, 6, 7), (11, 13, 9)), ((1, 6, 7), (3, 6, 5)),
+    ((24, 40, 40), (45, 77, 77)),
+])
+def test_torch_trilinear_resize_equals_the_float64_path(source, target):
+    image = np.random.default_rng(3).standard_normal(source).astype(np.float32)
+    ours = trilinear_resize(image, target)
+    assert ours.dtype == np.float32 and ours.shape == target
+    np.testing.assert_allclose(ours, resize(image, target, 1), atol=5e-5, rtol=0)  # float32 coordinates
 
 
 def test_resize_does_not_modify_its_input(rng):
@@ -424,6 +435,21 @@ def test_logits_to_labels_equals_nnunet(case, as_numpy):
     uncropped = np.zeros(shape_before, bool)
     uncropped[tuple(slice(lo, hi) for lo, hi in bbox)] = True
     assert np.all(ours[~uncropped.transpose(plans.transpose_backward)] == 0)
+
+
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_float16_logits_export_like_their_float32_values(case):
+    transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
+    plans = parse_plans(model_factory.make_plans(transpose=transpose))
+    config = plans.configuration("3d_fullres")
+    spacing_t = tuple(spacing[a] for a in transpose)
+    net_shape = new_shape_for_spacing(tuple(hi - lo for lo, hi in bbox), spacing_t, config.spacing)
+    logits = np.random.default_rng(4).standard_normal((model_factory.NUM_LABELS, *net_shape)).astype(np.float16)
+    record = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
+                          shape_before_cropping=shape_before, bbox=bbox)
+    half = logits_to_labels(torch.from_numpy(logits), record, plans=plans, configuration=config)
+    single = logits_to_labels(logits.astype(np.float32), record, plans=plans, configuration=config)
+    assert np.array_equal(half, single)
 
 
 def test_many_classes_give_uint16():

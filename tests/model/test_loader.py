@@ -256,7 +256,7 @@ def test_numpy_scalars_load_with_weights_only(tmp_path):
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }, path)
     checkpoint = load_checkpoint(path)
-    assert torch.equal(checkpoint.weights["w"], torch.ones(2))
+    assert torch.equal(checkpoint.read_weights()["w"], torch.ones(2))
     assert checkpoint.mirror_axes == (0, 1, 2)
     assert checkpoint.trainer_name == "nnUNetTrainer"  # the default when absent
 
@@ -355,9 +355,9 @@ def test_build_networks_one_per_fold_in_eval_mode(tmp_path, weights):
     for network, checkpoint in zip(networks, model.checkpoints):
         assert not network.training
         assert not network.decoder.deep_supervision
-        state = network.state_dict()
-        assert state.keys() == checkpoint.weights.keys()
-        assert all(torch.equal(state[k], checkpoint.weights[k]) for k in state)
+        state, stored = network.state_dict(), checkpoint.read_weights()
+        assert state.keys() == stored.keys()
+        assert all(torch.equal(state[k], stored[k]) for k in state)
         assert all(p.device.type == "cpu" for p in network.parameters())
     assert not torch.equal(networks[0].state_dict()["decoder.seg_layers.1.weight"],
                            networks[1].state_dict()["decoder.seg_layers.1.weight"])
@@ -392,3 +392,26 @@ def test_old_format_plans_build_the_same_network(tmp_path, weights):
     assert "architecture" not in plans["configurations"]["3d_fullres"]
     (network,) = load_model(folder).build_networks()
     assert type(network).__name__ == "PlainConvUNet"
+
+
+def test_build_networks_can_store_convolutions_in_bfloat16(tmp_path, weights):
+    folder = model_factory.write_model_folder(tmp_path / "m", model_factory.make_plans(),
+                                              model_factory.make_dataset(), [weights])
+    network = load_model(folder).build_networks("cpu", conv_dtype=torch.bfloat16)[0]
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)]
+    assert convs and norms
+    assert all(p.dtype == torch.bfloat16 for m in convs for p in m.parameters())
+    assert all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+    key = "decoder.seg_layers.1.weight"
+    assert torch.equal(network.state_dict()[key], weights[key].to(torch.bfloat16))
+
+
+def test_legacy_checkpoint_format_loads_without_memory_mapping(tmp_path, weights):
+    folder = model_factory.write_model_folder(tmp_path / "m", model_factory.make_plans(),
+                                              model_factory.make_dataset(), [weights])
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    raw = torch.load(path, weights_only=False)
+    torch.save(raw, path, _use_new_zipfile_serialization=False)
+    network = load_model(folder).build_networks("cpu")[0]
+    assert all(torch.equal(network.state_dict()[k], weights[k]) for k in weights)

@@ -117,7 +117,10 @@ class Segmenter:
             (plain nnU-Net behaviour).
         precision: ``"auto"`` (float16 autocast on CUDA as nnU-Net does, float32 elsewhere),
             ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16 or AMX, labels
-            agree less exactly) or ``"fp16"``.
+            agree less exactly) or ``"fp16"``. In bf16 the convolution weights are stored in
+            bfloat16; in bf16 and fp16 the logits are summed in float16, as nnU-Net does.
+        reuse_memory: keep freed activation memory in the process between tiles on the CPU
+            (about 1.5x faster per tile, a little more peak memory; :mod:`mrseg.inference.memory`).
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
@@ -136,7 +139,10 @@ class Segmenter:
         threads: int | None = None,
         orientation: str | None = DEFAULT_ORIENTATION,
         precision: str = "auto",
+        reuse_memory: bool = True,
     ) -> None:
+        import torch
+
         if not 0 < step <= 1:
             raise InputError(f"step must be in (0, 1], got {step}")
         if threads is not None and threads < 1:
@@ -154,8 +160,10 @@ class Segmenter:
         self.mirror_axes = self.model.mirror_axes if tta else None
         if tta and self.model.mirror_axes is None:
             log.warning("--tta ignored: the checkpoint does not allow mirroring (trained without it)")
+        self.reuse_memory = reuse_memory
+        conv_dtype = torch.bfloat16 if self.precision == "bf16" else None
         with _torch_threads(threads):
-            self.networks = self.model.build_networks(self.device)
+            self.networks = self.model.build_networks(self.device, conv_dtype=conv_dtype)
 
     def run(
         self,
@@ -222,6 +230,8 @@ class Segmenter:
                 mirror_axes=self.mirror_axes,
                 device=self.device,
                 precision=self.precision,
+                accumulator="float32" if self.precision == "fp32" else "float16",
+                reuse_memory=self.reuse_memory,
                 on_tile=on_tile,
             )
             timings["predict"] = time.perf_counter() - clock

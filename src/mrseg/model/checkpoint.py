@@ -9,7 +9,8 @@ and numpy 2 module paths.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +36,42 @@ def _numpy_scalar_globals() -> list[Any]:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The parts of a checkpoint inference uses."""
+    """The parts of a checkpoint inference uses; the weights are read when a network is built.
+
+    Weights are not kept here: :meth:`read_weights` memory-maps the file each time, so a
+    model that is loaded but not built costs almost nothing, and a built float32 network on
+    the CPU shares the file's pages instead of holding a second copy.
+    """
 
     path: Path
-    weights: dict[str, Any] = field(repr=False, hash=False)
     trainer_name: str
     configuration: str
     mirror_axes: tuple[int, ...] | None
+    head_channels: int | None = None
+
+    def read_weights(self) -> dict[str, Any]:
+        """The ``network_weights`` state dict, memory-mapped from the file.
+
+        Raises:
+            ModelError: the file changed since it was loaded and is no longer a checkpoint.
+        """
+        return _network_weights(_read(self.path), self.path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Load a checkpoint with ``weights_only=True`` plus the numpy scalar allowance.
-
-    Raises:
-        ModelError: missing file, unsafe or corrupt content, or missing keys.
-    """
+def _read(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``, the numpy scalar allowance and mmap."""
     import torch
 
-    path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path} is missing")
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # only the legacy (pre-zip) format cannot be mapped
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         detail = [line for line in str(err).splitlines() if line.strip()]
         # torch's first line advises weights_only=False, the unsafe way out: name the object instead.
@@ -69,14 +83,37 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             f"{path}: cannot load checkpoint ({reason.strip()}); it may be corrupt or hold objects "
             "that are unsafe to unpickle"
         ) from err
+
+
+def _network_weights(raw: Any, path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict) or "network_weights" not in raw:
         raise ModelError(f"{path}: not an nnU-Net v2 checkpoint (no 'network_weights')")
+    return raw["network_weights"]
+
+
+def head_channels(weights: dict[str, Any]) -> int | None:
+    """Output channels of the segmentation head in a state dict (the deepest ``seg_layers``)."""
+    heads = [(int(m.group(1)), key) for key in weights if (m := re.search(r"seg_layers\.(\d+)\.weight$", key))]
+    if not heads:
+        return None
+    return int(weights[max(heads)[1]].shape[0])
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint's metadata safely (``weights_only=True`` plus the numpy scalar allowance).
+
+    Raises:
+        ModelError: missing file, unsafe or corrupt content, or missing keys.
+    """
+    path = Path(path)
+    raw = _read(path)
+    weights = _network_weights(raw, path)
     init_args = raw.get("init_args") or {}
     mirror = raw.get("inference_allowed_mirroring_axes")
     return Checkpoint(
         path=path,
-        weights=raw["network_weights"],
         trainer_name=str(raw.get("trainer_name", "nnUNetTrainer")),
         configuration=str(init_args.get("configuration", "3d_fullres")),
         mirror_axes=None if mirror is None else tuple(int(a) for a in mirror),
+        head_channels=head_channels(weights),
     )

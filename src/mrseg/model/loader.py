@@ -45,8 +45,16 @@ class Model:
     def num_input_channels(self) -> int:
         return len(self.dataset.channel_names)
 
-    def build_networks(self, device: Any = "cpu") -> list[Any]:
-        """One network per fold, weights loaded, in eval mode on ``device``."""
+    def build_networks(self, device: Any = "cpu", *, conv_dtype: Any = None) -> list[Any]:
+        """One network per fold, weights loaded, in eval mode on ``device``.
+
+        On the CPU a float32 network uses the checkpoint's memory-mapped tensors directly
+        (no copy of the weights is made). ``conv_dtype`` (``torch.bfloat16``, say) stores the
+        convolution weights in that type, for networks run under autocast to it; the
+        normalisation parameters stay float32.
+        """
+        import torch
+
         networks = []
         for checkpoint in self.checkpoints:
             network = build_network(
@@ -54,13 +62,20 @@ class Model:
                 num_input_channels=self.num_input_channels,
                 num_output_channels=self.dataset.num_segmentation_heads,
             )
+            weights = checkpoint.read_weights()
             try:
-                network.load_state_dict(checkpoint.weights)
+                network.load_state_dict(weights, assign=True)
             except RuntimeError as err:
                 raise ModelError(
                     f"{checkpoint.path}: weights do not fit the network in {self.folder / 'plans.json'}: "
                     f"{str(err).splitlines()[0]}"
                 ) from err
+            del weights
+            network = network.float()  # a checkpoint saved in half precision still runs in float32
+            if conv_dtype is not None:
+                for module in network.modules():
+                    if isinstance(module, torch.nn.modules.conv._ConvNd):
+                        module.to(conv_dtype)
             networks.append(network.to(device).eval())
         return networks
 
@@ -70,14 +85,6 @@ def available_folds(folder: str | os.PathLike[str], checkpoint_name: str = "chec
     folder = Path(folder)
     found = [p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{checkpoint_name}")]
     return sorted(found, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
-
-
-def _head_channels(weights: dict[str, Any]) -> int | None:
-    """Output channels of the segmentation head in a state dict (the deepest ``seg_layers``)."""
-    heads = [(int(m.group(1)), key) for key in weights if (m := re.search(r"seg_layers\.(\d+)\.weight$", key))]
-    if not heads:
-        return None
-    return int(weights[max(heads)[1]].shape[0])
 
 
 def load_model(
@@ -126,7 +133,7 @@ def load_model(
                 f"{checkpoint.path} was trained with configuration {checkpoint.configuration!r}, "
                 f"fold {chosen[0]} with {configuration.name!r}; folds of one ensemble must match"
             )
-        heads = _head_channels(checkpoint.weights)
+        heads = checkpoint.head_channels
         if heads is not None and heads != dataset.num_segmentation_heads:
             raise ModelError(
                 f"label-count mismatch: {checkpoint.path} predicts {heads} classes but "
