@@ -1,22 +1,54 @@
-"""Time one MRSegmentator-sized tile forward pass under different CPU levers, side by side.
+"""One MRSegmentator-sized tile forward pass under each CPU lever, side by side, plus the
+machine's convolution throughput measured in the same run.
 
-The network is the stand-in described in ../shared/BASELINE.md (PlainConvUNet, 6 stages,
-32–320 features, patch 56×192×160, 41 classes) with random weights: the cost is the same as
-trained weights, but label agreement here is pessimistic (random logits are near-uniform).
+The network is the stand-in of ../shared/BASELINE.md (PlainConvUNet, 6 stages, 32–320
+features, patch 56×192×160, 41 classes). Without ``--model`` it has random weights and a
+random input: the cost is that of trained weights, but label agreement is pessimistic
+(random logits are nearly uniform, so tiny differences flip the argmax). With ``--model DIR``
+fold 0 of any nnU-Net model folder runs on the centre tile of ``--image`` (a scan, preprocessed
+as mrseg does) or of a phantom MR: with trained weights (the published MRSegmentator weights,
+say) that measures the bf16 label agreement that matters.
 
-    python benchmarks/bench_tile_levers.py
+Every variant runs in its own process (the heap setting is process-wide and peak RSS is per
+process). Columns: seconds per tile (best of two after a warm-up), speed-up against plain
+float32 (what nnU-Net runs on the CPU), achieved GFLOP/s of the convolutions, minor page
+faults per tile, the process's peak RSS, and the share of voxels whose argmax equals plain
+float32's.
+
+    python benchmarks/bench_tile_levers.py [--model DIR [--image SCAN]]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
-from torch import nn
+import numpy as np
+
+PATCH = (56, 192, 160)
+VARIANTS = {
+    # name: (precision, reuse freed memory, channels_last_3d, extra environment)
+    "fp32 (as nnU-Net)": ("fp32", False, False, {}),
+    "fp32 + THP_MEM_ALLOC_ENABLE": ("fp32", False, False, {"THP_MEM_ALLOC_ENABLE": "1"}),
+    "fp32 channels_last_3d": ("fp32", False, True, {}),
+    "fp32 + reuse freed memory": ("fp32", True, False, {}),
+    "bf16": ("bf16", False, False, {}),
+    "bf16 + reuse freed memory": ("bf16", True, False, {}),
+}
 
 
-def network() -> nn.Module:
+def stand_in_network():
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from torch import nn
+
     torch.manual_seed(0)
     return PlainConvUNet(
         1, 6, [32, 64, 128, 256, 320, 320], nn.Conv3d,
@@ -26,29 +58,149 @@ def network() -> nn.Module:
     ).eval()
 
 
-def timed(fn):
-    fn()  # warm-up
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+def conv_flops(network, tile) -> float:
+    """Floating-point operations of every convolution in one forward pass (2 per multiply-add)."""
+    import torch
+
+    total = [0.0]
+
+    def count(module, _inputs, output):
+        weight = module.weight
+        if isinstance(module, torch.nn.modules.conv._ConvTransposeNd):
+            total[0] += 2.0 * _inputs[0].numel() * weight.shape[1] * int(np.prod(weight.shape[2:]))
+        else:
+            total[0] += 2.0 * output.numel() * int(np.prod(weight.shape[1:]))
+
+    hooks = [m.register_forward_hook(count) for m in network.modules()
+             if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    with torch.inference_mode():
+        network(tile)
+    for hook in hooks:
+        hook.remove()
+    return total[0]
+
+
+def conv_throughput(dtype_name: str) -> float:
+    """GFLOP/s of the best of a few large single Conv3d layers (this machine's practical limit)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    best = 0.0
+    for channels, shape in ((32, (56, 192, 160)), (64, (28, 96, 80)), (128, (28, 48, 40)), (256, (14, 24, 20))):
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(dtype).eval()
+        x = torch.randn(1, channels, *shape, dtype=dtype)
+        flops = 2.0 * x.numel() * channels * 27
+        with torch.inference_mode():
+            conv(x)
+            start = time.perf_counter()
+            conv(x)
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def centre_tile(model, image_path: Path | None) -> np.ndarray:
+    """The centre patch of a scan (or an MR phantom), preprocessed for ``model`` as mrseg does."""
+    from mrseg.inference.preprocess import preprocess
+    from mrseg.io import read_image
+    from mrseg.io.orientation import reorient
+
+    if image_path is None:
+        from mrseg.phantom.cases import make_case
+
+        image = make_case(seed=7, modality="mr", sequence="t1_in", fov="abdomen", spacing=(1.5, 1.5, 3.0)).image
+    else:
+        image = read_image(image_path)
+    image, _ = reorient(image, "LPS")
+    data = preprocess([image.array] * model.num_input_channels, image.geometry.spacing_zyx, plans=model.plans,
+                      configuration=model.configuration).data
+    patch = model.configuration.patch_size
+    start = [max((s - p) // 2, 0) for s, p in zip(data.shape[1:], patch)]
+    tile = np.zeros((data.shape[0], *patch), np.float32)
+    crop = data[(slice(None),) + tuple(slice(s, s + p) for s, p in zip(start, patch))]
+    tile[(slice(None),) + tuple(slice(0, c) for c in crop.shape[1:])] = crop
+    return tile
+
+
+def run_variant(name: str, model: Path | None, image: Path | None, reference: Path) -> dict:
+    """Runs inside the child process."""
+    import torch
+
+    from mrseg.inference.memory import reuse_freed_memory
+
+    precision, reuse, channels_last, _ = VARIANTS[name]
+    if model is None:
+        network, tile = stand_in_network(), torch.randn(1, 1, *PATCH, generator=torch.Generator().manual_seed(1))
+    else:
+        from mrseg.model import available_folds, load_model
+
+        loaded = load_model(model, folds=available_folds(model)[:1])
+        network = loaded.build_networks("cpu")[0]
+        tile = torch.from_numpy(centre_tile(loaded, image))[None]
+    if precision == "bf16":
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.conv._ConvNd):
+                module.to(torch.bfloat16)
+    if channels_last:
+        network, tile = network.to(memory_format=torch.channels_last_3d), tile.to(memory_format=torch.channels_last_3d)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    seconds, faults = [], []
+    with reuse_freed_memory(reuse), torch.inference_mode(), autocast:
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            labels = network(tile).float().argmax(1)[0].numpy().astype(np.uint8)
+            seconds.append(time.perf_counter() - start)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    if not reference.exists():
+        np.save(reference, labels)
+    agreement = float((labels == np.load(reference)).mean())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    if precision == "bf16":  # count in float32: flops hooks see the same shapes either way
+        network = network.float()
+    flops = conv_flops(network, tile.float())
+    best = min(seconds[1:])
+    return {"seconds": best, "gflops": flops / best / 1e9, "tflop": flops / 1e12, "faults": faults[-1],
+            "peak_rss_gb": peak, "agreement": agreement, "classes": int(len(np.unique(labels)))}
 
 
 def main() -> None:
-    net, x = network(), torch.randn(1, 1, 56, 192, 160)
-    rows = []
-    with torch.inference_mode():
-        base, ref = timed(lambda: net(x))
-        rows.append(("fp32 (baseline)", base, 1.0))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            t, out = timed(lambda: net(x))
-        rows.append(("bf16 autocast", t, float((out.float().argmax(1) == ref.argmax(1)).float().mean())))
-        net_cl, x_cl = net.to(memory_format=torch.channels_last_3d), x.to(memory_format=torch.channels_last_3d)
-        t, out = timed(lambda: net_cl(x_cl))
-        rows.append(("fp32 channels_last_3d", t, float((out.argmax(1) == ref.argmax(1)).float().mean())))
-    print(f"threads {torch.get_num_threads()}, tile 56x192x160")
-    print(f"{'variant':24s} {'seconds':>8s} {'speed-up':>9s} {'argmax agreement':>17s}")
-    for name, seconds, agree in rows:
-        print(f"{name:24s} {seconds:8.2f} {base / seconds:9.2f} {agree:17.4f}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="model folder (its first fold is used); default random weights")
+    parser.add_argument("--image", type=Path, help="with --model: a scan to take the tile from (default a phantom)")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant == "conv":
+        print(json.dumps({"fp32": conv_throughput("float32"), "bf16": conv_throughput("bfloat16")}))
+        return
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.model, args.image, args.reference)))
+        return
+
+    def child(variant: str, env: dict[str, str]) -> dict:
+        command = [sys.executable, __file__, "--variant", variant, "--reference", str(reference)]
+        if args.model:
+            command += ["--model", str(args.model)] + (["--image", str(args.image)] if args.image else [])
+        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory() as work:
+        reference = Path(work) / "reference.npy"
+        rows = {name: child(name, VARIANTS[name][3]) for name in VARIANTS}
+        conv = child("conv", {})
+    import torch
+
+    base = rows["fp32 (as nnU-Net)"]["seconds"]
+    print(f"threads {torch.get_num_threads()}, tile {'x'.join(map(str, PATCH))}, "
+          f"{rows['fp32 (as nnU-Net)']['tflop'] * 1000:.0f} GFLOP per forward, "
+          f"weights {'first fold of ' + str(args.model) if args.model else 'random'}, "
+          f"{rows['fp32 (as nnU-Net)']['classes']} classes in the float32 labels")
+    print(f"best single Conv3d: fp32 {conv['fp32']:.0f} GFLOP/s, bf16 {conv['bf16']:.0f} GFLOP/s")
+    print(f"{'variant':30s} {'s/tile':>7s} {'speed-up':>8s} {'GFLOP/s':>8s} {'faults':>9s} {'peak RSS GB':>11s} "
+          f"{'argmax equal':>12s}")
+    for name, row in rows.items():
+        print(f"{name:30s} {row['seconds']:7.2f} {base / row['seconds']:8.2f} {row['gflops']:8.0f} "
+              f"{row['faults']:9d} {row['peak_rss_gb']:11.2f} {100 * row['agreement']:11.3f}%")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,19 @@ peak memory of its whole process tree (PSS, helper processes included) is clean.
 
 Cases: ``mr`` a 256×256×80 MR at 1.5×1.5×3 mm (already on the plans' grid), ``ct`` a
 512×512×300 CT at 0.8×0.8×1.5 mm (resampled in and out). Modes: ``fast`` (fold 0, step 0.8)
-and ``default`` (5 folds, step 0.5), and the same with mrseg's ``--precision bf16``. Prints wall time, mrseg's per-stage times, peak PSS, voxel
-agreement, the smallest per-class Dice and the ratios.
+and ``default`` (5 folds, step 0.5) with mrseg's default settings (on a CPU with native
+bfloat16 that is ``--precision bf16``), and ``fast-exact``/``default-exact`` with mrseg's exact
+mode (``--precision fp32``). The official pipeline always runs as published.
+
+Prints wall time, mrseg's per-stage times, peak PSS, voxel agreement, the smallest per-class
+Dice and the ratios, and the GFLOP/s mrseg's network stage achieves against the best single
+large Conv3d timed in the same run (bench_tile_levers.py), in fp32 and bf16.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -31,8 +37,8 @@ LAUNCHER = ROOT / "benchmarks" / "published_mrsegmentator.py"
 MODES = {
     "fast": (["--fast"], ["--fast"]),
     "default": ([], []),
-    "fast-bf16": (["--fast"], ["--fast", "--precision", "bf16"]),  # an explicit speed/agreement trade
-    "default-bf16": ([], ["--precision", "bf16"]),
+    "fast-exact": (["--fast"], ["--fast", "--precision", "fp32"]),
+    "default-exact": ([], ["--precision", "fp32"]),
 }
 
 
@@ -93,6 +99,19 @@ def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return wall, peak / 1024 / 1024, out.get("err", "")
 
 
+def tile_cost(model: Path) -> float:
+    """TFLOP of the convolutions in one forward pass over a tile of the model's patch size."""
+    import torch
+    from bench_tile_levers import conv_flops
+
+    from mrseg.model import load_model
+
+    loaded = load_model(model, folds=[load_model(model).folds[0]])
+    network = loaded.build_networks("cpu")[0]
+    tile = torch.zeros(1, loaded.num_input_channels, *loaded.configuration.patch_size)
+    return conv_flops(network, tile) / 1e12
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     equal = float((a == b).mean())
     dices = []
@@ -115,6 +134,9 @@ def main() -> None:
     from mrseg.io import read_image
 
     env = {**os.environ, "MRSEG_WEIGHTS_PATH": str(args.model.resolve())}
+    tile_tflop = tile_cost(args.model)
+    conv = json.loads(subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tile_levers.py"), "--variant",
+                                      "conv"], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
@@ -129,18 +151,25 @@ def main() -> None:
                                         "--cpu_only", "--no_tqdm", *theirs_args], env)
                 o_wall, o_mem, log = run([sys.executable, "-m", "mrseg", "-v", "segment", str(inputs), "-o",
                                           str(out_ours), "--model", str(args.model), "--no-progress", *ours_args], env)
-                stages = re.search(r"s: (preprocess.*)\)", log)
+                stages = re.search(r"(\d+) tiles: (preprocess.*)\)", log)
+                predict = re.search(r"predict ([\d.]+)", log)
+                precision = re.search(r"precision (\w+)", log)
+                gflops = (int(stages.group(1)) * tile_tflop * 1000 / float(predict.group(1))
+                          if stages and predict else float("nan"))
                 equal, min_dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
                                             read_image(out_theirs / f"{case}_seg.nii.gz").array)
-                rows.append((case, mode, t_wall, o_wall, t_mem, o_mem, equal, min_dice,
-                             stages.group(1) if stages else ""))
+                rows.append((case, mode, precision.group(1) if precision else "?", t_wall, o_wall, t_mem, o_mem,
+                             equal, min_dice, gflops, stages.group(2) if stages else ""))
                 print(rows[-1], flush=True)
 
-    print(f"\n{'case':4s} {'mode':8s} {'official s':>10s} {'mrseg s':>8s} {'speed-up':>8s} {'official GB':>11s} "
-          f"{'mrseg GB':>8s} {'mem ratio':>9s} {'equal %':>8s} {'min Dice':>8s}  mrseg stages (s)")
-    for case, mode, tw, ow, tm, om, eq, md, stages in rows:
-        print(f"{case:4s} {mode:8s} {tw:10.1f} {ow:8.1f} {tw / ow:8.2f} {tm:11.2f} {om:8.2f} {om / tm:9.2f} "
-              f"{100 * eq:8.3f} {md:8.4f}  {stages}")
+    print(f"\nnetwork: {tile_tflop * 1000:.0f} GFLOP per tile; best single Conv3d here: fp32 {conv['fp32']:.0f} "
+          f"GFLOP/s, bf16 {conv['bf16']:.0f} GFLOP/s")
+    print(f"{'case':4s} {'mode':13s} {'precision':9s} {'official s':>10s} {'mrseg s':>8s} {'speed-up':>8s} "
+          f"{'official GB':>11s} {'mrseg GB':>8s} {'mem ratio':>9s} {'equal %':>8s} {'min Dice':>8s} "
+          f"{'GFLOP/s':>8s}  mrseg stages (s)")
+    for case, mode, precision, tw, ow, tm, om, eq, md, gf, stages in rows:
+        print(f"{case:4s} {mode:13s} {precision:9s} {tw:10.1f} {ow:8.1f} {tw / ow:8.2f} {tm:11.2f} {om:8.2f} "
+              f"{om / tm:9.2f} {100 * eq:8.3f} {md:8.4f} {gf:8.0f}  {stages}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class CaseResult:
     error: str | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    num_tiles: int = 0
 
 
 def collect_cases(inputs: Sequence[str | os.PathLike[str]]) -> list[Case]:
@@ -105,7 +106,8 @@ def run_batch(
                 image = read_image(case.path, series=series, channel=channel)
                 segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
                 write_image(segmentation.labels, target)
-                result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings))
+                result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings),
+                                    num_tiles=segmentation.num_tiles)
             except MrsegError as err:
                 result = CaseResult(case, "failed", error=str(err))
             except (RuntimeError, MemoryError, OSError) as err:

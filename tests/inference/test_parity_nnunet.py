@@ -17,7 +17,7 @@ def test_mr_zscore_matches_nnunet_in_every_orientation(model_dir, kind, orientat
     folder = model_dir(kind=kind)
     image = phantom_image(orientation, spacing=(1.2, 1.3, 4.0))
     predictor = nnunet_predictor(folder)
-    ours = Segmenter(folder).segment(image)
+    ours = Segmenter(folder, precision="fp32").segment(image)
     assert ours.geometry == image.geometry
     assert ours.array.dtype == np.uint8
     assert_agrees(ours.array, nnunet_labels(predictor, image, reorient_to_lps=True))
@@ -28,7 +28,7 @@ def test_plain_nnunet_behaviour_without_reorientation(model_dir, spacing):
     """orientation=None is nnU-Net's own predictor: the array axes go to the network as they are."""
     folder = model_dir()
     image = phantom_image("RAS", spacing=spacing)
-    ours = Segmenter(folder, orientation=None).segment(image)
+    ours = Segmenter(folder, precision="fp32", orientation=None).segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=False))
 
 
@@ -36,28 +36,28 @@ def test_plain_nnunet_behaviour_without_reorientation(model_dir, spacing):
 def test_ct_normalisation_matches_nnunet(model_dir, kind):
     folder = model_dir(kind=kind, normalization="CTNormalization")
     image = phantom_image("LPS", spacing=(0.8, 0.8, 1.5), shape=(40, 56, 64), scale=300.0, offset=-260.0)
-    ours = Segmenter(folder).segment(image)
+    ours = Segmenter(folder, precision="fp32").segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True))
 
 
 def test_masked_zscore_transpose_and_inherited_configuration(model_dir):
     folder = model_dir(use_mask_for_norm=True, transpose=(2, 0, 1), configuration="3d_fullres_bs8")
     image = phantom_image("RAS", spacing=(1.3, 1.2, 3.5))
-    ours = Segmenter(folder).segment(image)
+    ours = Segmenter(folder, precision="fp32").segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True))
 
 
 def test_old_plans_format_matches_nnunet(model_dir):
     folder = model_dir(old_format=True)
     image = phantom_image("PIL")
-    ours = Segmenter(folder).segment(image)
+    ours = Segmenter(folder, precision="fp32").segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True))
 
 
 def test_fast_mode_single_fold_step_08(model_dir):
     folder = model_dir()
     image = phantom_image("RAS", shape=(30, 60, 52))
-    ours = Segmenter(folder, folds=[0], step=0.8).segment(image)
+    ours = Segmenter(folder, precision="fp32", folds=[0], step=0.8).segment(image)
     predictor = nnunet_predictor(folder, folds=(0,), step=0.8)
     assert_agrees(ours.array, nnunet_labels(predictor, image, reorient_to_lps=True))
 
@@ -65,7 +65,7 @@ def test_fast_mode_single_fold_step_08(model_dir):
 def test_mirroring_tta_where_checkpoint_allows_it(model_dir):
     folder = model_dir(mirror_axes=(0, 1, 2))
     image = phantom_image("LPS")
-    segmenter = Segmenter(folder, tta=True)
+    segmenter = Segmenter(folder, precision="fp32", tta=True)
     assert segmenter.mirror_axes == (0, 1, 2)
     ours = segmenter.segment(image)
     predictor = nnunet_predictor(folder, mirroring=True)
@@ -73,7 +73,7 @@ def test_mirroring_tta_where_checkpoint_allows_it(model_dir):
 
 
 def test_tta_is_ignored_when_the_checkpoint_forbids_mirroring(model_dir, caplog):
-    segmenter = Segmenter(model_dir(), tta=True)
+    segmenter = Segmenter(model_dir(), precision="fp32", tta=True)
     assert segmenter.mirror_axes is None
     assert "does not allow mirroring" in caplog.text
 
@@ -81,7 +81,7 @@ def test_tta_is_ignored_when_the_checkpoint_forbids_mirroring(model_dir, caplog)
 def test_image_smaller_than_patch_is_padded_like_nnunet(model_dir):
     folder = model_dir()
     image = phantom_image("LPS", shape=(6, 20, 18), spacing=(1.5, 1.5, 3.0))
-    ours = Segmenter(folder).segment(image)
+    ours = Segmenter(folder, precision="fp32").segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True), min_classes=1)
 
 
@@ -91,7 +91,7 @@ def test_bf16_precision_is_an_explicit_trade(model_dir):
 
     folder = model_dir()
     image = phantom_image("RAS")
-    exact = Segmenter(folder).segment(image).array
+    exact = Segmenter(folder, precision="fp32").segment(image).array
     fast = Segmenter(folder, precision="bf16").segment(image).array
     equal, dice = agreement(fast, exact)
     assert equal >= 0.99 and min(dice.values()) >= 0.95, (equal, dice)
@@ -102,4 +102,6 @@ def test_unknown_precision_is_refused(model_dir):
 
     with pytest.raises(InputError, match="precision must be auto or one of fp32, bf16, fp16"):
         Segmenter(model_dir(), precision="int8")
-    assert Segmenter(model_dir()).precision == "fp32"  # auto on CPU
+    from mrseg.inference.segmenter import cpu_has_native_bf16
+
+    assert Segmenter(model_dir()).precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # auto on CPU

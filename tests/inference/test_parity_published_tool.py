@@ -50,9 +50,24 @@ def test_same_labels_as_published_mrsegmentator(published_setup, tmp_path, mode)
     run_published(folder, inputs, tmp_path / "published", *mode)
     ours_args = {"--fold": ["--folds", "0"], "--fast": ["--fast"]}.get(mode[0] if mode else "", [])
     assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
-                       "--no-progress", *ours_args]) == 0
+                       "--no-progress", "--precision", "fp32", *ours_args]) == 0
     for code in ("RAS", "LPS", "PIL"):
         theirs = read_image(tmp_path / "published" / f"case_{code}_seg.nii.gz")
         ours = read_image(tmp_path / "ours" / f"case_{code}_seg.nii.gz")
         assert ours.geometry.same_grid(theirs.geometry)
         assert_agrees(ours.array, theirs.array)
+
+
+def test_default_precision_agrees_with_published_mrsegmentator(published_setup, tmp_path):
+    """Default settings (bf16 on CPUs with native bfloat16): >= 99.5 % equal voxels, Dice >= 0.99."""
+    from parity import agreement
+
+    folder, inputs = published_setup
+    run_published(folder, inputs, tmp_path / "published", "--fast")
+    assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
+                       "--no-progress", "--fast"]) == 0
+    for code in ("RAS", "LPS", "PIL"):
+        theirs = read_image(tmp_path / "published" / f"case_{code}_seg.nii.gz").array
+        ours = read_image(tmp_path / "ours" / f"case_{code}_seg.nii.gz").array
+        equal, dice = agreement(ours, theirs)
+        assert equal >= 0.995 and min(dice.values()) >= 0.99, (code, equal, dice)

@@ -87,6 +87,34 @@ def resolve_device(device: str | Any) -> Any:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 dot products natively (AVX-512 BF16 or AMX-BF16)."""
+    import torch
+
+    try:
+        capabilities = torch.cpu.get_capabilities()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+        return False
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def auto_precision(device: Any) -> str:
+    """What ``precision="auto"`` means on ``device``.
+
+    CUDA: float16 autocast, as nnU-Net runs. CPU with native bfloat16 (AVX-512 BF16 or AMX):
+    bf16, about 3x faster per tile than float32 with labels that agree with float32 on at least
+    99.5 % of voxels (README, benchmarks). Anything else: float32.
+    """
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "fp16"
+    if kind == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 @contextlib.contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
     import torch
@@ -115,10 +143,11 @@ class Segmenter:
         threads: torch CPU threads while segmenting (None: torch's default).
         orientation: axis orientation to run the network in; None keeps the input's axes
             (plain nnU-Net behaviour).
-        precision: ``"auto"`` (float16 autocast on CUDA as nnU-Net does, float32 elsewhere),
-            ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16 or AMX, labels
-            agree less exactly) or ``"fp16"``. In bf16 the convolution weights are stored in
-            bfloat16; in bf16 and fp16 the logits are summed in float16, as nnU-Net does.
+        precision: ``"auto"`` (:func:`auto_precision`: float16 autocast on CUDA as nnU-Net
+            does, bf16 on CPUs with native bfloat16, float32 elsewhere), ``"fp32"`` (exact
+            mode: the labels of nnU-Net's own predictor), ``"bf16"`` or ``"fp16"``. In bf16 the
+            convolution weights are stored in bfloat16; in bf16 and fp16 the logits are summed
+            in float16, as nnU-Net does.
         reuse_memory: keep freed activation memory in the process between tiles on the CPU
             (about 1.5x faster per tile, a little more peak memory; :mod:`mrseg.inference.memory`).
 
@@ -153,7 +182,7 @@ class Segmenter:
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):
             raise InputError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = ("fp16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.precision = auto_precision(self.device) if precision == "auto" else precision
         self.step = step
         self.threads = threads
         self.orientation = orientation
