@@ -154,8 +154,9 @@ def main() -> None:
                 stages = re.search(r"(\d+) tiles: (preprocess.*)\)", log)
                 predict = re.search(r"predict ([\d.]+)", log)
                 precision = re.search(r"precision (\w+)", log)
-                gflops = (int(stages.group(1)) * tile_tflop * 1000 / float(predict.group(1))
-                          if stages and predict else float("nan"))
+                folds = re.search(r"folds ([^ ]+), step", log)
+                passes = int(stages.group(1)) * len(folds.group(1).split(",")) if stages and folds else 0
+                gflops = passes * tile_tflop * 1000 / float(predict.group(1)) if passes and predict else float("nan")
                 equal, min_dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
                                             read_image(out_theirs / f"{case}_seg.nii.gz").array)
                 rows.append((case, mode, precision.group(1) if precision else "?", t_wall, o_wall, t_mem, o_mem,

@@ -48,7 +48,8 @@ class Model:
         """One network per fold, weights loaded, in eval mode on ``device``.
 
         On the CPU a float32 network uses the checkpoint's memory-mapped tensors directly
-        (no copy of the weights is made). ``conv_dtype`` (``torch.bfloat16``, say) stores the
+        (no copy of the weights is made); otherwise the weights are copied and the mapping is
+        released. ``conv_dtype`` (``torch.bfloat16``, say) stores the
         convolution weights in that type, for networks run under autocast to it; the
         normalisation parameters stay float32.
         """
@@ -62,8 +63,11 @@ class Model:
                 num_output_channels=self.dataset.num_segmentation_heads,
             )
             weights = checkpoint.read_weights()
+            # Share the mapped file only where the network keeps float32 CPU weights; otherwise a
+            # copy lets the mapping (and every page of it that was read) go with ``weights``.
+            share = conv_dtype is None and torch.device(device).type == "cpu"
             try:
-                network.load_state_dict(weights, assign=True)
+                network.load_state_dict(weights, assign=share)
             except RuntimeError as err:
                 raise ModelError(
                     f"{checkpoint.path}: weights do not fit the network in {self.folder / 'plans.json'}: "
