@@ -102,8 +102,9 @@ def auto_precision(device: Any) -> str:
     """What ``precision="auto"`` means on ``device``.
 
     CUDA: float16 autocast, as nnU-Net runs. CPU with native bfloat16 (AVX-512 BF16 or AMX):
-    bf16, about 3x faster per tile than float32 with labels that agree with float32 on at least
-    99.5 % of voxels (README, benchmarks). Anything else: float32.
+    bf16, 2.7x faster per tile than nnU-Net's float32 on the benchmark machine; the tests hold its
+    labels to at least 99.5 % of voxels equal to nnU-Net's on trained test models (README, Speed
+    and memory). Anything else: float32.
     """
     import torch
 
@@ -149,7 +150,8 @@ class Segmenter:
             convolution weights are stored in bfloat16; in bf16 and fp16 the logits are summed
             in float16, as nnU-Net does.
         reuse_memory: keep freed activation memory in the process between tiles on the CPU
-            (about 1.5x faster per tile, a little more peak memory; :mod:`mrseg.inference.memory`).
+            (about 1.4-1.5x faster per tile; the heap fragments, which raised peak memory by about
+            0.7 GB in float32 on the benchmark model; :mod:`mrseg.inference.memory`).
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
