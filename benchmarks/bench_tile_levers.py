@@ -126,6 +126,7 @@ def run_variant(name: str, model: Path | None, image: Path | None, reference: Pa
     import torch
 
     from mrseg.inference.memory import reuse_freed_memory
+    from mrseg.model.networks import store_convolutions_in
 
     precision, reuse, channels_last, _ = VARIANTS[name]
     if model is None:
@@ -137,9 +138,7 @@ def run_variant(name: str, model: Path | None, image: Path | None, reference: Pa
         network = loaded.build_networks("cpu")[0]
         tile = torch.from_numpy(centre_tile(loaded, image))[None]
     if precision == "bf16":
-        for module in network.modules():
-            if isinstance(module, torch.nn.modules.conv._ConvNd):
-                module.to(torch.bfloat16)
+        store_convolutions_in(network, torch.bfloat16)  # as mrseg's Segmenter does
     if channels_last:
         network, tile = network.to(memory_format=torch.channels_last_3d), tile.to(memory_format=torch.channels_last_3d)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")

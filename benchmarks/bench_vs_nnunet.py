@@ -104,9 +104,9 @@ def tile_cost(model: Path) -> float:
     import torch
     from bench_tile_levers import conv_flops
 
-    from mrseg.model import load_model
+    from mrseg.model import available_folds, load_model
 
-    loaded = load_model(model, folds=[load_model(model).folds[0]])
+    loaded = load_model(model, folds=available_folds(model)[:1])
     network = loaded.build_networks("cpu")[0]
     tile = torch.zeros(1, loaded.num_input_channels, *loaded.configuration.patch_size)
     return conv_flops(network, tile) / 1e12

@@ -64,7 +64,6 @@ def _resampled_argmax(
     Equals resampling every channel and then taking the argmax (ties go to the lower class,
     as with argmax), but holds two full-resolution volumes instead of one per class.
     """
-
     spec = configuration.resampling_probabilities
     resample = resampling_function(spec)
     trilinear = (

@@ -101,6 +101,7 @@ def predict_logits(
         data = torch.nn.functional.pad(data, flat, mode="constant", value=0)
     shape = tuple(data.shape[1:])
     weights = torch.from_numpy(gaussian_importance(patch_size))
+    fold_weights = weights / len(networks)  # Gaussian weight and fold average, applied once per tile
     if accumulator not in ACCUMULATORS:
         raise ValueError(f"accumulator must be one of {', '.join(ACCUMULATORS)}, got {accumulator!r}")
     logits = torch.zeros((num_heads, *shape), dtype=getattr(torch, accumulator))
@@ -137,7 +138,7 @@ def predict_logits(
                     summed += prediction  # in place: one tile-sized logits buffer, not one per fold
             assert summed is not None
             mean = summed[0].float().cpu()
-            mean *= weights / len(networks)
+            mean *= fold_weights
             logits[(slice(None),) + region] += mean
             weight_sum[region] += weights
             if on_tile is not None:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from mrseg.errors import ModelError
 from mrseg.model.checkpoint import Checkpoint, load_checkpoint
-from mrseg.model.networks import build_network
+from mrseg.model.networks import build_network, store_convolutions_in
 from mrseg.model.plans import Configuration, DatasetInfo, Plans, read_dataset, read_plans
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,8 @@ class Model:
 
         On the CPU a float32 network uses the checkpoint's memory-mapped tensors directly
         (no copy of the weights is made); otherwise the weights are copied and the mapping is
-        released. ``conv_dtype`` (``torch.bfloat16``, say) stores the
-        convolution weights in that type, for networks run under autocast to it; the
-        normalisation parameters stay float32.
+        released. ``conv_dtype`` (``torch.bfloat16``, say) stores the convolution weights in
+        that type (:func:`~mrseg.model.networks.store_convolutions_in`).
         """
         import torch
 
@@ -76,9 +75,7 @@ class Model:
             del weights
             network = network.float()  # a checkpoint saved in half precision still runs in float32
             if conv_dtype is not None:
-                for module in network.modules():
-                    if isinstance(module, torch.nn.modules.conv._ConvNd):
-                        module.to(conv_dtype)
+                store_convolutions_in(network, conv_dtype)
             networks.append(network.to(device).eval())
         return networks
 

@@ -77,3 +77,17 @@ def build_network(
         )
     except TypeError as err:
         raise ModelError(f"cannot build {architecture.short_name} from plans.json: {err}") from err
+
+
+def store_convolutions_in(network: Any, dtype: Any) -> Any:
+    """Convert the weights of every (transposed) convolution of ``network`` to ``dtype``, in place.
+
+    For networks run under autocast to ``dtype``: autocast then has nothing to convert or cache,
+    and the normalisation parameters stay in float32.
+    """
+    import torch
+
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            module.to(dtype)
+    return network
