@@ -55,10 +55,16 @@ def separate_z_axis(
 
 
 def resize(image: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
-    """``skimage.transform.resize(image, shape, order, mode="edge", anti_aliasing=False)`` in float64."""
-    image = np.asarray(image, dtype=np.float64)
+    """``skimage.transform.resize(image, shape, order, mode="edge", anti_aliasing=False)`` in float64.
+
+    A float32 image is not converted first: scipy's spline filter reads it into float64 line
+    by line, which gives the same numbers without a float64 copy of the whole image.
+    """
+    image = np.asarray(image)
+    if image.dtype not in (np.float32, np.float64):
+        image = image.astype(np.float64)
     zoom = [n / o for n, o in zip(shape, image.shape)]
-    out = ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    out = ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True, output=np.float64)
     if order > 0:
         np.clip(out, image.min(), image.max(), out=out)
     return out

@@ -18,12 +18,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from mrseg.errors import InputError
-from mrseg.inference.export import logits_to_labels
+from mrseg.inference.export import SlabExport, exports_in_slabs
 from mrseg.inference.preprocess import preprocess
-from mrseg.inference.sliding_window import PRECISIONS, count_tiles, predict_logits
+from mrseg.inference.sliding_window import PRECISIONS, count_tiles, iter_logit_slabs, stream_axis
 from mrseg.io.image import Image
 from mrseg.io.orientation import reorient
 from mrseg.model.loader import Fold, Model, load_model
+from mrseg.model.networks import InferenceUNet
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class Segmenter:
         self.reuse_memory = reuse_memory
         conv_dtype = torch.bfloat16 if self.precision == "bf16" else None
         with _torch_threads(threads):
-            self.networks = self.model.build_networks(self.device, conv_dtype=conv_dtype)
+            self.networks = [InferenceUNet(n) for n in self.model.build_networks(self.device, conv_dtype=conv_dtype)]
 
     def run(
         self,
@@ -252,27 +253,37 @@ class Segmenter:
             clock = time.perf_counter()
             config = self.model.configuration
             num_tiles = count_tiles(case.data.shape[1:], config.patch_size, self.step)
-            logits = predict_logits(
+            streamed = exports_in_slabs(case, config)
+            axis = stream_axis(case.data.shape[1:], config.patch_size) if streamed else 0
+            heads = self.model.dataset.num_segmentation_heads
+            export = SlabExport(case, plans=self.model.plans, configuration=config, num_heads=heads, axis=axis)
+            slabs = iter_logit_slabs(
                 torch.from_numpy(case.data),
                 self.networks,
                 patch_size=config.patch_size,
-                num_heads=self.model.dataset.num_segmentation_heads,
+                num_heads=heads,
                 step=self.step,
                 mirror_axes=self.mirror_axes,
                 device=self.device,
                 precision=self.precision,
                 accumulator="float32" if self.precision == "fp32" else "float16",
                 reuse_memory=self.reuse_memory,
+                axis=axis if streamed else -1,
                 on_tile=on_tile,
             )
-            timings["predict"] = time.perf_counter() - clock
+            export_seconds = 0.0
+            for lo, hi, slab in slabs:
+                start = time.perf_counter()
+                export.add(lo, hi, slab)
+                export_seconds += time.perf_counter() - start
+            timings["predict"] = time.perf_counter() - clock - export_seconds
             clock = time.perf_counter()
-            labels = logits_to_labels(logits, case, plans=self.model.plans, configuration=config)
-            del logits
+            labels = export.finish()
+            del export
         result = arrays[0].with_array(labels)
         if step is not None:
             result = step.undo_image(result)
-        timings["export"] = time.perf_counter() - clock
+        timings["export"] = time.perf_counter() - clock + export_seconds
         return Segmentation(
             labels=Image(np.ascontiguousarray(result.array), reference),
             timings=timings,

@@ -91,3 +91,162 @@ def store_convolutions_in(network: Any, dtype: Any) -> Any:
         if isinstance(module, torch.nn.modules.conv._ConvNd):
             module.to(dtype)
     return network
+
+
+
+class InferenceUNet:
+    """A dynamic-network-architectures U-Net whose forward pass keeps the least in memory.
+
+    The same modules, weights and arithmetic (attributes are the wrapped network's); only what
+    is kept alive differs from the package's forward pass:
+
+    - each skip connection is released as soon as the decoder has used it (the package keeps
+      all of them to the end);
+    - plain blocks (convolution, dropout, normalisation, activation) run layer by layer, so a
+      block's input is freed once its convolution has read it, instead of living on beside the
+      convolution and normalisation outputs;
+    - the decoder's concatenation is one buffer: the skip is copied in and released before the
+      upsampled half is written straight into it;
+    - a large convolution (stride 1, same-size padding) runs in slabs along the first spatial
+      axis, each with the rows its kernel reaches beyond the slab: oneDNN copies a
+      convolution's whole input into its blocked layout, and the copy is then one slab's;
+    - a transposed convolution whose kernel equals its stride (nnU-Net's upsampling) is one
+      1×1×1 convolution per kernel offset written into that buffer, without the two
+      output-sized temporaries of oneDNN's transposed convolution.
+
+    Networks whose layout is not the U-Net's (encoder stages; decoder transposed convolutions,
+    stages and segmentation layers; no deep supervision) run their own forward.
+    """
+
+    def __init__(self, network: Any) -> None:
+        self.network = network
+        encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
+        self.lean = (
+            encoder is not None and decoder is not None and hasattr(encoder, "stages")
+            and not getattr(decoder, "deep_supervision", True)
+            and all(hasattr(decoder, name) for name in ("transpconvs", "stages", "seg_layers"))
+        )
+        if self.lean:
+            self.encoder_layers = [_layers(stage) for stage in encoder.stages]
+            self.decoder_layers = [_layers(stage) for stage in decoder.stages]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.network, name)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        if not self.lean or torch.is_grad_enabled():
+            return self.network(x)
+        encoder, decoder = self.network.encoder, self.network.decoder
+        if getattr(encoder, "stem", None) is not None:
+            x = encoder.stem(x)
+        skips = []
+        for layers in self.encoder_layers:
+            for layer in layers:
+                x = _run(layer, x)
+            skips.append(x)
+        del x
+        lower = skips.pop()
+        for s, layers in enumerate(self.decoder_layers):
+            skip = skips.pop()
+            layer = decoder.transpconvs[s]
+            up_channels = layer.out_channels
+            joined = skip.new_empty((skip.shape[0], up_channels + skip.shape[1], *skip.shape[2:]))
+            joined[:, up_channels:] = skip
+            del skip  # the last reference: the encoder's stage output is freed here
+            _upsample(layer, lower, out=joined[:, :up_channels])
+            del lower
+            x = joined
+            del joined
+            for layer in layers:
+                x = _run(layer, x)
+            lower = x
+            del x
+        return _run(decoder.seg_layers[-1], lower)
+
+
+def _layers(module: Any) -> list[Any]:
+    """``module`` as the list of layers it runs one after another (plain conv blocks flattened)."""
+    import torch
+    from dynamic_network_architectures.building_blocks.simple_conv_blocks import (
+        ConvDropoutNormReLU,
+        StackedConvBlocks,
+    )
+
+    if type(module) is torch.nn.Sequential:
+        return [layer for child in module for layer in _layers(child)]
+    if type(module) is StackedConvBlocks:
+        return _layers(module.convs)
+    if type(module) is ConvDropoutNormReLU:
+        return _layers(module.all_modules)
+    return [module]
+
+
+SLAB_BYTES = 16 * 2**20
+"""Input or output size above which a convolution runs slab by slab (:func:`_run`)."""
+
+
+def _run(layer: Any, x: Any) -> Any:
+    """``layer(x)``; a large stride-1 ``Conv3d`` with same-size zero padding slab by slab along axis 2.
+
+    Each output slab is the convolution of its input rows plus the ``padding`` rows on either
+    side (zeros past the edges, as the full convolution pads), so every output voxel sums the
+    same products as the whole convolution does.
+    """
+    import torch
+
+    if not (
+        type(layer) is torch.nn.Conv3d and layer.padding_mode == "zeros" and set(layer.stride) == {1}
+        and isinstance(layer.padding, tuple)
+        and all(p == (k - 1) // 2 * d and k % 2 == 1 for p, k, d in zip(layer.padding, layer.kernel_size, layer.dilation))
+    ):
+        return layer(x)
+    voxels = x[0, 0].numel()
+    size = voxels * max(x.shape[1] * x.element_size(), layer.out_channels * layer.weight.element_size())
+    if size <= SLAB_BYTES:
+        return layer(x)
+    depth, halo = x.shape[2], layer.padding[0]
+    rows = max(1, int(depth * SLAB_BYTES // size), 4 * halo)
+    out = None
+    for z0 in range(0, depth, rows):
+        z1 = min(z0 + rows, depth)
+        lo, hi = max(z0 - halo, 0), min(z1 + halo, depth)
+        piece = x[:, :, lo:hi]
+        if lo > z0 - halo or hi < z1 + halo:
+            piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - (z0 - halo), (z1 + halo) - hi))
+        part = torch.nn.functional.conv3d(
+            piece, layer.weight, layer.bias, 1, (0, *layer.padding[1:]), layer.dilation, layer.groups
+        )
+        del piece
+        if out is None:
+            out = part.new_empty((part.shape[0], part.shape[1], depth, *part.shape[3:]))
+        out[:, :, z0:z1] = part
+        del part
+    return out
+
+
+def _upsample(layer: Any, x: Any, *, out: Any) -> None:
+    """Write ``layer(x)`` into ``out``; a transposed convolution with kernel == stride offset by offset.
+
+    With kernel equal to stride every output voxel takes exactly one kernel offset, so the
+    output is, for each offset, a 1×1×1 convolution of the input with that offset's weights,
+    written to every stride-th voxel. Same arithmetic, a fraction of the memory.
+    """
+    import itertools
+
+    import torch
+
+    kernel, stride = tuple(layer.kernel_size), tuple(layer.stride)
+    plain = (
+        isinstance(layer, torch.nn.ConvTranspose3d) and kernel == stride and layer.groups == 1
+        and set(layer.padding) == {0} and set(layer.output_padding) == {0} and set(layer.dilation) == {1}
+    )
+    if not plain:
+        out[...] = layer(x)
+        return
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        weight = layer.weight[(slice(None), slice(None), *offset)].t().contiguous()[..., None, None, None]
+        part = torch.nn.functional.conv3d(x, weight, layer.bias)
+        out[(slice(None), slice(None), *(slice(o, None, k) for o, k in zip(offset, kernel)))] = part
+        del part
