@@ -48,6 +48,15 @@ def test_folder_batch_writes_labels_on_each_input_grid(model_dir, cases, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz", "b_seg.nii.gz", "c_seg.nii.gz"]
 
 
+def test_low_memory_gives_the_same_labels(model_dir, cases, tmp_path):
+    """--low-memory only changes where freed memory goes, never the arithmetic."""
+    model = str(model_dir())
+    for flag, out in (([], tmp_path / "usual"), (["--low-memory"], tmp_path / "low")):
+        assert run(str(cases / "a.nii.gz"), "-o", str(out), "--model", model, "--fast", *flag) == 0
+    usual, low = (read_image(p / "a_seg.nii.gz").array for p in (tmp_path / "usual", tmp_path / "low"))
+    assert usual.max() > 0 and np.array_equal(usual, low)
+
+
 def test_model_from_environment_glob_and_postfix(model_dir, cases, tmp_path, monkeypatch):
     monkeypatch.setenv("MRSEG_WEIGHTS_PATH", str(model_dir()))
     out = tmp_path / "out"

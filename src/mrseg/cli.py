@@ -36,6 +36,10 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="network precision: auto = fp16 autocast on CUDA (as nnU-Net), bf16 on CPUs with native "
                         "bfloat16 (AVX-512 BF16/AMX; about 3x faster, >= 99.5%% of voxels as fp32), fp32 elsewhere; "
                         "fp32 = exact mode (nnU-Net's labels)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="return freed memory to the system after every layer instead of keeping it for the next "
+                        "tile: lower peak memory (about 0.25 GB on an MRSegmentator-sized model), about 25%% slower "
+                        "network on the CPU")
     p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID when a DICOM folder holds several series")
@@ -150,6 +154,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             threads=args.threads,
             orientation=orientation,
             precision=args.precision,
+            reuse_memory=not args.low_memory,
         )
     except MrsegError as err:
         log.error("%s", err)

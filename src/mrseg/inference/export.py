@@ -62,7 +62,7 @@ class SlabExport:
     ) -> None:
         self.plans, self.configuration, self.axis, self.spacing = plans, configuration, axis, case.spacing
         self.source_shape = tuple(int(s) for s in case.data.shape[1:])
-        self.target = tuple(int(s) for s in case.shape_after_cropping)
+        self.target: tuple[int, int, int] = case.shape_after_cropping
         self.dtype = np.uint8 if num_heads <= 255 else np.uint16
         self.full = np.zeros(case.shape_before_cropping, dtype=self.dtype)
         self.labels = self.full[tuple(slice(lo, hi) for lo, hi in case.bbox)]
@@ -112,7 +112,8 @@ class SlabExport:
         index1 = torch.from_numpy(self.index1[rows] - base)
         weight1 = torch.from_numpy(self.weight1[rows])
         plane = tuple(s for a, s in enumerate(self.target) if a != self.axis)
-        best = labels = None
+        best: Any = None
+        labels: Any = None
         with torch.inference_mode():
             for c in range(slab.shape[0] if end > self.next_row else 0):
                 source = slab[c].movedim(self.axis, 0)

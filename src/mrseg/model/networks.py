@@ -105,8 +105,10 @@ class InferenceUNet:
     - plain blocks (convolution, dropout, normalisation, activation) run layer by layer, so a
       block's input is freed once its convolution has read it, instead of living on beside the
       convolution and normalisation outputs;
-    - the decoder's concatenation is one buffer: the skip is copied in and released before the
-      upsampled half is written straight into it;
+    - where a decoder stage's first convolution is large, the upsampling, the concatenation
+      with the skip and that convolution run together slab by slab, so the joined volume never
+      exists; elsewhere the concatenation is one buffer, the skip copied in and released before
+      the upsampled half is written straight into it;
     - a large convolution (stride 1, same-size padding) runs in slabs along the first spatial
       axis, each with the rows its kernel reaches beyond the slab: oneDNN copies a
       convolution's whole input into its blocked layout, and the copy is then one slab's;
@@ -120,7 +122,8 @@ class InferenceUNet:
 
     def __init__(self, network: Any) -> None:
         self.network = network
-        encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
+        encoder: Any = getattr(network, "encoder", None)
+        decoder: Any = getattr(network, "decoder", None)
         self.lean = (
             encoder is not None and decoder is not None and hasattr(encoder, "stages")
             and not getattr(decoder, "deep_supervision", True)
@@ -150,16 +153,22 @@ class InferenceUNet:
         lower = skips.pop()
         for s, layers in enumerate(self.decoder_layers):
             skip = skips.pop()
-            layer = decoder.transpconvs[s]
-            up_channels = layer.out_channels
-            joined = skip.new_empty((skip.shape[0], up_channels + skip.shape[1], *skip.shape[2:]))
-            joined[:, up_channels:] = skip
-            del skip  # the last reference: the encoder's stage output is freed here
-            _upsample(layer, lower, out=joined[:, :up_channels])
-            del lower
-            x = joined
-            del joined
-            for layer in layers:
+            upsampling, first = decoder.transpconvs[s], layers[0]
+            if _slabbed(first, skip, upsampling.out_channels + skip.shape[1]) and _kernel_is_stride(upsampling):
+                x = _upsample_join_convolve(upsampling, lower, skip, first)  # no joined volume at all
+                del skip, lower
+                rest = layers[1:]
+            else:
+                up_channels = upsampling.out_channels
+                joined = skip.new_empty((skip.shape[0], up_channels + skip.shape[1], *skip.shape[2:]))
+                joined[:, up_channels:] = skip
+                del skip  # the last reference: the encoder's stage output is freed here
+                _upsample(upsampling, lower, out=joined[:, :up_channels])
+                del lower
+                x = joined
+                del joined
+                rest = layers
+            for layer in rest:
                 x = _run(layer, x)
             lower = x
             del x
@@ -187,6 +196,44 @@ SLAB_BYTES = 16 * 2**20
 """Input or output size above which a convolution runs slab by slab (:func:`_run`)."""
 
 
+def _same_size_convolution(layer: Any) -> bool:
+    """A stride-1 ``Conv3d`` with zero padding that keeps the size (nnU-Net's convolutions)."""
+    import torch
+
+    return (
+        type(layer) is torch.nn.Conv3d and layer.padding_mode == "zeros" and set(layer.stride) == {1}
+        and isinstance(layer.padding, tuple)
+        and all(k % 2 == 1 and p == (k - 1) // 2 * d
+                for p, k, d in zip(layer.padding, layer.kernel_size, layer.dilation))
+    )
+
+
+def _slabbed(layer: Any, x: Any, in_channels: int) -> bool:
+    """Whether ``layer`` on ``x`` (with ``in_channels`` channels) is large enough to run in slabs."""
+    if not _same_size_convolution(layer):
+        return False
+    voxels = x[0, 0].numel()
+    return voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size()) > SLAB_BYTES
+
+
+def _slab_rows(layer: Any, x: Any, in_channels: int) -> int:
+    voxels = x[0, 0].numel()
+    size = voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size())
+    return max(1, int(x.shape[2] * SLAB_BYTES // size), 4 * layer.padding[0])
+
+
+def _convolve_slab(layer: Any, piece: Any, lo: int, hi: int, z0: int, z1: int) -> Any:
+    """``layer`` on input rows ``[lo, hi)`` giving output rows ``[z0, z1)``; zeros stand in past the edges."""
+    import torch
+
+    halo = layer.padding[0]
+    if lo > z0 - halo or hi < z1 + halo:
+        piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - (z0 - halo), (z1 + halo) - hi))
+    return torch.nn.functional.conv3d(
+        piece, layer.weight, layer.bias, 1, (0, *layer.padding[1:]), layer.dilation, layer.groups
+    )
+
+
 def _run(layer: Any, x: Any) -> Any:
     """``layer(x)``; a large stride-1 ``Conv3d`` with same-size zero padding slab by slab along axis 2.
 
@@ -194,36 +241,80 @@ def _run(layer: Any, x: Any) -> Any:
     side (zeros past the edges, as the full convolution pads), so every output voxel sums the
     same products as the whole convolution does.
     """
-    import torch
-
-    if not (
-        type(layer) is torch.nn.Conv3d and layer.padding_mode == "zeros" and set(layer.stride) == {1}
-        and isinstance(layer.padding, tuple)
-        and all(p == (k - 1) // 2 * d and k % 2 == 1 for p, k, d in zip(layer.padding, layer.kernel_size, layer.dilation))
-    ):
+    if not _slabbed(layer, x, x.shape[1]):
         return layer(x)
-    voxels = x[0, 0].numel()
-    size = voxels * max(x.shape[1] * x.element_size(), layer.out_channels * layer.weight.element_size())
-    if size <= SLAB_BYTES:
-        return layer(x)
-    depth, halo = x.shape[2], layer.padding[0]
-    rows = max(1, int(depth * SLAB_BYTES // size), 4 * halo)
+    depth, halo, rows = x.shape[2], layer.padding[0], _slab_rows(layer, x, x.shape[1])
     out = None
     for z0 in range(0, depth, rows):
         z1 = min(z0 + rows, depth)
         lo, hi = max(z0 - halo, 0), min(z1 + halo, depth)
-        piece = x[:, :, lo:hi]
-        if lo > z0 - halo or hi < z1 + halo:
-            piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - (z0 - halo), (z1 + halo) - hi))
-        part = torch.nn.functional.conv3d(
-            piece, layer.weight, layer.bias, 1, (0, *layer.padding[1:]), layer.dilation, layer.groups
-        )
+        part = _convolve_slab(layer, x[:, :, lo:hi], lo, hi, z0, z1)
+        if out is None:
+            out = part.new_empty((part.shape[0], part.shape[1], depth, *part.shape[3:]))
+        out[:, :, z0:z1] = part
+        del part
+    return out
+
+
+def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any) -> Any:
+    """``layer(cat(upsampling(lower), skip))`` slab by slab, never holding the joined volume.
+
+    Each slab upsamples just the lower-resolution rows it needs (``upsampling`` has kernel ==
+    stride, so output rows depend only on their own input row), joins them with the skip rows
+    and convolves; the same products per output voxel as the whole-volume computation.
+    """
+    import torch
+
+    depth, halo = skip.shape[2], layer.padding[0]
+    stride = upsampling.stride[0]
+    rows = _slab_rows(layer, skip, upsampling.out_channels + skip.shape[1])
+    out = None
+    for z0 in range(0, depth, rows):
+        z1 = min(z0 + rows, depth)
+        lo, hi = max(z0 - halo, 0), min(z1 + halo, depth)
+        first, last = lo // stride, -(-hi // stride)
+        up = _upsampled(upsampling, lower[:, :, first:last])[:, :, lo - first * stride : hi - first * stride]
+        piece = torch.cat((up, skip[:, :, lo:hi]), 1)
+        del up
+        part = _convolve_slab(layer, piece, lo, hi, z0, z1)
         del piece
         if out is None:
             out = part.new_empty((part.shape[0], part.shape[1], depth, *part.shape[3:]))
         out[:, :, z0:z1] = part
         del part
     return out
+
+
+def _kernel_is_stride(layer: Any) -> bool:
+    """A plain transposed convolution whose kernel equals its stride (nnU-Net's upsampling)."""
+    import torch
+
+    return (
+        isinstance(layer, torch.nn.ConvTranspose3d) and tuple(layer.kernel_size) == tuple(layer.stride)
+        and layer.groups == 1 and set(layer.padding) == {0} and set(layer.output_padding) == {0}
+        and set(layer.dilation) == {1}
+    )
+
+
+def _upsampled(layer: Any, x: Any) -> Any:
+    """``layer(x)`` in a new tensor (:func:`_upsample`)."""
+    out = None
+    for offset, part in _offset_parts(layer, x):
+        if out is None:
+            out = part.new_empty((part.shape[0], part.shape[1], *(s * k for s, k in zip(x.shape[2:], layer.stride))))
+        out[(slice(None), slice(None)) + tuple(slice(o, None, k) for o, k in zip(offset, layer.stride))] = part
+    return out
+
+
+def _offset_parts(layer: Any, x: Any) -> Any:
+    """For each kernel offset of a kernel == stride transposed convolution: the output voxels it makes."""
+    import itertools
+
+    import torch
+
+    for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
+        weight = layer.weight[(slice(None), slice(None)) + tuple(offset)].t().contiguous()[..., None, None, None]
+        yield offset, torch.nn.functional.conv3d(x, weight, layer.bias)
 
 
 def _upsample(layer: Any, x: Any, *, out: Any) -> None:
@@ -233,20 +324,9 @@ def _upsample(layer: Any, x: Any, *, out: Any) -> None:
     output is, for each offset, a 1×1×1 convolution of the input with that offset's weights,
     written to every stride-th voxel. Same arithmetic, a fraction of the memory.
     """
-    import itertools
-
-    import torch
-
-    kernel, stride = tuple(layer.kernel_size), tuple(layer.stride)
-    plain = (
-        isinstance(layer, torch.nn.ConvTranspose3d) and kernel == stride and layer.groups == 1
-        and set(layer.padding) == {0} and set(layer.output_padding) == {0} and set(layer.dilation) == {1}
-    )
-    if not plain:
+    if not _kernel_is_stride(layer):
         out[...] = layer(x)
         return
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        weight = layer.weight[(slice(None), slice(None), *offset)].t().contiguous()[..., None, None, None]
-        part = torch.nn.functional.conv3d(x, weight, layer.bias)
-        out[(slice(None), slice(None), *(slice(o, None, k) for o, k in zip(offset, kernel)))] = part
+    for offset, part in _offset_parts(layer, x):
+        out[(slice(None), slice(None)) + tuple(slice(o, None, k) for o, k in zip(offset, layer.stride))] = part
         del part
