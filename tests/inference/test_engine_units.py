@@ -15,7 +15,7 @@ import model_factory
 from mrseg.classes import BASE, BODY_COMP, CATALOGUES, catalogue
 from mrseg.errors import InputError, ModelError
 from mrseg.inference import Segmentation, Segmenter
-from mrseg.inference.export import logits_to_labels, trilinear_resize
+from mrseg.inference.export import _linear_source_rows, _resample_rows, logits_to_labels
 from mrseg.inference.normalization import NORMALIZATIONS, ct, none, normalizer, rescale_to_01, rgb_to_01, zscore
 from mrseg.inference.preprocess import Preprocessed, bounding_box, preprocess
 from mrseg.inference.resample import (
@@ -65,8 +65,11 @@ def test_resize_equals_skimage(order, source, target):
     ((24, 40, 40), (45, 77, 77)),
 ])
 def test_torch_trilinear_resize_equals_the_float64_path(source, target):
+    """The export's resampling (linear rows, then bilinear planes) against nnU-Net's float64 resize."""
     image = np.random.default_rng(3).standard_normal(source).astype(np.float32)
-    ours = trilinear_resize(image, target)
+    rows = [torch.from_numpy(a) for a in _linear_source_rows(source[0], target[0])]
+    with torch.inference_mode():
+        ours = _resample_rows(torch.from_numpy(image), *rows, target[1:]).numpy()
     assert ours.dtype == np.float32 and ours.shape == target
     np.testing.assert_allclose(ours, resize(image, target, 1), atol=5e-5, rtol=0)  # float32 coordinates
 

@@ -216,18 +216,3 @@ def _resampled_argmax(
         np.maximum(best, channel, out=best)
     return labels
 
-
-def trilinear_resize(volume: Any, shape: tuple[int, int, int]) -> np.ndarray:
-    """Linear resampling with pixel-centre alignment and edge clamping, in float32 (torch).
-
-    The same mapping as ``skimage.transform.resize(order=1, mode="edge")``, which nnU-Net uses;
-    the computation :class:`SlabExport` does slab by slab.
-    """
-    import torch
-
-    source = torch.from_numpy(np.ascontiguousarray(volume)) if isinstance(volume, np.ndarray) else volume
-    index0, index1, weight1 = _linear_source_rows(source.shape[0], shape[0])
-    with torch.inference_mode():
-        out = _resample_rows(source, torch.from_numpy(index0), torch.from_numpy(index1), torch.from_numpy(weight1),
-                             tuple(shape[1:]))
-    return out.numpy()

@@ -89,8 +89,8 @@ def iter_logit_slabs(
     The tiles run in order along ``axis``; once no later tile reaches below the next tile row's
     start, the slab before it is final: it is normalised by its summed Gaussian weights and
     yielded, and the window moves on. Memory for the sums is one tile's depth along ``axis``
-    instead of the whole volume. Every voxel gets the same sums in the same tile order as over
-    the whole volume, so the values equal :func:`predict_logits`'.
+    instead of the whole volume. Every voxel gets the same terms as over the whole volume; only
+    the order of the tiles (and so float rounding) differs when ``axis`` is not the first.
 
     Args:
         data: ``(C, z, y, x)`` float32 tensor on the network grid (CPU).

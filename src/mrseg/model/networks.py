@@ -93,7 +93,6 @@ def store_convolutions_in(network: Any, dtype: Any) -> Any:
     return network
 
 
-
 class InferenceUNet:
     """A dynamic-network-architectures U-Net whose forward pass keeps the least in memory.
 
@@ -208,17 +207,20 @@ def _same_size_convolution(layer: Any) -> bool:
     )
 
 
+def _convolution_bytes(layer: Any, x: Any, in_channels: int) -> int:
+    """The larger of the input (``in_channels`` channels on ``x``'s grid) and the output of ``layer``."""
+    voxels = x[0, 0].numel()
+    return voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size())
+
+
 def _slabbed(layer: Any, x: Any, in_channels: int) -> bool:
     """Whether ``layer`` on ``x`` (with ``in_channels`` channels) is large enough to run in slabs."""
-    if not _same_size_convolution(layer):
-        return False
-    voxels = x[0, 0].numel()
-    return voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size()) > SLAB_BYTES
+    return _same_size_convolution(layer) and _convolution_bytes(layer, x, in_channels) > SLAB_BYTES
 
 
 def _slab_rows(layer: Any, x: Any, in_channels: int) -> int:
-    voxels = x[0, 0].numel()
-    size = voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size())
+    """Rows per slab along axis 2: about ``SLAB_BYTES`` each, at least four halos deep."""
+    size = _convolution_bytes(layer, x, in_channels)
     return max(1, int(x.shape[2] * SLAB_BYTES // size), 4 * layer.padding[0])
 
 
@@ -299,22 +301,24 @@ def _kernel_is_stride(layer: Any) -> bool:
 def _upsampled(layer: Any, x: Any) -> Any:
     """``layer(x)`` in a new tensor (:func:`_upsample`)."""
     out = None
-    for offset, part in _offset_parts(layer, x):
+    for where, part in _offset_parts(layer, x):
         if out is None:
             out = part.new_empty((part.shape[0], part.shape[1], *(s * k for s, k in zip(x.shape[2:], layer.stride))))
-        out[(slice(None), slice(None)) + tuple(slice(o, None, k) for o, k in zip(offset, layer.stride))] = part
+        out[where] = part
     return out
 
 
 def _offset_parts(layer: Any, x: Any) -> Any:
-    """For each kernel offset of a kernel == stride transposed convolution: the output voxels it makes."""
+    """For each kernel offset of a kernel == stride transposed convolution: where its output voxels go
+    (an index into the output) and their values."""
     import itertools
 
     import torch
 
     for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
         weight = layer.weight[(slice(None), slice(None)) + tuple(offset)].t().contiguous()[..., None, None, None]
-        yield offset, torch.nn.functional.conv3d(x, weight, layer.bias)
+        where = (slice(None), slice(None)) + tuple(slice(o, None, k) for o, k in zip(offset, layer.stride))
+        yield where, torch.nn.functional.conv3d(x, weight, layer.bias)
 
 
 def _upsample(layer: Any, x: Any, *, out: Any) -> None:
@@ -327,6 +331,6 @@ def _upsample(layer: Any, x: Any, *, out: Any) -> None:
     if not _kernel_is_stride(layer):
         out[...] = layer(x)
         return
-    for offset, part in _offset_parts(layer, x):
-        out[(slice(None), slice(None)) + tuple(slice(o, None, k) for o, k in zip(offset, layer.stride))] = part
+    for where, part in _offset_parts(layer, x):
+        out[where] = part
         del part
