@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 
-from mrseg.inference.memory import heap_reuse_supported
+from mrseg.inference.memory import HEAP_BLOCK_LIMIT, heap_reuse_supported
 
-BLOCK = 64 * 2**20  # far above glibc's mmap threshold
+BLOCK = 16 * 2**20  # far above glibc's default mmap threshold, under the heap limit while reusing
 PAGES = BLOCK // 4096
 
 pytestmark = pytest.mark.skipif(not heap_reuse_supported(), reason="needs glibc (Linux)")
@@ -26,9 +26,9 @@ import torch
 from mrseg.inference import memory
 from mrseg.inference.memory import reuse_freed_memory
 
-def faults():
+def faults(size={BLOCK}):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones({BLOCK}, dtype=torch.uint8)  # torch, like the networks (numpy asks for huge pages)
+    block = torch.ones(size, dtype=torch.uint8)  # torch, like the networks (numpy asks for huge pages)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     del block
     return after - before
@@ -59,6 +59,17 @@ def test_inside_a_freed_block_is_reused_without_page_faults():
     """)
     assert result["inside"] < PAGES // 20
     assert result["after"] > PAGES // 2  # defaults are back after the block
+
+
+def test_inside_blocks_above_the_limit_still_go_back_on_free():
+    big = 2 * HEAP_BLOCK_LIMIT
+    result = fresh_process(f"""
+        with reuse_freed_memory():
+            faults({big})
+            inside = min(faults({big}) for _ in range(3))
+        print(json.dumps({{"inside": inside}}))
+    """)
+    assert result["inside"] > big // 4096 // 2  # whole activations do not fragment the heap
 
 
 def test_disabled_is_a_no_op():

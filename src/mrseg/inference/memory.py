@@ -3,15 +3,18 @@
 Each tile's forward pass allocates and frees gigabytes of activations. glibc serves every
 block above its mmap threshold with a fresh ``mmap``, which the kernel zero-fills page by page
 on first touch, and hands it back with ``munmap`` on free. On the MRSegmentator-sized network
-that is about 9 GB of freshly zeroed pages per float32 tile and a third of all CPU time
-(../shared/BASELINE.md). Inside :func:`reuse_freed_memory` glibc takes large blocks from its
-heap instead and keeps freed ones there, so every later tile reuses pages that are already
-mapped. On exit the default settings come back and the heap is trimmed, which returns the
-memory to the system (``malloc_trim`` also releases free pages in the middle of the heap).
+that was about 9 GB of freshly zeroed pages per float32 tile and a third of all CPU time
+(../shared/BASELINE.md). Inside :func:`reuse_freed_memory` glibc serves blocks up to
+:data:`HEAP_BLOCK_LIMIT` from its heap and keeps freed ones there, so later tiles reuse pages
+that are already mapped; the lean forward pass (:class:`mrseg.model.networks.InferenceUNet`)
+runs its large convolutions in slabs of about 16 MiB, so most of its traffic is in such
+blocks. Whole activations (over 100 MB on that network) still get their own ``mmap`` and go
+back on free: kept in the heap they fragment it, and that cost about 0.25 GB of peak memory
+for a few percent of speed (README, "Speed and memory"). On exit the default
+settings come back and the heap is trimmed, which returns the memory to the system
+(``malloc_trim`` also releases free pages in the middle of the heap).
 
-The cost is fragmentation: the heap grows to the first tile's high-water mark plus gaps
-between blocks, so peak memory rises a little (``benchmarks/bench_tile_levers.py`` measures
-both). Where the C library is not glibc (macOS, Windows, musl) this is a no-op.
+Where the C library is not glibc (macOS, Windows, musl) this is a no-op.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Iterator
 log = logging.getLogger(__name__)
 
 # mallopt parameters and their glibc defaults (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_THRESHOLD = 128 * 1024, 128 * 1024
+HEAP_BLOCK_LIMIT = 32 * 2**20
+"""Largest block served from the heap while reusing (glibc's ceiling for the mmap threshold)."""
 _KEEP_TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: never trim while inside
 
 _lock = threading.Lock()
@@ -63,7 +68,7 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
         return
     with _lock:
         if _depth == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
             libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM_THRESHOLD)
         _depth += 1
     try:
@@ -72,6 +77,6 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
                 libc.malloc_trim(0)

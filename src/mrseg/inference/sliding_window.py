@@ -19,6 +19,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from mrseg.inference.memory import reuse_freed_memory
+from mrseg.model.networks import InferenceUNet
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Network precisions: plain float32, or autocast to bfloat16 / float16."""
@@ -187,11 +188,19 @@ def iter_logit_slabs(
                     for a, (s, t, r) in enumerate(zip(start, patch_size, region))
                 )
                 tile = data[(slice(None),) + region][None].to(device)
+
+                def add(z0: int, z1: int, part: Any, local: tuple[slice, ...] = local) -> None:
+                    """Add the fold's logits for tile rows [z0, z1) (along the first spatial axis)."""
+                    rows_ = (slice(local[0].start + z0, local[0].start + z1), *local[1:])
+                    part = part[0].cpu()
+                    for c in range(num_heads):  # per class: no float32 copy of the whole slab
+                        logits[c][rows_].addcmul_(part[c], fold_weights[z0:z1])
+
                 for network in networks:  # every fold while the tile is in memory
-                    prediction = _mirror_averaged(network, tile, flips)[0].cpu()
-                    for c in range(num_heads):  # per class: no float32 copy of the whole tile's logits
-                        logits[c][local].addcmul_(prediction[c], fold_weights)
-                    del prediction
+                    if flips:
+                        add(0, patch_size[0], _mirror_averaged(network, tile, flips))
+                    else:  # the lean network hands its output over slab by slab
+                        _predict_into(network, tile, add)
                 weight_sum[local] += weights
                 done += 1
                 if on_tile is not None:
@@ -199,6 +208,14 @@ def iter_logit_slabs(
     first, last, slab = final(0, depth)
     if last > first:
         yield first, last, slab
+
+
+def _predict_into(network: Any, tile: Any, sink: Callable[[int, int, Any], None]) -> None:
+    """``network(tile)`` passed to ``sink(z0, z1, part)``: in slabs where the network can, else whole."""
+    if isinstance(network, InferenceUNet):
+        network(tile, sink=sink)
+    else:
+        sink(0, tile.shape[2], network(tile))
 
 
 def _mirror_averaged(network: Any, tile: Any, flips: Sequence[tuple[int, ...]]) -> Any:

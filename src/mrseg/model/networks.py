@@ -113,7 +113,10 @@ class InferenceUNet:
       convolution's whole input into its blocked layout, and the copy is then one slab's;
     - a transposed convolution whose kernel equals its stride (nnU-Net's upsampling) is one
       1×1×1 convolution per kernel offset written into that buffer, without the two
-      output-sized temporaries of oneDNN's transposed convolution.
+      output-sized temporaries of oneDNN's transposed convolution;
+    - given a ``sink``, the segmentation layer's output is handed over slab by slab instead of
+      being returned whole, so the caller can add it to its sums without the tile's logits
+      (over 100 MB on the MRSegmentator-sized network) ever existing at once.
 
     Networks whose layout is not the U-Net's (encoder stages; decoder transposed convolutions,
     stages and segmentation layers; no deep supervision) run their own forward.
@@ -135,26 +138,38 @@ class InferenceUNet:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.network, name)
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, sink: Callable[[int, int, Any], None] | None = None) -> Any:
+        """The network's output for ``x``, or None after passing it to ``sink`` in slabs.
+
+        ``sink(z0, z1, part)`` receives the output rows ``[z0, z1)`` along the first spatial
+        axis, ``part`` being ``(batch, classes, z1 - z0, ...)``; the slabs cover the output once,
+        in order. Without the lean forward pass the sink gets the whole output as one slab.
+        """
         import torch
 
         if not self.lean or torch.is_grad_enabled():
-            return self.network(x)
+            out = self.network(x)
+            if sink is None:
+                return out
+            sink(0, out.shape[2], out)
+            return None
         encoder, decoder = self.network.encoder, self.network.decoder
         if getattr(encoder, "stem", None) is not None:
             x = encoder.stem(x)
         skips = []
         for layers in self.encoder_layers:
-            for layer in layers:
-                x = _run(layer, x)
+            for i, layer in enumerate(layers):
+                x = _run(layer, x, reuse_input=i > 0)  # a stage's first input is the last skip or the tile
             skips.append(x)
         del x
+        owners = [skip.untyped_storage().data_ptr() for skip in skips]
         lower = skips.pop()
         for s, layers in enumerate(self.decoder_layers):
             skip = skips.pop()
             upsampling, first = decoder.transpconvs[s], layers[0]
             if _slabbed(first, skip, upsampling.out_channels + skip.shape[1]) and _kernel_is_stride(upsampling):
-                x = _upsample_join_convolve(upsampling, lower, skip, first)  # no joined volume at all
+                owned = owners.count(skip.untyped_storage().data_ptr()) == 1  # no other skip shares it
+                x = _upsample_join_convolve(upsampling, lower, skip, first, reuse_skip=owned)  # no joined volume
                 del skip, lower
                 rest = layers[1:]
             else:
@@ -168,10 +183,10 @@ class InferenceUNet:
                 del joined
                 rest = layers
             for layer in rest:
-                x = _run(layer, x)
+                x = _run(layer, x, reuse_input=True)
             lower = x
             del x
-        return _run(decoder.seg_layers[-1], lower)
+        return _run(decoder.seg_layers[-1], lower, sink=sink)
 
 
 def _layers(module: Any) -> list[Any]:
@@ -191,100 +206,202 @@ def _layers(module: Any) -> list[Any]:
     return [module]
 
 
-SLAB_BYTES = 16 * 2**20
+SLAB_BYTES = 8 * 2**20
 """Input or output size above which a convolution runs slab by slab (:func:`_run`)."""
 
 
-def _same_size_convolution(layer: Any) -> bool:
-    """A stride-1 ``Conv3d`` with zero padding that keeps the size (nnU-Net's convolutions)."""
+def _slabbable_convolution(layer: Any) -> bool:
+    """A ``Conv3d`` with zero padding given as numbers (nnU-Net's convolutions, strided ones too)."""
     import torch
 
     return (
-        type(layer) is torch.nn.Conv3d and layer.padding_mode == "zeros" and set(layer.stride) == {1}
-        and isinstance(layer.padding, tuple)
-        and all(k % 2 == 1 and p == (k - 1) // 2 * d
-                for p, k, d in zip(layer.padding, layer.kernel_size, layer.dilation))
+        type(layer) is torch.nn.Conv3d and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
     )
 
 
 def _convolution_bytes(layer: Any, x: Any, in_channels: int) -> int:
-    """The larger of the input (``in_channels`` channels on ``x``'s grid) and the output of ``layer``."""
+    """The larger of the input (``in_channels`` channels on ``x``'s grid) and the output of ``layer``
+    (bounded by its size on the input's grid)."""
     voxels = x[0, 0].numel()
     return voxels * max(in_channels * x.element_size(), layer.out_channels * layer.weight.element_size())
 
 
 def _slabbed(layer: Any, x: Any, in_channels: int) -> bool:
     """Whether ``layer`` on ``x`` (with ``in_channels`` channels) is large enough to run in slabs."""
-    return _same_size_convolution(layer) and _convolution_bytes(layer, x, in_channels) > SLAB_BYTES
+    return _slabbable_convolution(layer) and _convolution_bytes(layer, x, in_channels) > SLAB_BYTES
+
+
+def _output_depth(layer: Any, depth: int) -> int:
+    """Output rows along axis 2 for ``depth`` input rows."""
+    s, p, k, d = layer.stride[0], layer.padding[0], layer.kernel_size[0], layer.dilation[0]
+    return (depth + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _input_rows(layer: Any, z0: int, z1: int) -> tuple[int, int]:
+    """The input rows ``[lo, hi)`` along axis 2 that output rows ``[z0, z1)`` read (past the edges included)."""
+    s, p, k, d = layer.stride[0], layer.padding[0], layer.kernel_size[0], layer.dilation[0]
+    return z0 * s - p, (z1 - 1) * s - p + d * (k - 1) + 1
 
 
 def _slab_rows(layer: Any, x: Any, in_channels: int) -> int:
-    """Rows per slab along axis 2: about ``SLAB_BYTES`` each, at least four halos deep."""
+    """Output rows per slab along axis 2: about ``SLAB_BYTES`` each, at least four halos deep."""
     size = _convolution_bytes(layer, x, in_channels)
-    return max(1, int(x.shape[2] * SLAB_BYTES // size), 4 * layer.padding[0])
+    return max(1, int(_output_depth(layer, x.shape[2]) * SLAB_BYTES // size), 4 * layer.padding[0])
 
 
-def _convolve_slab(layer: Any, piece: Any, lo: int, hi: int, z0: int, z1: int) -> Any:
-    """``layer`` on input rows ``[lo, hi)`` giving output rows ``[z0, z1)``; zeros stand in past the edges."""
+def _convolve_slab(layer: Any, piece: Any, lo: int, z0: int, z1: int) -> Any:
+    """``layer`` on input rows ``[lo, lo + len(piece))`` giving output rows ``[z0, z1)``; zeros past the edges."""
     import torch
 
-    halo = layer.padding[0]
-    if lo > z0 - halo or hi < z1 + halo:
-        piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - (z0 - halo), (z1 + halo) - hi))
+    need_lo, need_hi = _input_rows(layer, z0, z1)
+    hi = lo + piece.shape[2]
+    if lo > need_lo or hi < need_hi:
+        piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - need_lo, need_hi - hi))
     return torch.nn.functional.conv3d(
-        piece, layer.weight, layer.bias, 1, (0, *layer.padding[1:]), layer.dilation, layer.groups
+        piece, layer.weight, layer.bias, layer.stride, (0, *layer.padding[1:]), layer.dilation,
+        layer.groups,
     )
 
 
-def _run(layer: Any, x: Any) -> Any:
-    """``layer(x)``; a large stride-1 ``Conv3d`` with same-size zero padding slab by slab along axis 2.
+def _run(
+    layer: Any, x: Any, *, sink: Callable[[int, int, Any], None] | None = None, reuse_input: bool = False
+) -> Any:
+    """``layer(x)``; a large zero-padded ``Conv3d`` slab by slab along axis 2.
 
-    Each output slab is the convolution of its input rows plus the ``padding`` rows on either
-    side (zeros past the edges, as the full convolution pads), so every output voxel sums the
-    same products as the whole convolution does.
+    Each output slab is the convolution of the input rows it reaches (zeros past the edges, as
+    the full convolution pads; a strided convolution reads its own rows), so every output voxel
+    sums the same products as the whole convolution does. With a ``sink`` the slabs go to
+    ``sink(z0, z1, part)`` as they are made and nothing is returned. With ``reuse_input`` (the
+    caller holds no other reference to ``x``) the output may be written over ``x`` (see
+    :class:`_SlabWriter`). Large instance normalisations of an ``x`` the caller gives up run in
+    place (:func:`_instance_norm_`).
     """
+    if reuse_input and _in_place_norm(layer, x):
+        return _instance_norm_(layer, x)
     if not _slabbed(layer, x, x.shape[1]):
-        return layer(x)
-    depth, halo, rows = x.shape[2], layer.padding[0], _slab_rows(layer, x, x.shape[1])
-    out = None
+        if sink is None:
+            return layer(x)
+        sink(0, x.shape[2], layer(x))
+        return None
+    depth, rows = _output_depth(layer, x.shape[2]), _slab_rows(layer, x, x.shape[1])
+    writer = _SlabWriter(depth, reusable=x if reuse_input else None)
     for z0 in range(0, depth, rows):
         z1 = min(z0 + rows, depth)
-        lo, hi = max(z0 - halo, 0), min(z1 + halo, depth)
-        part = _convolve_slab(layer, x[:, :, lo:hi], lo, hi, z0, z1)
-        if out is None:
-            out = part.new_empty((part.shape[0], part.shape[1], depth, *part.shape[3:]))
-        out[:, :, z0:z1] = part
+        need_lo, need_hi = _input_rows(layer, z0, z1)
+        lo, hi = max(need_lo, 0), min(need_hi, x.shape[2])
+        part = _convolve_slab(layer, x[:, :, lo:hi], lo, z0, z1)
+        if sink is not None:
+            sink(z0, z1, part)
+        else:
+            writer.add(z0, z1, part)  # the rows this slab read below z1 - halo are not read again
         del part
-    return out
+    return None if sink is not None else writer.finish()
 
 
-def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any) -> Any:
+def _in_place_norm(layer: Any, x: Any) -> bool:
+    """Whether ``layer`` is an instance normalisation that :func:`_instance_norm_` does for ``x``."""
+    import torch
+
+    return (
+        type(layer) is torch.nn.InstanceNorm3d and not layer.track_running_stats and x.shape[0] == 1
+        and x.is_contiguous() and x.numel() * x.element_size() > SLAB_BYTES
+    )
+
+
+def _instance_norm_(layer: Any, x: Any) -> Any:
+    """``layer(x)`` written over ``x``, a few channels at a time.
+
+    Instance normalisation treats every channel on its own, so torch's kernel on a group of
+    channels gives exactly the whole layer's values for them; the only extra memory is one
+    group's output.
+    """
+    import torch
+
+    channels = x.shape[1]
+    step = max(1, int(SLAB_BYTES // (x[0, 0].numel() * x.element_size())))
+    for c0 in range(0, channels, step):
+        c1 = min(c0 + step, channels)
+        x[:, c0:c1] = torch.nn.functional.instance_norm(
+            x[:, c0:c1],
+            weight=layer.weight[c0:c1] if layer.affine else None,
+            bias=layer.bias[c0:c1] if layer.affine else None,
+            eps=layer.eps,
+        )
+    return x
+
+
+class _SlabWriter:
+    """Collects a convolution's output slabs along axis 2, over its input where that is allowed.
+
+    A slab's output rows ``[z0, z1)`` may overwrite the input rows ``[z0, z1)`` only once no
+    later slab reads them: the next slab reads down to ``z1 - halo``. So over the input each
+    slab is held back and written once the next one has been computed (slabs are at least a
+    halo deep), and the output costs no memory beyond a slab when it has the input's shape and
+    type; otherwise it goes to a new tensor at once.
+    """
+
+    def __init__(self, depth: int, *, reusable: Any = None) -> None:
+        self.depth, self.reusable = depth, reusable
+        self.out: Any = None
+        self.in_place = False
+        self.pending: tuple[int, int, Any] | None = None
+
+    def add(self, z0: int, z1: int, part: Any) -> None:
+        if self.out is None:
+            shape = (part.shape[0], part.shape[1], self.depth, *part.shape[3:])
+            x = self.reusable
+            self.in_place = (
+                x is not None and tuple(x.shape) == shape and x.dtype == part.dtype and x.is_contiguous()
+            )
+            self.out = x if self.in_place else part.new_empty(shape)
+            self.reusable = None
+        if not self.in_place:
+            self.out[:, :, z0:z1] = part
+            return
+        self.flush()
+        self.pending = (z0, z1, part)
+
+    def flush(self) -> None:
+        """Write the held-back slab: call once the slab after it has read its input."""
+        if self.pending is not None:
+            z0, z1, part = self.pending
+            self.out[:, :, z0:z1] = part
+            self.pending = None
+
+    def finish(self) -> Any:
+        self.flush()
+        return self.out
+
+
+def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any, *, reuse_skip: bool = False) -> Any:
     """``layer(cat(upsampling(lower), skip))`` slab by slab, never holding the joined volume.
 
     Each slab upsamples just the lower-resolution rows it needs (``upsampling`` has kernel ==
     stride, so output rows depend only on their own input row), joins them with the skip rows
-    and convolves; the same products per output voxel as the whole-volume computation.
+    and convolves; the same products per output voxel as the whole-volume computation. With
+    ``reuse_skip`` (no one else holds ``skip``) the output is written over the skip, whose
+    shape it has in nnU-Net's decoders, as each slab's rows stop being read.
     """
     import torch
 
-    depth, halo = skip.shape[2], layer.padding[0]
+    depth, out_depth = skip.shape[2], _output_depth(layer, skip.shape[2])
     stride = upsampling.stride[0]
     rows = _slab_rows(layer, skip, upsampling.out_channels + skip.shape[1])
-    out = None
-    for z0 in range(0, depth, rows):
-        z1 = min(z0 + rows, depth)
-        lo, hi = max(z0 - halo, 0), min(z1 + halo, depth)
+    writer = _SlabWriter(out_depth, reusable=skip if reuse_skip else None)
+    for z0 in range(0, out_depth, rows):
+        z1 = min(z0 + rows, out_depth)
+        need_lo, need_hi = _input_rows(layer, z0, z1)
+        lo, hi = max(need_lo, 0), min(need_hi, depth)
         first, last = lo // stride, -(-hi // stride)
         up = _upsampled(upsampling, lower[:, :, first:last])[:, :, lo - first * stride : hi - first * stride]
         piece = torch.cat((up, skip[:, :, lo:hi]), 1)
         del up
-        part = _convolve_slab(layer, piece, lo, hi, z0, z1)
+        writer.flush()  # this slab's skip rows are copied: the slab before may overwrite its own
+        part = _convolve_slab(layer, piece, lo, z0, z1)
         del piece
-        if out is None:
-            out = part.new_empty((part.shape[0], part.shape[1], depth, *part.shape[3:]))
-        out[:, :, z0:z1] = part
+        writer.add(z0, z1, part)
         del part
-    return out
+    return writer.finish()
 
 
 def _kernel_is_stride(layer: Any) -> bool:
