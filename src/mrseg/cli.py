@@ -1,10 +1,11 @@
-"""Command-line interface: ``mrseg segment ...`` and ``mrseg evaluate ...``."""
+"""Command-line interface: ``mrseg segment``, ``evaluate``, ``phantom``, ``dataset build`` and ``train``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from mrseg import __version__
@@ -115,6 +116,75 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
+def _dataset_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("dataset", help="assemble training data", description="Assemble training data.")
+    actions = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    b = actions.add_parser(
+        "build",
+        help="CSV or phantom folder -> nnU-Net v2 raw dataset with the 40 classes",
+        description=(
+            "Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json with the 40 classes, "
+            "mrseg_cases.json with modality and sequence per case) from a CSV with the columns image, "
+            "label, modality, sequence, dataset, label_map (image and label required; paths relative "
+            "to the CSV) or from a folder written by 'mrseg phantom'. Labels in other indices are "
+            "mapped with the evaluation label maps; every label file must lie on its image's grid. "
+            "Nothing is left behind when a case fails."
+        ),
+    )
+    b.add_argument("source", metavar="CSV_OR_FOLDER", help="cases CSV, or a folder of NAME.nii.gz + NAME_labels.nii.gz")
+    b.add_argument("--raw", metavar="DIR", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    b.add_argument("--id", type=int, required=True, metavar="N", help="dataset id, 1..999")
+    b.add_argument("--name", required=True, help="dataset name (letters, digits, '-')")
+    b.add_argument("--label-map", default="base", metavar="MAP",
+                   help="label index of label files without a label_map column: base (default), totalseg, "
+                        "totalseg_mr, amos22, chaos or a JSON mapping")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "train",
+        help="plan, preprocess and train with nnU-Net v2 (folds, cross-validation, transfer learning)",
+        description=(
+            "Plan and preprocess a raw dataset with nnU-Net's default planner (plus the overrides "
+            "below), train the folds with nnU-Net's own trainer (nnUNetTrainerNoMirroring unless "
+            "--mirroring) and, when every fold validated, write a per-class Dice table of all "
+            "validation cases to MODEL/crossval. The result is a standard nnU-Net v2 model folder "
+            "that 'mrseg segment --model' and nnU-Net's predictor load."
+        ),
+    )
+    p.add_argument("--id", type=int, required=True, metavar="N", help="dataset id (mrseg dataset build --id)")
+    p.add_argument("--root", metavar="DIR",
+                   help="folder holding nnUNet_raw, nnUNet_preprocessed and nnUNet_results (default: the "
+                        "$nnUNet_raw, $nnUNet_preprocessed, $nnUNet_results variables)")
+    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], metavar="K",
+                   help="folds to train, 0-4 or 'all' (default: all five, cross-validation)")
+    p.add_argument("--epochs", type=int, default=1000, help="epochs (default 1000)")
+    p.add_argument("--iterations", type=int, default=250, metavar="N", help="training batches per epoch (default 250)")
+    p.add_argument("--val-iterations", type=int, default=50, metavar="N",
+                   help="validation batches per epoch (default 50)")
+    p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate (default 0.01)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--mirroring", action="store_true",
+                   help="mirror augmentation (off by default: left/right structures must not swap)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="target spacing in mm")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size")
+    p.add_argument("--base-features", type=int, metavar="N", help="features of the first stage (default 32)")
+    p.add_argument("--max-features", type=int, metavar="N", help="largest number of features (default 320)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="batch size (default: the planner's)")
+    p.add_argument("--memory-target", type=float, metavar="GB", help="the planner's GPU memory target (default 8)")
+    p.add_argument("--processes", type=int, default=2, metavar="N", help="preprocessing processes (default 2)")
+    p.add_argument("--augmentation-processes", type=int, default=0, metavar="N",
+                   help="data augmentation worker processes (default 0: in the training process)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from this nnU-Net model folder's weights (transfer learning); the plans copy its "
+                        "network, patch size and spacing")
+    p.add_argument("--init-fold", type=int, default=0, metavar="K", help="fold of --init-from to start from")
+    p.add_argument("--no-plan", action="store_true", help="reuse the existing plans and preprocessed data")
+    p.add_argument("--no-validate", action="store_true", help="skip the validation predictions and the Dice table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrseg",
@@ -127,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _segment_parser(sub)
     _evaluate_parser(sub)
     _phantom_parser(sub)
+    _dataset_parser(sub)
+    _train_parser(sub)
     return parser
 
 
@@ -259,6 +331,78 @@ def _run_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dataset(args: argparse.Namespace) -> int:
+    import os
+
+    from mrseg.errors import MrsegError
+    from mrseg.training.dataset import build_dataset, cases_from_csv, cases_from_folder, summarize
+
+    raw = args.raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        log.error("give --raw DIR or set $nnUNet_raw")
+        return 2
+    try:
+        source = Path(args.source)
+        if source.is_dir():
+            cases = cases_from_folder(source, label_map=args.label_map)
+        else:
+            cases = cases_from_csv(source, label_map=args.label_map)
+        target = build_dataset(cases, raw, dataset_id=args.id, name=args.name, overwrite=args.overwrite)
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    counts = summarize({"modality": c.modality, "sequence": c.sequence} for c in cases)
+    log.warning("wrote %s: %d cases (%s)", target, len(cases), ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    from mrseg.errors import MrsegError
+    from mrseg.training.crossval import run_cross_validation
+    from mrseg.training.nnunet import NnunetFolders, PlanningOptions, TrainingOptions
+
+    if args.root:
+        folders = NnunetFolders.under(args.root)
+    else:
+        names = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+        missing = [n for n in names if not os.environ.get(n)]
+        if missing:
+            log.error("give --root DIR or set %s", ", ".join(f"${n}" for n in missing))
+            return 2
+        folders = NnunetFolders(*(Path(os.environ[n]) for n in names))
+    planning = PlanningOptions(
+        spacing=tuple(args.spacing) if args.spacing else None,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+        base_features=args.base_features, max_features=args.max_features, batch_size=args.batch_size,
+        memory_target_gb=args.memory_target, processes=args.processes,
+    )
+    training = TrainingOptions(
+        epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations,
+        initial_lr=args.lr, device=args.device, seed=args.seed, mirroring=args.mirroring,
+        augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
+        validate=not args.no_validate,
+    )
+    folds: list[int | str] = [f if f == "all" else int(f) for f in args.folds]
+
+    def fold_done(fold: int | str, model: Path) -> None:
+        log.warning("fold %s trained: %s", fold, model)
+
+    try:
+        result = run_cross_validation(folders, args.id, folds=folds, planning=planning, training=training,
+                                      plan=not args.no_plan, on_fold=fold_done)
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    if result.report is not None:
+        for name, value in result.mean_dice.items():
+            log.warning("%-32s mean Dice %.3f", name, value)
+        log.warning("validation report: %s", result.report)
+    log.warning("model folder: %s", result.model_folder)
+    return 0
+
+
 def _configure_logging(level: int) -> None:
     """Log the package's messages to stderr (once, however often main() is called)."""
     logger = logging.getLogger("mrseg")
@@ -285,5 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_evaluate(args)
     if args.command == "phantom":
         return _run_phantom(args)
+    if args.command == "dataset":
+        return _run_dataset(args)
+    if args.command == "train":
+        return _run_train(args)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -1,0 +1,289 @@
+"""Planning, preprocessing and training through the real nnunetv2 library.
+
+nnU-Net reads its three folders (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``)
+from the environment once, when it is first imported, and trains with worker processes of
+its own. So each step runs in a fresh Python process (:mod:`mrseg.training.worker`) with those
+variables set: the caller's process (which may have imported nnunetv2 already, with other
+folders) is left alone, and a cluster can run each fold as its own job.
+
+What nnU-Net offers as subclasses per value (epochs, iterations, ...) is passed here as
+:class:`TrainingOptions` and set on nnU-Net's own trainer before it starts. The trainer class
+is nnU-Net's ``nnUNetTrainerNoMirroring`` by default, as for the published weights (left and
+right structures must not be mirrored into each other), or ``nnUNetTrainer`` with
+``mirroring=True``; the checkpoint names it, so nnU-Net's own predictor loads the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mrseg.errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+PLANS_NAME = "mrsegPlans"
+"""Plans identifier of the plans written here (nnU-Net's default planner plus the overrides)."""
+
+CONFIGURATION = "3d_fullres"
+"""The nnU-Net configuration trained (the only one mrseg predicts with)."""
+
+
+@dataclass(frozen=True)
+class PlanningOptions:
+    """How nnU-Net's default planner is steered; None keeps its choice.
+
+    Attributes:
+        spacing: target spacing (z, y, x) in mm.
+        patch_size: tile size (z, y, x); each axis must divide by the product of the
+            network's strides along it.
+        base_features: features of the first stage (nnU-Net: 32), doubled per stage.
+        max_features: cap on the features per stage (nnU-Net: 320 in 3-D).
+        batch_size: training batch size.
+        memory_target_gb: the planner's GPU memory target (nnU-Net: 8), which sets the patch size.
+        processes: preprocessing worker processes.
+    """
+
+    spacing: tuple[float, float, float] | None = None
+    patch_size: tuple[int, int, int] | None = None
+    base_features: int | None = None
+    max_features: int | None = None
+    batch_size: int | None = None
+    memory_target_gb: float | None = None
+    processes: int = 2
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """One fold's training run on nnU-Net's trainer.
+
+    Attributes:
+        epochs: epochs (nnU-Net: 1000).
+        iterations_per_epoch: training batches per epoch (nnU-Net: 250).
+        val_iterations_per_epoch: validation batches per epoch (nnU-Net: 50).
+        initial_lr: SGD learning rate at the start of the poly schedule (nnU-Net: 0.01).
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        seed: seeds Python, NumPy and torch in the training process; None leaves them.
+        mirroring: mirror augmentation (and mirrored inference); off by default.
+        augmentation_processes: data augmentation worker processes (0: in the training process).
+        init_from: a model folder whose weights start the training (transfer learning).
+        init_fold: which fold of ``init_from`` to start from.
+        validate: predict the fold's validation cases at the end (nnU-Net's own validation).
+        save_every: write checkpoint_latest.pth every this many epochs.
+    """
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    initial_lr: float = 1e-2
+    device: str = "cpu"
+    seed: int | None = 0
+    mirroring: bool = False
+    augmentation_processes: int = 0
+    init_from: str | None = None
+    init_fold: int = 0
+    validate: bool = True
+    save_every: int = 50
+
+    @property
+    def trainer_name(self) -> str:
+        return "nnUNetTrainer" if self.mirroring else "nnUNetTrainerNoMirroring"
+
+
+@dataclass(frozen=True)
+class NnunetFolders:
+    """nnU-Net's three folders."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    @classmethod
+    def under(cls, root: str | os.PathLike[str]) -> NnunetFolders:
+        """``root/nnUNet_raw``, ``root/nnUNet_preprocessed``, ``root/nnUNet_results``."""
+        root = Path(root)
+        return cls(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results")
+
+    def environment(self) -> dict[str, str]:
+        return {"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
+                "nnUNet_results": str(self.results)}
+
+
+@dataclass
+class StepResult:
+    """What a worker step reported back (its JSON), plus its log."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+
+
+def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: PlanningOptions = PlanningOptions(),
+                        *, transfer_from: str | os.PathLike[str] | None = None) -> Path:
+    """Fingerprint, plan (nnU-Net's default planner with ``options``) and preprocess a raw dataset.
+
+    With ``transfer_from`` (a model folder) the network, patch size and spacing are taken from
+    that model's plans instead, so its weights fit (the published model was fine-tuned on MR
+    from a CT model planned this way).
+
+    Returns:
+        The plans file written (``{PLANS_NAME}.json`` in the preprocessed dataset folder).
+
+    Raises:
+        InputError: no such raw dataset, or overrides the network cannot take.
+    """
+    spec = {"step": "plan", "dataset_id": dataset_id, "options": asdict(options),
+            "transfer_from": str(transfer_from) if transfer_from else None}
+    result = run_step(spec, folders)
+    return Path(result.report["plans"])
+
+
+def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
+               options: TrainingOptions = TrainingOptions()) -> Path:
+    """Train one fold (0–4, or ``"all"``) with nnU-Net's trainer; returns the model folder.
+
+    The model folder is nnU-Net's results folder of the trainer, plans and configuration
+    (dataset.json, plans.json, fold_k/checkpoint_final.pth), loadable by ``mrseg segment``
+    and by nnU-Net's predictor.
+    """
+    spec = {"step": "train", "dataset_id": dataset_id, "fold": fold, "options": asdict(options)}
+    result = run_step(spec, folders)
+    return Path(result.report["model_folder"])
+
+
+def run_step(spec: dict[str, Any], folders: NnunetFolders, *, threads: int | None = None) -> StepResult:
+    """Run one worker step in a fresh process; its last stdout line is a JSON report.
+
+    Raises:
+        InputError / ModelError: as the worker reported them (the message names the cause).
+        RuntimeError: the worker died otherwise; the message ends with its log.
+    """
+    for path in (folders.raw, folders.preprocessed, folders.results):
+        path.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **folders.environment())
+    options = spec.get("options", {})
+    env["nnUNet_n_proc_DA"] = str(options.get("augmentation_processes", 0))
+    env.setdefault("nnUNet_compile", "false")  # torch.compile on a CPU trainer costs more than it gains
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with tempfile.TemporaryDirectory(prefix="mrseg-step-") as tmp:
+        spec_file, report_file = Path(tmp) / "spec.json", Path(tmp) / "report.json"
+        spec_file.write_text(json.dumps({**spec, "report": str(report_file)}))
+        done = subprocess.run([sys.executable, "-m", "mrseg.training.worker", str(spec_file)], env=env,
+                              capture_output=True, text=True)
+        output = done.stdout + done.stderr
+        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    if report.get("error"):
+        kind = {"InputError": InputError, "ModelError": ModelError}.get(report.get("error_type", ""), RuntimeError)
+        raise kind(report["error"])
+    if done.returncode != 0:
+        raise RuntimeError(f"nnU-Net step {spec['step']!r} failed (exit {done.returncode}):\n{output[-4000:]}")
+    return StepResult(report, output)
+
+
+def model_folder(folders: NnunetFolders, dataset_id: int, trainer_name: str) -> Path:
+    """nnU-Net's results folder of a dataset's trainer, plans and configuration."""
+    from mrseg.training.dataset import dataset_folder_name
+
+    matches = sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*"))
+    if not matches:
+        raise InputError(f"no dataset with id {dataset_id} in {folders.raw}; build it first (mrseg dataset build)")
+    name = matches[0].name
+    dataset_folder_name(dataset_id, name.split("_", 1)[1])  # validates the name
+    return folders.results / name / f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
+
+
+def check_transfer_compatible(source_plans: dict[str, Any], target_plans: dict[str, Any],
+                              *, source_classes: int, target_classes: int) -> list[str]:
+    """Whether a network trained with ``source_plans`` can start one with ``target_plans``.
+
+    Returns:
+        Notes for the log (a segmentation head that is re-initialised, and why).
+
+    Raises:
+        ModelError: different architecture, stages, features, kernels, strides or input
+            channels, naming the first difference and the fix.
+    """
+    source = source_plans["configurations"][CONFIGURATION]["architecture"]
+    target = target_plans["configurations"][CONFIGURATION]["architecture"]
+    if source["network_class_name"] != target["network_class_name"]:
+        raise ModelError(
+            f"cannot start from a {source['network_class_name']} model: this dataset's plans build a "
+            f"{target['network_class_name']}; plan with transfer_from=THAT_MODEL (mrseg train --init-from) "
+            "so the plans copy its network"
+        )
+    keys = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
+            "n_conv_per_stage_decoder", "conv_op", "norm_op")
+    for key in keys:
+        if source["arch_kwargs"].get(key) != target["arch_kwargs"].get(key):
+            raise ModelError(
+                f"cannot start from this model: its network differs in {key} "
+                f"({source['arch_kwargs'].get(key)} vs {target['arch_kwargs'].get(key)}); plan the dataset "
+                "with transfer_from=THAT_MODEL (mrseg train --init-from) so the plans copy its network"
+            )
+    notes = []
+    if source_classes != target_classes:
+        notes.append(
+            f"the source model predicts {source_classes} labels and this dataset has {target_classes}: its "
+            "segmentation head (the last 1x1x1 convolutions) does not fit and starts from random weights; "
+            "every other layer is copied"
+        )
+    return notes
+
+
+def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any]) -> dict[str, Any]:
+    """``target_plans`` with the source model's network, patch size and spacing (3d_fullres)."""
+    plans = json.loads(json.dumps(target_plans))
+    source = source_plans["configurations"][CONFIGURATION]
+    config = plans["configurations"][CONFIGURATION]
+    for key in ("architecture", "patch_size", "spacing", "batch_size"):
+        config[key] = json.loads(json.dumps(source[key]))
+    plans["transpose_forward"] = source_plans["transpose_forward"]
+    plans["transpose_backward"] = source_plans["transpose_backward"]
+    return plans
+
+
+def apply_planning_overrides(plans: dict[str, Any], options: PlanningOptions) -> dict[str, Any]:
+    """Apply the patch size, feature and batch overrides of ``options`` to nnU-Net's plans.
+
+    Raises:
+        InputError: a patch size the network's strides do not divide.
+    """
+    plans = json.loads(json.dumps(plans))
+    config = plans["configurations"][CONFIGURATION]
+    kwargs = config["architecture"]["arch_kwargs"]
+    if options.base_features or options.max_features:
+        base = options.base_features or kwargs["features_per_stage"][0]
+        cap = options.max_features or max(kwargs["features_per_stage"])
+        kwargs["features_per_stage"] = [min(cap, base * 2**i) for i in range(kwargs["n_stages"])]
+    if options.patch_size:
+        steps = [1, 1, 1]
+        for stride in kwargs["strides"]:
+            steps = [s * int(t) for s, t in zip(steps, stride)]
+        bad = [p for p, s in zip(options.patch_size, steps) if p % s]
+        if bad or len(options.patch_size) != 3:
+            fitting = [max(s, round(p / s) * s) for p, s in zip(options.patch_size, steps)]
+            raise InputError(
+                f"patch size {list(options.patch_size)} does not fit the network: each axis must be a "
+                f"multiple of {steps} (the product of its strides); try {fitting}"
+            )
+        config["patch_size"] = list(options.patch_size)
+    if options.batch_size:
+        config["batch_size"] = int(options.batch_size)
+    return plans
+
+
+def describe(options: PlanningOptions | TrainingOptions) -> str:
+    """One line for logs."""
+    return ", ".join(f"{k}={v}" for k, v in asdict(options).items() if v is not None)
+
+
+def cross_validation_folds(folds: Sequence[int | str] | None) -> list[int | str]:
+    """The folds to train: all five by default."""
+    return list(folds) if folds else [0, 1, 2, 3, 4]

@@ -1,0 +1,182 @@
+"""One nnU-Net step in its own process: ``python -m mrseg.training.worker SPEC.json``.
+
+Started by :func:`mrseg.training.nnunet.run_step` with nnU-Net's folders in the environment.
+The spec names the step (``plan`` or ``train``) and its arguments; the report (JSON) goes to
+the file the spec names, errors included, so the caller can raise them with their message.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mrseg.errors import InputError, MrsegError
+
+
+def _dataset_name(dataset_id: int) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        return str(maybe_convert_to_dataset_name(dataset_id))
+    except RuntimeError as err:
+        raise InputError(f"no nnU-Net dataset with id {dataset_id}: {err}") from err
+
+
+def plan(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fingerprint, plan with nnU-Net's default planner, apply the overrides, preprocess."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from mrseg.training.nnunet import (
+        CONFIGURATION,
+        PLANS_NAME,
+        PlanningOptions,
+        apply_planning_overrides,
+        transfer_plans,
+    )
+
+    options = PlanningOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()})
+    dataset_id = int(spec["dataset_id"])
+    name = _dataset_name(dataset_id)
+    extract_fingerprint_dataset(dataset_id, check_dataset_integrity=True, clean=True, verbose=False)
+    kwargs: dict[str, Any] = {"plans_name": "nnUNetPlans"}
+    if options.memory_target_gb is not None:
+        kwargs["gpu_memory_target_in_gb"] = options.memory_target_gb
+    if options.spacing is not None:
+        kwargs["overwrite_target_spacing"] = [float(s) for s in options.spacing]
+    planner = ExperimentPlanner(dataset_id, **kwargs)
+    if options.base_features is not None:
+        planner.UNet_base_num_features = options.base_features  # the planner sizes patch and batch with them
+    if options.max_features is not None:
+        planner.UNet_max_features_3d = options.max_features
+    planner.plan_experiment()
+    folder = Path(nnUNet_preprocessed) / name
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans = apply_planning_overrides(plans, options)
+    if spec.get("transfer_from"):
+        source = json.loads((Path(spec["transfer_from"]) / "plans.json").read_text())
+        if CONFIGURATION not in source.get("configurations", {}):
+            raise InputError(f"{spec['transfer_from']}: its plans.json has no {CONFIGURATION} configuration")
+        plans = transfer_plans(source, plans)
+    plans["plans_name"] = PLANS_NAME
+    plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
+    plans_file = folder / f"{PLANS_NAME}.json"
+    plans_file.write_text(json.dumps(plans, indent=2))
+    preprocess_dataset(dataset_id, PLANS_NAME, (CONFIGURATION,), (options.processes,), show_progress_bar=False)
+    config = plans["configurations"][CONFIGURATION]
+    return {"plans": str(plans_file), "patch_size": config["patch_size"], "spacing": config["spacing"],
+            "features_per_stage": config["architecture"]["arch_kwargs"]["features_per_stage"],
+            "batch_size": config["batch_size"]}
+
+
+def _trainer_class(name: str) -> Any:
+    # Imported directly: nnU-Net's search by name imports every trainer module, primus included,
+    # which needs torchvision (a CUDA build on PyPI that fails beside a CPU torch).
+    if name == "nnUNetTrainerNoMirroring":
+        from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+            nnUNetTrainerNoMirroring,
+        )
+
+        return nnUNetTrainerNoMirroring
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    return nnUNetTrainer
+
+
+def _seed(seed: int | None) -> None:
+    if seed is None:
+        return
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one fold on nnU-Net's trainer with the options set on it."""
+    import torch
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from mrseg.training.nnunet import CONFIGURATION, PLANS_NAME, TrainingOptions, check_transfer_compatible
+
+    options = TrainingOptions(**spec["options"])
+    dataset_id = int(spec["dataset_id"])
+    name = _dataset_name(dataset_id)
+    folder = Path(nnUNet_preprocessed) / name
+    plans_file = folder / f"{PLANS_NAME}.json"
+    if not plans_file.is_file():
+        raise InputError(f"{plans_file} is missing: plan and preprocess the dataset first (mrseg train does both)")
+    plans = json.loads(plans_file.read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    fold = spec["fold"] if spec["fold"] == "all" else int(spec["fold"])
+    _seed(options.seed)
+    trainer = _trainer_class(options.trainer_name)(
+        plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json,
+        device=torch.device(options.device),
+    )
+    trainer.num_epochs = options.epochs
+    trainer.num_iterations_per_epoch = options.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = options.val_iterations_per_epoch
+    trainer.initial_lr = options.initial_lr
+    trainer.save_every = options.save_every
+    notes: list[str] = []
+    if options.init_from:
+        notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json,
+                                     check_transfer_compatible)
+    trainer.run_training()
+    validation: dict[str, Any] = {}
+    if options.validate:
+        trainer.perform_actual_validation(False)
+        summary = Path(trainer.output_folder) / "validation" / "summary.json"
+        if summary.is_file():
+            validation = {"summary": str(summary)}
+    losses = trainer.logger.my_fantastic_logging.get("train_losses", [])
+    return {"model_folder": str(Path(trainer.output_folder).parent), "fold_folder": str(trainer.output_folder),
+            "train_losses": [float(v) for v in losses], "notes": notes, **validation}
+
+
+def _load_source_weights(trainer: Any, source: Path, fold: int, plans: dict[str, Any], dataset_json: dict[str, Any],
+                         check: Any) -> list[str]:
+    """Start ``trainer`` from ``source``'s fold weights (all but a segmentation head that does not fit)."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    checkpoint = source / f"fold_{fold}" / "checkpoint_final.pth"
+    if not checkpoint.is_file():
+        raise InputError(f"{checkpoint} is missing: --init-from needs a model folder with fold_{fold}")
+    source_plans = json.loads((source / "plans.json").read_text())
+    source_classes = len(json.loads((source / "dataset.json").read_text())["labels"])
+    notes = check(source_plans, plans, source_classes=source_classes, target_classes=len(dataset_json["labels"]))
+    for note in notes:
+        trainer.print_to_log_file(note)
+    trainer.initialize()
+    load_pretrained_weights(trainer.network, str(checkpoint), verbose=False)
+    trainer.print_to_log_file(f"started from {checkpoint}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(args[0]).read_text())
+    report_file = Path(spec["report"])
+    try:
+        step = {"plan": plan, "train": train}[spec["step"]]
+        report = step(spec)
+    except MrsegError as err:
+        report_file.write_text(json.dumps({"error": str(err), "error_type": type(err).__name__}))
+        return 1
+    except Exception:
+        report_file.write_text(json.dumps({"error": traceback.format_exc(), "error_type": "RuntimeError"}))
+        return 1
+    report_file.write_text(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
