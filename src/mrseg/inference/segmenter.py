@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ from mrseg.inference.preprocess import preprocess
 from mrseg.inference.sliding_window import PRECISIONS, count_tiles, iter_logit_slabs, stream_axis
 from mrseg.io.image import Image
 from mrseg.io.orientation import reorient
-from mrseg.model.loader import Fold, Model, load_model
+from mrseg.model.loader import Fold, Model, load_model, resolve_model_folder
 from mrseg.model.networks import InferenceUNet
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ class Segmenter:
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
         self.model = model if isinstance(model, Model) else load_model(
-            Path(model), folds=folds, checkpoint_name=checkpoint_name
+            resolve_model_folder(model), folds=folds, checkpoint_name=checkpoint_name
         )
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):

@@ -18,6 +18,26 @@ log = logging.getLogger(__name__)
 WEIGHTS_ENV = "MRSEG_WEIGHTS_PATH"
 """Environment variable naming a model folder, as the published MRSegmentator reads it."""
 
+BUNDLED_MODELS = ("demo",)
+"""Models shipped inside the package, selectable by name wherever a model folder is taken."""
+
+
+def bundled_model_folder(name: str) -> Path:
+    """The folder of a model shipped inside the package (``demo``).
+
+    Raises:
+        ModelError: unknown name, or the package was built without the model's weights.
+    """
+    if name not in BUNDLED_MODELS:
+        raise ModelError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    folder = Path(__file__).resolve().parent.parent / "models" / name
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        raise ModelError(
+            f"the {name} model is not in this installation ({folder}); reinstall mrseg, or train it with "
+            "python scripts/train_demo_model.py --out src/mrseg/models/demo"
+        )
+    return folder
+
 Fold = int | str
 
 
@@ -145,8 +165,10 @@ def load_model(
 
 
 def resolve_model_folder(model: str | os.PathLike[str] | None) -> Path:
-    """The model folder from an explicit path or, failing that, ``MRSEG_WEIGHTS_PATH``."""
+    """The model folder from an explicit path or bundled name (``demo``), or else ``MRSEG_WEIGHTS_PATH``."""
     if model is not None:
+        if str(model) in BUNDLED_MODELS and not Path(model).exists():
+            return bundled_model_folder(str(model))
         return Path(model)
     env = os.environ.get(WEIGHTS_ENV)
     if env:

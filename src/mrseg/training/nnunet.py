@@ -168,7 +168,9 @@ def run_step(spec: dict[str, Any], folders: NnunetFolders, *, threads: int | Non
         path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **folders.environment())
     options = spec.get("options", {})
-    env["nnUNet_n_proc_DA"] = str(options.get("augmentation_processes", 0))
+    # Augmentation workers while training; the planner also sets torch's threads from it (so >= 1).
+    workers = options.get("augmentation_processes", 0) if spec["step"] == "train" else options.get("processes", 1)
+    env["nnUNet_n_proc_DA"] = str(workers if spec["step"] == "train" else max(1, workers))
     env.setdefault("nnUNet_compile", "false")  # torch.compile on a CPU trainer costs more than it gains
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -200,11 +202,14 @@ def model_folder(folders: NnunetFolders, dataset_id: int, trainer_name: str) -> 
 
 
 def check_transfer_compatible(source_plans: dict[str, Any], target_plans: dict[str, Any],
-                              *, source_classes: int, target_classes: int) -> list[str]:
+                              *, source_labels: dict[str, Any], target_labels: dict[str, Any]) -> list[str]:
     """Whether a network trained with ``source_plans`` can start one with ``target_plans``.
 
+    Every layer is copied when the label sets (dataset.json ``labels``) are the same; otherwise
+    the segmentation head, whose outputs mean other classes, starts from random weights.
+
     Returns:
-        Notes for the log (a segmentation head that is re-initialised, and why).
+        Notes for the log: empty when everything is copied, else why the head is not.
 
     Raises:
         ModelError: different architecture, stages, features, kernels, strides or input
@@ -227,14 +232,14 @@ def check_transfer_compatible(source_plans: dict[str, Any], target_plans: dict[s
                 f"({source['arch_kwargs'].get(key)} vs {target['arch_kwargs'].get(key)}); plan the dataset "
                 "with transfer_from=THAT_MODEL (mrseg train --init-from) so the plans copy its network"
             )
-    notes = []
-    if source_classes != target_classes:
-        notes.append(
-            f"the source model predicts {source_classes} labels and this dataset has {target_classes}: its "
-            "segmentation head (the last 1x1x1 convolutions) does not fit and starts from random weights; "
-            "every other layer is copied"
-        )
-    return notes
+    if source_labels == target_labels:
+        return []
+    if len(source_labels) != len(target_labels):
+        why = f"the source model predicts {len(source_labels)} labels and this dataset has {len(target_labels)}"
+    else:
+        why = "the source model's labels are other classes (or in another order) than this dataset's"
+    return [f"{why}: the segmentation head (the last 1x1x1 convolutions) does not fit and starts from random "
+            "weights; every other layer is copied"]
 
 
 def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,9 @@ from typing import Any
 
 from mrseg.errors import InputError, MrsegError
 
+INITIAL_CHECKPOINT = "checkpoint_initial.pth"
+"""Written into the fold folder when training starts from another model: the starting weights."""
+
 
 def _dataset_name(dataset_id: int) -> str:
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -114,8 +117,12 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     if not plans_file.is_file():
         raise InputError(f"{plans_file} is missing: plan and preprocess the dataset first (mrseg train does both)")
     plans = json.loads(plans_file.read_text())
+    plans["continue_training"] = False  # nnU-Net's run_training sets this for its trainer; a fresh start here
     dataset_json = json.loads((folder / "dataset.json").read_text())
     fold = spec["fold"] if spec["fold"] == "all" else int(spec["fold"])
+    if fold != "all" and int(dataset_json.get("numTraining", 5)) < 5:
+        raise InputError(f"{name} has {dataset_json.get('numTraining')} cases; five-fold cross-validation needs at "
+                         "least 5: add cases or train fold 'all'")
     _seed(options.seed)
     trainer = _trainer_class(options.trainer_name)(
         plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json,
@@ -137,7 +144,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         summary = Path(trainer.output_folder) / "validation" / "summary.json"
         if summary.is_file():
             validation = {"summary": str(summary)}
-    losses = trainer.logger.my_fantastic_logging.get("train_losses", [])
+    losses = trainer.logger.local_logger.my_fantastic_logging.get("train_losses", [])
     return {"model_folder": str(Path(trainer.output_folder).parent), "fold_folder": str(trainer.output_folder),
             "train_losses": [float(v) for v in losses], "notes": notes, **validation}
 
@@ -145,19 +152,27 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
 def _load_source_weights(trainer: Any, source: Path, fold: int, plans: dict[str, Any], dataset_json: dict[str, Any],
                          check: Any) -> list[str]:
     """Start ``trainer`` from ``source``'s fold weights (all but a segmentation head that does not fit)."""
+    import torch
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
     checkpoint = source / f"fold_{fold}" / "checkpoint_final.pth"
     if not checkpoint.is_file():
         raise InputError(f"{checkpoint} is missing: --init-from needs a model folder with fold_{fold}")
     source_plans = json.loads((source / "plans.json").read_text())
-    source_classes = len(json.loads((source / "dataset.json").read_text())["labels"])
-    notes = check(source_plans, plans, source_classes=source_classes, target_classes=len(dataset_json["labels"]))
+    source_labels = json.loads((source / "dataset.json").read_text())["labels"]
+    notes = check(source_plans, plans, source_labels=source_labels, target_labels=dataset_json["labels"])
     for note in notes:
         trainer.print_to_log_file(note)
     trainer.initialize()
-    load_pretrained_weights(trainer.network, str(checkpoint), verbose=False)
+    if notes:  # nnU-Net's own transfer: every layer but the segmentation head
+        load_pretrained_weights(trainer.network, str(checkpoint), verbose=False)
+    else:  # the same classes: the head too
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        trainer.network.load_state_dict(weights)
     trainer.print_to_log_file(f"started from {checkpoint}")
+    start = Path(trainer.output_folder) / INITIAL_CHECKPOINT  # the weights the first step starts from, for audit
+    start.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network_weights": trainer.network.state_dict(), "source": str(checkpoint), "notes": notes}, start)
     return notes
 
 

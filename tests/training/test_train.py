@@ -1,0 +1,181 @@
+"""Training end to end on nnunetv2: tiny phantoms, a few iterations, the CPU.
+
+The model folder it makes must load in ``mrseg segment`` and in nnU-Net's own predictor;
+transfer learning must start from the source weights exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrseg.cli import main
+from mrseg.errors import InputError, ModelError
+from mrseg.inference.segmenter import Segmenter
+from mrseg.io import read_image
+from mrseg.training import (
+    NnunetFolders,
+    PlanningOptions,
+    TrainingOptions,
+    build_dataset,
+    cases_from_folder,
+    check_transfer_compatible,
+    plan_and_preprocess,
+    run_cross_validation,
+    train_fold,
+)
+
+pytestmark = pytest.mark.slow
+
+TINY_PLANS = PlanningOptions(spacing=(6.0, 6.0, 6.0), base_features=4, max_features=16, batch_size=2, processes=1)
+TINY_TRAINING = TrainingOptions(epochs=4, iterations_per_epoch=6, val_iterations_per_epoch=1, initial_lr=0.02,
+                                save_every=1000)
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_folder, tmp_path_factory):
+    """One fold trained on the six phantoms (dataset 21), validated."""
+    folders = NnunetFolders.under(tmp_path_factory.mktemp("nnunet"))
+    build_dataset(cases_from_folder(phantom_folder), folders.raw, dataset_id=21, name="Tiny")
+    result = run_cross_validation(folders, 21, folds=[0], planning=TINY_PLANS, training=TINY_TRAINING)
+    return folders, result
+
+
+def _checkpoint(model: Path, fold: int = 0, name: str = "checkpoint_final.pth") -> dict:
+    return torch.load(model / f"fold_{fold}" / name, map_location="cpu", weights_only=False)
+
+
+def _start_from(source: Path) -> TrainingOptions:
+    """One short epoch from ``source``'s fold 0 weights."""
+    return TrainingOptions(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1, validate=False,
+                           init_from=str(source))
+
+
+def test_training_makes_a_model_folder_with_a_falling_loss(trained):
+    folders, result = trained
+    model = result.model_folder
+    assert model.name == "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres"
+    assert (model / "plans.json").is_file() and (model / "dataset.json").is_file()
+    checkpoint = _checkpoint(model)
+    assert checkpoint["trainer_name"] == "nnUNetTrainerNoMirroring"
+    assert checkpoint["inference_allowed_mirroring_axes"] is None  # no mirroring, as the published weights
+    losses = checkpoint["logging"]["train_losses"]
+    assert len(losses) == TINY_TRAINING.epochs and losses[-1] < losses[0]
+    plans = json.loads((model / "plans.json").read_text())
+    features = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"]
+    assert features[0] == 4 and max(features) == 16  # the overrides reached nnU-Net's planner
+    assert plans["configurations"]["3d_fullres"]["spacing"] == [6.0, 6.0, 6.0]
+
+
+def test_cross_validation_writes_a_per_class_dice_table(trained):
+    _, result = trained
+    assert result.report is not None and (result.report / "summary.csv").is_file()
+    assert "liver" in result.mean_dice and all(0.0 <= v <= 1.0 for v in result.mean_dice.values())
+    text = (result.report / "report.md").read_text()
+    assert "modality" in text  # broken down by the modality recorded at dataset build
+
+
+def test_mrseg_segment_loads_the_trained_model(trained, phantom_folder, tmp_path):
+    _, result = trained
+    image = phantom_folder / "mr_t1_in_000.nii.gz"
+    assert main(["segment", str(image), "-o", str(tmp_path), "--model", str(result.model_folder),
+                 "--no-progress", "--precision", "fp32"]) == 0
+    labels = read_image(tmp_path / "mr_t1_in_000_seg.nii.gz")
+    assert labels.geometry.same_grid(read_image(image).geometry)
+    assert labels.array.max() <= 40
+
+
+def test_nnunets_own_predictor_loads_the_trained_model_and_agrees(trained, phantom_folder, monkeypatch):
+    import nnunetv2.inference.predict_from_raw_data as predict_module
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+        nnUNetTrainerNoMirroring,
+    )
+
+    from parity import nnunet_labels, nnunet_predictor
+
+    # nnU-Net's lookup by name imports the primus trainers, which need a torchvision that cannot
+    # load beside CPU torch here; the class it would find is this one.
+    monkeypatch.setattr(predict_module, "recursive_find_trainer_class_by_name",
+                        lambda name: {"nnUNetTrainerNoMirroring": nnUNetTrainerNoMirroring}[name])
+    _, result = trained
+    image = read_image(phantom_folder / "mr_t2_haste_001.nii.gz")
+    theirs = nnunet_labels(nnunet_predictor(result.model_folder, folds=(0,)), image, reorient_to_lps=False)
+    ours = Segmenter(result.model_folder, folds=[0], precision="fp32", orientation=None).segment(image).array
+    assert (ours == theirs).mean() > 0.999
+
+
+def test_transfer_learning_starts_from_the_source_weights(trained, phantom_folder, tmp_path):
+    folders, result = trained
+    build_dataset(cases_from_folder(phantom_folder)[:5], folders.raw, dataset_id=22, name="Transfer")
+    plan_and_preprocess(folders, 22, PlanningOptions(processes=1), transfer_from=result.model_folder)
+    model = train_fold(folders, 22, 0, _start_from(result.model_folder))
+    source = _checkpoint(result.model_folder)["network_weights"]
+    target = _checkpoint(model, name="checkpoint_initial.pth")["network_weights"]  # before the first step
+    assert source.keys() == target.keys()
+    for key in source:
+        assert torch.equal(source[key], target[key]), key
+    trained = _checkpoint(model)["network_weights"]
+    assert any(not torch.equal(source[k], trained[k]) for k in source)  # and training then moved them
+    plans = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]
+    source_plans = json.loads((result.model_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert plans["architecture"] == source_plans["architecture"] and plans["patch_size"] == source_plans["patch_size"]
+
+
+def test_a_source_with_another_class_count_keeps_all_but_its_head(trained, phantom_folder, tmp_path):
+    folders, result = trained
+    source = tmp_path / "ten_class_model"  # as a CT model with another label set would be
+    shutil.copytree(result.model_folder, source, ignore=shutil.ignore_patterns("validation", "crossval"))
+    dataset = json.loads((source / "dataset.json").read_text())
+    dataset["labels"] = dict(list(dataset["labels"].items())[:11])
+    (source / "dataset.json").write_text(json.dumps(dataset))
+    checkpoint = _checkpoint(source)
+    head = [k for k in checkpoint["network_weights"] if ".seg_layers." in k]
+    for key in head:
+        checkpoint["network_weights"][key] = checkpoint["network_weights"][key][:11].clone()
+    torch.save(checkpoint, source / "fold_0" / "checkpoint_final.pth")
+
+    model = train_fold(folders, 22, 0, _start_from(source))
+    weights = _checkpoint(model, name="checkpoint_initial.pth")["network_weights"]
+    for key, value in checkpoint["network_weights"].items():
+        if key in head:
+            assert weights[key].shape[0] == 41  # the dataset's own head, newly initialised
+        else:
+            assert torch.equal(value, weights[key]), key
+    log = "".join(p.read_text() for p in (model / "fold_0").glob("training_log_*.txt"))
+    assert "segmentation head" in log and "starts from random weights" in log
+
+
+def test_incompatible_sources_and_bad_options_are_explained(trained):
+    _, result = trained
+    plans = json.loads((result.model_folder / "plans.json").read_text())
+    other = json.loads(json.dumps(plans))
+    other["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] = 8
+    labels = json.loads((result.model_folder / "dataset.json").read_text())["labels"]
+    with pytest.raises(ModelError, match="differs in features_per_stage .*--init-from"):
+        check_transfer_compatible(plans, other, source_labels=labels, target_labels=labels)
+    assert check_transfer_compatible(plans, plans, source_labels=labels, target_labels=labels) == []
+    swapped = dict(zip(labels, [labels[k] for k in reversed(list(labels))]))
+    (note,) = check_transfer_compatible(plans, plans, source_labels=swapped, target_labels=labels)
+    assert "other classes" in note and "starts from random weights" in note
+    from mrseg.training.nnunet import apply_planning_overrides
+
+    with pytest.raises(InputError, match="does not fit the network: each axis must be a multiple of"):
+        apply_planning_overrides(plans, PlanningOptions(patch_size=(33, 32, 32)))
+
+
+def test_training_a_dataset_that_does_not_exist_says_so(tmp_path):
+    folders = NnunetFolders.under(tmp_path)
+    with pytest.raises(InputError, match="no nnU-Net dataset with id 99"):
+        plan_and_preprocess(folders, 99)
+
+
+def test_too_few_cases_for_five_folds_is_explained(trained, phantom_folder):
+    folders, _ = trained
+    build_dataset(cases_from_folder(phantom_folder)[:3], folders.raw, dataset_id=23, name="Three")
+    plan_and_preprocess(folders, 23, TINY_PLANS)
+    with pytest.raises(InputError, match="has 3 cases; five-fold cross-validation needs at least 5"):
+        train_fold(folders, 23, 1, TINY_TRAINING)
