@@ -2,13 +2,13 @@
 
 Recipe (the model card, src/mrseg/models/demo/MODEL_CARD.md, records each run's numbers):
 
-1. Synthetic training cases from the phantom engine at 4 mm: generated subjects (thorax,
+1. Synthetic training cases from the phantom engine at 6 mm (--spacing): generated subjects (thorax,
    abdomen, pelvis and trunk fields of view, random orientations including oblique ones) and
    syntheses from real 40-class label maps used as anatomy templates (--template, repeatable).
    Contrasts: MR with random intensity per tissue (half the MR cases), MR physics sequences
    (T1 in/opposed phase, Dixon water/fat, T2 HASTE/TSE) and CT (native, contrast).
 2. ``mrseg.training.build_dataset`` into an nnU-Net raw dataset.
-3. nnU-Net's default planner at 4 mm isotropic with small features, then nnU-Net's trainer
+3. nnU-Net's default planner at that isotropic spacing with small features, then nnU-Net's trainer
    (nnUNetTrainerNoMirroring, spatial augmentation on, mirroring off) on fold 0; the 20 %
    validation split gives nnU-Net's validation Dice.
 4. The checkpoint is stripped to what inference needs (no optimizer state) and copied with
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-SPACING = (4.0, 4.0, 4.0)
 MR_PHYSICS = ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse")
 CT_PHASES = ("native", "contrast")
 ORIENTATIONS = ("LPS", "RAS", "LAS", "PIL", "ASL", "oblique")
@@ -49,7 +48,8 @@ def case_recipe(index: int, rng: np.random.Generator) -> dict:
             "orientation": orientation}
 
 
-def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, template_share: float) -> None:
+def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, template_share: float,
+               spacing: tuple[float, float, float]) -> None:
     """Write ``count`` training cases into ``folder`` (``mrseg phantom``'s layout)."""
     from mrseg.io import read_image
     from mrseg.phantom.cases import make_case, write_case
@@ -64,10 +64,10 @@ def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, te
             path, template = labels[int(rng.integers(len(labels)))]
             case = make_case(seed=seed + i, modality=recipe["modality"], sequence=recipe["sequence"],
                              random_contrast=recipe["random_contrast"], from_labels=template, source=str(path),
-                             spacing=SPACING, orientation=recipe["orientation"])
+                             spacing=spacing, orientation=recipe["orientation"])
         else:
             case = make_case(seed=seed + i, modality=recipe["modality"], sequence=recipe["sequence"],
-                             random_contrast=recipe["random_contrast"], fov=recipe["fov"], spacing=SPACING,
+                             random_contrast=recipe["random_contrast"], fov=recipe["fov"], spacing=spacing,
                              orientation=recipe["orientation"])
         kind = "template" if use_template else recipe["fov"]
         write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{i:04d}")
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")
     parser.add_argument("--template-share", type=float, default=0.3, help="share of cases made from templates")
     parser.add_argument("--cases", type=int, default=120)
+    parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--iterations", type=int, default=50)
@@ -117,16 +118,17 @@ def main() -> None:
     cases_dir = args.work / "cases"
     if not args.skip_synthesis:
         shutil.rmtree(cases_dir, ignore_errors=True)
-        synthesise(cases_dir, args.cases, args.template, seed=args.seed, template_share=args.template_share)
+        synthesise(cases_dir, args.cases, args.template, seed=args.seed, template_share=args.template_share,
+                   spacing=(args.spacing,) * 3)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
     build_dataset(cases_from_folder(cases_dir), folders.raw, dataset_id=500, name="MrsegDemo", overwrite=True)
-    planning = PlanningOptions(spacing=SPACING[::-1], base_features=args.base_features,
+    planning = PlanningOptions(spacing=(args.spacing,) * 3, base_features=args.base_features,
                                max_features=args.max_features, batch_size=args.batch_size,
                                patch_size=tuple(args.patch_size) if args.patch_size else None, processes=2)
     plan_and_preprocess(folders, 500, planning)
     planned_s = time.time() - started
-    training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=10,
+    training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=10, seed=args.seed)
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started

@@ -65,8 +65,9 @@ def run_demo(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    truth_path: Path | None
     if image is None:
-        case = make_case(seed=seed, modality=modality, sequence=sequence, fov="trunk")
+        case = make_case(seed=seed, modality=modality, sequence=sequence, fov="trunk", spacing=(3.0, 3.0, 3.0))
         paths = write_case(case, out, f"demo_{modality}_{sequence}_{seed:03d}")
         image_path, truth_path = paths["image"], paths["labels"]
     else:

@@ -43,7 +43,8 @@ def plan(spec: dict[str, Any]) -> dict[str, Any]:
         transfer_plans,
     )
 
-    options = PlanningOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()}
+    options = PlanningOptions(**values)
     dataset_id = int(spec["dataset_id"])
     name = _dataset_name(dataset_id)
     extract_fingerprint_dataset(dataset_id, check_dataset_integrity=True, clean=True, verbose=False)

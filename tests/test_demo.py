@@ -1,0 +1,55 @@
+"""The bundled demo model and ``mrseg demo``: offline end to end, nothing downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mrseg.cli import main
+from mrseg.demo import run_demo
+from mrseg.errors import ModelError
+from mrseg.io import read_image
+from mrseg.model.loader import bundled_model_folder, resolve_model_folder
+from mrseg.phantom.cases import make_case, write_case
+
+MIN_MEAN_DICE = 0.3  # the model card's held-out phantom means are well above this (see MODEL_CARD.md)
+
+
+def test_the_demo_model_ships_inside_the_package_and_is_small():
+    folder = bundled_model_folder("demo")
+    assert folder == resolve_model_folder("demo")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 20 * 2**20
+    assert (folder / "MODEL_CARD.md").is_file() and (folder / "plans.json").is_file()
+
+
+def test_mrseg_demo_synthesises_segments_and_scores(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "liver" in out and "mean over" in out
+    (labels,) = tmp_path.glob("*_seg.nii.gz")
+    (image,) = [p for p in tmp_path.glob("demo_*.nii.gz") if not p.name.endswith(("_seg.nii.gz", "_labels.nii.gz"))]
+    assert read_image(labels).geometry.same_grid(read_image(image).geometry)
+
+
+def test_demo_on_a_given_file_finds_its_truth_beside_it(tmp_path):
+    case = make_case(seed=90_123, modality="mr", sequence="t2_haste", fov="abdomen", spacing=(3.0, 3.0, 3.0))
+    paths = write_case(case, tmp_path / "in", "given")
+    result = run_demo(tmp_path / "out", paths["image"])
+    assert result.truth == paths["labels"] and result.labels == tmp_path / "out" / "given_seg.nii.gz"
+    assert "liver" in result.dice and result.mean_dice > MIN_MEAN_DICE
+
+
+def test_segment_takes_the_demo_model_by_name(tmp_path):
+    case = make_case(seed=90_124, modality="ct", sequence="native", fov="abdomen", spacing=(4.0, 4.0, 4.0))
+    paths = write_case(case, tmp_path / "in", "ct")
+    assert main(["segment", str(paths["image"]), "-o", str(tmp_path / "out"), "--model", "demo",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "out" / "ct_seg.nii.gz").is_file()
+
+
+def test_an_unknown_bundled_model_is_refused():
+    with pytest.raises(ModelError, match="unknown bundled model 'nope'; bundled: demo"):
+        bundled_model_folder("nope")
+    assert resolve_model_folder("some/folder") == Path("some/folder")
