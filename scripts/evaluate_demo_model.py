@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3, help="held-out phantoms per contrast")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", type=Path, help="write all numbers here")
+    parser.add_argument("--markdown", type=Path, help="write the per-class table (model card) here")
     args = parser.parse_args()
 
     segmenter = Segmenter(args.model, precision="fp32")
@@ -77,6 +78,22 @@ def main() -> None:
         print("  " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown_table(results))
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per class, one column per test set; mean row last; '–' where a class is absent."""
+    from mrseg.classes import BASE
+
+    sets = list(results)
+    lines = ["| class | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for c in BASE.classes:
+        cells = [f"{results[s][c.name]:.2f}" if c.name in results[s] else "–" for s in sets]
+        lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+    means = [f"**{np.mean(list(results[s].values())):.2f}** ({len(results[s])})" if results[s] else "–" for s in sets]
+    lines.append("| mean (classes scored) | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""The bundled demo model and ``mrseg demo``: offline end to end, nothing downloaded."""
+"""The bundled demo model and ``mrseg demo``: offline end to end, nothing downloaded.
+
+The demo model is trained by ``scripts/train_demo_model.py`` (issue 6, still open): until its
+weights are committed under ``src/mrseg/models/demo``, the tests that run it are skipped with
+that reason, and the test of the error a missing model gives runs instead.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,12 @@ from mrseg.phantom.cases import make_case, write_case
 
 MIN_MEAN_DICE = 0.3  # the model card's held-out phantom means are well above this (see MODEL_CARD.md)
 
+DEMO_PRESENT = (Path(__file__).resolve().parents[1] / "src" / "mrseg" / "models" / "demo" / "fold_0" /
+                "checkpoint_final.pth").is_file()
+needs_demo = pytest.mark.skipif(not DEMO_PRESENT, reason="demo model not trained yet (issue 6 open)")
 
+
+@needs_demo
 def test_the_demo_model_ships_inside_the_package_and_is_small():
     folder = bundled_model_folder("demo")
     assert folder == resolve_model_folder("demo")
@@ -24,6 +34,7 @@ def test_the_demo_model_ships_inside_the_package_and_is_small():
     assert (folder / "MODEL_CARD.md").is_file() and (folder / "plans.json").is_file()
 
 
+@needs_demo
 def test_mrseg_demo_synthesises_segments_and_scores(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -33,6 +44,7 @@ def test_mrseg_demo_synthesises_segments_and_scores(tmp_path, capsys):
     assert read_image(labels).geometry.same_grid(read_image(image).geometry)
 
 
+@needs_demo
 def test_demo_on_a_given_file_finds_its_truth_beside_it(tmp_path):
     case = make_case(seed=90_123, modality="mr", sequence="t2_haste", fov="abdomen", spacing=(3.0, 3.0, 3.0))
     paths = write_case(case, tmp_path / "in", "given")
@@ -41,12 +53,22 @@ def test_demo_on_a_given_file_finds_its_truth_beside_it(tmp_path):
     assert "liver" in result.dice and result.mean_dice > MIN_MEAN_DICE
 
 
+@needs_demo
 def test_segment_takes_the_demo_model_by_name(tmp_path):
     case = make_case(seed=90_124, modality="ct", sequence="native", fov="abdomen", spacing=(4.0, 4.0, 4.0))
     paths = write_case(case, tmp_path / "in", "ct")
     assert main(["segment", str(paths["image"]), "-o", str(tmp_path / "out"), "--model", "demo",
                  "--no-progress"]) == 0
     assert (tmp_path / "out" / "ct_seg.nii.gz").is_file()
+
+
+@pytest.mark.skipif(DEMO_PRESENT, reason="the demo model is present")
+def test_a_missing_demo_model_says_how_to_get_it(tmp_path, caplog):
+    with pytest.raises(ModelError, match="the demo model is not in this installation .*train_demo_model.py"):
+        bundled_model_folder("demo")
+    assert main(["demo", "-o", str(tmp_path)]) == 2
+    assert "train_demo_model.py" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing synthesised for a model that is not there
 
 
 def test_an_unknown_bundled_model_is_refused():

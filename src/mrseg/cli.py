@@ -38,8 +38,8 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "bfloat16 (AVX-512 BF16/AMX; about 3x faster, >= 99.5%% of voxels as fp32), fp32 elsewhere; "
                         "fp32 = exact mode (nnU-Net's labels)")
     p.add_argument("--low-memory", action="store_true",
-                   help="keep no freed memory in the process between tiles: lower peak memory (0.39 GB less on "
-                        "the README's 256x256x80 MR benchmark), 15-40%% slower on the CPU")
+                   help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
+                        "default's peak is now about as low (README, Speed and memory)")
     p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID when a DICOM folder holds several series")

@@ -63,6 +63,7 @@ def run_demo(
     from mrseg.inference.segmenter import Segmenter
     from mrseg.phantom.cases import make_case, write_case
 
+    segmenter = Segmenter(model, precision="fp32")  # first: a missing model costs nothing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth_path: Path | None
@@ -74,7 +75,6 @@ def run_demo(
         image_path = Path(image)
         beside = image_path.parent / f"{case_name(image_path)}_labels.nii.gz"
         truth_path = Path(truth) if truth is not None else (beside if beside.is_file() else None)
-    segmenter = Segmenter(model, precision="fp32")
     source = read_image(image_path)
     result = segmenter.run(source)
     labels_path = out / f"{case_name(image_path)}_seg.nii.gz"

@@ -124,10 +124,10 @@ def test_other_bad_input_is_refused(phantom_folder, tmp_path):
         cases_from_folder(tmp_path / "raw")
 
 
-def test_cli_builds_a_dataset_and_reports_errors(phantom_folder, tmp_path, capsys):
+def test_cli_builds_a_dataset_and_reports_errors(phantom_folder, tmp_path, caplog):
     assert main(["dataset", "build", str(phantom_folder), "--raw", str(tmp_path / "raw"), "--id", "12",
                  "--name", "Cli"]) == 0
     assert (tmp_path / "raw" / "Dataset012_Cli" / "dataset.json").is_file()
     assert main(["dataset", "build", str(phantom_folder), "--raw", str(tmp_path / "raw"), "--id", "12",
                  "--name", "Cli"]) == 2
-    assert "exists; pass overwrite" in capsys.readouterr().err
+    assert "exists; pass overwrite" in caplog.text

@@ -7,12 +7,13 @@ that was about 9 GB of freshly zeroed pages per float32 tile and a third of all 
 (../shared/BASELINE.md). Inside :func:`reuse_freed_memory` glibc serves blocks up to
 :data:`HEAP_BLOCK_LIMIT` from its heap and keeps freed ones there, so later tiles reuse pages
 that are already mapped; the lean forward pass (:class:`mrseg.model.networks.InferenceUNet`)
-runs its large convolutions in slabs of about 16 MiB, so most of its traffic is in such
+runs its large convolutions in slabs of about 8 MiB, so most of its traffic is in such
 blocks. Whole activations (over 100 MB on that network) still get their own ``mmap`` and go
 back on free: kept in the heap they fragment it, and that cost about 0.25 GB of peak memory
-for a few percent of speed (README, "Speed and memory"). On exit the default
-settings come back and the heap is trimmed, which returns the memory to the system
-(``malloc_trim`` also releases free pages in the middle of the heap).
+for a few percent of speed (README, "Speed and memory"). On exit the trim threshold
+comes back and the heap is trimmed, which returns the memory to the system (``malloc_trim``
+also releases free pages in the middle of the heap); the mmap threshold stays at the limit,
+where glibc's own dynamic threshold ends up after the first large free.
 
 Where the C library is not glibc (macOS, Windows, musl) this is a no-op.
 """
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # mallopt parameters and their glibc defaults (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_THRESHOLD = 128 * 1024, 128 * 1024
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 HEAP_BLOCK_LIMIT = 32 * 2**20
 """Largest block served from the heap while reusing (glibc's ceiling for the mmap threshold)."""
 _KEEP_TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: never trim while inside
@@ -59,7 +60,7 @@ def heap_reuse_supported() -> bool:
 def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
     """Serve large allocations from the heap and keep freed blocks until the block ends.
 
-    Nested and concurrent uses are counted: the settings are restored when the last one ends.
+    Nested and concurrent uses are counted: the trim setting is restored when the last one ends.
     """
     global _depth
     libc = _glibc() if enabled else None
@@ -77,6 +78,8 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)
+                # The mmap threshold stays at the limit: setting it switched glibc's dynamic threshold
+                # off for good, and that threshold would have grown to this ceiling after the first
+                # large free anyway; back at 128 KiB, every export buffer would be fresh zeroed pages.
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
                 libc.malloc_trim(0)

@@ -150,8 +150,9 @@ class Segmenter:
             convolution weights are stored in bfloat16; in bf16 and fp16 the logits are summed
             in float16, as nnU-Net does.
         reuse_memory: keep freed activation memory in the process between tiles on the CPU
-            (about 1.4-1.5x faster per tile; the heap fragments, which raised the peak by 0.39 GB
-            on the README's 256x256x80 MR benchmark in bf16; :mod:`mrseg.inference.memory`).
+            (about 1.4-1.5x faster per tile; only blocks up to 32 MiB are kept, and with the lean
+            forward pass's in-place steps the peak is about that of reuse off;
+            :mod:`mrseg.inference.memory`).
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
