@@ -21,20 +21,9 @@ CONTRASTS = (("ct", "contrast"), ("mr", "t1_in"), ("mr", "t1_opp"), ("mr", "t2_h
 HELD_OUT_SEEDS = 90_000
 
 
-def per_class_dice(predicted: np.ndarray, truth: np.ndarray, *, min_voxels: int = 10) -> dict[str, float]:
-    from mrseg.classes import BASE
-    from mrseg.evaluation.metrics import dice
-
-    scores = {}
-    for c in BASE.classes:
-        ref = truth == c.index
-        if int(ref.sum()) >= min_voxels:
-            scores[c.name] = dice(predicted == c.index, ref)
-    return scores
-
-
 def main() -> None:
     from mrseg.classes import BASE
+    from mrseg.demo import per_class_dice
     from mrseg.inference.segmenter import Segmenter
     from mrseg.io import read_image
     from mrseg.phantom.cases import make_case

@@ -84,12 +84,18 @@ def run_demo(
         reference = read_image(truth_path)
         if not reference.geometry.same_grid(source.geometry, atol=1e-3):
             raise InputError(f"{truth_path}: the truth is not on the grid of {image_path}")
-        predicted = result.labels.array
-        for c in BASE.classes:
-            ref = reference.array == c.index
-            if int(ref.sum()) >= min_voxels:
-                scores[c.name] = dice(predicted == c.index, ref)
+        scores = per_class_dice(result.labels.array, reference.array, min_voxels=min_voxels)
     return DemoResult(image_path, labels_path, truth_path, scores, sum(result.timings.values()))
+
+
+def per_class_dice(predicted: np.ndarray, truth: np.ndarray, *, min_voxels: int = 10) -> dict[str, float]:
+    """Dice of every 40-class label with at least ``min_voxels`` voxels in ``truth``, by class name."""
+    scores = {}
+    for c in BASE.classes:
+        ref = truth == c.index
+        if int(ref.sum()) >= min_voxels:
+            scores[c.name] = dice(predicted == c.index, ref)
+    return scores
 
 
 def format_scores(result: DemoResult) -> str:

@@ -7,7 +7,7 @@ is a CUDA build that cannot load beside a CPU-only torch.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mrseg.errors import ModelError
 from mrseg.model.plans import Architecture
@@ -108,9 +108,12 @@ class InferenceUNet:
       with the skip and that convolution run together slab by slab, so the joined volume never
       exists; elsewhere the concatenation is one buffer, the skip copied in and released before
       the upsampled half is written straight into it;
-    - a large convolution (stride 1, same-size padding) runs in slabs along the first spatial
-      axis, each with the rows its kernel reaches beyond the slab: oneDNN copies a
-      convolution's whole input into its blocked layout, and the copy is then one slab's;
+    - a large zero-padded convolution (strided ones too) runs in slabs along the first spatial
+      axis, each with the input rows its kernel reaches: oneDNN copies a convolution's whole
+      input into its blocked layout, and the copy is then one slab's;
+    - where the caller gives its input up, a convolution whose output has the input's shape
+      writes it over the input (:class:`_SlabWriter`), the fused decoder step writes over the
+      skip, and a large instance normalisation runs in place (:func:`_instance_norm_`);
     - a transposed convolution whose kernel equals its stride (nnU-Net's upsampling) is one
       1×1×1 convolution per kernel offset written into that buffer, without the two
       output-sized temporaries of oneDNN's transposed convolution;
@@ -243,6 +246,17 @@ def _input_rows(layer: Any, z0: int, z1: int) -> tuple[int, int]:
     return z0 * s - p, (z1 - 1) * s - p + d * (k - 1) + 1
 
 
+def _slabs(layer: Any, x: Any, in_channels: int) -> Iterator[tuple[int, int, int, int]]:
+    """Slabs of ``layer``'s output on ``x`` (``in_channels`` channels): ``(z0, z1, lo, hi)`` with output
+    rows ``[z0, z1)`` and the input rows ``[lo, hi)`` they read, clipped to the input."""
+    depth, out_depth = x.shape[2], _output_depth(layer, x.shape[2])
+    rows = _slab_rows(layer, x, in_channels)
+    for z0 in range(0, out_depth, rows):
+        z1 = min(z0 + rows, out_depth)
+        need_lo, need_hi = _input_rows(layer, z0, z1)
+        yield z0, z1, max(need_lo, 0), min(need_hi, depth)
+
+
 def _slab_rows(layer: Any, x: Any, in_channels: int) -> int:
     """Output rows per slab along axis 2: about ``SLAB_BYTES`` each, at least four halos deep."""
     size = _convolution_bytes(layer, x, in_channels)
@@ -283,12 +297,8 @@ def _run(
             return layer(x)
         sink(0, x.shape[2], layer(x))
         return None
-    depth, rows = _output_depth(layer, x.shape[2]), _slab_rows(layer, x, x.shape[1])
-    writer = _SlabWriter(depth, reusable=x if reuse_input else None)
-    for z0 in range(0, depth, rows):
-        z1 = min(z0 + rows, depth)
-        need_lo, need_hi = _input_rows(layer, z0, z1)
-        lo, hi = max(need_lo, 0), min(need_hi, x.shape[2])
+    writer = _SlabWriter(_output_depth(layer, x.shape[2]), reusable=x if reuse_input else None)
+    for z0, z1, lo, hi in _slabs(layer, x, x.shape[1]):
         part = _convolve_slab(layer, x[:, :, lo:hi], lo, z0, z1)
         if sink is not None:
             sink(z0, z1, part)
@@ -384,14 +394,9 @@ def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any, 
     """
     import torch
 
-    depth, out_depth = skip.shape[2], _output_depth(layer, skip.shape[2])
     stride = upsampling.stride[0]
-    rows = _slab_rows(layer, skip, upsampling.out_channels + skip.shape[1])
-    writer = _SlabWriter(out_depth, reusable=skip if reuse_skip else None)
-    for z0 in range(0, out_depth, rows):
-        z1 = min(z0 + rows, out_depth)
-        need_lo, need_hi = _input_rows(layer, z0, z1)
-        lo, hi = max(need_lo, 0), min(need_hi, depth)
+    writer = _SlabWriter(_output_depth(layer, skip.shape[2]), reusable=skip if reuse_skip else None)
+    for z0, z1, lo, hi in _slabs(layer, skip, upsampling.out_channels + skip.shape[1]):
         first, last = lo // stride, -(-hi // stride)
         up = _upsampled(upsampling, lower[:, :, first:last])[:, :, lo - first * stride : hi - first * stride]
         piece = torch.cat((up, skip[:, :, lo:hi]), 1)

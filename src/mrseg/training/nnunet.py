@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mrseg.errors import InputError, ModelError
 
@@ -157,7 +157,7 @@ def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
     return Path(result.report["model_folder"])
 
 
-def run_step(spec: dict[str, Any], folders: NnunetFolders, *, threads: int | None = None) -> StepResult:
+def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:
     """Run one worker step in a fresh process; its last stdout line is a JSON report.
 
     Raises:
@@ -172,8 +172,6 @@ def run_step(spec: dict[str, Any], folders: NnunetFolders, *, threads: int | Non
     workers = options.get("augmentation_processes", 0) if spec["step"] == "train" else options.get("processes", 1)
     env["nnUNet_n_proc_DA"] = str(workers if spec["step"] == "train" else max(1, workers))
     env.setdefault("nnUNet_compile", "false")  # torch.compile on a CPU trainer costs more than it gains
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory(prefix="mrseg-step-") as tmp:
         spec_file, report_file = Path(tmp) / "spec.json", Path(tmp) / "report.json"
         spec_file.write_text(json.dumps({**spec, "report": str(report_file)}))
@@ -187,18 +185,6 @@ def run_step(spec: dict[str, Any], folders: NnunetFolders, *, threads: int | Non
     if done.returncode != 0:
         raise RuntimeError(f"nnU-Net step {spec['step']!r} failed (exit {done.returncode}):\n{output[-4000:]}")
     return StepResult(report, output)
-
-
-def model_folder(folders: NnunetFolders, dataset_id: int, trainer_name: str) -> Path:
-    """nnU-Net's results folder of a dataset's trainer, plans and configuration."""
-    from mrseg.training.dataset import dataset_folder_name
-
-    matches = sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*"))
-    if not matches:
-        raise InputError(f"no dataset with id {dataset_id} in {folders.raw}; build it first (mrseg dataset build)")
-    name = matches[0].name
-    dataset_folder_name(dataset_id, name.split("_", 1)[1])  # validates the name
-    return folders.results / name / f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
 
 
 def check_transfer_compatible(source_plans: dict[str, Any], target_plans: dict[str, Any],
@@ -282,13 +268,3 @@ def apply_planning_overrides(plans: dict[str, Any], options: PlanningOptions) ->
     if options.batch_size:
         config["batch_size"] = int(options.batch_size)
     return plans
-
-
-def describe(options: PlanningOptions | TrainingOptions) -> str:
-    """One line for logs."""
-    return ", ".join(f"{k}={v}" for k, v in asdict(options).items() if v is not None)
-
-
-def cross_validation_folds(folds: Sequence[int | str] | None) -> list[int | str]:
-    """The folds to train: all five by default."""
-    return list(folds) if folds else [0, 1, 2, 3, 4]

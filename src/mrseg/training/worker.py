@@ -108,7 +108,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from mrseg.training.nnunet import CONFIGURATION, PLANS_NAME, TrainingOptions, check_transfer_compatible
+    from mrseg.training.nnunet import CONFIGURATION, PLANS_NAME, TrainingOptions
 
     options = TrainingOptions(**spec["options"])
     dataset_id = int(spec["dataset_id"])
@@ -136,8 +136,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.save_every = options.save_every
     notes: list[str] = []
     if options.init_from:
-        notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json,
-                                     check_transfer_compatible)
+        notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
     trainer.run_training()
     validation: dict[str, Any] = {}
     if options.validate:
@@ -150,18 +149,21 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
             "train_losses": [float(v) for v in losses], "notes": notes, **validation}
 
 
-def _load_source_weights(trainer: Any, source: Path, fold: int, plans: dict[str, Any], dataset_json: dict[str, Any],
-                         check: Any) -> list[str]:
+def _load_source_weights(trainer: Any, source: Path, fold: int, plans: dict[str, Any],
+                         dataset_json: dict[str, Any]) -> list[str]:
     """Start ``trainer`` from ``source``'s fold weights (all but a segmentation head that does not fit)."""
     import torch
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    from mrseg.training.nnunet import check_transfer_compatible
 
     checkpoint = source / f"fold_{fold}" / "checkpoint_final.pth"
     if not checkpoint.is_file():
         raise InputError(f"{checkpoint} is missing: --init-from needs a model folder with fold_{fold}")
     source_plans = json.loads((source / "plans.json").read_text())
     source_labels = json.loads((source / "dataset.json").read_text())["labels"]
-    notes = check(source_plans, plans, source_labels=source_labels, target_labels=dataset_json["labels"])
+    notes = check_transfer_compatible(source_plans, plans, source_labels=source_labels,
+                                      target_labels=dataset_json["labels"])
     for note in notes:
         trainer.print_to_log_file(note)
     trainer.initialize()
