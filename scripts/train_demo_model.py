@@ -111,6 +111,10 @@ def main() -> None:
     parser.add_argument("--max-features", type=int, default=128)
     parser.add_argument("--patch-size", type=int, nargs=3, default=None)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-2, help="initial SGD learning rate")
+    parser.add_argument("--augmentation-processes", type=int, default=1,
+                        help="nnU-Net augmentation workers (0: in the training process)")
+    parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
     parser.add_argument("--skip-synthesis", action="store_true")
     args = parser.parse_args()
 
@@ -122,14 +126,17 @@ def main() -> None:
                    spacing=(args.spacing,) * 3)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
-    build_dataset(cases_from_folder(cases_dir), folders.raw, dataset_id=500, name="MrsegDemo", overwrite=True)
+    if not args.skip_planning:
+        build_dataset(cases_from_folder(cases_dir), folders.raw, dataset_id=500, name="MrsegDemo", overwrite=True)
     planning = PlanningOptions(spacing=(args.spacing,) * 3, base_features=args.base_features,
                                max_features=args.max_features, batch_size=args.batch_size,
                                patch_size=tuple(args.patch_size) if args.patch_size else None, processes=2)
-    plan_and_preprocess(folders, 500, planning)
+    if not args.skip_planning:
+        plan_and_preprocess(folders, 500, planning)
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
-                               save_every=10, seed=args.seed)
+                               save_every=10, seed=args.seed, initial_lr=args.lr,
+                               augmentation_processes=args.augmentation_processes)
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,

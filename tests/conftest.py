@@ -57,3 +57,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, trained_weights: dict[st
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def private_weights_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty weights store and no downloads (tests of downloads re-enable them)."""
+    home = tmp_path_factory.mktemp("mrseg_home")
+    monkeypatch.setenv("MRSEG_HOME", str(home))
+    monkeypatch.setenv("MRSEG_OFFLINE", "1")
+    monkeypatch.delenv("MRSEG_MIRROR", raising=False)
+    return home

@@ -55,7 +55,7 @@ def segment(
     from mrseg.model.loader import Model as _Model
     from mrseg.model.loader import resolve_model_folder
 
-    loaded: Any = model if isinstance(model, _Model) else resolve_model_folder(model)
+    loaded: Any = model if isinstance(model, _Model) else resolve_model_folder(model, install_missing=True)
     segmenter = Segmenter(loaded, folds=folds, step=step, tta=tta, device=device, threads=threads)
     volume = image if isinstance(image, _Image) else read_image(image, series=series, channel=channel)
     return segmenter.segment(volume)

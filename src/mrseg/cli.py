@@ -25,7 +25,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    p.add_argument("--model", metavar="DIR", help="nnU-Net v2 model folder (default: $MRSEG_WEIGHTS_PATH)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="nnU-Net v2 model folder, or a model name: base, body_comp (installed on first use), demo, "
+                        "or one imported with 'mrseg weights import' (default: $MRSEG_WEIGHTS_PATH, else base)")
     p.add_argument("--folds", nargs="+", metavar="K", help="folds to ensemble (default: all in the model folder)")
     p.add_argument("--fast", action="store_true", help="fold 0 and step 0.8, as the published tool's --fast")
     p.add_argument("--step", type=float, metavar="S", help="sliding-window step, fraction of the patch (default 0.5)")
@@ -206,6 +208,33 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--model", default="demo", metavar="MODEL", help="model (default: the bundled demo model)")
 
 
+def _weights_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "weights",
+        help="list, install, import, verify and remove models in the weights store",
+        description=(
+            "The weights store ($MRSEG_HOME, default ~/.mrseg) holds models by name. 'install' downloads a "
+            "published model (progress, resume, retries), checks its sha256 and installs it atomically; "
+            "'import' installs a zip or model folder you already have (offline). $MRSEG_MIRROR is the base URL "
+            "of a mirror serving the published archives by file name; $MRSEG_OFFLINE=1 forbids downloads."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the published, bundled and imported models and whether they are installed")
+    install = actions.add_parser("install", help="download, verify and install a published model")
+    install.add_argument("name", help="published model name (base, body_comp)")
+    install.add_argument("--url", help="download from this URL instead (the published sha256 is still checked)")
+    install.add_argument("--force", action="store_true", help="reinstall over an existing install")
+    imported = actions.add_parser("import", help="install a model from a local zip archive or model folder")
+    imported.add_argument("source", metavar="ZIP_OR_DIR")
+    imported.add_argument("--name", help="store name (default: the published name its sha256 matches)")
+    imported.add_argument("--force", action="store_true", help="replace a model of that name")
+    for action, text in (("path", "print an installed model's folder"),
+                         ("verify", "re-check every file of an installed model against its install record"),
+                         ("remove", "delete an installed model")):
+        actions.add_parser(action, help=text).add_argument("name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrseg",
@@ -221,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_parser(sub)
     _train_parser(sub)
     _demo_parser(sub)
+    _weights_parser(sub)
     return parser
 
 
@@ -238,7 +268,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     cases = collect_cases(args.inputs)
     try:
         segmenter = Segmenter(
-            resolve_model_folder(args.model),
+            resolve_model_folder(args.model, install_missing=True),
             folds=folds,
             checkpoint_name=f"checkpoint_{args.checkpoint}.pth",
             device=args.device,
@@ -443,6 +473,38 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_weights(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.model import weights
+
+    try:
+        if args.action == "list":
+            for entry in weights.list_models():
+                where = str(entry.folder) if entry.folder else ""
+                print(f"{entry.name:<12} {entry.status:<14} {entry.description}  {where}".rstrip())
+        elif args.action == "install":
+            print(weights.install(args.name, url=args.url, force=args.force))
+        elif args.action == "import":
+            print(weights.import_model(args.source, name=args.name, force=args.force))
+        elif args.action == "path":
+            print(weights.model_path(args.name))
+        elif args.action == "verify":
+            problems = weights.verify(args.name)
+            for problem in problems:
+                log.error("%s: %s", args.name, problem)
+            if problems:
+                log.error("%s is damaged; reinstall it with 'mrseg weights install %s --force' (or import it again)",
+                          args.name, args.name)
+                return 1
+            print(f"{args.name}: every file matches its install record")
+        elif args.action == "remove":
+            print(f"removed {weights.remove(args.name)}")
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
 def _configure_logging(level: int) -> None:
     """Log the package's messages to stderr (once, however often main() is called)."""
     logger = logging.getLogger("mrseg")
@@ -463,17 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "segment":
-        return _run_segment(args)
-    if args.command == "evaluate":
-        return _run_evaluate(args)
-    if args.command == "phantom":
-        return _run_phantom(args)
-    if args.command == "dataset":
-        return _run_dataset(args)
-    if args.command == "train":
-        return _run_train(args)
-    if args.command == "demo":
-        return _run_demo(args)
+    runners = {"segment": _run_segment, "evaluate": _run_evaluate, "phantom": _run_phantom,
+               "dataset": _run_dataset, "train": _run_train, "demo": _run_demo, "weights": _run_weights}
+    if args.command in runners:
+        return runners[args.command](args)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -180,7 +180,7 @@ class Segmenter:
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
         self.model = model if isinstance(model, Model) else load_model(
-            resolve_model_folder(model), folds=folds, checkpoint_name=checkpoint_name
+            resolve_model_folder(model, install_missing=True), folds=folds, checkpoint_name=checkpoint_name
         )
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):

@@ -164,18 +164,49 @@ def load_model(
     return Model(folder, plans, dataset, configuration, checkpoints)
 
 
-def resolve_model_folder(model: str | os.PathLike[str] | None) -> Path:
-    """The model folder from an explicit path or bundled name (``demo``), or else ``MRSEG_WEIGHTS_PATH``."""
+def resolve_model_folder(model: str | os.PathLike[str] | None, *, install_missing: bool = False) -> Path:
+    """The model folder for ``model``: a path, a bundled name (``demo``) or a store name (``base``).
+
+    Without ``model``, ``MRSEG_WEIGHTS_PATH`` is used when set, else the published ``base`` model
+    from the weights store (:mod:`mrseg.model.weights`).
+
+    Args:
+        model: a model folder, or the name of a bundled, published or imported model.
+        install_missing: download a published model that is not installed yet (``mrseg segment``
+            does; offline the error says where to get the archive and how to import it).
+
+    Raises:
+        ModelError: no model given and none installed, or a named model is not installed.
+    """
+    from mrseg.model import weights
+
     if model is not None:
-        if str(model) in BUNDLED_MODELS and not Path(model).exists():
-            return bundled_model_folder(str(model))
+        name = str(model)
+        if Path(model).exists() or any(sep in name for sep in "/\\") or not name:
+            return Path(model)
+        if name in BUNDLED_MODELS:
+            return bundled_model_folder(name)
+        if weights.is_installed(name):
+            return weights.installed_folder(name)
+        if name in weights.PUBLISHED and install_missing:
+            return weights.install(name)
+        if name in weights.PUBLISHED:
+            return weights.model_path(name)  # raises, saying how to install it
         return Path(model)
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env)
-    raise ModelError(
-        "no model given: pass --model DIR (model=... in Python) pointing at an nnU-Net v2 model folder "
-        "(plans.json, dataset.json, fold_0/checkpoint_final.pth, ...), or set "
-        f"{WEIGHTS_ENV}=DIR. The published MRSegmentator weights are the weights.zip of its GitHub "
-        "release v1.2.0; unzip it and point --model at the folder."
+    if weights.is_installed("base"):
+        return weights.installed_folder("base")
+    how = (
+        "pass --model DIR (model=... in Python) pointing at an nnU-Net v2 model folder (plans.json, "
+        f"dataset.json, fold_0/checkpoint_final.pth, ...), set {WEIGHTS_ENV}=DIR, or install the published "
+        "MRSegmentator weights (the weights.zip of its GitHub release v1.2.0) with 'mrseg weights install base' "
+        "or, offline, 'mrseg weights import weights.zip'"
     )
+    if install_missing:
+        try:
+            return weights.install("base")
+        except ModelError as err:
+            raise ModelError(f"no model given and the base model could not be installed: {err} Or {how}.") from err
+    raise ModelError(f"no model given: {how}.")
