@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 from mrseg.errors import MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.files import case_name, image_suffix, read_image, write_image
+from mrseg.report.statistics import class_statistics, write_statistics
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ def output_path(case: Case, out_dir: Path, postfix: str) -> Path:
     return out_dir / f"{case.name}_{postfix}.nii.gz"
 
 
+def statistics_base(case: Case, out_dir: Path, postfix: str) -> Path:
+    """``OUTDIR/<name>_<postfix>_stats``: the statistics files add ``.json`` and ``.csv``."""
+    return out_dir / f"{case.name}_{postfix}_stats"
+
+
 def run_batch(
     segmenter: Segmenter,
     cases: Iterable[Case],
@@ -80,15 +86,21 @@ def run_batch(
     overwrite: bool = False,
     series: str | None = None,
     channel: int | None = None,
+    statistics: bool = False,
     on_case_start: Callable[[Case], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     on_case_end: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
-    """Segment every case with one loaded model; returns one result per case, in order."""
+    """Segment every case with one loaded model; returns one result per case, in order.
+
+    With ``statistics``, each case also gets ``<name>_<postfix>_stats.json`` and ``.csv``
+    (:func:`mrseg.report.statistics.class_statistics` of the labels and the input image).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     names: dict[str, Path] = {}
+    class_names = {value: name for name, value in segmenter.model.dataset.foreground.items()}
     for case in cases:
         start = time.perf_counter()
         target = output_path(case, out_dir, postfix)
@@ -106,6 +118,10 @@ def run_batch(
                 image = read_image(case.path, series=series, channel=channel)
                 segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
                 write_image(segmentation.labels, target)
+                if statistics:
+                    rows = class_statistics(segmentation.labels, image, names=class_names)
+                    write_statistics(rows, statistics_base(case, out_dir, postfix),
+                                     meta={"case": case.name, "image": str(case.path), "labels": str(target)})
                 result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings),
                                     num_tiles=segmentation.num_tiles)
             except MrsegError as err:
@@ -121,4 +137,4 @@ def run_batch(
     return results
 
 
-__all__ = ["Case", "CaseResult", "collect_cases", "output_path", "run_batch"]
+__all__ = ["Case", "CaseResult", "collect_cases", "output_path", "run_batch", "statistics_base"]

@@ -43,6 +43,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
                         "default's peak is now about as low (README, Speed and memory)")
     p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
+    p.add_argument("--statistics", action="store_true",
+                   help="also write OUTDIR/<name>_<postfix>_stats.json and .csv: per class volume (mL), voxels, "
+                        "intensity mean/median/SD, bounding box, border contact")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID when a DICOM folder holds several series")
     p.add_argument("--channel", type=int, metavar="N", help="volume to use from 4-D or multi-component images")
@@ -235,6 +238,25 @@ def _weights_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         actions.add_parser(action, help=text).add_argument("name")
 
 
+def _stats_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "stats",
+        help="per-class volume, intensity, bounding box and border contact of an existing label map",
+        description=(
+            "Statistics of every class of LABELS (volume in mL, voxel count, bounding box in voxels and mm, "
+            "whether the class touches the image border) and, with IMAGE on the same grid, the mean, median and "
+            "SD of its intensity. Writes OUT.json and OUT.csv (default: next to LABELS, <name>_stats)."
+        ),
+    )
+    p.add_argument("labels", metavar="LABELS")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="the intensity image the labels were made from")
+    p.add_argument("-o", "--out", metavar="OUT", help="output path without extension")
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--catalogue", default="base", choices=("base", "body_comp"),
+                       help="class names of the labels (default base, the 40 classes)")
+    names.add_argument("--model", metavar="MODEL", help="take the class names from this model's dataset.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrseg",
@@ -251,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _demo_parser(sub)
     _weights_parser(sub)
+    _stats_parser(sub)
     return parser
 
 
@@ -316,7 +339,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             log.error("failed  %s", result.error)
 
     results = run_batch(
-        segmenter, cases, args.out, postfix=args.postfix, overwrite=args.overwrite,
+        segmenter, cases, args.out, postfix=args.postfix, overwrite=args.overwrite, statistics=args.statistics,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
@@ -473,6 +496,36 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_stats(args: argparse.Namespace) -> int:
+    from mrseg.classes import catalogue
+    from mrseg.errors import MrsegError
+    from mrseg.io import case_name, read_image
+    from mrseg.model.loader import resolve_model_folder
+    from mrseg.model.plans import read_dataset
+    from mrseg.report.statistics import class_statistics, write_statistics
+
+    try:
+        if args.model:
+            dataset = read_dataset(resolve_model_folder(args.model) / "dataset.json")
+            names = {value: name for name, value in dataset.foreground.items()}
+        else:
+            names = {c.index: c.name for c in catalogue(args.catalogue).classes}
+        labels = read_image(args.labels)
+        image = read_image(args.image) if args.image else None
+        rows = class_statistics(labels, image, names=names)
+        base = Path(args.out) if args.out else Path(args.labels).with_name(f"{case_name(args.labels)}_stats")
+        written = write_statistics(rows, base, meta={"labels": str(args.labels), "image": args.image})
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    for row in rows:
+        if row.voxels:
+            flag = "  touches border" if row.touches_border else ""
+            print(f"{row.label:>3} {row.name:<34} {row.volume_ml:>10.1f} mL{flag}")
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
 def _run_weights(args: argparse.Namespace) -> int:
     from mrseg.errors import MrsegError
     from mrseg.model import weights
@@ -526,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     runners = {"segment": _run_segment, "evaluate": _run_evaluate, "phantom": _run_phantom,
-               "dataset": _run_dataset, "train": _run_train, "demo": _run_demo, "weights": _run_weights}
+               "dataset": _run_dataset, "train": _run_train, "demo": _run_demo, "weights": _run_weights,
+               "stats": _run_stats}
     if args.command in runners:
         return runners[args.command](args)
     parser.error(f"unknown command {args.command}")

@@ -1,0 +1,1 @@
+"""Reports on segmentations: per-class statistics."""
