@@ -8,11 +8,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from mrseg.errors import MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.files import case_name, image_suffix, read_image, write_image
+from mrseg.postprocess import select_classes, write_class_masks
 from mrseg.report.statistics import class_statistics, write_statistics
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ def output_path(case: Case, out_dir: Path, postfix: str) -> Path:
     return out_dir / f"{case.name}_{postfix}.nii.gz"
 
 
+def masks_folder(case: Case, out_dir: Path, postfix: str) -> Path:
+    """``OUTDIR/<name>_<postfix>/``: one ``<class>.nii.gz`` mask per class (``--split-classes``)."""
+    return out_dir / f"{case.name}_{postfix}"
+
+
 def statistics_base(case: Case, out_dir: Path, postfix: str) -> Path:
     """``OUTDIR/<name>_<postfix>_stats``: the statistics files add ``.json`` and ``.csv``."""
     return out_dir / f"{case.name}_{postfix}_stats"
@@ -87,6 +93,8 @@ def run_batch(
     series: str | None = None,
     channel: int | None = None,
     statistics: bool = False,
+    classes: Mapping[str, int] | None = None,
+    split_classes: bool = False,
     on_case_start: Callable[[Case], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     on_case_end: Callable[[CaseResult], None] | None = None,
@@ -95,12 +103,15 @@ def run_batch(
 
     With ``statistics``, each case also gets ``<name>_<postfix>_stats.json`` and ``.csv``
     (:func:`mrseg.report.statistics.class_statistics` of the labels and the input image).
+    ``classes`` (name → value, from :func:`mrseg.postprocess.resolve_classes`) keeps only those
+    classes; ``split_classes`` also writes one mask per class into ``OUTDIR/<name>_<postfix>/``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     names: dict[str, Path] = {}
-    class_names = {value: name for name, value in segmenter.model.dataset.foreground.items()}
+    chosen = dict(classes) if classes else dict(segmenter.model.dataset.foreground)
+    class_names = {value: name for name, value in chosen.items()}
     for case in cases:
         start = time.perf_counter()
         target = output_path(case, out_dir, postfix)
@@ -117,9 +128,12 @@ def run_batch(
             try:
                 image = read_image(case.path, series=series, channel=channel)
                 segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
-                write_image(segmentation.labels, target)
+                labels = select_classes(segmentation.labels, chosen.values()) if classes else segmentation.labels
+                write_image(labels, target)
+                if split_classes:
+                    write_class_masks(labels, chosen, masks_folder(case, out_dir, postfix))
                 if statistics:
-                    rows = class_statistics(segmentation.labels, image, names=class_names)
+                    rows = class_statistics(labels, image, names=class_names)
                     write_statistics(rows, statistics_base(case, out_dir, postfix),
                                      meta={"case": case.name, "image": str(case.path), "labels": str(target)})
                 result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings),
@@ -137,4 +151,4 @@ def run_batch(
     return results
 
 
-__all__ = ["Case", "CaseResult", "collect_cases", "output_path", "run_batch", "statistics_base"]
+__all__ = ["Case", "CaseResult", "collect_cases", "masks_folder", "output_path", "run_batch", "statistics_base"]

@@ -43,6 +43,11 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
                         "default's peak is now about as low (README, Speed and memory)")
     p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="keep only these classes (names such as liver spleen, or label numbers); the others become "
+                        "background. Unknown names are refused with the closest matches")
+    p.add_argument("--split-classes", action="store_true",
+                   help="also write one binary mask per class: OUTDIR/<name>_<postfix>/<class>.nii.gz")
     p.add_argument("--statistics", action="store_true",
                    help="also write OUTDIR/<name>_<postfix>_stats.json and .csv: per class volume (mL), voxels, "
                         "intensity mean/median/SD, bounding box, border contact")
@@ -284,6 +289,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     from mrseg.errors import MrsegError
     from mrseg.inference.segmenter import Segmenter
     from mrseg.model.loader import resolve_model_folder
+    from mrseg.postprocess import resolve_classes
 
     folds = args.folds if args.folds is not None else (["0"] if args.fast else None)
     step = args.step if args.step is not None else (0.8 if args.fast else 0.5)
@@ -302,6 +308,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             precision=args.precision,
             reuse_memory=not args.low_memory,
         )
+        classes = resolve_classes(args.classes, segmenter.model.dataset.foreground) if args.classes else None
     except MrsegError as err:
         log.error("%s", err)
         return 2
@@ -340,6 +347,7 @@ def _run_segment(args: argparse.Namespace) -> int:
 
     results = run_batch(
         segmenter, cases, args.out, postfix=args.postfix, overwrite=args.overwrite, statistics=args.statistics,
+        classes=classes, split_classes=args.split_classes,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}

@@ -1,0 +1,83 @@
+"""After the export: keep a subset of the classes, or split a label map into one mask per class.
+
+Example:
+    >>> import numpy as np
+    >>> from mrseg.io import Geometry, Image
+    >>> g = Geometry((1, 1, 3), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    >>> keep = resolve_classes(["liver", "1"], {"spleen": 1, "liver": 5})
+    >>> keep
+    {'spleen': 1, 'liver': 5}
+    >>> select_classes(Image(np.array([[[1, 5, 13]]], np.uint8), g), keep.values()).array.tolist()
+    [[[1, 5, 0]]]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mrseg.errors import InputError
+from mrseg.io.files import write_image
+from mrseg.io.image import Image
+
+
+def resolve_classes(requested: Sequence[str], foreground: Mapping[str, int]) -> dict[str, int]:
+    """Class names or label numbers → ``{name: value}`` in the model's order.
+
+    Args:
+        requested: names (``liver``) or label values (``5``) of the model's classes.
+        foreground: the model's classes, name → label value.
+
+    Raises:
+        InputError: a name or number the model does not have, with the closest names.
+    """
+    by_value = {value: name for name, value in foreground.items()}
+    chosen: set[str] = set()
+    for item in requested:
+        if item in foreground:
+            chosen.add(item)
+        elif item.isdigit() and int(item) in by_value:
+            chosen.add(by_value[int(item)])
+        else:
+            hints = get_close_matches(item, list(foreground), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(hints)}?" if hints else f"; the model's classes: {', '.join(foreground)}"
+            raise InputError(f"unknown class {item!r} in --classes{hint}")
+    return {name: value for name, value in sorted(foreground.items(), key=lambda kv: kv[1]) if name in chosen}
+
+
+def select_classes(labels: Image, values: Iterable[int]) -> Image:
+    """The label map with every class not in ``values`` set to background (values unchanged)."""
+    keep = np.zeros(max(int(labels.array.max(initial=0)), *values, 0) + 1, dtype=bool)
+    keep[list(values)] = True
+    keep[0] = True
+    array = labels.array
+    return labels.with_array(np.where(keep[array], array, 0).astype(array.dtype, copy=False))
+
+
+def write_class_masks(labels: Image, classes: Mapping[str, int], folder: str | os.PathLike[str]) -> Path:
+    """One binary uint8 mask per class, ``FOLDER/<name>.nii.gz`` (empty ones included).
+
+    The masks are written into a hidden folder beside ``folder`` that is renamed into place at the
+    end, so an interrupted run never leaves a folder with some masks missing.
+    """
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.writing-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        for name, value in classes.items():
+            write_image(labels.with_array((labels.array == value).astype(np.uint8)), staging / f"{name}.nii.gz")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+__all__ = ["resolve_classes", "select_classes", "write_class_masks"]
