@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -290,11 +292,13 @@ def _run_segment(args: argparse.Namespace) -> int:
     from mrseg.inference.segmenter import Segmenter
     from mrseg.model.loader import resolve_model_folder
     from mrseg.postprocess import resolve_classes
+    from mrseg.report.run_report import run_report, write_run_report
 
     folds = args.folds if args.folds is not None else (["0"] if args.fast else None)
     step = args.step if args.step is not None else (0.8 if args.fast else 0.5)
     orientation = None if str(args.orientation).lower() == "none" else args.orientation
     cases = collect_cases(args.inputs)
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
     try:
         segmenter = Segmenter(
             resolve_model_folder(args.model, install_missing=True),
@@ -312,6 +316,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     except MrsegError as err:
         log.error("%s", err)
         return 2
+    load_seconds = time.perf_counter() - clock
     log.info(
         "model %s, folds %s, step %.2f, device %s, precision %s, %d case(s)",
         segmenter.model.folder, ",".join(segmenter.model.folds), step, segmenter.device, segmenter.precision,
@@ -350,7 +355,18 @@ def _run_segment(args: argparse.Namespace) -> int:
         classes=classes, split_classes=args.split_classes,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    report = run_report(
+        results, started=started, load_seconds=load_seconds,
+        model={"folder": str(segmenter.model.folder), "name": args.model, "folds": list(segmenter.model.folds),
+               "configuration": segmenter.model.configuration.name,
+               "checkpoint": f"checkpoint_{args.checkpoint}.pth"},
+        settings={"device": str(segmenter.device), "precision": segmenter.precision, "step": step, "tta": args.tta,
+                  "threads": args.threads, "orientation": orientation, "low_memory": args.low_memory,
+                  "classes": list(classes) if classes else None, "statistics": args.statistics,
+                  "split_classes": args.split_classes, "postfix": args.postfix},
+    )
+    log.info("run report: %s", write_run_report(report, args.out))
+    counts = report["counts"]
     total = sum(r.seconds for r in results)
     summary = (f"{len(results)} case(s): {counts['ok']} segmented, {counts['skipped']} skipped, "
                f"{counts['failed']} failed, {total:.1f} s")

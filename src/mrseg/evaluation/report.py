@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ from mrseg import __version__
 from mrseg.errors import InputError
 from mrseg.evaluation.cohort import CohortEvaluation, SummaryRow
 from mrseg.evaluation.metrics import DISTANCE_METRICS, METRIC_TITLES, METRICS, MetricRecord, Status, values_of
+from mrseg.io.files import write_bytes_atomic
 
 LONG_COLUMNS: tuple[str, ...] = ("case", "class", "metric", "value", "status")
 """The fixed columns of ``metrics.csv`` (stratum columns follow)."""
@@ -52,19 +52,6 @@ class ReportFiles:
     markdown: Path
     json: Path
     plots: tuple[Path, ...]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a hidden temporary file beside ``path``, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _number(value: float | None) -> str:
@@ -340,7 +327,7 @@ def _plots(
         ylabel = METRIC_TITLES[metric]
         data = [values(by_label[lab], metric) for lab in labels]
         path = folder / f"{metric}.png"
-        _write_atomic(path, _box_plot([("all", data)], labels, title, ylabel))
+        write_bytes_atomic(path, _box_plot([("all", data)], labels, title, ylabel))
         written.append(path)
         for key in by:
             groups_of: dict[str, list[MetricRecord]] = {}
@@ -351,7 +338,7 @@ def _plots(
                 (g, [values([r for r in groups_of[g] if r.label == lab], metric) for lab in labels]) for g in names
             ]
             path = folder / f"{metric}_by_{_safe(key)}.png"
-            _write_atomic(path, _box_plot(grouped, labels, f"{title}, by {key}", ylabel))
+            write_bytes_atomic(path, _box_plot(grouped, labels, f"{title}, by {key}", ylabel))
             written.append(path)
     return written
 
@@ -392,13 +379,13 @@ def write_report(
 
     header, long = long_rows(evaluation)
     metrics_csv = folder / "metrics.csv"
-    _write_atomic(metrics_csv, _csv_bytes(header, long))
+    write_bytes_atomic(metrics_csv, _csv_bytes(header, long))
     summary_csv = folder / "summary.csv"
-    _write_atomic(summary_csv, _csv_bytes(SUMMARY_COLUMNS, _summary_csv_rows(rows)))
+    write_bytes_atomic(summary_csv, _csv_bytes(SUMMARY_COLUMNS, _summary_csv_rows(rows)))
     markdown = folder / "report.md"
-    _write_atomic(markdown, _markdown(evaluation, rows, keys, distance_cap).encode("utf-8"))
+    write_bytes_atomic(markdown, _markdown(evaluation, rows, keys, distance_cap).encode("utf-8"))
     report_json = folder / "report.json"
     text = json.dumps(_json(evaluation, rows, keys, distance_cap), indent=1, allow_nan=False)
-    _write_atomic(report_json, text.encode("utf-8"))
+    write_bytes_atomic(report_json, text.encode("utf-8"))
     pngs = _plots(evaluation, folder / "plots", keys, distance_cap) if plots else []
     return ReportFiles(metrics_csv, summary_csv, markdown, report_json, tuple(pngs))

@@ -193,6 +193,22 @@ def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = 
     return path
 
 
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to a hidden file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def read_geometry(path: str | os.PathLike[str]) -> Geometry:
     """Geometry of an image file without reading its voxels."""
     import SimpleITK as sitk

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mrseg.errors import InputError
-from mrseg.io.files import write_image
+from mrseg.io.files import write_bytes_atomic, write_image
 from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import direction_from_code, rotation_matrix
 
@@ -155,8 +155,6 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike[str], name: str) ->
         "labels": write_image(case.labels, out / f"{name}_labels.nii.gz"),
     }
     sidecar = out / f"{name}.json"
-    tmp = out / f".{name}.json.part"
-    tmp.write_text(json.dumps({"mrseg_version": __version__, **case.metadata}, indent=2, default=float))
-    os.replace(tmp, sidecar)
+    write_bytes_atomic(sidecar, json.dumps({"mrseg_version": __version__, **case.metadata}, indent=2, default=float))
     paths["sidecar"] = sidecar
     return paths

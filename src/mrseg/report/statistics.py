@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mrseg.errors import InputError
+from mrseg.io.files import write_bytes_atomic
 from mrseg.io.image import Image
 
 
@@ -149,14 +149,14 @@ def write_statistics(
     """Write ``BASE.json`` (with ``meta``) and ``BASE.csv``, each atomically; returns both paths."""
     base = Path(base)
     payload = {**(meta or {}), "classes": [asdict(row) for row in rows]}
-    json_path = _write_text(base.with_name(base.name + ".json"), json.dumps(payload, indent=2))
+    json_path = write_bytes_atomic(base.with_name(base.name + ".json"), json.dumps(payload, indent=2))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         record = asdict(row)
         writer.writerow(["" if record[c] is None else _csv_value(record[c]) for c in CSV_COLUMNS])
-    csv_path = _write_text(base.with_name(base.name + ".csv"), buffer.getvalue())
+    csv_path = write_bytes_atomic(base.with_name(base.name + ".csv"), buffer.getvalue())
     return json_path, csv_path
 
 
@@ -181,19 +181,6 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 __all__ = ["CSV_COLUMNS", "ClassStatistics", "class_statistics", "write_statistics"]
