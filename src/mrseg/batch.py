@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from mrseg.classes import class_colors
 from mrseg.errors import MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.files import case_name, image_suffix, read_image, write_image
 from mrseg.postprocess import select_classes, write_class_masks
+from mrseg.report.preview import write_preview
 from mrseg.report.statistics import class_statistics, write_statistics
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ def run_batch(
     statistics: bool = False,
     classes: Mapping[str, int] | None = None,
     split_classes: bool = False,
+    preview: bool = False,
     on_case_start: Callable[[Case], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     on_case_end: Callable[[CaseResult], None] | None = None,
@@ -104,7 +107,8 @@ def run_batch(
     With ``statistics``, each case also gets ``<name>_<postfix>_stats.json`` and ``.csv``
     (:func:`mrseg.report.statistics.class_statistics` of the labels and the input image).
     ``classes`` (name → value, from :func:`mrseg.postprocess.resolve_classes`) keeps only those
-    classes; ``split_classes`` also writes one mask per class into ``OUTDIR/<name>_<postfix>/``.
+    classes; ``split_classes`` also writes one mask per class into ``OUTDIR/<name>_<postfix>/``;
+    ``preview`` writes ``OUTDIR/<name>_<postfix>_preview.png`` (:mod:`mrseg.report.preview`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,9 @@ def run_batch(
                 write_image(labels, target)
                 if split_classes:
                     write_class_masks(labels, chosen, masks_folder(case, out_dir, postfix))
+                if preview:
+                    write_preview(labels, image, out_dir / f"{case.name}_{postfix}_preview.png", names=class_names,
+                                  colors=class_colors(class_names), title=case.name)
                 if statistics:
                     rows = class_statistics(labels, image, names=class_names)
                     write_statistics(rows, statistics_base(case, out_dir, postfix),

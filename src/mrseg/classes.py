@@ -10,18 +10,21 @@ Example:
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
 from difflib import get_close_matches
+from typing import Mapping
 
 from mrseg.errors import InputError
 
 
 @dataclass(frozen=True)
 class SegmentClass:
-    """One foreground class of a model: its label value and its snake_case name."""
+    """One foreground class of a model: its label value, snake_case name and display colour (RGB)."""
 
     index: int
     name: str
+    color: tuple[int, int, int] = (128, 128, 128)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class Catalogue:
         """Number of foreground classes (background excluded)."""
         return len(self.classes)
 
+    def color_of(self, name: str) -> tuple[int, int, int]:
+        """Display colour (RGB 0–255) of a class name; names the catalogue lacks get grey."""
+        for c in self.classes:
+            if c.name == name:
+                return c.color
+        return (128, 128, 128)
+
     def name_of(self, index: int) -> str:
         for c in self.classes:
             if c.index == index:
@@ -56,22 +66,31 @@ class Catalogue:
         raise InputError(f"unknown class {name!r} for the {self.name!r} model{hint}")
 
 
-def _make(name: str, names: list[str]) -> Catalogue:
-    return Catalogue(name, tuple(SegmentClass(i + 1, n) for i, n in enumerate(names)))
+def _make(name: str, entries: list[tuple[str, tuple[int, int, int]]]) -> Catalogue:
+    return Catalogue(name, tuple(SegmentClass(i + 1, n, colour) for i, (n, colour) in enumerate(entries)))
 
 
+# Display colours: one hue family per structure group (vessels red/blue, bones ivory, lungs pale
+# blue); left/right pairs share a hue, the left one lighter, so a swap is visible in a preview.
 BASE = _make(
     "base",
     [
-        "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "pancreas",
-        "right_adrenal_gland", "left_adrenal_gland", "left_lung", "right_lung", "heart", "aorta",
-        "inferior_vena_cava", "portal_vein_and_splenic_vein", "left_iliac_artery",
-        "right_iliac_artery", "left_iliac_vena", "right_iliac_vena", "esophagus", "small_bowel",
-        "duodenum", "colon", "urinary_bladder", "spine", "sacrum", "left_hip", "right_hip",
-        "left_femur", "right_femur", "left_autochthonous_muscle", "right_autochthonous_muscle",
-        "left_iliopsoas_muscle", "right_iliopsoas_muscle", "left_gluteus_maximus",
-        "right_gluteus_maximus", "left_gluteus_medius", "right_gluteus_medius",
-        "left_gluteus_minimus", "right_gluteus_minimus",
+        ("spleen", (157, 108, 162)), ("right_kidney", (185, 102, 83)), ("left_kidney", (222, 142, 118)),
+        ("gallbladder", (139, 150, 98)), ("liver", (160, 60, 45)), ("stomach", (255, 206, 120)),
+        ("pancreas", (235, 150, 60)), ("right_adrenal_gland", (200, 200, 60)), ("left_adrenal_gland", (232, 232, 112)),
+        ("left_lung", (170, 210, 240)), ("right_lung", (120, 170, 220)), ("heart", (206, 60, 60)),
+        ("aorta", (255, 0, 0)), ("inferior_vena_cava", (0, 80, 220)), ("portal_vein_and_splenic_vein", (0, 151, 206)),
+        ("left_iliac_artery", (255, 90, 90)), ("right_iliac_artery", (200, 30, 60)),
+        ("left_iliac_vena", (90, 130, 255)), ("right_iliac_vena", (40, 60, 200)), ("esophagus", (211, 171, 143)),
+        ("small_bowel", (255, 180, 200)), ("duodenum", (255, 140, 165)), ("colon", (205, 135, 160)),
+        ("urinary_bladder", (130, 220, 200)), ("spine", (241, 214, 145)), ("sacrum", (230, 220, 180)),
+        ("left_hip", (255, 240, 200)), ("right_hip", (220, 200, 150)), ("left_femur", (250, 250, 225)),
+        ("right_femur", (210, 210, 170)), ("left_autochthonous_muscle", (190, 80, 120)),
+        ("right_autochthonous_muscle", (150, 50, 95)), ("left_iliopsoas_muscle", (110, 190, 90)),
+        ("right_iliopsoas_muscle", (60, 140, 60)), ("left_gluteus_maximus", (190, 120, 220)),
+        ("right_gluteus_maximus", (140, 80, 180)), ("left_gluteus_medius", (240, 160, 220)),
+        ("right_gluteus_medius", (200, 110, 180)), ("left_gluteus_minimus", (160, 230, 160)),
+        ("right_gluteus_minimus", (100, 180, 140)),
     ],
 )
 """The 40 classes of the MRSegmentator base model."""
@@ -79,14 +98,30 @@ BASE = _make(
 BODY_COMP = _make(
     "body_comp",
     [
-        "subcutaneous_fat", "visceral_fat", "left_rectus_abdominis", "right_rectus_abdominis",
-        "left_oblique_muscle", "right_oblique_muscle", "left_quadratus_lumborum",
-        "right_quadratus_lumborum", "abdominal_subcutaneous_fat", "gluteofemoral_fat",
+        ("subcutaneous_fat", (255, 230, 100)), ("visceral_fat", (255, 170, 60)),
+        ("left_rectus_abdominis", (200, 70, 70)), ("right_rectus_abdominis", (160, 40, 40)),
+        ("left_oblique_muscle", (220, 110, 90)), ("right_oblique_muscle", (180, 80, 60)),
+        ("left_quadratus_lumborum", (230, 130, 160)), ("right_quadratus_lumborum", (190, 90, 130)),
+        ("abdominal_subcutaneous_fat", (250, 210, 140)), ("gluteofemoral_fat", (200, 220, 120)),
     ],
 )
 """The 10 classes of the MRI body-composition model."""
 
 CATALOGUES: dict[str, Catalogue] = {BASE.name: BASE, BODY_COMP.name: BODY_COMP}
+
+
+def class_colors(names: Mapping[int, str]) -> dict[int, tuple[int, int, int]]:
+    """Display colours for label value → class name: the catalogue's colour where a catalogue
+    knows the name, otherwise a distinct colour from a golden-ratio walk around the hue circle."""
+    known = {c.name: c.color for cat in CATALOGUES.values() for c in cat.classes}
+    colours = {}
+    for value, name in names.items():
+        if name in known:
+            colours[value] = known[name]
+        else:
+            red, green, blue = colorsys.hsv_to_rgb((value * 0.618034) % 1.0, 0.55, 0.95)
+            colours[value] = (round(red * 255), round(green * 255), round(blue * 255))
+    return colours
 
 
 def catalogue(name: str) -> Catalogue:

@@ -50,6 +50,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "background. Unknown names are refused with the closest matches")
     p.add_argument("--split-classes", action="store_true",
                    help="also write one binary mask per class: OUTDIR/<name>_<postfix>/<class>.nii.gz")
+    p.add_argument("--preview", action="store_true",
+                   help="also write OUTDIR/<name>_<postfix>_preview.png: axial, coronal and sagittal slices with a "
+                        "coloured, labelled overlay (needs matplotlib)")
     p.add_argument("--statistics", action="store_true",
                    help="also write OUTDIR/<name>_<postfix>_stats.json and .csv: per class volume (mL), voxels, "
                         "intensity mean/median/SD, bounding box, border contact")
@@ -245,6 +248,28 @@ def _weights_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         actions.add_parser(action, help=text).add_argument("name")
 
 
+def _class_name_options(p: argparse.ArgumentParser) -> None:
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--catalogue", default="base", choices=("base", "body_comp"),
+                       help="class names of the labels (default base, the 40 classes)")
+    names.add_argument("--model", metavar="MODEL", help="take the class names from this model's dataset.json")
+
+
+def _preview_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "preview",
+        help="PNG of axial, coronal and sagittal slices with a coloured, labelled overlay",
+        description=(
+            "Render LABELS over IMAGE (same grid) in three views through the centre of the segmented voxels, "
+            "reoriented to LPS so every preview reads the same way, with a legend. Headless (matplotlib Agg)."
+        ),
+    )
+    p.add_argument("labels", metavar="LABELS")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("-o", "--out", metavar="PNG", help="output file (default: <name>_preview.png beside LABELS)")
+    _class_name_options(p)
+
+
 def _stats_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "stats",
@@ -258,10 +283,7 @@ def _stats_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("labels", metavar="LABELS")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="the intensity image the labels were made from")
     p.add_argument("-o", "--out", metavar="OUT", help="output path without extension")
-    names = p.add_mutually_exclusive_group()
-    names.add_argument("--catalogue", default="base", choices=("base", "body_comp"),
-                       help="class names of the labels (default base, the 40 classes)")
-    names.add_argument("--model", metavar="MODEL", help="take the class names from this model's dataset.json")
+    _class_name_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _weights_parser(sub)
     _stats_parser(sub)
+    _preview_parser(sub)
     return parser
 
 
@@ -352,7 +375,7 @@ def _run_segment(args: argparse.Namespace) -> int:
 
     results = run_batch(
         segmenter, cases, args.out, postfix=args.postfix, overwrite=args.overwrite, statistics=args.statistics,
-        classes=classes, split_classes=args.split_classes,
+        classes=classes, split_classes=args.split_classes, preview=args.preview,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
     report = run_report(
@@ -363,7 +386,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         settings={"device": str(segmenter.device), "precision": segmenter.precision, "step": step, "tta": args.tta,
                   "threads": args.threads, "orientation": orientation, "low_memory": args.low_memory,
                   "classes": list(classes) if classes else None, "statistics": args.statistics,
-                  "split_classes": args.split_classes, "postfix": args.postfix},
+                  "split_classes": args.split_classes, "preview": args.preview, "postfix": args.postfix},
     )
     log.info("run report: %s", write_run_report(report, args.out))
     counts = report["counts"]
@@ -520,20 +543,43 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_stats(args: argparse.Namespace) -> int:
+def _class_names(args: argparse.Namespace) -> dict[int, str]:
+    """Label value → class name from ``--model``'s dataset.json, else from ``--catalogue``."""
     from mrseg.classes import catalogue
-    from mrseg.errors import MrsegError
-    from mrseg.io import case_name, read_image
     from mrseg.model.loader import resolve_model_folder
     from mrseg.model.plans import read_dataset
+
+    if args.model:
+        dataset = read_dataset(resolve_model_folder(args.model) / "dataset.json")
+        return {value: name for name, value in dataset.foreground.items()}
+    return {c.index: c.name for c in catalogue(args.catalogue).classes}
+
+
+def _run_preview(args: argparse.Namespace) -> int:
+    from mrseg.classes import class_colors
+    from mrseg.errors import MrsegError
+    from mrseg.io import case_name, read_image
+    from mrseg.report.preview import write_preview
+
+    try:
+        names = _class_names(args)
+        out = Path(args.out) if args.out else Path(args.labels).with_name(f"{case_name(args.labels)}_preview.png")
+        written = write_preview(read_image(args.labels), read_image(args.image), out, names=names,
+                                colors=class_colors(names), title=case_name(args.image))
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    print(written)
+    return 0
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.io import case_name, read_image
     from mrseg.report.statistics import class_statistics, write_statistics
 
     try:
-        if args.model:
-            dataset = read_dataset(resolve_model_folder(args.model) / "dataset.json")
-            names = {value: name for name, value in dataset.foreground.items()}
-        else:
-            names = {c.index: c.name for c in catalogue(args.catalogue).classes}
+        names = _class_names(args)
         labels = read_image(args.labels)
         image = read_image(args.image) if args.image else None
         rows = class_statistics(labels, image, names=names)
@@ -604,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     runners = {"segment": _run_segment, "evaluate": _run_evaluate, "phantom": _run_phantom,
                "dataset": _run_dataset, "train": _run_train, "demo": _run_demo, "weights": _run_weights,
-               "stats": _run_stats}
+               "stats": _run_stats, "preview": _run_preview}
     if args.command in runners:
         return runners[args.command](args)
     parser.error(f"unknown command {args.command}")

@@ -113,13 +113,14 @@ def test_segment_writes_statistics_per_case(model_dir, tmp_path):
 
     write_image(phantom_image("oblique"), tmp_path / "in" / "scan.nii.gz")
     assert main(["segment", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_dir()),
-                 "--fast", "--statistics", "--no-progress"]) == 0
+                 "--fast", "--statistics", "--preview", "--no-progress"]) == 0
     payload = json.loads((tmp_path / "out" / "scan_seg_stats.json").read_text())
     labels = read_image(tmp_path / "out" / "scan_seg.nii.gz").array
     counted = {row["label"]: row["voxels"] for row in payload["classes"]}
     assert counted == {v: int((labels == v).sum()) for v in counted}
     assert sum(counted.values()) == int((labels > 0).sum()) > 0
     assert (tmp_path / "out" / "scan_seg_stats.csv").is_file()
+    assert (tmp_path / "out" / "scan_seg_preview.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_real_label_map_volumes(shared_data):
