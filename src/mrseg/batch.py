@@ -71,6 +71,15 @@ def collect_cases(inputs: Sequence[str | os.PathLike[str]]) -> list[Case]:
     return cases
 
 
+def model_postfix(model: str | os.PathLike[str] | None) -> str:
+    """The default output postfix of a model: ``seg`` (as MRSegmentator), ``<name>_seg`` for the
+    published models other than ``base`` (``body_comp_seg``), so two models never overwrite each other."""
+    from mrseg.model.weights import PUBLISHED
+
+    name = str(model) if model is not None else "base"
+    return f"{name}_seg" if name in PUBLISHED and name != "base" else "seg"
+
+
 def output_path(case: Case, out_dir: Path, postfix: str) -> Path:
     return out_dir / f"{case.name}_{postfix}.nii.gz"
 
@@ -158,4 +167,5 @@ def run_batch(
     return results
 
 
-__all__ = ["Case", "CaseResult", "collect_cases", "masks_folder", "output_path", "run_batch", "statistics_base"]
+__all__ = ["Case", "CaseResult", "collect_cases", "masks_folder", "model_postfix", "output_path", "run_batch",
+           "statistics_base"]

@@ -27,9 +27,14 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    p.add_argument("--model", metavar="MODEL",
+    p.add_argument("--model", metavar="MODEL", nargs="+",
                    help="nnU-Net v2 model folder, or a model name: base, body_comp (installed on first use), demo, "
-                        "or one imported with 'mrseg weights import' (default: $MRSEG_WEIGHTS_PATH, else base)")
+                        "or one imported with 'mrseg weights import' (default: $MRSEG_WEIGHTS_PATH, else base). "
+                        "Several models run one after the other, each with its own output postfix")
+    p.add_argument("--combine", action="store_true",
+                   help="with several models, also write OUTDIR/<name>_combined.nii.gz: the first model's labels, "
+                        "then each next model's shifted past the previous ones (base 1-40, body_comp 41-50); "
+                        "table in OUTDIR/combined_classes.json")
     p.add_argument("--folds", nargs="+", metavar="K", help="folds to ensemble (default: all in the model folder)")
     p.add_argument("--fast", action="store_true", help="fold 0 and step 0.8, as the published tool's --fast")
     p.add_argument("--step", type=float, metavar="S", help="sliding-window step, fraction of the patch (default 0.5)")
@@ -44,7 +49,8 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--low-memory", action="store_true",
                    help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
                         "default's peak is now about as low (README, Speed and memory)")
-    p.add_argument("--postfix", default="seg", help="output name postfix (default: seg)")
+    p.add_argument("--postfix", help="output name postfix (default: seg; <name>_seg for published models other "
+                                      "than base, e.g. body_comp_seg)")
     p.add_argument("--classes", nargs="+", metavar="CLASS",
                    help="keep only these classes (names such as liver spleen, or label numbers); the others become "
                         "background. Unknown names are refused with the closest matches")
@@ -308,9 +314,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
+    from mrseg.batch import collect_cases, model_postfix
+
+    models = args.model or [None]
+    if len(models) > 1 and args.postfix is not None:
+        log.error("--postfix names the output of one model; with several models each gets its own "
+                  "(%s)", ", ".join(model_postfix(m) for m in models))
+        return 2
+    postfixes = [args.postfix or model_postfix(m) for m in models]
+    if len(set(postfixes)) < len(postfixes):
+        log.error("models %s would write the same output names (*_%s); run them one at a time with --postfix",
+                  ", ".join(str(m) for m in models), postfixes[0])
+        return 2
+    if args.combine and len(models) < 2:
+        log.error("--combine needs two or more models, e.g. --model base body_comp")
+        return 2
+    cases = collect_cases(args.inputs)
+    codes, foregrounds = [], []
+    for model, postfix in zip(models, postfixes):
+        code, foreground = _segment_with(model, postfix, cases, args)
+        if foreground is None:
+            return code
+        codes.append(code)
+        foregrounds.append(foreground)
+    if args.combine:
+        codes.append(_combine_outputs(cases, postfixes, foregrounds, args))
+    return max(codes)
+
+
+def _segment_with(model: str | None, postfix: str, cases: list, args: argparse.Namespace,  # type: ignore[type-arg]
+                  ) -> tuple[int, dict[str, int] | None]:
+    """Segment every case with one model; returns the exit code and the model's classes (None: not loaded)."""
     from tqdm import tqdm
 
-    from mrseg.batch import CaseResult, collect_cases, run_batch
+    from mrseg.batch import CaseResult, run_batch
     from mrseg.errors import MrsegError
     from mrseg.inference.segmenter import Segmenter
     from mrseg.model.loader import resolve_model_folder
@@ -320,11 +357,10 @@ def _run_segment(args: argparse.Namespace) -> int:
     folds = args.folds if args.folds is not None else (["0"] if args.fast else None)
     step = args.step if args.step is not None else (0.8 if args.fast else 0.5)
     orientation = None if str(args.orientation).lower() == "none" else args.orientation
-    cases = collect_cases(args.inputs)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     try:
         segmenter = Segmenter(
-            resolve_model_folder(args.model, install_missing=True),
+            resolve_model_folder(model, install_missing=True),
             folds=folds,
             checkpoint_name=f"checkpoint_{args.checkpoint}.pth",
             device=args.device,
@@ -338,7 +374,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         classes = resolve_classes(args.classes, segmenter.model.dataset.foreground) if args.classes else None
     except MrsegError as err:
         log.error("%s", err)
-        return 2
+        return 2, None
     load_seconds = time.perf_counter() - clock
     log.info(
         "model %s, folds %s, step %.2f, device %s, precision %s, %d case(s)",
@@ -374,27 +410,59 @@ def _run_segment(args: argparse.Namespace) -> int:
             log.error("failed  %s", result.error)
 
     results = run_batch(
-        segmenter, cases, args.out, postfix=args.postfix, overwrite=args.overwrite, statistics=args.statistics,
+        segmenter, cases, args.out, postfix=postfix, overwrite=args.overwrite, statistics=args.statistics,
         classes=classes, split_classes=args.split_classes, preview=args.preview,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
     report = run_report(
         results, started=started, load_seconds=load_seconds,
-        model={"folder": str(segmenter.model.folder), "name": args.model, "folds": list(segmenter.model.folds),
+        model={"folder": str(segmenter.model.folder), "name": model, "folds": list(segmenter.model.folds),
                "configuration": segmenter.model.configuration.name,
                "checkpoint": f"checkpoint_{args.checkpoint}.pth"},
         settings={"device": str(segmenter.device), "precision": segmenter.precision, "step": step, "tta": args.tta,
                   "threads": args.threads, "orientation": orientation, "low_memory": args.low_memory,
                   "classes": list(classes) if classes else None, "statistics": args.statistics,
-                  "split_classes": args.split_classes, "preview": args.preview, "postfix": args.postfix},
+                  "split_classes": args.split_classes, "preview": args.preview, "postfix": postfix},
     )
-    log.info("run report: %s", write_run_report(report, args.out))
+    log.info("run report: %s", write_run_report(report, args.out, postfix=postfix))
     counts = report["counts"]
     total = sum(r.seconds for r in results)
     summary = (f"{len(results)} case(s): {counts['ok']} segmented, {counts['skipped']} skipped, "
                f"{counts['failed']} failed, {total:.1f} s")
     (log.error if counts["failed"] else log.warning if not args.quiet else log.info)(summary)
-    return 1 if counts["failed"] else 0
+    return (1 if counts["failed"] else 0), dict(classes or segmenter.model.dataset.foreground)
+
+
+def _combine_outputs(cases: list, postfixes: list[str], foregrounds: list[dict[str, int]],  # type: ignore[type-arg]
+                     args: argparse.Namespace) -> int:
+    """``OUTDIR/<name>_combined.nii.gz`` from every model's output, and the combined class table."""
+    import json
+
+    from mrseg.batch import output_path
+    from mrseg.errors import MrsegError
+    from mrseg.io import read_image, write_image
+    from mrseg.io.files import write_bytes_atomic
+    from mrseg.postprocess import combine_label_maps, combined_classes
+
+    out = Path(args.out)
+    offsets, table = combined_classes(foregrounds)
+    write_bytes_atomic(out / "combined_classes.json", json.dumps({str(k): v for k, v in table.items()}, indent=2))
+    failed = 0
+    for case in cases:
+        paths = [output_path(case, out, postfix) for postfix in postfixes]
+        target = output_path(case, out, "combined")
+        if not all(p.is_file() for p in paths):
+            log.error("not combined %s: a model's output is missing", case.path)
+            failed += 1
+            continue
+        try:
+            write_image(combine_label_maps([read_image(p) for p in paths], offsets), target)
+        except MrsegError as err:
+            log.error("not combined %s: %s", case.path, err)
+            failed += 1
+            continue
+        log.info("combined %s -> %s", case.path, target)
+    return 1 if failed else 0
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:

@@ -80,4 +80,46 @@ def write_class_masks(labels: Image, classes: Mapping[str, int], folder: str | o
     return folder
 
 
-__all__ = ["resolve_classes", "select_classes", "write_class_masks"]
+def combine_label_maps(maps: Sequence[Image], offsets: Sequence[int]) -> Image:
+    """One label map from several models' maps on the same grid.
+
+    Model ``k``'s labels are shifted by ``offsets[k]`` (so 1–10 of a body-composition model after
+    the 40 base classes become 41–50); where two models label a voxel, the earlier one wins.
+
+    Raises:
+        InputError: the maps are on different grids, or a shifted value does not fit in uint8/uint16.
+    """
+    if len(maps) != len(offsets) or not maps:
+        raise InputError(f"need one offset per label map, got {len(maps)} maps and {len(offsets)} offsets")
+    first = maps[0]
+    for other in maps[1:]:
+        if not other.geometry.same_grid(first.geometry):
+            raise InputError("the label maps to combine are on different grids")
+    top = max(int(m.array.max(initial=0)) + o for m, o in zip(maps, offsets))
+    dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
+    combined = np.zeros(first.array.shape, dtype)
+    for labels, offset in zip(reversed(maps), reversed(list(offsets))):
+        inside = labels.array > 0
+        combined[inside] = labels.array[inside].astype(dtype) + offset
+    return first.with_array(combined)
+
+
+def combined_classes(models: Sequence[Mapping[str, int]]) -> tuple[list[int], dict[int, str]]:
+    """Offsets and the combined value → name table for several models' classes (name → value).
+
+    Names that two models share get the later model's name prefixed with its position
+    (``2:liver``), so the table stays one-to-one.
+    """
+    offsets: list[int] = []
+    table: dict[int, str] = {}
+    offset = 0
+    for position, foreground in enumerate(models, start=1):
+        offsets.append(offset)
+        for name, value in foreground.items():
+            shown = name if name not in table.values() else f"{position}:{name}"
+            table[value + offset] = shown
+        offset += max(foreground.values(), default=0)
+    return offsets, table
+
+
+__all__ = ["combine_label_maps", "combined_classes", "resolve_classes", "select_classes", "write_class_masks"]

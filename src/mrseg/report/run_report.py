@@ -82,10 +82,11 @@ def run_report(
     }
 
 
-def write_run_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``OUTDIR/mrseg_run_<start time>_<pid>.json`` atomically (unique per concurrent job)."""
+def write_run_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], *, postfix: str = "seg") -> Path:
+    """Write ``OUTDIR/mrseg_run_<start time>_<pid>_<postfix>.json`` atomically (unique per
+    concurrent job and per model of a multi-model run)."""
     stamp = datetime.fromisoformat(str(report["started"])).strftime("%Y%m%dT%H%M%S")
-    path = Path(out_dir) / f"mrseg_run_{stamp}_{os.getpid()}.json"
+    path = Path(out_dir) / f"mrseg_run_{stamp}_{os.getpid()}_{postfix}.json"
     return write_bytes_atomic(path, json.dumps(report, indent=2, default=str))
 
 
