@@ -170,4 +170,6 @@ def test_dicom_folder_input(model_dir, tmp_path):
     assert run(str(folder), "-o", str(out), "--model", str(model_dir()), "--fast") == 0
     labels = read_image(out / "ct_series_seg.nii.gz")
     assert labels.array.shape == volume.shape
+    # This series has no FrameOfReferenceUID, so the automatic DICOM-SEG is left out (with a warning).
+    assert not (out / "ct_series_seg.dcm").exists()
     assert labels.array.max() > 0

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from mrseg.classes import class_colors
-from mrseg.errors import MrsegError
+from mrseg.errors import InputError, MrsegError
 from mrseg.inference.segmenter import Segmenter
+from mrseg.io.dicom import select_series
+from mrseg.io.dicom_seg import write_dicom_seg
 from mrseg.io.files import case_name, image_suffix, read_image, write_image
 from mrseg.postprocess import select_classes, write_class_masks
 from mrseg.report.preview import write_preview
@@ -71,6 +73,16 @@ def collect_cases(inputs: Sequence[str | os.PathLike[str]]) -> list[Case]:
     return cases
 
 
+OUTPUT_TYPES = ("auto", "nifti", "dicom-seg", "both")
+
+
+def _output_kinds(output_type: str, case: Case) -> list[str]:
+    """What a case writes: ``nifti`` and/or ``dicom-seg`` (``auto``: both for a DICOM series folder)."""
+    if output_type == "auto":
+        return ["nifti", "dicom-seg"] if case.path.is_dir() else ["nifti"]
+    return ["nifti", "dicom-seg"] if output_type == "both" else [output_type]
+
+
 def model_postfix(model: str | os.PathLike[str] | None) -> str:
     """The default output postfix of a model: ``seg`` (as MRSegmentator), ``<name>_seg`` for the
     published models other than ``base`` (``body_comp_seg``), so two models never overwrite each other."""
@@ -107,6 +119,8 @@ def run_batch(
     classes: Mapping[str, int] | None = None,
     split_classes: bool = False,
     preview: bool = False,
+    output_type: str = "auto",
+    model_name: str = "mrseg",
     on_case_start: Callable[[Case], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     on_case_end: Callable[[CaseResult], None] | None = None,
@@ -118,7 +132,11 @@ def run_batch(
     ``classes`` (name → value, from :func:`mrseg.postprocess.resolve_classes`) keeps only those
     classes; ``split_classes`` also writes one mask per class into ``OUTDIR/<name>_<postfix>/``;
     ``preview`` writes ``OUTDIR/<name>_<postfix>_preview.png`` (:mod:`mrseg.report.preview`).
+    ``output_type``: ``nifti`` (``<name>_<postfix>.nii.gz``), ``dicom-seg`` (``<name>_<postfix>.dcm``,
+    DICOM series inputs only), ``both``, or ``auto``: both for a DICOM series, NIfTI otherwise.
     """
+    if output_type not in OUTPUT_TYPES:
+        raise InputError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -128,13 +146,17 @@ def run_batch(
     for case in cases:
         start = time.perf_counter()
         target = output_path(case, out_dir, postfix)
+        kinds = _output_kinds(output_type, case)
+        targets = [target if kind == "nifti" else target.with_name(target.name.replace(".nii.gz", ".dcm"))
+                   for kind in kinds]
         if case.name in names:
             result = CaseResult(case, "failed", error=(
                 f"{case.path}: output name {target.name} clashes with {names[case.name]}; "
                 "segment them into different folders"
             ))
-        elif target.exists() and not overwrite:
-            result = CaseResult(case, "skipped", output=target, error=f"{target} exists; --overwrite replaces it")
+        elif all(t.exists() for t in targets) and not overwrite:
+            result = CaseResult(case, "skipped", output=targets[0],
+                                error=f"{targets[0]} exists; --overwrite replaces it")
         else:
             if on_case_start is not None:
                 on_case_start(case)
@@ -142,7 +164,20 @@ def run_batch(
                 image = read_image(case.path, series=series, channel=channel)
                 segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
                 labels = select_classes(segmentation.labels, chosen.values()) if classes else segmentation.labels
-                write_image(labels, target)
+                if "nifti" in kinds:
+                    write_image(labels, target)
+                if "dicom-seg" in kinds:
+                    if not case.path.is_dir():
+                        raise InputError(f"{case.path}: DICOM-SEG output needs a DICOM series as input; use "
+                                         "--output-type nifti for image files")
+                    try:
+                        write_dicom_seg(labels, select_series(case.path, series), targets[kinds.index("dicom-seg")],
+                                        classes=class_names, model_name=model_name)
+                    except InputError as err:
+                        if output_type != "auto":
+                            raise
+                        log.warning("%s: no DICOM-SEG written (%s); the NIfTI labels are in %s", case.path, err,
+                                    target)
                 if split_classes:
                     write_class_masks(labels, chosen, masks_folder(case, out_dir, postfix))
                 if preview:
@@ -152,7 +187,7 @@ def run_batch(
                     rows = class_statistics(labels, image, names=class_names)
                     write_statistics(rows, statistics_base(case, out_dir, postfix),
                                      meta={"case": case.name, "image": str(case.path), "labels": str(target)})
-                result = CaseResult(case, "ok", output=target, timings=dict(segmentation.timings),
+                result = CaseResult(case, "ok", output=targets[0], timings=dict(segmentation.timings),
                                     num_tiles=segmentation.num_tiles)
             except MrsegError as err:
                 result = CaseResult(case, "failed", error=str(err))

@@ -25,6 +25,16 @@ class SegmentClass:
     index: int
     name: str
     color: tuple[int, int, int] = (128, 128, 128)
+    code: tuple[str, str] | None = None
+    """SNOMED CT (code value, meaning) of the structure type, for DICOM-SEG (laterality apart)."""
+    category: str = "anatomical_structure"
+    """``anatomical_structure`` (SCT 91723000) or ``tissue`` (SCT 85756007)."""
+
+    @property
+    def laterality(self) -> str | None:
+        """``left`` or ``right`` for paired structures (the name's prefix), else None."""
+        side = self.name.split("_", 1)[0]
+        return side if side in ("left", "right") else None
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,48 @@ class Catalogue:
         raise InputError(f"unknown class {name!r} for the {self.name!r} model{hint}")
 
 
-def _make(name: str, entries: list[tuple[str, tuple[int, int, int]]]) -> Catalogue:
-    return Catalogue(name, tuple(SegmentClass(i + 1, n, colour) for i, (n, colour) in enumerate(entries)))
+def _make(name: str, entries: list[tuple[str, tuple[int, int, int]]],
+          codes: dict[str, tuple[str, str, str]] | None = None) -> Catalogue:
+    """``codes``: structure (the name without left_/right_) → (SNOMED code, meaning, category)."""
+    classes = []
+    for i, (class_name, colour) in enumerate(entries):
+        structure = class_name.split("_", 1)[1] if class_name.startswith(("left_", "right_")) else class_name
+        coded = (codes or {}).get(structure)
+        classes.append(SegmentClass(i + 1, class_name, colour, (coded[0], coded[1]) if coded else None,
+                                    coded[2] if coded else "anatomical_structure"))
+    return Catalogue(name, tuple(classes))
+
+
+# SNOMED CT codes as the DICOM segmentation harmonisation for TotalSegmentator-style classes uses
+# them (the structure concept; left/right go into a laterality modifier, not into the code).
+_STRUCTURE = "anatomical_structure"
+BASE_CODES = {
+    "spleen": ("78961009", "Spleen", _STRUCTURE), "kidney": ("64033007", "Kidney", _STRUCTURE),
+    "gallbladder": ("28231008", "Gallbladder", _STRUCTURE), "liver": ("10200004", "Liver", _STRUCTURE),
+    "stomach": ("69695003", "Stomach", _STRUCTURE), "pancreas": ("15776009", "Pancreas", _STRUCTURE),
+    "adrenal_gland": ("23451007", "Adrenal gland", _STRUCTURE), "lung": ("39607008", "Lung", _STRUCTURE),
+    "heart": ("80891009", "Heart", _STRUCTURE), "aorta": ("15825003", "Aorta", _STRUCTURE),
+    "inferior_vena_cava": ("64131007", "Inferior vena cava", _STRUCTURE),
+    "portal_vein_and_splenic_vein": ("110765007", "Portal vein and splenic vein", _STRUCTURE),
+    "iliac_artery": ("73634005", "Common iliac artery", _STRUCTURE),
+    "iliac_vena": ("46027005", "Common iliac vein", _STRUCTURE),
+    "esophagus": ("32849002", "Esophagus", _STRUCTURE), "small_bowel": ("30315005", "Small intestine", _STRUCTURE),
+    "duodenum": ("38848004", "Duodenum", _STRUCTURE), "colon": ("71854001", "Colon", _STRUCTURE),
+    "urinary_bladder": ("89837001", "Urinary bladder", _STRUCTURE), "spine": ("421060004", "Spine", _STRUCTURE),
+    "sacrum": ("54735007", "Sacrum", _STRUCTURE), "hip": ("29836001", "Hip", _STRUCTURE),
+    "femur": ("71341001", "Femur", _STRUCTURE),
+    "autochthonous_muscle": ("244849004", "Deep muscle of back", _STRUCTURE),
+    "iliopsoas_muscle": ("68455001", "Iliopsoas muscle", _STRUCTURE),
+    "gluteus_maximus": ("206007", "Gluteus maximus muscle", _STRUCTURE),
+    "gluteus_medius": ("78333006", "Gluteus medius muscle", _STRUCTURE),
+    "gluteus_minimus": ("75297007", "Gluteus minimus muscle", _STRUCTURE),
+}
+
+# Body composition: only the subcutaneous fat concept could be checked here; the other classes
+# get a generic type in DICOM-SEG (Skeletal muscle / Fat with laterality), see mrseg.io.dicom_seg.
+BODY_COMP_CODES = {
+    "subcutaneous_fat": ("67769002", "Subcutaneous fatty tissue", "tissue"),
+}
 
 
 # Display colours: one hue family per structure group (vessels red/blue, bones ivory, lungs pale
@@ -92,6 +142,7 @@ BASE = _make(
         ("right_gluteus_medius", (200, 110, 180)), ("left_gluteus_minimus", (160, 230, 160)),
         ("right_gluteus_minimus", (100, 180, 140)),
     ],
+    BASE_CODES,
 )
 """The 40 classes of the MRSegmentator base model."""
 
@@ -104,6 +155,7 @@ BODY_COMP = _make(
         ("left_quadratus_lumborum", (230, 130, 160)), ("right_quadratus_lumborum", (190, 90, 130)),
         ("abdominal_subcutaneous_fat", (250, 210, 140)), ("gluteofemoral_fat", (200, 220, 120)),
     ],
+    BODY_COMP_CODES,
 )
 """The 10 classes of the MRI body-composition model."""
 

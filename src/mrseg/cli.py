@@ -51,6 +51,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "default's peak is now about as low (README, Speed and memory)")
     p.add_argument("--postfix", help="output name postfix (default: seg; <name>_seg for published models other "
                                       "than base, e.g. body_comp_seg)")
+    p.add_argument("--output-type", choices=("auto", "nifti", "dicom-seg", "both"), default="auto",
+                   help="nifti: <name>_<postfix>.nii.gz; dicom-seg: <name>_<postfix>.dcm referencing the source series "
+                        "(DICOM input only); both; auto (default): both for a DICOM series, nifti otherwise")
     p.add_argument("--classes", nargs="+", metavar="CLASS",
                    help="keep only these classes (names such as liver spleen, or label numbers); the others become "
                         "background. Unknown names are refused with the closest matches")
@@ -91,6 +94,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="label index of the predictions: base (40 classes, default), totalseg, totalseg_mr, "
                         "amos22, chaos, or a JSON mapping file")
     p.add_argument("--ref-map", default="base", metavar="MAP", help="label index of the references (as --pred-map)")
+    p.add_argument("--output-type", choices=("auto", "nifti", "dicom-seg", "both"), default="auto",
+                   help="nifti: <name>_<postfix>.nii.gz; dicom-seg: <name>_<postfix>.dcm referencing the source series "
+                        "(DICOM input only); both; auto (default): both for a DICOM series, nifti otherwise")
     p.add_argument("--classes", nargs="+", metavar="CLASS",
                    help="class names or numbers to evaluate (default: every class both label maps define)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",
@@ -411,7 +417,9 @@ def _segment_with(model: str | None, postfix: str, cases: list, args: argparse.N
 
     results = run_batch(
         segmenter, cases, args.out, postfix=postfix, overwrite=args.overwrite, statistics=args.statistics,
-        classes=classes, split_classes=args.split_classes, preview=args.preview,
+        classes=classes, split_classes=args.split_classes, preview=args.preview, output_type=args.output_type,
+        model_name=str(model) if model is not None and not Path(str(model)).exists() else
+        segmenter.model.folder.name,
         series=args.series, channel=args.channel, on_case_start=start, on_tile=tile, on_case_end=end,
     )
     report = run_report(
@@ -422,7 +430,8 @@ def _segment_with(model: str | None, postfix: str, cases: list, args: argparse.N
         settings={"device": str(segmenter.device), "precision": segmenter.precision, "step": step, "tta": args.tta,
                   "threads": args.threads, "orientation": orientation, "low_memory": args.low_memory,
                   "classes": list(classes) if classes else None, "statistics": args.statistics,
-                  "split_classes": args.split_classes, "preview": args.preview, "postfix": postfix},
+                  "split_classes": args.split_classes, "preview": args.preview, "postfix": postfix,
+                  "output_type": args.output_type},
     )
     log.info("run report: %s", write_run_report(report, args.out, postfix=postfix))
     counts = report["counts"]

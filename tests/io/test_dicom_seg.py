@@ -1,0 +1,109 @@
+"""DICOM-SEG output read back with highdicom and compared voxel by voxel with the NIfTI labels."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.uid import SegmentationStorage
+
+from dicom_factory import write_series
+from mrseg.classes import BASE
+from mrseg.cli import main
+from mrseg.errors import InputError
+from mrseg.evaluation.label_maps import label_map
+from mrseg.io import Image, read_image, reorient
+from mrseg.io.dicom import select_series
+from mrseg.io.dicom_seg import _read_source, _sorted_like_itk, write_dicom_seg
+
+NAMES = {c.index: c.name for c in BASE.classes}
+BY_NAME = {c.name: c for c in BASE.classes}
+
+
+def read_back(path, series) -> tuple[hd.seg.Segmentation, np.ndarray]:
+    """The segmentation and its label map in the source slices' order, values mapped back by segment label."""
+    seg = hd.seg.segread(str(path))
+    uids = [d.SOPInstanceUID for d in _sorted_like_itk([_read_source(f) for f in series.files])]
+    numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
+                                                skip_overlap_checks=True)
+    lut = np.zeros(int(numbers.max()) + 1, np.int64)
+    for item in seg.SegmentSequence:
+        lut[item.SegmentNumber] = BY_NAME[item.SegmentLabel].index if item.SegmentLabel in BY_NAME else -1
+    return seg, lut[numbers]
+
+
+def test_real_series_round_trip_with_codes_and_laterality(shared_data, tmp_path):
+    folder = shared_data / "dicom" / "example_ct_series"
+    image = read_image(folder)
+    reference, _ = reorient(read_image(shared_data / "labels" / "example_ct_series__totalseg117.nii.gz"),
+                            "LPS")
+    assert reference.geometry.same_grid(image.geometry)
+    labels = reference.with_array(label_map("totalseg").apply(reference.array).astype(np.uint8))
+    series = select_series(folder)
+    path = write_dicom_seg(labels, series, tmp_path / "ct_seg.dcm", classes=NAMES, model_name="base")
+    seg, back = read_back(path, series)
+    assert np.array_equal(back, labels.array)  # voxel by voxel
+    assert seg.SOPClassUID == SegmentationStorage and seg.SegmentationType == "BINARY"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
+    present = sorted(int(v) for v in np.unique(labels.array) if v)
+    assert [BY_NAME[s.SegmentLabel].index for s in seg.SegmentSequence] == present
+    codings = set()
+    for item in seg.SegmentSequence:
+        entry = BY_NAME[item.SegmentLabel]
+        coded = item.SegmentedPropertyTypeCodeSequence[0]
+        assert (coded.CodeValue, coded.CodingSchemeDesignator) == (entry.code[0], "SCT")
+        assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
+        modifier = getattr(coded, "SegmentedPropertyTypeModifierCodeSequence", None)
+        side = modifier[0].CodeMeaning.lower() if modifier else None
+        assert side == entry.laterality
+        codings.add((coded.CodeValue, side))
+        assert len(item.RecommendedDisplayCIELabValue) == 3
+        assert item.SegmentAlgorithmName == "mrseg base" and item.SegmentAlgorithmType == "AUTOMATIC"
+    assert len(codings) == len(seg.SegmentSequence)  # left and right never share a coding
+    assert {"right_autochthonous_muscle", "left_autochthonous_muscle"} <= {s.SegmentLabel for s in seg.SegmentSequence}
+
+
+def test_synthetic_series_and_errors(tmp_path):
+    write_series(tmp_path / "series")
+    series = select_series(tmp_path / "series")
+    image = read_image(tmp_path / "series")
+    array = np.zeros(image.array.shape, np.uint8)
+    array[1:3, 2:6, 1:4] = BY_NAME["left_kidney"].index
+    array[3:5, 5:9, 4:7] = BY_NAME["right_kidney"].index
+    labels = image.with_array(array)
+    path = write_dicom_seg(labels, series, tmp_path / "out" / "seg.dcm", classes=NAMES)
+    _, back = read_back(path, series)
+    assert np.array_equal(back, array)
+    with pytest.raises(InputError, match="no class is present"):
+        write_dicom_seg(labels.with_array(np.zeros_like(array)), series, tmp_path / "out" / "empty.dcm",
+                        classes=NAMES)
+    with pytest.raises(InputError, match="do not match the series"):
+        write_dicom_seg(Image.from_array(array[:-1].copy()), series, tmp_path / "out" / "short.dcm", classes=NAMES)
+    shifted = Image.from_array(array, spacing=labels.geometry.spacing, origin=(0.0, 0.0, 0.0),
+                               direction=labels.geometry.direction)
+    with pytest.raises(InputError, match="is not the first slice of series"):
+        write_dicom_seg(shifted, series, tmp_path / "out" / "shifted.dcm", classes=NAMES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seg.dcm"]
+
+
+def test_segment_a_dicom_series_writes_nifti_and_dicom_seg(model_dir, tmp_path, caplog):
+    write_series(tmp_path / "in" / "study")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "in" / "study"), "-o", str(out), "--model", str(model_dir()),
+                 "--fast", "--no-progress"]) == 0
+    nifti = read_image(out / "study_seg.nii.gz")
+    assert (out / "study_seg.dcm").is_file()
+    seg = hd.seg.segread(str(out / "study_seg.dcm"))
+    series = select_series(tmp_path / "in" / "study")
+    uids = [d.SOPInstanceUID for d in _sorted_like_itk([_read_source(f) for f in series.files])]
+    numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+    values = {item.SegmentNumber: int(item.SegmentLabel.split("_")[1]) for item in seg.SegmentSequence}
+    back = np.vectorize(lambda n: values.get(n, 0))(numbers)
+    assert np.array_equal(back, nifti.array)
+    # A plain image file cannot become a DICOM-SEG: that case fails with the reason, nothing written.
+    from mrseg.io import write_image
+    write_image(nifti, tmp_path / "plain.nii.gz")
+    assert main(["segment", str(tmp_path / "plain.nii.gz"), "-o", str(tmp_path / "o2"), "--model",
+                 str(model_dir()), "--output-type", "dicom-seg", "--fast", "--no-progress"]) == 1
+    assert "DICOM-SEG output needs a DICOM series" in caplog.text
+    assert not list((tmp_path / "o2").glob("plain_seg*"))
