@@ -45,7 +45,9 @@ def test_folder_batch_writes_labels_on_each_input_grid(model_dir, cases, tmp_pat
         assert labels.array.dtype == np.uint8
         assert labels.geometry.same_grid(image.geometry, atol=1e-4)
         assert labels.array.max() > 0
-    assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz", "b_seg.nii.gz", "c_seg.nii.gz"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written[:3] == ["a_seg.nii.gz", "b_seg.nii.gz", "c_seg.nii.gz"]
+    assert len(written) == 4 and written[3].startswith("mrseg_run_")  # and the run report
 
 
 def test_low_memory_gives_the_same_labels(model_dir, cases, tmp_path):
@@ -61,7 +63,7 @@ def test_model_from_environment_glob_and_postfix(model_dir, cases, tmp_path, mon
     monkeypatch.setenv("MRSEG_WEIGHTS_PATH", str(model_dir()))
     out = tmp_path / "out"
     assert run(str(cases / "*.nii.gz"), "-o", str(out), "--postfix", "labels", "--fast") == 0
-    assert [p.name for p in out.iterdir()] == ["a_labels.nii.gz"]
+    assert [p.name for p in out.iterdir() if not p.name.startswith("mrseg_run_")] == ["a_labels.nii.gz"]
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(model_dir, cases, tmp_path, caplog):
@@ -87,7 +89,8 @@ def test_bad_cases_are_reported_and_the_rest_finish(model_dir, cases, tmp_path, 
     code = run(str(bad / "text.nii.gz"), str(truncated), str(bad / "missing.nii.gz"), str(good),
                "-o", str(out), "--model", str(model_dir()), "--fast")
     assert code == 1
-    assert [p.name for p in out.iterdir()] == ["a_seg.nii.gz"]  # nothing half-written for the bad ones
+    # nothing half-written for the bad ones (the run report records them)
+    assert [p.name for p in out.iterdir() if not p.name.startswith("mrseg_run_")] == ["a_seg.nii.gz"]
     assert "text.nii.gz" in caplog.text and "truncated" in caplog.text and "no such file" in caplog.text
     assert "4 case(s): 1 segmented, 0 skipped, 3 failed" in caplog.text
 
