@@ -166,6 +166,9 @@ def _dataset_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="label index of label files without a label_map column: base (default), totalseg, "
                         "totalseg_mr, amos22, chaos or a JSON mapping")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
+    b.add_argument("--orientation", default="LPS", metavar="CODE",
+                   help="axis orientation the images and labels are stored in (default LPS, what mrseg segment gives "
+                        "the network); 'none' keeps each file's axes")
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -546,7 +549,9 @@ def _run_dataset(args: argparse.Namespace) -> int:
             cases = cases_from_folder(source, label_map=args.label_map)
         else:
             cases = cases_from_csv(source, label_map=args.label_map)
-        target = build_dataset(cases, raw, dataset_id=args.id, name=args.name, overwrite=args.overwrite)
+        orientation = None if args.orientation.lower() == "none" else args.orientation
+        target = build_dataset(cases, raw, dataset_id=args.id, name=args.name, overwrite=args.overwrite,
+                               orientation=orientation)
     except MrsegError as err:
         log.error("%s", err)
         return 2

@@ -131,3 +131,26 @@ def test_cli_builds_a_dataset_and_reports_errors(phantom_folder, tmp_path, caplo
     assert main(["dataset", "build", str(phantom_folder), "--raw", str(tmp_path / "raw"), "--id", "12",
                  "--name", "Cli"]) == 2
     assert "exists; pass overwrite" in caplog.text
+
+
+def test_cases_are_stored_in_lps_so_left_and_right_stay_apart(phantom_folder, tmp_path):
+    from mrseg.io import orientation_code, reorient
+
+    lps = read_image(phantom_folder / "mr_t1_in_000.nii.gz")
+    lps_labels = read_image(phantom_folder / "mr_t1_in_000_labels.nii.gz")
+    assert orientation_code(lps.geometry) == "LPS"
+    folder = tmp_path / "cases"
+    for code in ("RAS", "PIL"):
+        image, _ = reorient(lps, code)
+        labels, _ = reorient(lps_labels, code)
+        write_image(image, folder / f"{code}.nii.gz")
+        write_image(labels, folder / f"{code}_labels.nii.gz")
+        (folder / f"{code}.json").write_text(json.dumps({"modality": "mr", "sequence": "t1_in"}))
+    target = build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=9, name="Turned")
+    for code in ("RAS", "PIL"):
+        stored = read_image(target / "imagesTr" / f"{code}_0000.nii.gz")
+        stored_labels = read_image(target / "labelsTr" / f"{code}.nii.gz")
+        assert orientation_code(stored.geometry) == "LPS" and stored.geometry.same_grid(lps.geometry)
+        assert np.array_equal(stored.array, lps.array) and np.array_equal(stored_labels.array, lps_labels.array)
+    kept = build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=10, name="Kept", orientation=None)
+    assert orientation_code(read_image(kept / "imagesTr" / "RAS_0000.nii.gz").geometry) == "RAS"

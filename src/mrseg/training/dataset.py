@@ -30,6 +30,7 @@ from mrseg.errors import InputError
 from mrseg.evaluation.label_maps import resolve_label_map
 from mrseg.io.files import case_name, read_image, write_image
 from mrseg.io.image import Geometry, Image
+from mrseg.io.orientation import orientation_code, reorient
 
 MODALITIES = ("ct", "mr")
 """Modalities a case can have."""
@@ -158,8 +159,14 @@ def build_dataset(
     name: str,
     overwrite: bool = False,
     geometry_tolerance: float = 1e-4,
+    orientation: str | None = "LPS",
 ) -> Path:
     """Write an nnU-Net v2 raw dataset with the 40 classes; returns its folder.
+
+    Images and labels are reoriented to ``orientation`` (default LPS, the axis order
+    ``mrseg segment`` gives the network): nnU-Net trains on the arrays as stored, so a dataset
+    of mixed orientations would show the network left and right on either side of the array,
+    and the left/right classes could not be learned. None keeps each file's own axes.
 
     Args:
         cases: the cases (:func:`cases_from_csv`, :func:`cases_from_folder`).
@@ -170,6 +177,7 @@ def build_dataset(
         overwrite: replace an existing dataset folder of that name.
         geometry_tolerance: largest difference of spacing, origin (relative to the spacing)
             and direction allowed between an image and its label file.
+        orientation: axis orientation code the arrays are brought into (None: as stored).
 
     Raises:
         InputError: naming the case, for unreadable files, a label grid that differs from
@@ -198,8 +206,14 @@ def build_dataset(
             _check_same_grid(image.geometry, labels.geometry, where, geometry_tolerance)
             mapping = resolve_label_map(case.label_map)
             mapped = mapping.apply(labels.array, source=f"{where}, label file {case.label}")
-            _write_image_as_nifti(case.image, image, work / "imagesTr" / f"{case_id}_0000.nii.gz")
-            write_image(image.with_array(mapped.astype(np.uint8)), work / "labelsTr" / f"{case_id}.nii.gz")
+            label_image = image.with_array(mapped.astype(np.uint8))
+            if orientation is not None and orientation_code(image.geometry) != orientation.upper():
+                image, _ = reorient(image, orientation)
+                label_image, _ = reorient(label_image, orientation)
+                write_image(image, work / "imagesTr" / f"{case_id}_0000.nii.gz")
+            else:
+                _write_image_as_nifti(case.image, image, work / "imagesTr" / f"{case_id}_0000.nii.gz")
+            write_image(label_image, work / "labelsTr" / f"{case_id}.nii.gz")
             records.append({"case": case_id, **asdict(case), "name": case_id,
                             "classes_present": sorted(int(v) for v in np.unique(mapped) if v)})
         (work / "dataset.json").write_text(json.dumps(dataset_json(len(records), name), indent=2))
