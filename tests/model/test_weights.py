@@ -157,30 +157,25 @@ def test_wrong_checksum_is_rejected_and_nothing_installed(server, registry, monk
     assert store_contents(private_weights_store) == ["downloads"]
 
 
-def test_corrupt_zip_is_rejected_and_nothing_installed(monkeypatch, private_weights_store):
-    monkeypatch.delenv("MRSEG_OFFLINE", raising=False)
-    garbage = b"PK\x03\x04 this is not really a zip archive" * 100
-    monkeypatch.setitem(weights.PUBLISHED, "base",
-                        dataclasses.replace(weights.PUBLISHED["base"], sha256=hashlib.sha256(garbage).hexdigest()))
-    served = ArchiveServer(garbage)
-    try:
-        with pytest.raises(ModelError, match="not a readable zip archive"):
-            weights.install("base", url=served.url, progress=False)
-    finally:
-        served.close()
-    assert store_contents(private_weights_store) == ["downloads", "weights"]
-
-
-def test_archive_without_a_model_is_rejected(tmp_path, monkeypatch, private_weights_store):
-    monkeypatch.delenv("MRSEG_OFFLINE", raising=False)
+def _junk_zip(tmp_path) -> bytes:
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "readme.txt").write_text("no model here")
-    payload = published_zip(tmp_path / "junk", tmp_path / "junk.zip")
-    monkeypatch.setitem(weights.PUBLISHED, "base",
-                        dataclasses.replace(weights.PUBLISHED["base"], sha256=hashlib.sha256(payload).hexdigest()))
-    served = ArchiveServer(payload)
+    return published_zip(tmp_path / "junk", tmp_path / "junk.zip")
+
+
+@pytest.mark.parametrize("payload, message", [
+    (lambda tmp_path: b"PK\x03\x04 this is not really a zip archive" * 100, "not a readable zip archive"),
+    (_junk_zip, "holds no nnU-Net v2 model folder"),
+], ids=["corrupt-zip", "zip-without-model"])
+def test_a_bad_archive_is_rejected_and_nothing_installed(payload, message, tmp_path, monkeypatch,
+                                                          private_weights_store):
+    monkeypatch.delenv("MRSEG_OFFLINE", raising=False)
+    served_bytes = payload(tmp_path)
+    monkeypatch.setitem(weights.PUBLISHED, "base", dataclasses.replace(
+        weights.PUBLISHED["base"], sha256=hashlib.sha256(served_bytes).hexdigest()))
+    served = ArchiveServer(served_bytes)
     try:
-        with pytest.raises(ModelError, match="holds no nnU-Net v2 model folder"):
+        with pytest.raises(ModelError, match=message):
             weights.install("base", url=served.url, progress=False)
     finally:
         served.close()
