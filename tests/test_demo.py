@@ -1,8 +1,8 @@
 """The bundled demo model and ``mrseg demo``: offline end to end, nothing downloaded.
 
-The demo model is trained by ``scripts/train_demo_model.py`` (issue 6, still open): until its
-weights are committed under ``src/mrseg/models/demo``, the tests that run it are skipped with
-that reason, and the test of the error a missing model gives runs instead.
+The demo model is trained by ``scripts/train_demo_model.py`` and committed under
+``src/mrseg/models/demo`` (see its MODEL_CARD.md). The test of the error a missing model gives
+runs only where the weights are absent (a build without them).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from mrseg.io import read_image
 from mrseg.model.loader import bundled_model_folder, resolve_model_folder
 from mrseg.phantom.cases import make_case, write_case
 
-MIN_MEAN_DICE = 0.3  # the model card's held-out phantom means are well above this (see MODEL_CARD.md)
+MIN_LIVER_DICE = 0.5  # the model card: 0.71-0.77 on held-out phantoms of every contrast
 
 DEMO_PRESENT = (Path(__file__).resolve().parents[1] / "src" / "mrseg" / "models" / "demo" / "fold_0" /
                 "checkpoint_final.pth").is_file()
-needs_demo = pytest.mark.skipif(not DEMO_PRESENT, reason="demo model not trained yet (issue 6 open)")
+needs_demo = pytest.mark.skipif(not DEMO_PRESENT, reason="demo model missing from src/mrseg/models/demo")
 
 
 @needs_demo
@@ -50,7 +50,7 @@ def test_demo_on_a_given_file_finds_its_truth_beside_it(tmp_path):
     paths = write_case(case, tmp_path / "in", "given")
     result = run_demo(tmp_path / "out", paths["image"])
     assert result.truth == paths["labels"] and result.labels == tmp_path / "out" / "given_seg.nii.gz"
-    assert "liver" in result.dice and result.mean_dice > MIN_MEAN_DICE
+    assert result.dice["liver"] > MIN_LIVER_DICE
 
 
 @needs_demo
