@@ -107,6 +107,7 @@ def test_slab_export_equals_the_whole_volume_export(name, axis, dtype):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_lean_forward_equals_the_package_forward(kind, precision, monkeypatch):
     monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)  # every convolution runs in slabs
+    monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     (network,) = tiny_networks(1, kind)
     if precision == "bf16":
         network_module.store_convolutions_in(network, torch.bfloat16)
@@ -124,6 +125,7 @@ def test_lean_forward_equals_the_package_forward(kind, precision, monkeypatch):
 def test_lean_forward_hands_its_output_to_a_sink_in_order(slabbed, monkeypatch):
     if slabbed:
         monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)
+        monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     (network,) = tiny_networks(1)
     lean = InferenceUNet(network)
     tile = torch.randn(1, 1, 12, 32, 28, generator=torch.Generator().manual_seed(1))
@@ -139,6 +141,7 @@ def test_lean_forward_hands_its_output_to_a_sink_in_order(slabbed, monkeypatch):
 @pytest.mark.parametrize("kernel", [1, 3, 5])
 def test_slabbed_convolution_over_its_own_input_equals_the_whole_convolution(kernel, monkeypatch):
     monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)
+    monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     torch.manual_seed(0)
     layer = torch.nn.Conv3d(4, 4, kernel, padding=kernel // 2)
     x = torch.randn(1, 4, 19, 10, 9)
@@ -155,6 +158,7 @@ def test_slabbed_convolution_over_its_own_input_equals_the_whole_convolution(ker
 @pytest.mark.parametrize("stride", [(1, 2, 2), (2, 2, 2), (2, 1, 1)])
 def test_strided_convolution_in_slabs_equals_the_whole_convolution(stride, monkeypatch):
     monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)
+    monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     torch.manual_seed(2)
     layer = torch.nn.Conv3d(3, 5, 3, stride=stride, padding=1)
     for depth in (17, 18):  # odd and even depths end differently under a stride of 2
@@ -171,6 +175,7 @@ def test_strided_convolution_in_slabs_equals_the_whole_convolution(stride, monke
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_in_place_instance_norm_equals_the_layer(dtype, monkeypatch):
     monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)
+    monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     torch.manual_seed(3)
     layer = torch.nn.InstanceNorm3d(6, eps=1e-5, affine=True)
     with torch.no_grad():
@@ -188,6 +193,7 @@ def test_in_place_instance_norm_equals_the_layer(dtype, monkeypatch):
 
 def test_decoder_step_over_its_skip_equals_the_joined_convolution(monkeypatch):
     monkeypatch.setattr(network_module, "SLAB_BYTES", 4096)
+    monkeypatch.setattr(network_module, "SLAB_BYTES_FLOAT32", 4096)
     torch.manual_seed(1)
     upsampling = torch.nn.ConvTranspose3d(8, 4, (1, 2, 2), stride=(1, 2, 2))
     layer = torch.nn.Conv3d(8, 4, 3, padding=1)
