@@ -157,6 +157,9 @@ def run_batch(
         elif all(t.exists() for t in targets) and not overwrite:
             result = CaseResult(case, "skipped", output=targets[0],
                                 error=f"{targets[0]} exists; --overwrite replaces it")
+        elif "dicom-seg" in kinds and not case.path.is_dir():
+            result = CaseResult(case, "failed", error=(f"{case.path}: DICOM-SEG output needs a DICOM series as "
+                                                      "input; use --output-type nifti for image files"))
         else:
             if on_case_start is not None:
                 on_case_start(case)
@@ -167,9 +170,6 @@ def run_batch(
                 if "nifti" in kinds:
                     write_image(labels, target)
                 if "dicom-seg" in kinds:
-                    if not case.path.is_dir():
-                        raise InputError(f"{case.path}: DICOM-SEG output needs a DICOM series as input; use "
-                                         "--output-type nifti for image files")
                     try:
                         write_dicom_seg(labels, select_series(case.path, series), targets[kinds.index("dicom-seg")],
                                         classes=class_names, model_name=model_name)

@@ -162,14 +162,23 @@ BODY_COMP = _make(
 CATALOGUES: dict[str, Catalogue] = {BASE.name: BASE, BODY_COMP.name: BODY_COMP}
 
 
+def find_class(name: str) -> SegmentClass | None:
+    """The catalogue entry (colour, SNOMED code) of a class name in any catalogue, or None."""
+    for cat in CATALOGUES.values():
+        for entry in cat.classes:
+            if entry.name == name:
+                return entry
+    return None
+
+
 def class_colors(names: Mapping[int, str]) -> dict[int, tuple[int, int, int]]:
     """Display colours for label value → class name: the catalogue's colour where a catalogue
     knows the name, otherwise a distinct colour from a golden-ratio walk around the hue circle."""
-    known = {c.name: c.color for cat in CATALOGUES.values() for c in cat.classes}
     colours = {}
     for value, name in names.items():
-        if name in known:
-            colours[value] = known[name]
+        entry = find_class(name)
+        if entry is not None:
+            colours[value] = entry.color
         else:
             red, green, blue = colorsys.hsv_to_rgb((value * 0.618034) % 1.0, 0.55, 0.95)
             colours[value] = (round(red * 255), round(green * 255), round(blue * 255))

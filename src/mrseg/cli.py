@@ -94,9 +94,6 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="label index of the predictions: base (40 classes, default), totalseg, totalseg_mr, "
                         "amos22, chaos, or a JSON mapping file")
     p.add_argument("--ref-map", default="base", metavar="MAP", help="label index of the references (as --pred-map)")
-    p.add_argument("--output-type", choices=("auto", "nifti", "dicom-seg", "both"), default="auto",
-                   help="nifti: <name>_<postfix>.nii.gz; dicom-seg: <name>_<postfix>.dcm referencing the source series "
-                        "(DICOM input only); both; auto (default): both for a DICOM series, nifti otherwise")
     p.add_argument("--classes", nargs="+", metavar="CLASS",
                    help="class names or numbers to evaluate (default: every class both label maps define)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",

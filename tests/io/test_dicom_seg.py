@@ -14,7 +14,7 @@ from mrseg.errors import InputError
 from mrseg.evaluation.label_maps import label_map
 from mrseg.io import Image, read_image, reorient
 from mrseg.io.dicom import select_series
-from mrseg.io.dicom_seg import _read_source, _sorted_like_itk, write_dicom_seg
+from mrseg.io.dicom_seg import _read_source, write_dicom_seg
 
 NAMES = {c.index: c.name for c in BASE.classes}
 BY_NAME = {c.name: c for c in BASE.classes}
@@ -23,7 +23,7 @@ BY_NAME = {c.name: c for c in BASE.classes}
 def read_back(path, series) -> tuple[hd.seg.Segmentation, np.ndarray]:
     """The segmentation and its label map in the source slices' order, values mapped back by segment label."""
     seg = hd.seg.segread(str(path))
-    uids = [d.SOPInstanceUID for d in _sorted_like_itk([_read_source(f) for f in series.files])]
+    uids = [d.SOPInstanceUID for d in [_read_source(f) for f in series.files]]
     numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
                                                 skip_overlap_checks=True)
     lut = np.zeros(int(numbers.max()) + 1, np.int64)
@@ -95,7 +95,7 @@ def test_segment_a_dicom_series_writes_nifti_and_dicom_seg(model_dir, tmp_path, 
     assert (out / "study_seg.dcm").is_file()
     seg = hd.seg.segread(str(out / "study_seg.dcm"))
     series = select_series(tmp_path / "in" / "study")
-    uids = [d.SOPInstanceUID for d in _sorted_like_itk([_read_source(f) for f in series.files])]
+    uids = [d.SOPInstanceUID for d in [_read_source(f) for f in series.files]]
     numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
     values = {item.SegmentNumber: int(item.SegmentLabel.split("_")[1]) for item in seg.SegmentSequence}
     back = np.vectorize(lambda n: values.get(n, 0))(numbers)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from mrseg import __version__
-from mrseg.classes import CATALOGUES, SegmentClass, class_colors
+from mrseg.classes import SegmentClass, class_colors, find_class
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
 from mrseg.io.image import Image
@@ -63,7 +63,12 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    sources = _sorted_like_itk([_read_source(f) for f in series.files])
+    # series.files is the order SimpleITK read the slices in (ascending along the normal): frame k
+    # of the labels is series.files[k].
+    sources = [_read_source(f) for f in series.files]
+    if not all(str(getattr(d, "FrameOfReferenceUID", "") or "") for d in sources):
+        raise InputError(f"series {series.uid} ({series.files[0].parent}) has no FrameOfReferenceUID; a DICOM-SEG "
+                         "could not be aligned with it. Use --output-type nifti")
     shape = labels.array.shape
     if (len(sources), int(sources[0].Rows), int(sources[0].Columns)) != shape:
         raise InputError(f"the labels ({shape[0]}×{shape[1]}×{shape[2]} slices×rows×columns) do not match the "
@@ -81,7 +86,7 @@ def write_dicom_seg(
     descriptions = []
     numbered = np.zeros(shape, np.uint8 if len(present) < 256 else np.uint16)
     for number, value in enumerate(present, start=1):
-        entry = _catalogue_entry(classes[value])
+        entry = find_class(classes[value]) or SegmentClass(0, classes[value])
         category_code, category_meaning = CATEGORIES[entry.category]
         description = hd.seg.SegmentDescription(
             segment_number=number,
@@ -98,9 +103,6 @@ def write_dicom_seg(
                 hd.sr.CodedConcept(code, "SCT", meaning)]
         descriptions.append(description)
         numbered[labels.array == value] = number
-    if not all(str(getattr(d, "FrameOfReferenceUID", "") or "") for d in sources):
-        raise InputError(f"series {series.uid} ({series.files[0].parent}) has no FrameOfReferenceUID; a DICOM-SEG "
-                         "could not be aligned with it. Use --output-type nifti")
     try:
         segmentation = hd.seg.Segmentation(
             source_images=sources,
@@ -146,21 +148,6 @@ def _read_source(path: Path):  # type: ignore[no-untyped-def]
         if attribute not in dataset:
             setattr(dataset, attribute, "")  # type 2: present but may be empty, as DICOM allows
     return dataset
-
-
-def _sorted_like_itk(datasets: Sequence[object]) -> list:  # type: ignore[type-arg]
-    """Slices in SimpleITK's order: ascending position along the slice normal."""
-    orientation = np.asarray([float(v) for v in datasets[0].ImageOrientationPatient])  # type: ignore[attr-defined]
-    normal = np.cross(orientation[:3], orientation[3:])
-    return sorted(datasets, key=lambda d: float(np.dot(normal, [float(v) for v in d.ImagePositionPatient])))  # type: ignore[attr-defined]
-
-
-def _catalogue_entry(name: str) -> SegmentClass:
-    for catalogue in CATALOGUES.values():
-        for entry in catalogue.classes:
-            if entry.name == name:
-                return entry
-    return SegmentClass(0, name)
 
 
 def _type_code(entry: SegmentClass):  # type: ignore[no-untyped-def]
