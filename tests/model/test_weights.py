@@ -53,13 +53,13 @@ class ArchiveServer:
                 self.end_headers()
                 if server.drop_after is not None:
                     cut, server.drop_after = server.drop_after, None
+                    server.bytes_sent += cut  # counted before sending: the client may finish first
                     self.wfile.write(body[:cut])
-                    server.bytes_sent += cut
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                self.wfile.write(body)
                 server.bytes_sent += len(body)
+                self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
