@@ -452,8 +452,9 @@ def _model_root(folder: Path, source: Path) -> Path:
                              "fold_K/checkpoint_final.pth) at its top level or in one subfolder")
         root = found[0]
     missing = [n for n in ("plans.json", "dataset.json") if not (root / n).is_file()]
-    if missing or not any(root.glob("fold_*/checkpoint_final.pth")):
-        missing += [] if any(root.glob("fold_*/checkpoint_final.pth")) else ["fold_K/checkpoint_final.pth"]
+    if not any(root.glob("fold_*/checkpoint_final.pth")):
+        missing.append("fold_K/checkpoint_final.pth")
+    if missing:
         raise ModelError(f"{source} is not a complete nnU-Net v2 model folder: missing {', '.join(missing)}")
     return root
 
