@@ -20,15 +20,20 @@ NAMES = {c.index: c.name for c in BASE.classes}
 BY_NAME = {c.name: c for c in BASE.classes}
 
 
-def read_back(path, series) -> tuple[hd.seg.Segmentation, np.ndarray]:
-    """The segmentation and its label map in the source slices' order, values mapped back by segment label."""
+def base_value(label: str) -> int:
+    return BY_NAME[label].index if label in BY_NAME else -1
+
+
+def read_back(path, series, value_of=base_value) -> tuple[hd.seg.Segmentation, np.ndarray]:
+    """The segmentation and its label map in the source slices' order, each segment's voxels set to
+    ``value_of(its segment label)``."""
     seg = hd.seg.segread(str(path))
-    uids = [d.SOPInstanceUID for d in [_read_source(f) for f in series.files]]
+    uids = [_read_source(f).SOPInstanceUID for f in series.files]
     numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
                                                 skip_overlap_checks=True)
-    lut = np.zeros(int(numbers.max()) + 1, np.int64)
+    lut = np.zeros(max(int(numbers.max()), len(seg.SegmentSequence)) + 1, np.int64)
     for item in seg.SegmentSequence:
-        lut[item.SegmentNumber] = BY_NAME[item.SegmentLabel].index if item.SegmentLabel in BY_NAME else -1
+        lut[item.SegmentNumber] = value_of(item.SegmentLabel)
     return seg, lut[numbers]
 
 
@@ -93,12 +98,8 @@ def test_segment_a_dicom_series_writes_nifti_and_dicom_seg(model_dir, tmp_path, 
                  "--fast", "--no-progress"]) == 0
     nifti = read_image(out / "study_seg.nii.gz")
     assert (out / "study_seg.dcm").is_file()
-    seg = hd.seg.segread(str(out / "study_seg.dcm"))
-    series = select_series(tmp_path / "in" / "study")
-    uids = [d.SOPInstanceUID for d in [_read_source(f) for f in series.files]]
-    numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
-    values = {item.SegmentNumber: int(item.SegmentLabel.split("_")[1]) for item in seg.SegmentSequence}
-    back = np.vectorize(lambda n: values.get(n, 0))(numbers)
+    _, back = read_back(out / "study_seg.dcm", select_series(tmp_path / "in" / "study"),
+                        value_of=lambda label: int(label.split("_")[1]))  # the test model's class_K names
     assert np.array_equal(back, nifti.array)
     # A plain image file cannot become a DICOM-SEG: that case fails with the reason, nothing written.
     from mrseg.io import write_image
