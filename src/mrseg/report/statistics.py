@@ -1,8 +1,11 @@
 """Per-class statistics of a label map: volume, voxel count, intensity, bounding box, border contact.
 
-Everything is computed in one pass over the label map per quantity (``np.bincount`` for counts,
-sums and sums of squares, ``scipy.ndimage.find_objects`` for the boxes, ``scipy.ndimage.median``
-for the medians), so a 512×512×300 CT with 40 classes takes about a second, not 40 masked passes.
+Each quantity takes one pass over the label map, not one masked pass per class: ``np.bincount``
+for counts, sums and sums of squares, ``scipy.ndimage.find_objects`` for the boxes, and one
+stable sort of the foreground voxels by label for the medians. On a 512×512×300 map with every
+voxel in one of 40 classes (the worst case, 2 cores) the whole call took 29.8 s with
+``scipy.ndimage.median`` (24.6 s of it the medians) and 10.2 s with the sort; ``example_ct``
+(122×101×112) with its 40-class reference takes 0.27 s.
 
 Example:
     >>> import numpy as np
@@ -107,9 +110,7 @@ def class_statistics(
     present = [int(v) for v in sorted(names) if counts[v] > 0]
     medians: dict[int, float] = {}
     if image is not None and present:
-        from scipy import ndimage
-
-        medians = dict(zip(present, (float(m) for m in ndimage.median(image.array, array, present))))
+        medians = _medians(image.array.reshape(-1), array.reshape(-1), counts, present)
     boxes = _bounding_boxes(array, top)
     shape_zyx = array.shape
     affine = labels.geometry.affine_lps
@@ -158,6 +159,16 @@ def write_statistics(
         writer.writerow(["" if record[c] is None else _csv_value(record[c]) for c in CSV_COLUMNS])
     csv_path = write_bytes_atomic(base.with_name(base.name + ".csv"), buffer.getvalue())
     return json_path, csv_path
+
+
+def _medians(values: np.ndarray, flat_labels: np.ndarray, counts: np.ndarray, present: list[int]) -> dict[int, float]:
+    """Median of ``values`` per label in ``present``: the foreground voxels sorted once by label
+    (a stable sort of small integers), then each label's run is a contiguous slice."""
+    foreground = np.flatnonzero(flat_labels)
+    by_label = foreground[np.argsort(flat_labels[foreground], kind="stable")]
+    grouped = values[by_label]
+    ends = np.cumsum(counts[1:])
+    return {v: float(np.median(grouped[ends[v - 1] - counts[v]:ends[v - 1]])) for v in present}
 
 
 def _bounding_boxes(array: np.ndarray, top: int) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
