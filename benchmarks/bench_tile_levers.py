@@ -43,6 +43,7 @@ VARIANTS = {
     "fp32 + reuse + lean (mrseg)": ("fp32", True, False, True, {}),
     "bf16": ("bf16", False, False, False, {}),
     "bf16 + reuse freed memory": ("bf16", True, False, False, {}),
+    "bf16 + reuse + channels_last_3d": ("bf16", True, True, False, {}),
     "bf16 + reuse + lean (mrseg)": ("bf16", True, False, True, {}),
 }
 

@@ -19,16 +19,28 @@ from mrseg.errors import InputError
 
 
 @dataclass(frozen=True)
+class Coding:
+    """A structure's SNOMED CT coding for DICOM-SEG."""
+
+    code: str
+    meaning: str
+    """The segmented property type (code value, code meaning)."""
+    category: str = "anatomical_structure"
+    """``anatomical_structure`` (SCT 91723000) or ``tissue`` (SCT 85756007)."""
+    regions: tuple[tuple[str, str], ...] = ()
+    """(code value, meaning) of the anatomic regions that place a tissue type (the fat of the
+    abdominopelvic cavity, the subcutaneous fat of the buttock and thigh)."""
+
+
+@dataclass(frozen=True)
 class SegmentClass:
     """One foreground class of a model: its label value, snake_case name and display colour (RGB)."""
 
     index: int
     name: str
     color: tuple[int, int, int] = (128, 128, 128)
-    code: tuple[str, str] | None = None
-    """SNOMED CT (code value, meaning) of the structure type, for DICOM-SEG (laterality apart)."""
-    category: str = "anatomical_structure"
-    """``anatomical_structure`` (SCT 91723000) or ``tissue`` (SCT 85756007)."""
+    coding: Coding | None = None
+    """The structure's SNOMED CT coding for DICOM-SEG (laterality apart: it comes from the name)."""
 
     @property
     def laterality(self) -> str | None:
@@ -77,46 +89,58 @@ class Catalogue:
 
 
 def _make(name: str, entries: list[tuple[str, tuple[int, int, int]]],
-          codes: dict[str, tuple[str, str, str]] | None = None) -> Catalogue:
-    """``codes``: structure (the name without left_/right_) → (SNOMED code, meaning, category)."""
+          codes: Mapping[str, Coding] | None = None) -> Catalogue:
+    """``codes``: structure (the name without left_/right_) → its SNOMED coding."""
     classes = []
     for i, (class_name, colour) in enumerate(entries):
         structure = class_name.split("_", 1)[1] if class_name.startswith(("left_", "right_")) else class_name
-        coded = (codes or {}).get(structure)
-        classes.append(SegmentClass(i + 1, class_name, colour, (coded[0], coded[1]) if coded else None,
-                                    coded[2] if coded else "anatomical_structure"))
+        classes.append(SegmentClass(i + 1, class_name, colour, (codes or {}).get(structure)))
     return Catalogue(name, tuple(classes))
 
 
 # SNOMED CT codes as the DICOM segmentation harmonisation for TotalSegmentator-style classes uses
 # them (the structure concept; left/right go into a laterality modifier, not into the code).
-_STRUCTURE = "anatomical_structure"
+_TISSUE = "tissue"
 BASE_CODES = {
-    "spleen": ("78961009", "Spleen", _STRUCTURE), "kidney": ("64033007", "Kidney", _STRUCTURE),
-    "gallbladder": ("28231008", "Gallbladder", _STRUCTURE), "liver": ("10200004", "Liver", _STRUCTURE),
-    "stomach": ("69695003", "Stomach", _STRUCTURE), "pancreas": ("15776009", "Pancreas", _STRUCTURE),
-    "adrenal_gland": ("23451007", "Adrenal gland", _STRUCTURE), "lung": ("39607008", "Lung", _STRUCTURE),
-    "heart": ("80891009", "Heart", _STRUCTURE), "aorta": ("15825003", "Aorta", _STRUCTURE),
-    "inferior_vena_cava": ("64131007", "Inferior vena cava", _STRUCTURE),
-    "portal_vein_and_splenic_vein": ("110765007", "Portal vein and splenic vein", _STRUCTURE),
-    "iliac_artery": ("73634005", "Common iliac artery", _STRUCTURE),
-    "iliac_vena": ("46027005", "Common iliac vein", _STRUCTURE),
-    "esophagus": ("32849002", "Esophagus", _STRUCTURE), "small_bowel": ("30315005", "Small intestine", _STRUCTURE),
-    "duodenum": ("38848004", "Duodenum", _STRUCTURE), "colon": ("71854001", "Colon", _STRUCTURE),
-    "urinary_bladder": ("89837001", "Urinary bladder", _STRUCTURE), "spine": ("421060004", "Spine", _STRUCTURE),
-    "sacrum": ("54735007", "Sacrum", _STRUCTURE), "hip": ("29836001", "Hip", _STRUCTURE),
-    "femur": ("71341001", "Femur", _STRUCTURE),
-    "autochthonous_muscle": ("244849004", "Deep muscle of back", _STRUCTURE),
-    "iliopsoas_muscle": ("68455001", "Iliopsoas muscle", _STRUCTURE),
-    "gluteus_maximus": ("206007", "Gluteus maximus muscle", _STRUCTURE),
-    "gluteus_medius": ("78333006", "Gluteus medius muscle", _STRUCTURE),
-    "gluteus_minimus": ("75297007", "Gluteus minimus muscle", _STRUCTURE),
+    "spleen": Coding("78961009", "Spleen"), "kidney": Coding("64033007", "Kidney"),
+    "gallbladder": Coding("28231008", "Gallbladder"), "liver": Coding("10200004", "Liver"),
+    "stomach": Coding("69695003", "Stomach"), "pancreas": Coding("15776009", "Pancreas"),
+    "adrenal_gland": Coding("23451007", "Adrenal gland"), "lung": Coding("39607008", "Lung"),
+    "heart": Coding("80891009", "Heart"), "aorta": Coding("15825003", "Aorta"),
+    "inferior_vena_cava": Coding("64131007", "Inferior vena cava"),
+    "portal_vein_and_splenic_vein": Coding("110765007", "Portal vein and splenic vein"),
+    "iliac_artery": Coding("73634005", "Common iliac artery"),
+    "iliac_vena": Coding("46027005", "Common iliac vein"),
+    "esophagus": Coding("32849002", "Esophagus"), "small_bowel": Coding("30315005", "Small intestine"),
+    "duodenum": Coding("38848004", "Duodenum"), "colon": Coding("71854001", "Colon"),
+    "urinary_bladder": Coding("89837001", "Urinary bladder"), "spine": Coding("421060004", "Spine"),
+    "sacrum": Coding("54735007", "Sacrum"), "hip": Coding("29836001", "Hip"),
+    "femur": Coding("71341001", "Femur"),
+    "autochthonous_muscle": Coding("244849004", "Deep muscle of back"),
+    "iliopsoas_muscle": Coding("68455001", "Iliopsoas muscle"),
+    "gluteus_maximus": Coding("206007", "Gluteus maximus muscle"),
+    "gluteus_medius": Coding("78333006", "Gluteus medius muscle"),
+    "gluteus_minimus": Coding("75297007", "Gluteus minimus muscle"),
 }
 
-# Body composition: only the subcutaneous fat concept could be checked here; the other classes
-# get a generic type in DICOM-SEG (Skeletal muscle / Fat with laterality), see mrseg.io.dicom_seg.
+# Body composition. Fat types: Subcutaneous fatty tissue 67769002 (TotalSegmentator's and MOOSE's
+# DICOM-SEG tables) and Fat 55603005 (DICOM CID 7151/7166), placed by DICOM anatomic regions:
+# Abdominopelvic cavity 818987002 and Abdomen 818981001 (CID 7154), Buttock 46862004 and Thigh
+# 68367000 (CID 4). Muscles: Abdominal wall muscle 1142228004 (CID 7154, DICOM's abdominal
+# segmentation types) with laterality. No SNOMED concept for the rectus abdominis, the abdominal
+# obliques or the quadratus lumborum could be checked here (none is in DICOM's tables or the peer
+# tools' tables), so those three pairs share that type and differ by their segment labels.
+_ABDOMINAL_WALL_MUSCLE = Coding("1142228004", "Abdominal wall muscle")
 BODY_COMP_CODES = {
-    "subcutaneous_fat": ("67769002", "Subcutaneous fatty tissue", "tissue"),
+    "subcutaneous_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE),
+    "visceral_fat": Coding("55603005", "Fat", _TISSUE, (("818987002", "Abdominopelvic cavity"),)),
+    "rectus_abdominis": _ABDOMINAL_WALL_MUSCLE,
+    "oblique_muscle": _ABDOMINAL_WALL_MUSCLE,
+    "quadratus_lumborum": _ABDOMINAL_WALL_MUSCLE,
+    "abdominal_subcutaneous_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE,
+                                         (("818981001", "Abdomen"),)),
+    "gluteofemoral_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE,
+                                (("46862004", "Buttock"), ("68367000", "Thigh"))),
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 from pydicom.uid import SegmentationStorage
 
 from dicom_factory import write_series
-from mrseg.classes import BASE
+from mrseg.classes import BASE, BODY_COMP, CATALOGUES
 from mrseg.cli import main
 from mrseg.errors import InputError
 from mrseg.evaluation.label_maps import label_map
@@ -56,7 +56,7 @@ def test_real_series_round_trip_with_codes_and_laterality(shared_data, tmp_path)
     for item in seg.SegmentSequence:
         entry = BY_NAME[item.SegmentLabel]
         coded = item.SegmentedPropertyTypeCodeSequence[0]
-        assert (coded.CodeValue, coded.CodingSchemeDesignator) == (entry.code[0], "SCT")
+        assert (coded.CodeValue, coded.CodingSchemeDesignator) == (entry.coding.code, "SCT")
         assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
         modifier = getattr(coded, "SegmentedPropertyTypeModifierCodeSequence", None)
         side = modifier[0].CodeMeaning.lower() if modifier else None
@@ -89,6 +89,63 @@ def test_synthetic_series_and_errors(tmp_path):
     with pytest.raises(InputError, match="is not the first slice of series"):
         write_dicom_seg(shifted, series, tmp_path / "out" / "shifted.dcm", classes=NAMES)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seg.dcm"]
+
+
+def test_body_composition_segments_carry_tissue_types_and_regions(tmp_path):
+    """Each body-composition fat is told apart by its type and anatomic regions; left/right muscles by
+    laterality. The three muscle pairs share DICOM's Abdominal wall muscle type (no specific concept
+    could be checked), so they differ by their labels only: asserted here so a change is deliberate."""
+    write_series(tmp_path / "series", slices=BODY_COMP.num_classes)
+    series = select_series(tmp_path / "series")
+    image = read_image(tmp_path / "series")
+    array = np.zeros(image.array.shape, np.uint8)
+    for entry in BODY_COMP.classes:
+        array[entry.index - 1, 2:6, 1:5] = entry.index  # one class per slice
+    names = {c.index: c.name for c in BODY_COMP.classes}
+    path = write_dicom_seg(image.with_array(array), series, tmp_path / "bc.dcm", classes=names,
+                           model_name="body_comp")
+    seg, back = read_back(path, series, value_of=BODY_COMP.index_of)
+    assert np.array_equal(back, array)
+    codings: dict[str, tuple] = {}
+    for item in seg.SegmentSequence:
+        coded = item.SegmentedPropertyTypeCodeSequence[0]
+        modifier = getattr(coded, "SegmentedPropertyTypeModifierCodeSequence", None)
+        regions = tuple(r.CodeValue for r in getattr(item, "AnatomicRegionSequence", []))
+        category = item.SegmentedPropertyCategoryCodeSequence[0].CodeValue
+        codings[item.SegmentLabel] = (category, coded.CodeValue, modifier[0].CodeValue if modifier else None, regions)
+    assert codings["subcutaneous_fat"] == ("85756007", "67769002", None, ())
+    assert codings["visceral_fat"] == ("85756007", "55603005", None, ("818987002",))
+    assert codings["abdominal_subcutaneous_fat"] == ("85756007", "67769002", None, ("818981001",))
+    assert codings["gluteofemoral_fat"] == ("85756007", "67769002", None, ("46862004", "68367000"))
+    for muscle in ("rectus_abdominis", "oblique_muscle", "quadratus_lumborum"):
+        assert codings[f"left_{muscle}"] == ("91723000", "1142228004", "7771000", ())
+        assert codings[f"right_{muscle}"] == ("91723000", "1142228004", "24028007", ())
+    fats = [codings[c.name] for c in BODY_COMP.classes if "fat" in c.name]
+    assert len(set(fats)) == len(fats) == 4
+
+
+def test_catalogue_codes_agree_with_the_dicom_standard():
+    """Every SNOMED code of the catalogues that DICOM PS3.16 lists (pydicom ships its concept table)
+    carries the meaning DICOM gives it: a mistyped code number would name another concept."""
+    from pydicom.sr._concepts_dict import concepts
+
+    dicom_meanings: dict[str, list[str]] = {}
+    for by_code in concepts["SCT"].values():
+        for code, (meaning, _) in by_code.items():
+            dicom_meanings.setdefault(code, []).append(meaning.lower())
+    used = {}
+    for cat in CATALOGUES.values():
+        for entry in cat.classes:
+            if entry.coding is not None:
+                used[entry.coding.code] = entry.coding.meaning
+                used.update(entry.coding.regions)
+    checked = 0
+    for code, meaning in used.items():
+        if code in dicom_meanings:
+            checked += 1
+            known = dicom_meanings[code]
+            assert any(meaning.lower() in k for k in known), (code, meaning, known)
+    assert checked >= 25  # the codes DICOM does not list (e.g. 67769002, 206007) come from the peer tools' tables
 
 
 def test_segment_a_dicom_series_writes_nifti_and_dicom_seg(model_dir, tmp_path, caplog):

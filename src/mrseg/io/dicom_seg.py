@@ -2,7 +2,8 @@
 
 Each segment carries the class name as its label, the structure's SNOMED CT type code from the
 class catalogue with a laterality modifier (SCT 7771000 Left / 24028007 Right) for paired
-structures, so left and right never share an identical coding, the catalogue's display colour
+structures, so left and right never share an identical coding, the anatomic regions that place a
+tissue type (body-composition fats: which fat is which), the catalogue's display colour
 (as CIELab, DICOM's recommended display value), and the algorithm (``mrseg`` with the model's
 name and the package version). The frames are the source slices in their own order; empty
 frames are left out, as highdicom does by default.
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from mrseg import __version__
-from mrseg.classes import SegmentClass, class_colors, find_class
+from mrseg.classes import Coding, SegmentClass, class_colors, find_class
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
 from mrseg.io.image import Image
@@ -33,8 +34,8 @@ anonymised or synthetic series) are filled empty in memory so the copy is valid.
 
 LATERALITY = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
 CATEGORIES = {"anatomical_structure": ("91723000", "Anatomical Structure"), "tissue": ("85756007", "Tissue")}
-GENERIC_TYPES = {"muscle": ("127954009", "Skeletal muscle"), "fat": ("55603005", "Fat")}
-"""Type codes for classes whose catalogue entry has no specific code (body-composition muscles and fats)."""
+UNCODED = Coding("91723000", "Anatomical Structure")
+"""The type of a class no catalogue knows (a custom model's): the category itself, DICOM's fallback."""
 
 
 def write_dicom_seg(
@@ -87,14 +88,16 @@ def write_dicom_seg(
     numbered = np.zeros(shape, np.uint8 if len(present) < 256 else np.uint16)
     for number, value in enumerate(present, start=1):
         entry = find_class(classes[value]) or SegmentClass(0, classes[value])
-        category_code, category_meaning = CATEGORIES[entry.category]
+        coding = entry.coding or UNCODED
+        category_code, category_meaning = CATEGORIES[coding.category]
         description = hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=classes[value],
             segmented_property_category=hd.sr.CodedConcept(category_code, "SCT", category_meaning),
-            segmented_property_type=_type_code(entry),
+            segmented_property_type=hd.sr.CodedConcept(coding.code, "SCT", coding.meaning),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            anatomic_regions=[hd.sr.CodedConcept(code, "SCT", meaning) for code, meaning in coding.regions] or None,
             display_color=hd.color.CIELabColor(*_rgb_to_cielab(colours[value])),
         )
         if entry.laterality is not None:
@@ -148,20 +151,6 @@ def _read_source(path: Path):  # type: ignore[no-untyped-def]
         if attribute not in dataset:
             setattr(dataset, attribute, "")  # type 2: present but may be empty, as DICOM allows
     return dataset
-
-
-def _type_code(entry: SegmentClass):  # type: ignore[no-untyped-def]
-    """The SNOMED type of a class: the catalogue's code, else a generic muscle/fat/structure concept."""
-    import highdicom as hd
-
-    if entry.code is not None:
-        return hd.sr.CodedConcept(entry.code[0], "SCT", entry.code[1])
-    kind = "fat" if "fat" in entry.name else "muscle" if ("muscle" in entry.name or "rectus" in entry.name or
-                                                            "lumborum" in entry.name) else None
-    if kind is None:
-        return hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
-    code, meaning = GENERIC_TYPES[kind]
-    return hd.sr.CodedConcept(code, "SCT", meaning)
 
 
 def _rgb_to_cielab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
