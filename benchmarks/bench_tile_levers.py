@@ -16,6 +16,7 @@ faults per tile, the process's peak RSS, and the share of voxels whose argmax eq
 float32's.
 
     python benchmarks/bench_tile_levers.py [--model DIR [--image SCAN]]
+    python benchmarks/bench_tile_levers.py --profile    # where mrseg's default tile spends its time
 """
 
 from __future__ import annotations
@@ -167,13 +168,39 @@ def run_variant(name: str, model: Path | None, image: Path | None, reference: Pa
             "peak_rss_gb": peak, "agreement": agreement, "classes": int(len(np.unique(labels)))}
 
 
+def profile_default_tile() -> None:
+    """torch.profiler's operator table for one tile as mrseg runs it by default (bf16, heap reuse,
+    lean forward), after a warm-up pass."""
+    import torch
+
+    from mrseg.inference.memory import reuse_freed_memory
+    from mrseg.model.networks import InferenceUNet, store_convolutions_in
+
+    network = stand_in_network().eval()
+    store_convolutions_in(network, torch.bfloat16)
+    tile = torch.randn(1, 1, *PATCH, generator=torch.Generator().manual_seed(1))
+    forward = InferenceUNet(network)
+    with reuse_freed_memory(True), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        forward(tile)
+        start = time.perf_counter()
+        forward(tile)
+        print(f"one bf16 lean tile: {time.perf_counter() - start:.2f} s")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            forward(tile)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model folder (its first fold is used); default random weights")
     parser.add_argument("--image", type=Path, help="with --model: a scan to take the tile from (default a phantom)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="profile one default (bf16 lean) tile instead")
     args = parser.parse_args()
+    if args.profile:
+        profile_default_tile()
+        return
     if args.variant == "conv":
         print(json.dumps({"fp32": conv_throughput("float32"), "bf16": conv_throughput("bfloat16")}))
         return
