@@ -126,17 +126,19 @@ BASE_CODES = {
 # Body composition. Fat types: Subcutaneous fatty tissue 67769002 (TotalSegmentator's and MOOSE's
 # DICOM-SEG tables) and Fat 55603005 (DICOM CID 7151/7166), placed by DICOM anatomic regions:
 # Abdominopelvic cavity 818987002 and Abdomen 818981001 (CID 7154), Buttock 46862004 and Thigh
-# 68367000 (CID 4). Muscles: Abdominal wall muscle 1142228004 (CID 7154, DICOM's abdominal
-# segmentation types) with laterality. No SNOMED concept for the rectus abdominis, the abdominal
-# obliques or the quadratus lumborum could be checked here (none is in DICOM's tables or the peer
-# tools' tables), so those three pairs share that type and differ by their segment labels.
-_ABDOMINAL_WALL_MUSCLE = Coding("1142228004", "Abdominal wall muscle")
+# 68367000 (CID 4). Muscles: no SNOMED concept for the rectus abdominis, the abdominal obliques or
+# the quadratus lumborum could be checked here (none is in DICOM's tables or the peer tools'), so
+# they are DICOM's Abdominal wall muscle 1142228004 (CID 7154) with laterality, told apart by the
+# part of the wall they make up, as TotalSegmentator's table tells vertebrae apart by spine region:
+# Anterior abdominal wall 59380008 (SNOMED CT, as the eHDSI body-site value set lists it), Flank
+# 58602004 and Lumbar region 52612000 (CID 4).
+_ABDOMINAL_WALL_MUSCLE = ("1142228004", "Abdominal wall muscle")
 BODY_COMP_CODES = {
     "subcutaneous_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE),
     "visceral_fat": Coding("55603005", "Fat", _TISSUE, (("818987002", "Abdominopelvic cavity"),)),
-    "rectus_abdominis": _ABDOMINAL_WALL_MUSCLE,
-    "oblique_muscle": _ABDOMINAL_WALL_MUSCLE,
-    "quadratus_lumborum": _ABDOMINAL_WALL_MUSCLE,
+    "rectus_abdominis": Coding(*_ABDOMINAL_WALL_MUSCLE, regions=(("59380008", "Anterior abdominal wall structure"),)),
+    "oblique_muscle": Coding(*_ABDOMINAL_WALL_MUSCLE, regions=(("58602004", "Flank"),)),
+    "quadratus_lumborum": Coding(*_ABDOMINAL_WALL_MUSCLE, regions=(("52612000", "Lumbar region"),)),
     "abdominal_subcutaneous_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE,
                                          (("818981001", "Abdomen"),)),
     "gluteofemoral_fat": Coding("67769002", "Subcutaneous fatty tissue", _TISSUE,

@@ -92,9 +92,9 @@ def test_synthetic_series_and_errors(tmp_path):
 
 
 def test_body_composition_segments_carry_tissue_types_and_regions(tmp_path):
-    """Each body-composition fat is told apart by its type and anatomic regions; left/right muscles by
-    laterality. The three muscle pairs share DICOM's Abdominal wall muscle type (no specific concept
-    could be checked), so they differ by their labels only: asserted here so a change is deliberate."""
+    """Every body-composition class has its own coding: the fats by type and anatomic regions, the
+    muscles (DICOM's Abdominal wall muscle: no specific concept could be checked) by the part of the
+    wall they make up and by laterality."""
     write_series(tmp_path / "series", slices=BODY_COMP.num_classes)
     series = select_series(tmp_path / "series")
     image = read_image(tmp_path / "series")
@@ -117,11 +117,11 @@ def test_body_composition_segments_carry_tissue_types_and_regions(tmp_path):
     assert codings["visceral_fat"] == ("85756007", "55603005", None, ("818987002",))
     assert codings["abdominal_subcutaneous_fat"] == ("85756007", "67769002", None, ("818981001",))
     assert codings["gluteofemoral_fat"] == ("85756007", "67769002", None, ("46862004", "68367000"))
-    for muscle in ("rectus_abdominis", "oblique_muscle", "quadratus_lumborum"):
-        assert codings[f"left_{muscle}"] == ("91723000", "1142228004", "7771000", ())
-        assert codings[f"right_{muscle}"] == ("91723000", "1142228004", "24028007", ())
-    fats = [codings[c.name] for c in BODY_COMP.classes if "fat" in c.name]
-    assert len(set(fats)) == len(fats) == 4
+    for muscle, region in (("rectus_abdominis", "59380008"), ("oblique_muscle", "58602004"),
+                           ("quadratus_lumborum", "52612000")):
+        assert codings[f"left_{muscle}"] == ("91723000", "1142228004", "7771000", (region,))
+        assert codings[f"right_{muscle}"] == ("91723000", "1142228004", "24028007", (region,))
+    assert len(set(codings.values())) == len(codings) == BODY_COMP.num_classes  # no two classes share one
 
 
 def test_catalogue_codes_agree_with_the_dicom_standard():
@@ -146,6 +146,9 @@ def test_catalogue_codes_agree_with_the_dicom_standard():
             known = dicom_meanings[code]
             assert any(meaning.lower() in k for k in known), (code, meaning, known)
     assert checked >= 25  # the codes DICOM does not list (e.g. 67769002, 206007) come from the peer tools' tables
+    for cat in CATALOGUES.values():  # every class is coded, and no two classes of a model share a coding
+        codings = [(e.coding.code, e.laterality, e.coding.regions) for e in cat.classes if e.coding is not None]
+        assert len(set(codings)) == len(codings) == cat.num_classes, cat.name
 
 
 def test_segment_a_dicom_series_writes_nifti_and_dicom_seg(model_dir, tmp_path, caplog):
