@@ -189,11 +189,19 @@ CATALOGUES: dict[str, Catalogue] = {BASE.name: BASE, BODY_COMP.name: BODY_COMP}
 
 
 def find_class(name: str) -> SegmentClass | None:
-    """The catalogue entry (colour, SNOMED code) of a class name in any catalogue, or None."""
-    for cat in CATALOGUES.values():
-        for entry in cat.classes:
-            if entry.name == name:
-                return entry
+    """The catalogue entry (colour, SNOMED code) of a class name in any catalogue, or None.
+
+    The side may also come last, as TotalSegmentator names classes (``kidney_left`` finds
+    ``left_kidney``), so a model folder whose dataset.json names its labels that way still gets
+    the catalogue's codes and colours.
+    """
+    structure, _, side = name.rpartition("_")
+    candidates = (name, f"{side}_{structure}") if side in ("left", "right") and structure else (name,)
+    for candidate in candidates:
+        for cat in CATALOGUES.values():
+            for entry in cat.classes:
+                if entry.name == candidate:
+                    return entry
     return None
 
 

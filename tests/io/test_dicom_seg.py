@@ -124,6 +124,14 @@ def test_body_composition_segments_carry_tissue_types_and_regions(tmp_path):
     assert len(set(codings.values())) == len(codings) == BODY_COMP.num_classes  # no two classes share one
 
 
+def test_classes_named_side_last_get_the_catalogue_codes():
+    from mrseg.classes import find_class
+
+    assert find_class("kidney_left") is find_class("left_kidney") is BY_NAME["left_kidney"]
+    assert find_class("rectus_abdominis_right").coding.regions == (("59380008", "Anterior abdominal wall structure"),)
+    assert find_class("left") is None and find_class("_left") is None and find_class("tumour_left") is None
+
+
 def test_catalogue_codes_agree_with_the_dicom_standard():
     """Every SNOMED code of the catalogues that DICOM PS3.16 lists (pydicom ships its concept table)
     carries the meaning DICOM gives it: a mistyped code number would name another concept."""
