@@ -16,6 +16,11 @@ Recipe (the model card, src/mrseg/models/demo/MODEL_CARD.md, records each run's 
 
     python scripts/train_demo_model.py --work /tmp/demo --out src/mrseg/models/demo \\
         --template ../shared/data/labels/example_ct__ref40.nii.gz --cases 120 --epochs 60
+
+Fine-tuning a trained model on the same cases and plans (a fresh poly schedule from its weights):
+
+    python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --skip-planning \\
+        --init-from src/mrseg/models/demo --epochs 40 --seed 1001 --out /tmp/demo_finetuned
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ def main() -> None:
     parser.add_argument("--augmentation-processes", type=int, default=1,
                         help="nnU-Net augmentation workers (0: in the training process)")
     parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
+    parser.add_argument("--init-from", type=Path, help="start from this model's fold 0 (fine-tuning, same plans)")
     parser.add_argument("--skip-synthesis", action="store_true")
     args = parser.parse_args()
 
@@ -136,7 +142,8 @@ def main() -> None:
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=10, seed=args.seed, initial_lr=args.lr,
-                               augmentation_processes=args.augmentation_processes)
+                               augmentation_processes=args.augmentation_processes,
+                               init_from=str(args.init_from) if args.init_from else None)
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,
