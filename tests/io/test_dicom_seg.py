@@ -133,14 +133,14 @@ def test_classes_named_side_last_get_the_catalogue_codes():
 
 
 def test_catalogue_codes_agree_with_the_dicom_standard():
-    """Every SNOMED code of the catalogues that DICOM PS3.16 lists (pydicom ships its concept table)
-    carries the meaning DICOM gives it: a mistyped code number would name another concept."""
-    from pydicom.sr._concepts_dict import concepts
+    """Every SNOMED code of the catalogues that DICOM PS3.16 lists (pydicom ships its concept table as
+    ``codes.SCT``) carries the meaning DICOM gives it: a mistyped code number would name another concept."""
+    from pydicom.sr.codedict import codes
 
     dicom_meanings: dict[str, list[str]] = {}
-    for by_code in concepts["SCT"].values():
-        for code, (meaning, _) in by_code.items():
-            dicom_meanings.setdefault(code, []).append(meaning.lower())
+    for keyword in codes.SCT.dir():
+        concept = getattr(codes.SCT, keyword)
+        dicom_meanings.setdefault(concept.value, []).append(concept.meaning.lower())
     used = {}
     for cat in CATALOGUES.values():
         for entry in cat.classes:

@@ -35,7 +35,7 @@ anonymised or synthetic series) are filled empty in memory so the copy is valid.
 LATERALITY = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
 CATEGORIES = {"anatomical_structure": ("91723000", "Anatomical Structure"), "tissue": ("85756007", "Tissue")}
 UNCODED = Coding("91723000", "Anatomical Structure")
-"""The type of a class no catalogue knows (a custom model's): the category itself, DICOM's fallback."""
+"""The type of a class no catalogue knows (a custom model's): its category, as nothing more specific is known."""
 
 
 def write_dicom_seg(
