@@ -15,7 +15,7 @@ from mrseg.errors import InputError, MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.dicom import select_series
 from mrseg.io.dicom_seg import write_dicom_seg
-from mrseg.io.files import case_name, image_suffix, read_image, write_image
+from mrseg.io.files import case_name, image_suffix, read_image, read_series, write_image
 from mrseg.postprocess import select_classes, write_class_masks
 from mrseg.report.preview import write_preview
 from mrseg.report.statistics import class_statistics, write_statistics
@@ -164,14 +164,18 @@ def run_batch(
             if on_case_start is not None:
                 on_case_start(case)
             try:
-                image = read_image(case.path, series=series, channel=channel)
+                # A DICOM folder's headers are scanned once: the series read here is also the one
+                # a DICOM-SEG references.
+                dicom = select_series(case.path, series) if case.path.is_dir() else None
+                image = (read_series(dicom, channel=channel, source=case.path) if dicom is not None
+                         else read_image(case.path, channel=channel))
                 segmentation = segmenter.run(image, source=str(case.path), on_tile=on_tile)
                 labels = select_classes(segmentation.labels, chosen.values()) if classes else segmentation.labels
                 if "nifti" in kinds:
                     write_image(labels, target)
-                if "dicom-seg" in kinds:
+                if dicom is not None and "dicom-seg" in kinds:
                     try:
-                        write_dicom_seg(labels, select_series(case.path, series), targets[kinds.index("dicom-seg")],
+                        write_dicom_seg(labels, dicom, targets[kinds.index("dicom-seg")],
                                         classes=class_names, model_name=model_name)
                     except InputError as err:
                         if output_type != "auto":

@@ -21,7 +21,7 @@ from mrseg.errors import InputError
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
-from mrseg.io.dicom import read_series_itk, select_series
+from mrseg.io.dicom import DicomSeries, read_series_itk, select_series
 from mrseg.io.image import Geometry, Image
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,25 @@ def read_image(
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
-        itk_image = read_series_itk(select_series(path, series))
-    else:
-        if image_suffix(path) is None:
-            raise InputError(
-                f"{path}: not a supported image file; use one of {', '.join(IMAGE_SUFFIXES)} "
-                "or a DICOM folder"
-            )
-        itk_image = _read_itk_file(path)
-    return _from_itk(itk_image, source=path, channel=channel)
+        return read_series(select_series(path, series), channel=channel, source=path)
+    if image_suffix(path) is None:
+        raise InputError(
+            f"{path}: not a supported image file; use one of {', '.join(IMAGE_SUFFIXES)} "
+            "or a DICOM folder"
+        )
+    return _from_itk(_read_itk_file(path), source=path, channel=channel)
+
+
+def read_series(series: DicomSeries, *, channel: int | None = None, source: Path | None = None) -> Image:
+    """Read a DICOM series already found (:func:`mrseg.io.dicom.select_series`), so a caller that
+    also needs the series itself (DICOM-SEG output) scans the folder's headers once.
+
+    Args:
+        series: the series.
+        channel: as for :func:`read_image`.
+        source: the path named in errors (default: the first slice's folder).
+    """
+    return _from_itk(read_series_itk(series), source=source or series.files[0].parent, channel=channel)
 
 
 def _check_nifti_complete(path: Path) -> None:
