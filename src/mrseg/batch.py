@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from mrseg.classes import class_colors
 from mrseg.errors import InputError, MrsegError
 from mrseg.inference.segmenter import Segmenter
 from mrseg.io.dicom import select_series
@@ -186,7 +185,7 @@ def run_batch(
                     write_class_masks(labels, chosen, masks_folder(case, out_dir, postfix))
                 if preview:
                     write_preview(labels, image, out_dir / f"{case.name}_{postfix}_preview.png", names=class_names,
-                                  colors=class_colors(class_names), title=case.name)
+                                  title=case.name)
                 if statistics:
                     rows = class_statistics(labels, image, names=class_names)
                     write_statistics(rows, statistics_base(case, out_dir, postfix),

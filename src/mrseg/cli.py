@@ -635,7 +635,6 @@ def _class_names(args: argparse.Namespace) -> dict[int, str]:
 
 
 def _run_preview(args: argparse.Namespace) -> int:
-    from mrseg.classes import class_colors
     from mrseg.errors import MrsegError
     from mrseg.io import case_name, read_image
     from mrseg.report.preview import write_preview
@@ -644,7 +643,7 @@ def _run_preview(args: argparse.Namespace) -> int:
         names = _class_names(args)
         out = Path(args.out) if args.out else Path(args.labels).with_name(f"{case_name(args.labels)}_preview.png")
         written = write_preview(read_image(args.labels), read_image(args.image), out, names=names,
-                                colors=class_colors(names), title=case_name(args.image))
+                                title=case_name(args.image))
     except MrsegError as err:
         log.error("%s", err)
         return 2

@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mrseg.classes import class_colors
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
 from mrseg.io.image import Image
@@ -49,7 +50,7 @@ def render_preview(
     image: Image,
     *,
     names: Mapping[int, str],
-    colors: Mapping[int, tuple[int, int, int]],
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
     title: str = "",
     alpha: float = 0.45,
 ) -> bytes:
@@ -59,7 +60,8 @@ def render_preview(
         labels: the label map.
         image: the image it was made from (same grid).
         names: label value → class name, for the legend.
-        colors: label value → RGB (0–255); values without one are grey.
+        colors: label value → RGB (0–255); values without one are grey. Default: the catalogue's
+            colours for ``names`` (:func:`mrseg.classes.class_colors`).
         title: a line above the views (the case name, say).
         alpha: overlay opacity.
     """
@@ -70,6 +72,8 @@ def render_preview(
     except ImportError as err:
         raise InputError("previews need matplotlib: pip install 'mrseg[report]'") from err
 
+    if colors is None:
+        colors = class_colors(names)
     views = preview_slices(labels, image)
     lo, hi = _window(image.array)
     present = [int(v) for v in np.unique(labels.array) if v != 0]
@@ -110,7 +114,7 @@ def write_preview(
     path: str | os.PathLike[str],
     *,
     names: Mapping[int, str],
-    colors: Mapping[int, tuple[int, int, int]],
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
     title: str = "",
 ) -> Path:
     """Render the preview and write it to ``path`` atomically."""
