@@ -319,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _orientation_option(value: str) -> str | None:
+    """An ``--orientation`` value: an axis code, or None for 'none' (keep the file's axes)."""
+    return None if str(value).lower() == "none" else value
+
+
 def _run_segment(args: argparse.Namespace) -> int:
     from mrseg.batch import collect_cases, model_postfix
 
@@ -362,7 +367,7 @@ def _segment_with(model: str | None, postfix: str, cases: list, args: argparse.N
 
     folds = args.folds if args.folds is not None else (["0"] if args.fast else None)
     step = args.step if args.step is not None else (0.8 if args.fast else 0.5)
-    orientation = None if str(args.orientation).lower() == "none" else args.orientation
+    orientation = _orientation_option(args.orientation)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     try:
         segmenter = Segmenter(
@@ -546,7 +551,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
             cases = cases_from_folder(source, label_map=args.label_map)
         else:
             cases = cases_from_csv(source, label_map=args.label_map)
-        orientation = None if args.orientation.lower() == "none" else args.orientation
+        orientation = _orientation_option(args.orientation)
         target = build_dataset(cases, raw, dataset_id=args.id, name=args.name, overwrite=args.overwrite,
                                orientation=orientation)
     except MrsegError as err:
