@@ -65,13 +65,6 @@ class Catalogue:
         """Number of foreground classes (background excluded)."""
         return len(self.classes)
 
-    def color_of(self, name: str) -> tuple[int, int, int]:
-        """Display colour (RGB 0–255) of a class name; names the catalogue lacks get grey."""
-        for c in self.classes:
-            if c.name == name:
-                return c.color
-        return (128, 128, 128)
-
     def name_of(self, index: int) -> str:
         for c in self.classes:
             if c.index == index:

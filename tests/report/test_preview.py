@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from mrseg.classes import BASE, class_colors
+from mrseg.classes import BASE, class_colors, find_class
 from mrseg.cli import main
 from mrseg.errors import InputError
 from mrseg.io import Image, write_image
@@ -59,7 +59,7 @@ def test_png_has_the_overlay_colour_and_a_legend(tmp_path):
     png = render_preview(labels, image, names=NAMES, colors=class_colors(NAMES), title="case")
     assert png.startswith(b"\x89PNG")
     pixels = imread(io.BytesIO(png))[..., :3]
-    liver = np.asarray(BASE.color_of("liver")) / 255.0
+    liver = np.asarray(find_class("liver").color) / 255.0
     # Blended overlay pixels lie between the liver colour and grey; the legend patch is the pure colour.
     assert (np.abs(pixels - liver).max(-1) < 0.02).any()
 
@@ -73,7 +73,7 @@ def test_images_on_another_grid_are_refused():
 
 def test_unknown_names_get_distinct_colours():
     colours = class_colors({1: "spleen", 7: "my_tumour", 8: "my_cyst"})
-    assert colours[1] == BASE.color_of("spleen") and colours[7] != colours[8]
+    assert colours[1] == find_class("spleen").color and colours[7] != colours[8]
 
 
 def test_preview_command(tmp_path):
