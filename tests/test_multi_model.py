@@ -28,7 +28,7 @@ def test_combine_shifts_later_models_and_the_first_wins():
     base[2:6] = 5
     body[4:10] = 1
     body[12:14] = 10
-    combined = combine_label_maps([grid.with_array(base), grid.with_array(body)], [40, 0][::-1])
+    combined = combine_label_maps([grid.with_array(base), grid.with_array(body)], [0, 40])
     assert combined.geometry == grid.geometry and combined.array.dtype == np.uint8
     assert (combined.array[2:6] == 5).all()            # base wins where both label
     assert (combined.array[6:10] == 41).all() and (combined.array[12:14] == 50).all()
