@@ -14,6 +14,7 @@ import time
 import torch
 
 import mrseg.model.networks as nm
+from mrseg.inference.lean_unet import InferenceUNet
 from mrseg.inference.memory import reuse_freed_memory
 from mrseg.model import load_model
 
@@ -37,7 +38,7 @@ def timed(fn, n=4):
 extra = ""
 if variant == "lean-bf16":
     nm.store_convolutions_in(net, torch.bfloat16)
-    lean = nm.InferenceUNet(net)
+    lean = InferenceUNet(net)
     def fn():
         with reuse_freed_memory(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return lean(tile)

@@ -130,8 +130,9 @@ def run_variant(name: str, model: Path | None, image: Path | None, reference: Pa
     """Runs inside the child process."""
     import torch
 
+    from mrseg.inference.lean_unet import InferenceUNet
     from mrseg.inference.memory import reuse_freed_memory
-    from mrseg.model.networks import InferenceUNet, store_convolutions_in
+    from mrseg.model.networks import store_convolutions_in
 
     precision, reuse, channels_last, lean, _ = VARIANTS[name]
     if model is None:
@@ -173,8 +174,9 @@ def profile_default_tile() -> None:
     lean forward), after a warm-up pass."""
     import torch
 
+    from mrseg.inference.lean_unet import InferenceUNet
     from mrseg.inference.memory import reuse_freed_memory
-    from mrseg.model.networks import InferenceUNet, store_convolutions_in
+    from mrseg.model.networks import store_convolutions_in
 
     network = stand_in_network().eval()
     store_convolutions_in(network, torch.bfloat16)

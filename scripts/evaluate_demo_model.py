@@ -26,6 +26,7 @@ def main() -> None:
     from mrseg.demo import per_class_dice
     from mrseg.inference.segmenter import Segmenter
     from mrseg.io import read_image
+    from mrseg.model.store import resolve_model_folder
     from mrseg.phantom.cases import make_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the per-class table (model card) here")
     args = parser.parse_args()
 
-    segmenter = Segmenter(args.model, precision="fp32")
+    segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32")  # a name (demo) or a folder
     results: dict[str, dict[str, float]] = {}
     for modality, sequence in CONTRASTS:
         scores: dict[str, list[float]] = {}

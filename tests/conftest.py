@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import model_factory
+from archive_server import ArchiveServer, published_zip
+from mrseg.model import store
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -67,3 +71,26 @@ def private_weights_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("MRSEG_OFFLINE", "1")
     monkeypatch.delenv("MRSEG_MIRROR", raising=False)
     return home
+
+
+@pytest.fixture()
+def archive(model_dir, tmp_path) -> bytes:
+    """A tiny model zipped as the published archive is laid out."""
+    return published_zip(model_dir(), tmp_path / "weights.zip")
+
+
+@pytest.fixture()
+def server(archive):
+    """A real HTTP server on 127.0.0.1 serving ``archive`` (ranges, drops: tests/archive_server.py)."""
+    served = ArchiveServer(archive)
+    yield served
+    served.close()
+
+
+@pytest.fixture()
+def registry(monkeypatch, archive):
+    """The base entry with the served archive's checksum; downloads allowed."""
+    monkeypatch.delenv("MRSEG_OFFLINE", raising=False)
+    entry = dataclasses.replace(store.PUBLISHED["base"], sha256=hashlib.sha256(archive).hexdigest())
+    monkeypatch.setitem(store.PUBLISHED, "base", entry)
+    return entry

@@ -167,6 +167,23 @@ def train_state_dict(plans: dict[str, Any], *, steps: int = 160, seed: int = 0) 
     return {k: copies.setdefault(v.data_ptr(), v.detach().clone()) for k, v in network.state_dict().items()}
 
 
+def tiny_networks(count: int = 2, kind: str = "PlainConvUNet") -> list[Any]:
+    """``count`` untrained tiny networks (seeds 0, 1, ...) of the plans' architecture, 5 output heads, in eval mode."""
+    import torch
+
+    from mrseg.model.networks import build_network
+    from mrseg.model.plans import parse_plans
+
+    plans = parse_plans(make_plans(kind=kind))
+    config = plans.configuration("3d_fullres")
+    built = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        network = build_network(config.architecture, num_input_channels=1, num_output_channels=5).eval()
+        built.append(network)
+    return built
+
+
 def perturbed(state: dict[str, Any], seed: int, scale: float = 0.05) -> dict[str, Any]:
     """A nearby set of weights standing in for another fold."""
     import torch

@@ -37,6 +37,13 @@ def phantom_image(
                             direction=direction)
 
 
+def nnunet_plans_manager(plans: dict):
+    """nnU-Net v2's ``PlansManager`` for a plans.json dict (the reference for plans-driven steps)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return PlansManager(plans)
+
+
 def nnunet_predictor(model_folder, *, folds=(0, 1), step: float = 0.5, mirroring: bool = False,
                      checkpoint_name: str = "checkpoint_final.pth"):
     import torch

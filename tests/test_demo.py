@@ -15,7 +15,7 @@ from mrseg.cli import main
 from mrseg.demo import run_demo
 from mrseg.errors import ModelError
 from mrseg.io import read_image
-from mrseg.model.loader import bundled_model_folder, resolve_model_folder
+from mrseg.model.store import bundled_model_folder, resolve_model_folder
 from mrseg.phantom.cases import make_case, write_case
 
 MIN_LIVER_DICE = 0.5  # the model card: 0.90 on held-out phantoms of every contrast

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from mrseg.classes import BASE
 from mrseg.cli import main
-from mrseg.errors import InputError
 from mrseg.io import read_image, write_image
-from mrseg.postprocess import resolve_classes, select_classes, write_class_masks
+from mrseg.postprocess import select_classes, write_class_masks
 from parity import phantom_image
-
-FOREGROUND = {c.name: c.index for c in BASE.classes}
-
-
-def test_names_and_numbers_resolve_in_label_order():
-    assert resolve_classes(["liver", "spleen", "13", "liver"], FOREGROUND) == {"spleen": 1, "liver": 5, "aorta": 13}
-
-
-def test_unknown_classes_are_refused_with_suggestions():
-    with pytest.raises(InputError, match=r"unknown class 'livr' in --classes; did you mean liver\?"):
-        resolve_classes(["livr"], FOREGROUND)
-    with pytest.raises(InputError, match=r"unknown class 'left_kidnee'.*did you mean left_kidney"):
-        resolve_classes(["left_kidnee"], FOREGROUND)
-    with pytest.raises(InputError, match=r"unknown class '99'.*the model's classes: spleen, right_kidney"):
-        resolve_classes(["99"], FOREGROUND)
 
 
 def test_select_keeps_only_the_chosen_values():

@@ -1,15 +1,16 @@
 """mrseg: segment 40 anatomical structures in MRI and CT with nnU-Net v2 models.
 
-The Python entry point is :func:`segment`; for many images, build one
-:class:`~mrseg.inference.Segmenter` and call it per image so the model loads once.
+The Python entry point is :func:`segment` (one image in memory → its label map; the model is
+loaded once per process and kept). For files and folders with every output, records and resume,
+use :mod:`mrseg.pipeline` (what ``mrseg segment`` runs).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-__version__ = "0.1.0"
+from mrseg._version import __version__
 
 if TYPE_CHECKING:
     from mrseg.io.image import Image
@@ -53,12 +54,17 @@ def segment(
     from mrseg.io.files import read_image
     from mrseg.io.image import Image as _Image
     from mrseg.model.loader import Model as _Model
-    from mrseg.model.loader import resolve_model_folder
+    from mrseg.model.store import resolve_model_folder
+    from mrseg.pipeline import ModelSpec, load
 
-    loaded: Any = model if isinstance(model, _Model) else resolve_model_folder(model, install_missing=True)
-    segmenter = Segmenter(loaded, folds=folds, step=step, tta=tta, device=device, threads=threads)
     volume = image if isinstance(image, _Image) else read_image(image, series=series, channel=channel)
-    return segmenter.segment(volume)
+    if isinstance(model, _Model):
+        return Segmenter(model, step=step, tta=tta, device=device, threads=threads).segment(volume)
+    # A named published model is installed on first use; the model is loaded once per process.
+    spec = ModelSpec(resolve_model_folder(model, install_missing=True), name=str(model) if model else None,
+                     folds=tuple(str(f) for f in folds) if folds is not None else None, step=step, tta=tta,
+                     device=device, threads=threads)
+    return load(spec).segmenter.segment(volume)
 
 
 __all__ = ["__version__", "segment"]

@@ -3,9 +3,11 @@
 Nothing else in the package hard-codes a label number; code asks this module instead.
 
 Example:
-    >>> from mrseg.classes import catalogue
+    >>> from mrseg.classes import catalogue, resolve_classes
     >>> catalogue("base").index_of("liver")
     5
+    >>> resolve_classes(["liver", "1"], catalogue("base").foreground)
+    {'spleen': 1, 'liver': 5}
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 from mrseg.errors import InputError
 
@@ -65,6 +67,11 @@ class Catalogue:
         """Number of foreground classes (background excluded)."""
         return len(self.classes)
 
+    @property
+    def foreground(self) -> dict[str, int]:
+        """Class name → label value in label order, as a model's dataset.json lists its foreground."""
+        return {c.name: c.index for c in self.classes}
+
     def name_of(self, index: int) -> str:
         for c in self.classes:
             if c.index == index:
@@ -76,9 +83,7 @@ class Catalogue:
         for c in self.classes:
             if c.name == name:
                 return c.index
-        hints = get_close_matches(name, self.names, n=3)
-        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-        raise InputError(f"unknown class {name!r} for the {self.name!r} model{hint}")
+        raise InputError(f"unknown class {name!r} for the {self.name!r} model{_did_you_mean(name, self.names)}")
 
 
 def _make(name: str, entries: list[tuple[str, tuple[int, int, int]]],
@@ -218,3 +223,49 @@ def catalogue(name: str) -> Catalogue:
         return CATALOGUES[name]
     except KeyError:
         raise InputError(f"unknown catalogue {name!r}; valid: {', '.join(CATALOGUES)}") from None
+
+
+def _did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"; did you mean a, b?"`` with up to three of ``names`` close to ``name``, or ``""``."""
+    hints = get_close_matches(name, list(names), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+
+def resolve_classes(
+    requested: Sequence[str], foreground: Mapping[str, int], *, option: str = "--classes"
+) -> dict[str, int]:
+    """Class names or label numbers → ``{name: value}`` in the model's label order.
+
+    The one place a user's choice of classes is read, for ``mrseg segment --classes`` and
+    ``mrseg evaluate --classes`` alike. Repeats are dropped; background (0) is not a
+    class to choose.
+
+    Args:
+        requested: names (``liver``) or label values (``5``) of the model's classes.
+        foreground: the model's classes, name → label value (a dataset.json's labels without
+            background, or :attr:`Catalogue.foreground`).
+        option: the command-line option or argument the names came from, named in the error.
+
+    Returns:
+        The chosen classes, name → label value, ordered by label value.
+
+    Raises:
+        InputError: a name or number the model does not have; the message names ``option`` and
+            the closest names, or all the model's classes when none is close.
+
+    Example:
+        >>> resolve_classes(["liver", "1", "liver"], {"spleen": 1, "liver": 5})
+        {'spleen': 1, 'liver': 5}
+    """
+    by_value = {value: name for name, value in foreground.items()}
+    chosen: set[str] = set()
+    for item in requested:
+        if item in foreground:
+            chosen.add(item)
+        elif item.isdecimal() and int(item) in by_value:  # isdigit() passes '²', which int() refuses
+            chosen.add(by_value[int(item)])
+        else:
+            hint = _did_you_mean(item, foreground) or f"; the model's classes: {', '.join(foreground)}"
+            raise InputError(f"unknown class {item!r} in {option}{hint}")
+    return {name: value for name, value in sorted(foreground.items(), key=lambda kv: kv[1]) if name in chosen}
+

@@ -17,8 +17,7 @@ import numpy as np
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.evaluation.metrics import dice
-from mrseg.io import read_image, write_image
-from mrseg.io.files import case_name
+from mrseg.io.files import case_name, read_image
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,12 @@ def run_demo(
     Raises:
         InputError / ModelError: bad input, or the demo model missing from the installation.
     """
-    from mrseg.inference.segmenter import Segmenter
+    from mrseg.model.store import resolve_model_folder
     from mrseg.phantom.cases import make_case, write_case
+    from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, clean_output_folder, load, process_case
 
-    segmenter = Segmenter(model, precision="fp32")  # first: a missing model costs nothing
+    # The model first: a missing model costs nothing.
+    loaded = load(ModelSpec(resolve_model_folder(model), name=str(model), precision="fp32"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth_path: Path | None
@@ -75,17 +76,21 @@ def run_demo(
         image_path = Path(image)
         beside = image_path.parent / f"{case_name(image_path)}_labels.nii.gz"
         truth_path = Path(truth) if truth is not None else (beside if beside.is_file() else None)
-    source = read_image(image_path)
-    result = segmenter.run(source)
-    labels_path = out / f"{case_name(image_path)}_seg.nii.gz"
-    write_image(result.labels, labels_path)
+    outputs = OutputSpec(out, output_type="nifti", overwrite=True)
+    outcome = process_case(CaseSpec.of(image_path), loaded, outputs, keep_labels=True)
+    clean_output_folder(out)
+    if outcome.record.status == "failed" or outcome.labels is None:
+        raise InputError(outcome.record.error or f"{image_path}: not segmented")
+    labels = outcome.labels
     scores: dict[str, float] = {}
     if truth_path is not None:
         reference = read_image(truth_path)
-        if not reference.geometry.same_grid(source.geometry, atol=1e-3):
+        if not reference.geometry.same_grid(labels.geometry, atol=1e-3):
             raise InputError(f"{truth_path}: the truth is not on the grid of {image_path}")
-        scores = per_class_dice(result.labels.array, reference.array, min_voxels=min_voxels)
-    return DemoResult(image_path, labels_path, truth_path, scores, sum(result.timings.values()))
+        scores = per_class_dice(labels.array, reference.array, min_voxels=min_voxels)
+    seconds = sum(v for k, v in outcome.record.timings.items() if k in ("preprocess", "predict", "export"))
+    return DemoResult(image_path, outputs.paths(case_name(image_path))["labels"], truth_path,
+                      scores, seconds)
 
 
 def per_class_dice(predicted: np.ndarray, truth: np.ndarray, *, min_voxels: int = 10) -> dict[str, float]:

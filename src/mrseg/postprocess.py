@@ -2,6 +2,7 @@
 
 Example:
     >>> import numpy as np
+    >>> from mrseg.classes import resolve_classes
     >>> from mrseg.io import Geometry, Image
     >>> g = Geometry((1, 1, 3), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     >>> keep = resolve_classes(["liver", "1"], {"spleen": 1, "liver": 5})
@@ -16,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -25,30 +25,6 @@ import numpy as np
 from mrseg.errors import InputError
 from mrseg.io.files import write_image
 from mrseg.io.image import Image
-
-
-def resolve_classes(requested: Sequence[str], foreground: Mapping[str, int]) -> dict[str, int]:
-    """Class names or label numbers → ``{name: value}`` in the model's order.
-
-    Args:
-        requested: names (``liver``) or label values (``5``) of the model's classes.
-        foreground: the model's classes, name → label value.
-
-    Raises:
-        InputError: a name or number the model does not have, with the closest names.
-    """
-    by_value = {value: name for name, value in foreground.items()}
-    chosen: set[str] = set()
-    for item in requested:
-        if item in foreground:
-            chosen.add(item)
-        elif item.isdigit() and int(item) in by_value:
-            chosen.add(by_value[int(item)])
-        else:
-            hints = get_close_matches(item, list(foreground), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(hints)}?" if hints else f"; the model's classes: {', '.join(foreground)}"
-            raise InputError(f"unknown class {item!r} in --classes{hint}")
-    return {name: value for name, value in sorted(foreground.items(), key=lambda kv: kv[1]) if name in chosen}
 
 
 def select_classes(labels: Image, values: Iterable[int]) -> Image:
@@ -122,4 +98,4 @@ def combined_classes(models: Sequence[Mapping[str, int]]) -> tuple[list[int], di
     return offsets, table
 
 
-__all__ = ["combine_label_maps", "combined_classes", "resolve_classes", "select_classes", "write_class_masks"]
+__all__ = ["combine_label_maps", "combined_classes", "select_classes", "write_class_masks"]

@@ -14,11 +14,10 @@ from mrseg.evaluation import (
     evaluate_cohort,
     pair_cases,
     read_metadata,
-    resample_labels,
     strata_from_pattern,
 )
 from mrseg.evaluation.cohort import compile_pattern
-from mrseg.io import read_image, write_image
+from mrseg.io import read_image, resample_labels, write_image
 from mrseg.io.orientation import reorient
 
 CLASSES = ["spleen", "right_kidney", "liver", "aorta"]  # labels 1, 2, 5, 13 of the synthetic volumes

@@ -13,7 +13,7 @@ import torch
 
 import model_factory
 from mrseg.errors import ModelError
-from mrseg.model import WEIGHTS_ENV, Model, available_folds, load_model, resolve_model_folder
+from mrseg.model import Model, available_folds, load_model
 from mrseg.model.checkpoint import load_checkpoint
 from mrseg.model.networks import build_network
 from mrseg.model.plans import parse_plans
@@ -116,8 +116,15 @@ def test_folder_may_be_a_string(tmp_path, weights):
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(ModelError, match=rf"model folder {tmp_path / 'nope'} does not exist; pass --model"):
+    with pytest.raises(ModelError, match=rf"model folder {tmp_path / 'nope'} does not exist; pass a model folder.*"
+                                         r"mrseg\.model\.store\.resolve_model_folder"):
         load_model(tmp_path / "nope")
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    (tmp_path / "model.zip").write_bytes(b"PK")
+    with pytest.raises(ModelError, match=r"model\.zip is a file, not a folder; pass a model folder"):
+        load_model(tmp_path / "model.zip")
 
 
 def test_missing_plans(tmp_path, weights):
@@ -230,6 +237,21 @@ def test_truncated_checkpoint(tmp_path, weights):
         load_model(folder)
 
 
+def test_empty_checkpoint_says_so(tmp_path, weights):
+    folder = write(tmp_path / "m", weights, num_folds=1)
+    (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"fold_0/checkpoint_final\.pth: cannot load checkpoint \(the file is "
+                                         r"empty, 0 bytes\); re-download or re-export the model"):
+        load_model(folder)
+
+
+def test_an_error_without_a_message_is_named_by_its_type(tmp_path):
+    path = tmp_path / "checkpoint_final.pth"
+    path.write_bytes(b"\x80\x02")  # a pickle header, then nothing: torch raises a bare EOFError
+    with pytest.raises(ModelError, match=r"checkpoint_final\.pth: cannot load checkpoint \(EOFError\)"):
+        load_checkpoint(path)
+
+
 def test_file_that_is_not_an_nnunet_checkpoint(tmp_path):
     path = tmp_path / "checkpoint_final.pth"
     torch.save({"state_dict": {}}, path)
@@ -307,31 +329,6 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path, weights):
     assert not marker.exists()
     torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)  # the unsafe load runs it
     assert marker.is_dir()
-
-
-# --------------------------------------------------------------------------- resolve_model_folder
-
-
-def test_explicit_model_path_wins(tmp_path, monkeypatch):
-    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "from_env"))
-    assert resolve_model_folder(tmp_path / "explicit") == tmp_path / "explicit"
-    assert resolve_model_folder(str(tmp_path / "explicit")) == tmp_path / "explicit"
-
-
-def test_environment_variable_is_used(tmp_path, monkeypatch):
-    monkeypatch.setenv("MRSEG_WEIGHTS_PATH", str(tmp_path / "from_env"))
-    assert resolve_model_folder(None) == tmp_path / "from_env"
-
-
-@pytest.mark.parametrize("env", [None, ""])
-def test_no_model_anywhere(monkeypatch, env):
-    if env is None:
-        monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(WEIGHTS_ENV, env)
-    with pytest.raises(ModelError, match=r"--model.*MRSEG_WEIGHTS_PATH") as info:
-        resolve_model_folder(None)
-    assert "weights.zip" in str(info.value)
 
 
 # --------------------------------------------------------------------------- networks

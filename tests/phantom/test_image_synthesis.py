@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrseg.errors import InputError
-from mrseg.io import Image
+from mrseg.io import Image, resample_labels
 from mrseg.io.orientation import direction_from_code
 from mrseg.phantom.anatomy import generate_anatomy
 from mrseg.phantom.cases import grid_covering
@@ -14,7 +14,6 @@ from mrseg.phantom.synthesis import (
     SEQUENCES,
     SynthesisOptions,
     bias_field,
-    resample_labels,
     synthesize,
     tissues_from_labels,
 )

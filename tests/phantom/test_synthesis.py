@@ -18,12 +18,12 @@ from mrseg.errors import InputError
 from mrseg.io.files import read_image
 from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import direction_from_code, reorient, rotation_matrix
+from mrseg.io.resample import resample_labels
 from mrseg.phantom.synthesis import (
     MR_SCALE,
     SEQUENCES,
     SynthesisOptions,
     bias_field,
-    resample_labels,
     synthesize,
     tissue_signals,
     tissues_from_labels,

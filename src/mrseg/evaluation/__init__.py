@@ -22,7 +22,6 @@ from mrseg.evaluation.cohort import (
     evaluate_cohort,
     pair_cases,
     read_metadata,
-    resample_labels,
     select_classes,
     strata_from_pattern,
 )
@@ -60,7 +59,7 @@ __all__ = [
     "EvaluationSettings", "LabelMap", "MaskMetrics", "MetricAccumulator", "MetricRecord", "Pairing",
     "ReportFiles", "Status", "Summary", "SummaryRow", "SurfaceDistances", "average_symmetric_surface_distance",
     "compare_labels", "compare_masks", "dice", "evaluate_case", "evaluate_cohort", "hausdorff_distance", "hd95",
-    "label_map", "load_label_map", "normalized_surface_dice", "pair_cases", "read_metadata", "resample_labels",
+    "label_map", "load_label_map", "normalized_surface_dice", "pair_cases", "read_metadata",
     "resolve_label_map", "select_classes", "strata_from_pattern", "surface", "surface_distances",
     "target_for_name", "write_report",
 ]

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mrseg.classes import BASE
+from mrseg.classes import BASE, resolve_classes
 from mrseg.errors import InputError
 from mrseg.evaluation.label_maps import LabelMap, resolve_label_map
 from mrseg.evaluation.metrics import (
@@ -43,8 +43,9 @@ from mrseg.evaluation.metrics import (
     label_bounding_boxes,
     values_of,
 )
-from mrseg.io.files import case_name, image_suffix, read_geometry, read_image, to_itk
+from mrseg.io.files import case_name, image_suffix, read_geometry, read_image
 from mrseg.io.image import Geometry, Image
+from mrseg.io.resample import resample_labels
 
 log = logging.getLogger(__name__)
 
@@ -290,18 +291,13 @@ def select_classes(
         The labels in index order, and warnings about requested classes a map does not define.
 
     Raises:
-        InputError: an unknown class, or no class left to evaluate.
+        InputError: an unknown class (:func:`mrseg.classes.resolve_classes`), or no class left
+            to evaluate.
     """
-    requested: list[int] = []
-    for item in classes if classes is not None else [c.index for c in BASE.classes]:
-        text = str(item).strip()
-        if text.isdigit():
-            index = int(text)
-            if not 1 <= index <= BASE.num_classes:
-                raise InputError(f"class number {index} is outside 1..{BASE.num_classes}")
-            requested.append(index)
-        else:
-            requested.append(BASE.index_of(text))
+    if classes is None:
+        requested = [c.index for c in BASE.classes]
+    else:
+        requested = list(resolve_classes([str(item).strip() for item in classes], BASE.foreground).values())
     both = pred_map.defines & ref_map.defines
     warnings = []
     for side, labels in (("prediction", pred_map), ("reference", ref_map)):
@@ -317,19 +313,6 @@ def select_classes(
             "share none of the requested classes; check --classes, --pred-map and --ref-map"
         )
     return chosen, warnings
-
-
-def resample_labels(labels: Image, target: Geometry) -> Image:
-    """Nearest-neighbour resampling of a label image onto another grid (SimpleITK); outside is 0."""
-    import SimpleITK as sitk
-
-    reference = sitk.Image([int(s) for s in target.shape[::-1]], sitk.sitkUInt8)
-    reference.SetSpacing(target.spacing)
-    reference.SetOrigin(target.origin)
-    reference.SetDirection(target.direction)
-    moving = to_itk(labels)
-    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
-    return Image(sitk.GetArrayFromImage(out), target)
 
 
 def _show(values: Sequence[float]) -> str:

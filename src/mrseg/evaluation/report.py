@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mrseg import __version__
+from mrseg._version import __version__
 from mrseg.errors import InputError
 from mrseg.evaluation.cohort import CohortEvaluation, SummaryRow
 from mrseg.evaluation.metrics import DISTANCE_METRICS, METRIC_TITLES, METRICS, MetricRecord, Status, values_of

@@ -6,7 +6,7 @@ on first touch, and hands it back with ``munmap`` on free. On the MRSegmentator-
 that was about 9 GB of freshly zeroed pages per float32 tile and a third of all CPU time
 (../shared/BASELINE.md). Inside :func:`reuse_freed_memory` glibc serves blocks up to
 :data:`HEAP_BLOCK_LIMIT` from its heap and keeps freed ones there, so later tiles reuse pages
-that are already mapped; the lean forward pass (:class:`mrseg.model.networks.InferenceUNet`)
+that are already mapped; the lean forward pass (:class:`mrseg.inference.lean_unet.InferenceUNet`)
 runs its large convolutions in slabs of about 8 MiB, so most of its traffic is in such
 blocks. Whole activations (over 100 MB on that network) still get their own ``mmap`` and go
 back on free: kept in the heap they fragment it, and that cost about 0.25 GB of peak memory

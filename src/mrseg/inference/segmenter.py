@@ -12,18 +12,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from mrseg.errors import InputError
 from mrseg.inference.export import SlabExport, exports_in_slabs
+from mrseg.inference.lean_unet import InferenceUNet
 from mrseg.inference.preprocess import preprocess
 from mrseg.inference.sliding_window import PRECISIONS, count_tiles, iter_logit_slabs, stream_axis
 from mrseg.io.image import Image
 from mrseg.io.orientation import reorient
-from mrseg.model.loader import Fold, Model, load_model, resolve_model_folder
-from mrseg.model.networks import InferenceUNet
+from mrseg.model.loader import Fold, Model, load_model
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ class Segmenter:
     """A model loaded once, ready to segment many images.
 
     Args:
-        model: a loaded :class:`~mrseg.model.Model` or the path of an nnU-Net v2 model folder.
+        model: a loaded :class:`~mrseg.model.Model` or the path of an nnU-Net v2 model folder
+            (a model name such as ``base`` or ``demo`` is resolved first, with
+            :func:`mrseg.model.store.resolve_model_folder`; the engine never downloads).
         folds: folds to ensemble when ``model`` is a path (default: all present).
         checkpoint_name: ``checkpoint_final.pth`` (default) or ``checkpoint_best.pth``.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -179,8 +182,10 @@ class Segmenter:
             raise InputError(f"step must be in (0, 1], got {step}")
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
+        # Only a folder is loaded here: a model name is resolved (and installed, where the caller
+        # allows downloads) by mrseg.model.store before the engine is built.
         self.model = model if isinstance(model, Model) else load_model(
-            resolve_model_folder(model, install_missing=True), folds=folds, checkpoint_name=checkpoint_name
+            Path(model), folds=folds, checkpoint_name=checkpoint_name
         )
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from mrseg.inference.lean_unet import InferenceUNet
 from mrseg.inference.memory import reuse_freed_memory
-from mrseg.model.networks import InferenceUNet
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Network precisions: plain float32, or autocast to bfloat16 / float16."""

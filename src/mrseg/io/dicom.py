@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mrseg.errors import InputError
+from mrseg.io.paths import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -120,7 +121,10 @@ def select_series(folder: str | os.PathLike[str], series_uid: str | None = None)
     """The one series to read from ``folder``; several without ``series_uid`` is an error."""
     found = find_series(folder)
     if not found:
-        raise InputError(f"{folder}: no DICOM image files found in this folder or below it")
+        raise InputError(
+            f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder and no DICOM "
+            "image files in it or below it; give image files or a DICOM series folder"
+        )
     if series_uid is not None:
         for s in found:
             if s.uid == series_uid:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from mrseg import __version__
+from mrseg._version import __version__
 from mrseg.classes import Coding, SegmentClass, class_colors, find_class
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic

@@ -23,25 +23,9 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 from mrseg.io.dicom import DicomSeries, read_series_itk, select_series
 from mrseg.io.image import Geometry, Image
+from mrseg.io.paths import IMAGE_SUFFIXES, LABEL_MAP_DESCRIPTION, LABEL_NAME_ENDINGS, case_name, image_suffix
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
-"""File endings read as images; a folder is read as a DICOM series."""
-
-
-def image_suffix(path: str | os.PathLike[str]) -> str | None:
-    """The supported ending of ``path`` (``".nii.gz"``, ...) or None."""
-    name = Path(path).name.lower()
-    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
-
-
-def case_name(path: str | os.PathLike[str]) -> str:
-    """A case's name: the file name without its image ending, or the folder's name."""
-    path = Path(path)
-    suffix = image_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.name
-
 
 def read_image(
     path: str | os.PathLike[str],
@@ -129,11 +113,75 @@ def _read_itk_file(path: Path) -> "sitk.Image":
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
+        truncated = _missing_voxel_bytes(path)
+        if truncated:
+            raise InputError(f"{path}: cannot read this image (file truncated: {truncated}); "
+                             "re-export or re-download it") from err
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
         raise InputError(
             f"{path}: cannot read this image (file truncated, corrupt or not an image: {detail}); "
             "re-export or re-download it"
         ) from err
+
+
+def _missing_voxel_bytes(path: Path) -> str | None:
+    """Why an uncompressed MHA/MHD/NRRD file cannot hold the voxels its header promises, or None.
+
+    ITK reports such a file as "No such file or directory"; the header and the file size tell
+    the real reason.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    keys = set(reader.GetMetaDataKeys())
+    if any(reader.GetMetaData(k).strip().lower() in ("true", "gzip", "gz") for k in keys
+           if k.lower() in ("compresseddata", "encoding")):
+        return None
+    pixel_bytes = {1: 1, 0: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 4, 9: 8}.get(reader.GetPixelID())
+    if pixel_bytes is None:
+        return None
+    size = reader.GetSize()
+    promised = int(np.prod(size)) * pixel_bytes * max(reader.GetNumberOfComponents(), 1)
+    held = path.stat().st_size
+    if held >= promised:
+        return None
+    shape = "x".join(str(s) for s in size)
+    return f"the header promises {shape} voxels ({promised:,} bytes), the file holds {held:,} bytes"
+
+
+def label_map_reason(path: str | os.PathLike[str], *, postfixes: tuple[str, ...] = ()) -> str | None:
+    """Why the file at ``path`` looks like a label map rather than an image, or None.
+
+    By name (``*_seg``, ``*_labels``, ... and ``*_<postfix>`` for ``postfixes``), then by a cheap
+    header read: mrseg's :data:`LABEL_MAP_DESCRIPTION`, or NIfTI's label intent (1002).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    name = case_name(path)
+    endings = LABEL_NAME_ENDINGS + tuple(f"_{p}" for p in postfixes)
+    for ending in endings:
+        if name.endswith(ending):
+            return f"its name ends in {ending}"
+    if image_suffix(path) not in (".nii", ".nii.gz"):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None  # unreadable: the case reports it
+    keys = set(reader.GetMetaDataKeys())
+    if "descrip" in keys and reader.GetMetaData("descrip").startswith(LABEL_MAP_DESCRIPTION):
+        return "its header says it is an mrseg label map"
+    if "intent_code" in keys and reader.GetMetaData("intent_code").strip() == "1002":
+        return "its header says it is a label map (NIfTI intent 1002)"
+    return None
 
 
 def _from_itk(itk_image: "sitk.Image", *, source: Path, channel: int | None) -> Image:
@@ -181,11 +229,15 @@ def to_itk(image: Image) -> "sitk.Image":
     return itk_image
 
 
-def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = True) -> Path:
+def write_image(
+    image: Image, path: str | os.PathLike[str], *, compress: bool = True, description: str | None = None
+) -> Path:
     """Write an image atomically: into a hidden folder beside ``path``, then renamed into place.
 
     A crash never leaves a half-written file under the final name. Formats with a detached
     voxel file (``.mhd``, ``.nhdr``) move the voxel file first and the header last.
+    ``description`` goes into the header's notes (NIfTI ``descrip``, 79 characters at most), e.g.
+    :data:`LABEL_MAP_DESCRIPTION` for label maps.
     """
     import SimpleITK as sitk
 
@@ -195,7 +247,10 @@ def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
-        sitk.WriteImage(to_itk(image), str(staging / path.name), compress)
+        itk_image = to_itk(image)
+        if description:
+            itk_image.SetMetaData("ITK_FileNotes", description[:79])
+        sitk.WriteImage(itk_image, str(staging / path.name), compress)
         for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
             os.replace(written, path.parent / written.name)
     finally:
@@ -216,6 +271,39 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> Path:
+    """Check that ``path`` can be an output folder, without writing anything that stays.
+
+    The folder may not exist yet: then its nearest existing ancestor must be a folder we can
+    write in. A probe file is created and removed (permission bits lie for root and on
+    read-only mounts).
+
+    Raises:
+        InputError: ``path`` is a file, lies under a file, or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; give a folder (new or existing) for -o")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create this folder because {existing} is a file; choose another -o")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".mrseg-write-check-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        what = "folder" if existing == path else f"folder's parent {existing}"
+        raise InputError(
+            f"{path}: the output {what} is not writable ({err.strerror or err}); choose another -o or fix its "
+            "permissions"
+        ) from err
     return path
 
 

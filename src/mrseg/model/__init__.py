@@ -1,9 +1,12 @@
-"""Models: nnU-Net v2 plans and dataset files, networks and checkpoints."""
+"""Models: nnU-Net v2 plans and dataset files, networks, checkpoints, and the model store.
 
-from mrseg.model.loader import WEIGHTS_ENV, Model, available_folds, load_model, resolve_model_folder
+:mod:`mrseg.model.loader` loads a model folder (exported here). Turning a model name (bundled,
+published, imported, ``$MRSEG_WEIGHTS_PATH``) into a folder, and installing models, is
+:mod:`mrseg.model.store`'s job; it is not imported here, so loading a folder never pulls in the
+store or the downloader.
+"""
+
+from mrseg.model.loader import Model, available_folds, load_model
 from mrseg.model.plans import Configuration, DatasetInfo, Plans
 
-__all__ = [
-    "WEIGHTS_ENV", "Configuration", "DatasetInfo", "Model", "Plans", "available_folds", "load_model",
-    "resolve_model_folder",
-]
+__all__ = ["Configuration", "DatasetInfo", "Model", "Plans", "available_folds", "load_model"]

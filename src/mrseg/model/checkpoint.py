@@ -64,6 +64,10 @@ def _read(path: Path) -> Any:
 
     if not path.is_file():
         raise ModelError(f"{path} is missing")
+    if path.stat().st_size == 0:  # torch says only "Ran out of input" or nothing at all
+        raise ModelError(
+            f"{path}: cannot load checkpoint (the file is empty, 0 bytes); re-download or re-export the model"
+        )
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             try:
@@ -77,7 +81,10 @@ def _read(path: Path) -> Any:
         # torch's first line advises weights_only=False, the unsafe way out: name the object instead.
         named = [line for line in detail if "GLOBAL" in line or "but got" in line]
         unpickling = any("Weights only load failed" in line for line in detail)
-        fallback = "it holds objects that are not plain weights" if unpickling else (detail[0] if detail else "")
+        if unpickling:
+            fallback = "it holds objects that are not plain weights"
+        else:  # some errors (EOFError of a truncated file) carry no message: name the exception then
+            fallback = detail[0] if detail else type(err).__name__
         reason = named[0] if named else fallback
         raise ModelError(
             f"{path}: cannot load checkpoint ({reason.strip()}); it may be corrupt or hold objects "

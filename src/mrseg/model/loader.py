@@ -1,4 +1,8 @@
-"""Loading an nnU-Net v2 model folder: plans, dataset, and the weights of each fold."""
+"""Loading an nnU-Net v2 model folder: plans, dataset, and the weights of each fold.
+
+This module only loads a folder it is given; turning a model name into a folder (bundled,
+published, imported, ``$MRSEG_WEIGHTS_PATH``) is :mod:`mrseg.model.store`'s job.
+"""
 
 from __future__ import annotations
 
@@ -14,29 +18,6 @@ from mrseg.model.networks import build_network, store_convolutions_in
 from mrseg.model.plans import Configuration, DatasetInfo, Plans, read_dataset, read_plans
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_ENV = "MRSEG_WEIGHTS_PATH"
-"""Environment variable naming a model folder, as the published MRSegmentator reads it."""
-
-BUNDLED_MODELS = ("demo",)
-"""Models shipped inside the package, selectable by name wherever a model folder is taken."""
-
-
-def bundled_model_folder(name: str) -> Path:
-    """The folder of a model shipped inside the package (``demo``).
-
-    Raises:
-        ModelError: unknown name, or the package was built without the model's weights.
-    """
-    if name not in BUNDLED_MODELS:
-        raise ModelError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
-    folder = Path(__file__).resolve().parent.parent / "models" / name
-    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
-        raise ModelError(
-            f"the {name} model is not in this installation ({folder}); reinstall mrseg, or train it with "
-            "python scripts/train_demo_model.py --out src/mrseg/models/demo"
-        )
-    return folder
 
 Fold = int | str
 
@@ -125,7 +106,11 @@ def load_model(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelError(f"model folder {folder} does not exist; pass --model DIR or set {WEIGHTS_ENV}")
+        found = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ModelError(
+            f"model folder {folder} {found}; pass a model folder (plans.json, dataset.json, fold_K/), "
+            "or resolve a model name with mrseg.model.store.resolve_model_folder"
+        )
     plans = read_plans(folder / "plans.json")
     dataset = read_dataset(folder / "dataset.json")
     available = available_folds(folder, checkpoint_name)
@@ -162,51 +147,3 @@ def load_model(
             )
     log.info("loaded %s: configuration %s, folds %s", folder, configuration.name, ", ".join(chosen))
     return Model(folder, plans, dataset, configuration, checkpoints)
-
-
-def resolve_model_folder(model: str | os.PathLike[str] | None, *, install_missing: bool = False) -> Path:
-    """The model folder for ``model``: a path, a bundled name (``demo``) or a store name (``base``).
-
-    Without ``model``, ``MRSEG_WEIGHTS_PATH`` is used when set, else the published ``base`` model
-    from the weights store (:mod:`mrseg.model.weights`).
-
-    Args:
-        model: a model folder, or the name of a bundled, published or imported model.
-        install_missing: download a published model that is not installed yet (``mrseg segment``
-            does; offline the error says where to get the archive and how to import it).
-
-    Raises:
-        ModelError: no model given and none installed, or a named model is not installed.
-    """
-    from mrseg.model import weights
-
-    if model is not None:
-        name = str(model)
-        if Path(model).exists() or any(sep in name for sep in "/\\") or not name:
-            return Path(model)
-        if name in BUNDLED_MODELS:
-            return bundled_model_folder(name)
-        if weights.is_installed(name):
-            return weights.installed_folder(name)
-        if name in weights.PUBLISHED and install_missing:
-            return weights.install(name)
-        if name in weights.PUBLISHED:
-            return weights.model_path(name)  # raises, saying how to install it
-        return Path(model)
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env)
-    if weights.is_installed("base"):
-        return weights.installed_folder("base")
-    how = (
-        "pass --model DIR (model=... in Python) pointing at an nnU-Net v2 model folder (plans.json, "
-        f"dataset.json, fold_0/checkpoint_final.pth, ...), set {WEIGHTS_ENV}=DIR, or install the published "
-        "MRSegmentator weights (the weights.zip of its GitHub release v1.2.0) with 'mrseg weights install base' "
-        "or, offline, 'mrseg weights import weights.zip'"
-    )
-    if install_missing:
-        try:
-            return weights.install("base")
-        except ModelError as err:
-            raise ModelError(f"no model given and the base model could not be installed: {err} Or {how}.") from err
-    raise ModelError(f"no model given: {how}.")

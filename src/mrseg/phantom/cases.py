@@ -97,8 +97,9 @@ def make_case(
         source: where ``from_labels`` came from, for the sidecar.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
+    from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
-    from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, resample_labels, synthesize, tissues_from_labels
+    from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
     from mrseg.phantom.tissues import to_classes
 
     if modality not in SEQUENCES:
@@ -146,7 +147,7 @@ def make_case(
 
 def write_case(case: PhantomCase, out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
     """Write ``NAME.nii.gz`` (image), ``NAME_labels.nii.gz`` and ``NAME.json``; returns the paths."""
-    from mrseg import __version__
+    from mrseg._version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,6 @@ __all__ = [
     "SpinEcho",
     "SynthesisOptions",
     "bias_field",
-    "resample_labels",
     "synthesize",
     "tissue_signals",
     "tissues_from_labels",
@@ -652,31 +651,3 @@ def tissues_from_labels(
         tissues[canal] = TISSUE_INDEX["spinal_canal"]
     tissues[organs] = organs_tissue[organs]
     return labels.with_array(tissues)
-
-
-def resample_labels(labels: Image, grid: Geometry) -> Image:
-    """Nearest-neighbour resampling of a label or tissue map onto another grid, in world space.
-
-    Voxels of ``grid`` outside the source image get 0. The dtype is kept.
-
-    Args:
-        labels: integer label map.
-        grid: target grid (any orientation, oblique, anisotropic).
-
-    Returns:
-        The label map on ``grid``.
-    """
-    import SimpleITK as sitk
-
-    from mrseg.io.files import to_itk
-
-    array = np.asarray(labels.array)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"resample_labels needs an integer label map, got dtype {array.dtype}")
-    source = to_itk(labels)
-    reference = sitk.Image([int(s) for s in grid.shape[::-1]], source.GetPixelID())
-    reference.SetSpacing(grid.spacing)
-    reference.SetOrigin(grid.origin)
-    reference.SetDirection(grid.direction)
-    moved = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    return Image(sitk.GetArrayFromImage(moved).astype(array.dtype, copy=False), grid)

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from mrseg.batch import model_postfix
 from mrseg.cli import main
 from mrseg.errors import InputError
 from mrseg.io import Image, read_image, write_image
-from mrseg.model import weights
+from mrseg.model import store
+from mrseg.pipeline.outputs import default_postfix as model_postfix
 from mrseg.postprocess import combine_label_maps, combined_classes
 from parity import phantom_image
 
@@ -51,8 +51,8 @@ def test_combine_refuses_other_grids():
 def test_base_and_body_comp_on_one_scan(model_dir, tmp_path, caplog):
     # Stand-ins for the published models (which cannot be downloaded here): two different small
     # models imported into the store under the published names.
-    weights.import_model(model_dir(), name="base")
-    weights.import_model(model_dir(kind="ResidualEncoderUNet"), name="body_comp")
+    store.import_model(model_dir(), name="base")
+    store.import_model(model_dir(kind="ResidualEncoderUNet"), name="body_comp")
     write_image(phantom_image("PIL"), tmp_path / "in" / "scan.nii.gz")
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "in"), "-o", str(out), "--model", "base", "body_comp", "--combine",

@@ -1,58 +1,66 @@
-"""The weights store: published models by name, verified downloads, offline import.
+"""The model store: every way a model name becomes a model folder, in one place.
 
-A store is a folder (``$MRSEG_HOME``, default ``~/.mrseg``) holding one nnU-Net v2 model folder per
-name under ``weights/``. Each installed folder carries ``mrseg_weights.json``: where it came from,
-the archive's sha256 and the sha256 of every file, so ``verify`` can tell a damaged install.
+A model is given as a folder, or by name:
 
-Downloads go to ``downloads/NAME.zip.part``, resume with an HTTP Range request after a dropped
-connection, retry with back-off, and are checked against the registry's sha256 before anything is
-extracted. Extraction goes to a hidden temporary folder next to the target, which is renamed into
-place only when the model folder is complete and valid, so a failure never leaves a model folder
-that looks installed.
+- bundled: shipped inside the package (``demo``, under ``mrseg/models/NAME``);
+- published: listed in :data:`PUBLISHED` and installed into the store by download
+  (``base``, ``body_comp``);
+- imported: a local zip archive or model folder copied into the store by :func:`import_model`.
+
+Without a model, ``$MRSEG_WEIGHTS_PATH`` names the folder, else the installed ``base`` model.
+:func:`resolve_model_folder` applies these rules; whether a missing published model may be
+downloaded is its caller's choice (``install_missing``): the CLI and :func:`mrseg.segment` allow
+it, the engine (:class:`~mrseg.inference.segmenter.Segmenter`) only ever loads a folder.
+
+The store is a folder (``$MRSEG_HOME``, default ``~/.mrseg``) holding one nnU-Net v2 model folder
+per name under ``weights/``. Each installed folder carries ``mrseg_weights.json``: where it came
+from, the archive's sha256 and the sha256 of every file, so :func:`verify` can tell a damaged
+install. Archives are fetched by :mod:`mrseg.model.download` (resume, retries, mirror, offline)
+and checked against the registry's sha256 before anything is extracted. Extraction goes to a
+hidden temporary folder next to the target, which is renamed into place only when the model
+folder is complete and valid, so a failure never leaves a model folder that looks installed.
 
 Example:
-    >>> from mrseg.model import weights
-    >>> [m.name for m in weights.PUBLISHED.values()]
+    >>> from mrseg.model import store
+    >>> list(store.PUBLISHED)
     ['base', 'body_comp']
+    >>> store.resolve_model_folder("demoo")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mrseg.errors.ModelError: unknown model 'demoo'; did you mean demo? Known models: base, body_comp, demo...
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import difflib
 import json
 import logging
 import os
 import shutil
-import socket
-import time
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-from mrseg import __version__
+from mrseg._version import __version__
 from mrseg.errors import ModelError
+from mrseg.model.download import download, mirror_url, sha256_of
+from mrseg.model.plans import read_dataset, read_plans
 
 log = logging.getLogger(__name__)
 
 HOME_ENV = "MRSEG_HOME"
 """Environment variable naming the store folder (default ``~/.mrseg``)."""
 
-MIRROR_ENV = "MRSEG_MIRROR"
-"""Environment variable with the base URL of a mirror holding the published archives by file name."""
-
-OFFLINE_ENV = "MRSEG_OFFLINE"
-"""Set to 1 to never try a download (cluster nodes without internet fail at once with instructions)."""
+WEIGHTS_ENV = "MRSEG_WEIGHTS_PATH"
+"""Environment variable naming the model folder used when none is given (as the published MRSegmentator reads it)."""
 
 MANIFEST = "mrseg_weights.json"
 """The record an installed model folder carries: source, archive sha256, per-file sha256."""
 
-CHUNK = 1 << 20
+BUNDLED_MODELS = ("demo",)
+"""Models shipped inside the package, selectable by name wherever a model is taken."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,76 @@ class StoreEntry:
     description: str
 
 
+# --------------------------------------------------------------------------- names → folders
+
+
+def resolve_model_folder(
+    model: str | os.PathLike[str] | None,
+    *,
+    install_missing: bool = False,
+    home: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The model folder for ``model``: a path, or the name of a bundled, published or imported model.
+
+    A string that exists on disk or holds a path separator is a path and is returned as given
+    (:func:`~mrseg.model.loader.load_model` checks the folder). Without ``model``,
+    ``$MRSEG_WEIGHTS_PATH`` is used when set, else the published ``base`` model from the store.
+
+    Args:
+        model: a model folder, a model name, or None.
+        install_missing: download a published model that is not installed yet (``mrseg segment``
+            does; offline the error says where to get the archive and how to import it).
+        home: the store folder (default :func:`store_root`).
+
+    Returns:
+        The model folder.
+
+    Raises:
+        ModelError: an unknown name (the message lists the closest known names), a published
+            model that is not installed (and ``install_missing`` is off or the install fails),
+            or no model given and none installed.
+
+    Example:
+        >>> resolve_model_folder("demo").name  # doctest: +SKIP
+        'demo'
+    """
+    if model is None:
+        return _default_model_folder(install_missing=install_missing, home=home)
+    name = os.fspath(model)
+    if not name or any(sep in name for sep in "/\\") or Path(name).exists():
+        return Path(model)
+    if name in BUNDLED_MODELS:
+        return bundled_model_folder(name)
+    if _usable_name(name) and is_installed(name, home=home):
+        return installed_folder(name, home=home)
+    if name in PUBLISHED:
+        return install(name, home=home) if install_missing else model_path(name, home=home)
+    raise ModelError(_unknown_model_message(name, home=home))
+
+
+def known_models(*, home: str | os.PathLike[str] | None = None) -> list[str]:
+    """Every model name: the published ones, the bundled ones, then those imported into the store."""
+    names = [*PUBLISHED, *BUNDLED_MODELS, *(folder.name for folder in _imported_folders(home))]
+    return list(dict.fromkeys(names))
+
+
+def bundled_model_folder(name: str) -> Path:
+    """The folder of a model shipped inside the package (``demo``).
+
+    Raises:
+        ModelError: unknown name, or the package was built without the model's weights.
+    """
+    if name not in BUNDLED_MODELS:
+        raise ModelError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    folder = Path(__file__).resolve().parent.parent / "models" / name
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        raise ModelError(
+            f"the {name} model is not in this installation ({folder}); reinstall mrseg, or train it with "
+            "python scripts/train_demo_model.py --out src/mrseg/models/demo"
+        )
+    return folder
+
+
 def store_root(home: str | os.PathLike[str] | None = None) -> Path:
     """The store folder: ``home``, else ``$MRSEG_HOME``, else ``~/.mrseg``."""
     if home is not None:
@@ -130,10 +208,21 @@ def is_installed(name: str, *, home: str | os.PathLike[str] | None = None) -> bo
     return (installed_folder(name, home=home) / MANIFEST).is_file()
 
 
+def model_path(name: str, *, home: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of installed or bundled model ``name``.
+
+    Raises:
+        ModelError: the model is not installed; the message says how to install it.
+    """
+    if name in BUNDLED_MODELS:
+        return bundled_model_folder(name)
+    if is_installed(name, home=home):
+        return installed_folder(name, home=home)
+    raise ModelError(_not_installed_message(name, home=home))
+
+
 def list_models(*, home: str | os.PathLike[str] | None = None) -> list[StoreEntry]:
     """The published models, the bundled ones and anything imported into the store."""
-    from mrseg.model.loader import BUNDLED_MODELS, bundled_model_folder
-
     entries = []
     for model in PUBLISHED.values():
         folder = installed_folder(model.name, home=home)
@@ -145,28 +234,13 @@ def list_models(*, home: str | os.PathLike[str] | None = None) -> list[StoreEntr
             entries.append(StoreEntry(name, "bundled", bundled_model_folder(name), "shipped inside the package"))
         except ModelError:
             entries.append(StoreEntry(name, "not installed", None, "shipped inside the package (missing here)"))
-    weights = store_root(home) / "weights"
-    if weights.is_dir():
-        for folder in sorted(weights.iterdir()):
-            if folder.name not in PUBLISHED and not folder.name.startswith(".") and (folder / MANIFEST).is_file():
-                source = json.loads((folder / MANIFEST).read_text()).get("source", "")
-                entries.append(StoreEntry(folder.name, "installed", folder, f"imported from {source}"))
+    for folder in _imported_folders(home):
+        source = json.loads((folder / MANIFEST).read_text()).get("source", "")
+        entries.append(StoreEntry(folder.name, "installed", folder, f"imported from {source}"))
     return entries
 
 
-def model_path(name: str, *, home: str | os.PathLike[str] | None = None) -> Path:
-    """The folder of installed or bundled model ``name``.
-
-    Raises:
-        ModelError: the model is not installed; the message says how to install it.
-    """
-    from mrseg.model.loader import BUNDLED_MODELS, bundled_model_folder
-
-    if name in BUNDLED_MODELS:
-        return bundled_model_folder(name)
-    if is_installed(name, home=home):
-        return installed_folder(name, home=home)
-    raise ModelError(_not_installed_message(name, home=home))
+# --------------------------------------------------------------------------- changing the store
 
 
 def install(
@@ -205,20 +279,14 @@ def install(
     if is_installed(name, home=home) and not force:
         log.info("%s is already installed in %s", name, target)
         return target
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        hint = _not_installed_message(name, home=home)
-        raise ModelError(f"{OFFLINE_ENV} is set, so {name} is not downloaded. {hint}")
-    source = url or _mirror_url(model) or model.url
-    downloads = store_root(home) / "downloads"
-    archive = downloads / f"{name}.zip"
+    source = url or mirror_url(model.archive) or model.url
+    archive = store_root(home) / "downloads" / f"{name}.zip"
     download(source, archive, sha256=model.sha256, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
              progress=progress, offline_hint=_not_installed_message(name, home=home))
     try:
         folder = _install_archive(archive, target, source=source, archive_sha256=model.sha256, force=force)
-    except ModelError:
+    finally:
         archive.unlink(missing_ok=True)
-        raise
-    archive.unlink(missing_ok=True)
     log.info("installed %s (weights %s) in %s", name, model.version, folder)
     return folder
 
@@ -293,117 +361,50 @@ def remove(name: str, *, home: str | os.PathLike[str] | None = None) -> Path:
     return folder
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# --------------------------------------------------------------------------- helpers
 
 
-def download(
-    url: str,
-    target: Path,
-    *,
-    sha256: str,
-    retries: int = 5,
-    backoff_s: float = 1.0,
-    timeout_s: float = 60.0,
-    progress: bool = True,
-    offline_hint: str = "",
-    sleep: Callable[[float], None] = time.sleep,
-) -> Path:
-    """Download ``url`` to ``target`` through ``target.part``, resuming and retrying; check sha256.
-
-    A dropped connection is retried up to ``retries`` times, each time asking the server for the
-    rest of the file with an HTTP Range request (a server that ignores it sends the whole file
-    again, which is fine). The finished file is renamed to ``target`` only when its sha256 is
-    ``sha256``; otherwise it is deleted.
-
-    Raises:
-        ModelError: the server cannot be reached after the retries, refuses the request, or the
-            checksum does not match.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            wait = min(30.0, backoff_s * 2 ** (attempt - 1))
-            log.warning("download of %s interrupted (%s); retry %d of %d in %.1f s", url, last_error, attempt,
-                        retries, wait)
-            sleep(wait)
+def _default_model_folder(*, install_missing: bool, home: str | os.PathLike[str] | None) -> Path:
+    """The model used when none is given: ``$MRSEG_WEIGHTS_PATH``, else the installed ``base``."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    if is_installed("base", home=home):
+        return installed_folder("base", home=home)
+    how = (
+        "pass --model DIR (model=... in Python) pointing at an nnU-Net v2 model folder (plans.json, "
+        f"dataset.json, fold_0/checkpoint_final.pth, ...), set {WEIGHTS_ENV}=DIR, or install the published "
+        "MRSegmentator weights (the weights.zip of its GitHub release v1.2.0) with 'mrseg weights install base' "
+        "or, offline, 'mrseg weights import weights.zip'"
+    )
+    if install_missing:
         try:
-            if _fetch(url, part, timeout_s=timeout_s, progress=progress):
-                break
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and part.is_file():
-                break  # the part file already holds everything the server has
-            if 400 <= err.code < 500 and err.code not in (408, 429):
-                raise ModelError(f"{url} answered HTTP {err.code} {err.reason}; check the URL. {offline_hint}") from err
-            last_error = err
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            if isinstance(getattr(err, "reason", None), socket.gaierror):
-                raise ModelError(f"cannot reach {url}: the host name does not resolve (offline?). {offline_hint}"
-                                 ) from err
-            last_error = err
+            return install("base", home=home)
+        except ModelError as err:
+            raise ModelError(f"no model given and the base model could not be installed: {err} Or {how}.") from err
+    raise ModelError(f"no model given: {how}.")
+
+
+def _imported_folders(home: str | os.PathLike[str] | None) -> list[Path]:
+    """Installed store folders that are not published models (imported under their own name)."""
+    weights = store_root(home) / "weights"
+    if not weights.is_dir():
+        return []
+    return [folder for folder in sorted(weights.iterdir())
+            if folder.name not in PUBLISHED and _usable_name(folder.name) and (folder / MANIFEST).is_file()]
+
+
+def _unknown_model_message(name: str, *, home: str | os.PathLike[str] | None) -> str:
+    known = known_models(home=home)
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[k] for k in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+    if close:
+        guess = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+        listed = f"did you mean {guess}? Known models: "
     else:
-        raise ModelError(f"could not download {url} after {retries + 1} attempts ({last_error}). {offline_hint}"
-                         ) from last_error
-    found = sha256_of(part)
-    if found != sha256:
-        part.unlink()
-        raise ModelError(f"the download from {url} has sha256 {found}, expected {sha256}; it was deleted and "
-                         "nothing was installed. Try again, or check that the URL serves the published archive")
-    os.replace(part, target)
-    return target
-
-
-def _fetch(url: str, part: Path, *, timeout_s: float, progress: bool) -> bool:
-    """One request: append to ``part`` from where it stops. True when the file is complete."""
-    have = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": f"mrseg/{__version__}"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        if have and response.status == 206:
-            start = _range_start(response.headers.get("Content-Range", ""))
-            if start != have:
-                raise http.client.HTTPException(f"server resumed at byte {start}, not {have}")
-            mode = "ab"
-        else:
-            have, mode = 0, "wb"  # a plain 200: the server sends the whole file
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        bar = _progress_bar(part.name.removesuffix(".part"), total, have) if progress else None
-        try:
-            with open(part, mode) as handle:
-                while chunk := response.read(CHUNK):
-                    handle.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-    size = part.stat().st_size
-    if total is not None and size < total:
-        raise http.client.IncompleteRead(b"", total - size)
-    return True
-
-
-def _range_start(content_range: str) -> int:
-    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header (-1 when unreadable)."""
-    try:
-        return int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return -1
-
-
-def _progress_bar(label: str, total: int | None, initial: int):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label)
+        listed = "known models: "
+    return (f"unknown model {name!r}; {listed}{', '.join(known)}; or give a model folder path "
+            f"(one holding plans.json, dataset.json and fold_K/), e.g. ./{name}")
 
 
 def _install_archive(archive: Path, target: Path, *, source: str, archive_sha256: str | None, force: bool) -> Path:
@@ -461,8 +462,6 @@ def _model_root(folder: Path, source: Path) -> Path:
 
 def _commit(root: Path, target: Path, *, source: str, archive_sha256: str | None, force: bool) -> Path:
     """Write the manifest into ``root`` and rename it to ``target`` (replacing it when ``force``)."""
-    from mrseg.model.plans import read_dataset, read_plans
-
     read_plans(root / "plans.json")  # a readable model, or a ModelError naming the file
     read_dataset(root / "dataset.json")
     files = {str(p.relative_to(root)): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
@@ -478,13 +477,13 @@ def _commit(root: Path, target: Path, *, source: str, archive_sha256: str | None
     return target
 
 
-def _mirror_url(model: PublishedModel) -> str | None:
-    mirror = os.environ.get(MIRROR_ENV)
-    return f"{mirror.rstrip('/')}/{model.archive}" if mirror else None
+def _usable_name(name: str) -> bool:
+    """True when ``name`` can be a folder in the store (no separator, not hidden, not empty)."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\")
 
 
 def _check_name(name: str) -> None:
-    if not name or name.startswith(".") or any(c in name for c in "/\\") or name in (".", ".."):
+    if not _usable_name(name):
         raise ModelError(f"model name {name!r} is not usable as a folder name; use letters, digits, '-' or '_'")
 
 

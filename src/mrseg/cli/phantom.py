@@ -1,0 +1,60 @@
+"""``mrseg phantom``: synthesise MR/CT cases with known 40-class labels."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("mrseg")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "phantom",
+        help="synthesise MR/CT cases with known 40-class labels",
+        description=(
+            "Synthesise cases: a generated adult subject (or a given 40-class label map) on a grid of "
+            "any orientation and spacing, an MR or CT image with physics-style or random contrast, "
+            "and its labels. Writes NAME.nii.gz, NAME_labels.nii.gz and NAME.json per case. "
+            "Case i uses seed SEED+i, so runs are reproducible."
+        ),
+    )
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-n", "--count", type=int, default=1, metavar="N", help="number of cases (default 1)")
+    p.add_argument("--modality", choices=("mr", "ct"), default="mr", help="mr (default) or ct")
+    p.add_argument("--sequence", help="mr: t1_in, t1_opp, dixon_water, dixon_fat, t2_haste, t2_tse; "
+                                      "ct: native, contrast (default: the first)")
+    p.add_argument("--fov", default="abdomen", help="thorax, abdomen (default), pelvis or trunk")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="voxel size in mm (default 2 2 2; with --from-labels: the label map's grid)")
+    p.add_argument("--orientation", help="axis code like RAS or PIL, or 'oblique' (default LPS; with "
+                                         "--from-labels: the label map's grid)")
+    p.add_argument("--random-contrast", action="store_true", help="random intensity per tissue (training mode)")
+    p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.io.files import case_name, read_image
+    from mrseg.phantom.cases import make_case, write_case
+
+    if args.count < 1:
+        log.error("--count must be at least 1, got %d", args.count)
+        return 2
+    try:
+        labels = read_image(args.from_labels) if args.from_labels else None
+        for i in range(args.count):
+            seed = args.seed + i
+            case = make_case(
+                seed=seed, modality=args.modality, sequence=args.sequence, fov=args.fov,
+                spacing=tuple(args.spacing) if args.spacing else None, orientation=args.orientation,
+                random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
+            )
+            name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
+            paths = write_case(case, args.out, name)
+            log.info("wrote %s", paths["image"])
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    return 0

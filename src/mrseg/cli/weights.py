@@ -1,0 +1,67 @@
+"""``mrseg weights``: list, install, import, verify and remove models in the model store."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("mrseg")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "weights",
+        help="list, install, import, verify and remove models in the weights store",
+        description=(
+            "The weights store ($MRSEG_HOME, default ~/.mrseg) holds models by name. 'install' downloads a "
+            "published model (progress, resume, retries), checks its sha256 and installs it atomically; "
+            "'import' installs a zip or model folder you already have (offline). $MRSEG_MIRROR is the base URL "
+            "of a mirror serving the published archives by file name; $MRSEG_OFFLINE=1 forbids downloads."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the published, bundled and imported models and whether they are installed")
+    install = actions.add_parser("install", help="download, verify and install a published model")
+    install.add_argument("name", help="published model name (base, body_comp)")
+    install.add_argument("--url", help="download from this URL instead (the published sha256 is still checked)")
+    install.add_argument("--force", action="store_true", help="reinstall over an existing install")
+    imported = actions.add_parser("import", help="install a model from a local zip archive or model folder")
+    imported.add_argument("source", metavar="ZIP_OR_DIR")
+    imported.add_argument("--name", help="store name (default: the published name its sha256 matches)")
+    imported.add_argument("--force", action="store_true", help="replace a model of that name")
+    for action, text in (("path", "print an installed model's folder"),
+                         ("verify", "re-check every file of an installed model against its install record"),
+                         ("remove", "delete an installed model")):
+        actions.add_parser(action, help=text).add_argument("name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
+    from mrseg.model import store
+
+    try:
+        if args.action == "list":
+            for entry in store.list_models():
+                where = str(entry.folder) if entry.folder else ""
+                print(f"{entry.name:<12} {entry.status:<14} {entry.description}  {where}".rstrip())
+        elif args.action == "install":
+            print(store.install(args.name, url=args.url, force=args.force))
+        elif args.action == "import":
+            print(store.import_model(args.source, name=args.name, force=args.force))
+        elif args.action == "path":
+            print(store.model_path(args.name))
+        elif args.action == "verify":
+            problems = store.verify(args.name)
+            for problem in problems:
+                log.error("%s: %s", args.name, problem)
+            if problems:
+                log.error("%s is damaged; reinstall it with 'mrseg weights install %s --force' (or import it again)",
+                          args.name, args.name)
+                return 1
+            print(f"{args.name}: every file matches its install record")
+        elif args.action == "remove":
+            print(f"removed {store.remove(args.name)}")
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
+    return 0

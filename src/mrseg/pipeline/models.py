@@ -1,0 +1,143 @@
+"""A model as the pipeline needs it: a pure description, loaded once per process, with an identity.
+
+:class:`ModelSpec` says which model folder and which settings; :func:`load` turns it into a
+:class:`LoadedModel` (a :class:`~mrseg.inference.Segmenter` plus what identifies its labels) and
+keeps it, so a process that runs many cases (a batch, a cohort worker) loads each model once.
+Names of published or bundled models are resolved before a spec is made (by the CLI or
+:func:`mrseg.segment`): the pipeline only loads folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mrseg.inference.segmenter import DEFAULT_ORIENTATION, Segmentation, Segmenter
+from mrseg.io.image import Image
+
+CHECKPOINTS = ("final", "best")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model and how to run it.
+
+    Attributes:
+        folder: the nnU-Net v2 model folder.
+        name: what the user called it (``base``, ``demo``, a path), for records.
+        folds: folds to ensemble (None: every fold present).
+        checkpoint: ``final`` or ``best``.
+        step, tta, device, threads, precision, orientation, low_memory: as
+            :class:`~mrseg.inference.Segmenter` takes them.
+    """
+
+    folder: Path
+    name: str | None = None
+    folds: tuple[str, ...] | None = None
+    checkpoint: str = "final"
+    step: float = 0.5
+    tta: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    precision: str = "auto"
+    orientation: str | None = DEFAULT_ORIENTATION
+    low_memory: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A loaded model with what identifies its labels.
+
+    Attributes:
+        spec: what was asked for.
+        segmenter: the engine.
+        settings: everything that shapes the labels (checkpoint checksums, folds, configuration,
+            step, mirroring, the precision actually used, orientation, device type). Two runs with
+            equal settings give the same labels; case records store it to decide what is done.
+        load_seconds: how long loading took.
+    """
+
+    spec: ModelSpec
+    segmenter: Segmenter
+    settings: dict[str, Any] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """The model's foreground classes, name → label value."""
+        return dict(self.segmenter.model.dataset.foreground)
+
+    @property
+    def title(self) -> str:
+        """The model's name as DICOM-SEG and label map headers show it (``demo``, ``base``, a folder's name)."""
+        return self.spec.name or self.segmenter.model.folder.name
+
+    def label(self, image: Image, *, source: str, on_tile: Callable[[int, int], None] | None) -> Segmentation:
+        """Segment one image (see :meth:`mrseg.inference.Segmenter.run`)."""
+        return self.segmenter.run(image, source=source, on_tile=on_tile)
+
+    def describe(self) -> dict[str, Any]:
+        """The model as a run record shows it."""
+        model = self.segmenter.model
+        return {"folder": str(model.folder), "name": self.spec.name, "folds": list(model.folds),
+                "configuration": model.configuration.name, "checkpoint": f"checkpoint_{self.spec.checkpoint}.pth",
+                "sha256": self.settings["checkpoints"]}
+
+
+_LOADED: dict[ModelSpec, LoadedModel] = {}
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    """The loaded model for ``spec``, loaded on first use in this process and kept.
+
+    Raises:
+        ModelError: the folder is not a usable model.
+        InputError: a setting is out of range (step, threads, device, precision).
+    """
+    if spec in _LOADED:
+        return _LOADED[spec]
+    clock = time.perf_counter()
+    segmenter = Segmenter(
+        spec.folder,
+        folds=list(spec.folds) if spec.folds is not None else None,
+        checkpoint_name=f"checkpoint_{spec.checkpoint}.pth",
+        device=spec.device,
+        step=spec.step,
+        tta=spec.tta,
+        threads=spec.threads,
+        orientation=spec.orientation,
+        precision=spec.precision,
+        reuse_memory=not spec.low_memory,
+    )
+    model = segmenter.model
+    settings = {
+        "checkpoints": {fold: _sha256(c.path) for fold, c in zip(model.folds, model.checkpoints)},
+        "configuration": model.configuration.name,
+        "step": segmenter.step,
+        "mirror_axes": list(segmenter.mirror_axes) if segmenter.mirror_axes is not None else None,
+        "precision": segmenter.precision,
+        "device": segmenter.device.type,
+        "orientation": segmenter.orientation,
+    }
+    loaded = LoadedModel(spec, segmenter, settings, time.perf_counter() - clock)
+    _LOADED[spec] = loaded
+    return loaded
+
+
+def forget_loaded() -> None:
+    """Drop every model this process keeps (frees their memory)."""
+    _LOADED.clear()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["CHECKPOINTS", "LoadedModel", "ModelSpec", "forget_loaded", "load"]

@@ -1,0 +1,161 @@
+"""The segmenter (:mod:`mrseg.inference.segmenter`): option checks, devices, non-finite repair,
+and one run end to end on a trained tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mrseg.errors import InputError
+from mrseg.inference import Segmentation, Segmenter
+from mrseg.inference.segmenter import repair_nonfinite, resolve_device
+from mrseg.io.image import Image
+from parity import phantom_image
+
+
+def test_repair_nonfinite():
+    array = np.array([[[np.nan, -np.inf, 1.5], [np.inf, -2.0, 7.0]]], np.float32)
+    before = array.copy()
+    fixed, count = repair_nonfinite(array)
+    assert count == 3
+    assert fixed.dtype == np.float32
+    assert np.array_equal(fixed, np.array([[[-2.0, -2.0, 1.5], [7.0, -2.0, 7.0]]], np.float32))
+    assert np.array_equal(array, before, equal_nan=True)  # the input is not modified
+
+
+def test_repair_leaves_finite_and_integer_arrays_alone():
+    finite = np.arange(8, dtype=np.float64).reshape(2, 2, 2)
+    assert repair_nonfinite(finite) == (finite, 0)
+    assert repair_nonfinite(finite)[0] is finite
+    integers = np.arange(-4, 4, dtype=np.int16).reshape(2, 2, 2)
+    fixed, count = repair_nonfinite(integers)
+    assert fixed is integers and count == 0
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+def test_repair_with_no_finite_voxel_raises(fill):
+    with pytest.raises(InputError, match=r"scan\.nii\.gz: no finite voxel"):
+        repair_nonfinite(np.full((2, 3, 4), fill), source="scan.nii.gz")
+
+
+def test_cpu_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_unavailable(device):
+    with pytest.raises(InputError, match="not available"):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_mps_unavailable():
+    with pytest.raises(InputError, match="MPS is not available"):
+        resolve_device("mps")
+
+
+@pytest.mark.parametrize("device", ["tpu", "nonsense", "meta", "cuda:x"])
+def test_unknown_devices(device):
+    with pytest.raises(InputError, match=rf"device '{device}' not (understood|supported); use cpu, cuda"):
+        resolve_device(device)
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_dir):
+    return Segmenter(model_dir(), folds=[0], threads=1)
+
+
+@pytest.mark.parametrize("step", [0, 1.5, -0.1])
+def test_segmenter_bad_step(model_dir, step):
+    with pytest.raises(InputError, match=rf"step must be in \(0, 1\], got {step}"):
+        Segmenter(model_dir(), step=step)
+
+
+def test_segmenter_bad_threads(model_dir):
+    with pytest.raises(InputError, match="threads must be at least 1, got 0"):
+        Segmenter(model_dir(), threads=0)
+
+
+def test_segmenter_bad_device(model_dir):
+    with pytest.raises(InputError, match="not understood"):
+        Segmenter(model_dir(), device="nonsense")
+
+
+def test_segmenter_accepts_a_loaded_model(segmenter):
+    other = Segmenter(segmenter.model, threads=1)
+    assert other.model is segmenter.model
+    assert len(other.networks) == 1
+
+
+def test_wrong_number_of_channels(segmenter):
+    image = phantom_image("RAS", shape=(8, 16, 16))
+    with pytest.raises(InputError, match=r"case7: the model takes 1 input channel\(s\) \(MR\), got 2"):
+        segmenter.run([image, image], source="case7")
+
+
+def test_all_nan_image_is_refused(segmenter):
+    image = Image.from_array(np.full((6, 8, 8), np.nan, np.float32))
+    with pytest.raises(InputError, match="no finite voxel"):
+        segmenter.run(image)
+
+
+def _with_nonfinite(image: Image) -> tuple[Image, Image, int]:
+    """The image with NaN/inf voxels, the same image repaired by hand, and how many were set."""
+    broken = image.array.copy()
+    broken[:, :3, :] = np.nan                     # outside the field of view
+    broken[4, 20, 10:14] = np.nan                 # inside the body
+    broken[2, 30, 5] = -np.inf
+    broken[9, 25, 20] = np.inf
+    bad = ~np.isfinite(broken)
+    low, high = np.nanmin(broken[np.isfinite(broken)]), np.nanmax(broken[np.isfinite(broken)])
+    repaired = np.where(np.isnan(broken) | (broken == -np.inf), low, broken)
+    repaired = np.where(repaired == np.inf, high, repaired).astype(np.float32)
+    return image.with_array(broken), image.with_array(repaired), int(bad.sum())
+
+
+def test_segmenter_repairs_nan_and_keeps_inputs_and_geometry(segmenter):
+    image = phantom_image("oblique", shape=(16, 40, 36), spacing=(1.3, 1.2, 3.5))
+    broken, repaired, count = _with_nonfinite(image)
+    before = broken.array.copy()
+    geometry = broken.geometry
+    ticks: list[tuple[int, int]] = []
+
+    result = segmenter.run(broken, on_tile=lambda done, total: ticks.append((done, total)))
+
+    assert isinstance(result, Segmentation)
+    assert np.array_equal(broken.array, before, equal_nan=True)  # the input is not modified
+    assert broken.geometry is geometry
+    assert result.labels.geometry == image.geometry
+    assert result.labels.array.shape == image.array.shape
+    assert result.labels.array.dtype == np.uint8
+    assert result.repaired_voxels == count
+    assert result.num_tiles == len(ticks) >= 1
+    assert ticks[-1] == (result.num_tiles, result.num_tiles)
+    assert set(result.timings) == {"preprocess", "predict", "export"}
+    assert len(np.unique(result.labels.array)) >= 3  # a trained model, not a blank map
+
+    reference = segmenter.run(repaired)
+    assert reference.repaired_voxels == 0
+    assert np.array_equal(result.labels.array, reference.labels.array)
+    assert np.array_equal(segmenter.segment(repaired).array, reference.labels.array)
+
+
+def test_segmenter_restores_torch_threads(model_dir):
+    threads = torch.get_num_threads()
+    segmenter = Segmenter(model_dir(), folds=[0], threads=threads + 1)
+    assert torch.get_num_threads() == threads
+    segmenter.run(phantom_image("RAS", shape=(8, 16, 16)))
+    assert torch.get_num_threads() == threads
+
+
+def test_segmenter_warns_about_repaired_voxels(segmenter, caplog):
+    image = phantom_image("RAS", shape=(8, 16, 16))
+    broken = image.array.copy()
+    broken[0, 0, :5] = np.nan
+    with caplog.at_level("WARNING", logger="mrseg.inference.segmenter"):
+        result = segmenter.run(image.with_array(broken), source="scan.nii.gz")
+    assert result.repaired_voxels == 5
+    assert "scan.nii.gz: 5 NaN/infinite voxels replaced" in caplog.text

@@ -1,0 +1,124 @@
+"""One case end to end, in this process: resume from the case record, conflicts, failures, busy cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrseg.io import read_image, write_image
+from mrseg.pipeline import CaseBusy, CaseSpec, ModelSpec, OutputSpec, load, process_case, run_batch
+from mrseg.pipeline.locks import CaseLock
+from parity import phantom_image
+
+
+@pytest.fixture()
+def model(model_dir):
+    return load(ModelSpec(model_dir(), folds=("0",), step=0.8, precision="fp32"))
+
+
+@pytest.fixture()
+def case(tmp_path) -> CaseSpec:
+    return CaseSpec.of(write_image(phantom_image("PIL", seed=3), tmp_path / "in" / "scan.mha"))
+
+
+def test_a_finished_case_is_skipped_and_extras_are_made_from_its_labels(model, case, tmp_path):
+    out = tmp_path / "out"
+    first = process_case(case, model, OutputSpec(out)).record
+    assert first.status == "segmented" and first.tiles > 0 and "predict" in first.timings
+    assert first.settings["precision"] == "fp32" and first.outputs["labels"].path == "scan_seg.nii.gz"
+    labels_bytes = (out / "scan_seg.nii.gz").read_bytes()
+
+    again = process_case(case, model, OutputSpec(out)).record
+    assert again.status == "skipped" and again.segmented_at == first.segmented_at
+
+    more = process_case(case, model, OutputSpec(out, statistics=True, preview=True)).record
+    assert more.status == "completed" and "predict" not in more.timings and more.tiles == 0
+    assert set(more.outputs) == {"labels", "statistics_json", "statistics_csv", "preview"}
+    assert (out / "scan_seg.nii.gz").read_bytes() == labels_bytes
+    stored = json.loads((out / "scan_seg_record.json").read_text())
+    assert stored["status"] == "completed" and stored["segmented_at"] == first.segmented_at
+
+
+def test_a_lost_label_map_is_segmented_again(model, case, tmp_path):
+    out = tmp_path / "out"
+    process_case(case, model, OutputSpec(out, statistics=True))
+    (out / "scan_seg.nii.gz").unlink()
+    assert process_case(case, model, OutputSpec(out, statistics=True)).record.status == "segmented"
+    assert (out / "scan_seg.nii.gz").is_file()
+
+
+def test_other_settings_are_a_conflict_unless_overwrite(model, model_dir, case, tmp_path):
+    out = tmp_path / "out"
+    process_case(case, model, OutputSpec(out))
+    before = (out / "scan_seg_record.json").read_bytes()
+    other = load(ModelSpec(model_dir(), folds=("0",), step=0.5, precision="fp32"))
+    conflict = process_case(case, other, OutputSpec(out)).record
+    assert conflict.status == "failed"
+    assert "were made with other settings (step 0.8 then, 0.5 now); add --overwrite" in conflict.error
+    assert (out / "scan_seg_record.json").read_bytes() == before
+    replaced = process_case(case, other, OutputSpec(out, overwrite=True)).record
+    assert replaced.status == "segmented" and replaced.settings["step"] == 0.5
+
+
+def test_outputs_without_a_record_are_kept_unless_overwrite(model, case, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scan_seg.nii.gz").write_bytes(b"made by another tool")
+    kept = process_case(case, model, OutputSpec(out)).record
+    assert kept.status == "skipped" and "exists without a case record" in kept.error
+    assert (out / "scan_seg.nii.gz").read_bytes() == b"made by another tool"
+    assert process_case(case, model, OutputSpec(out, overwrite=True)).record.status == "segmented"
+    assert read_image(out / "scan_seg.nii.gz").array.dtype == np.uint8
+
+
+def test_a_bad_input_fails_and_writes_nothing(model, tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    record = process_case(CaseSpec.of(bad), model, OutputSpec(out)).record
+    assert record.status == "failed" and "bad.nii.gz: cannot read this image" in record.error
+    assert list(out.iterdir()) == []
+
+
+def test_a_case_held_by_another_run_is_busy(model, case, tmp_path):
+    spec = OutputSpec(tmp_path / "out")
+    other = CaseLock(spec.lock_path(case.name))
+    assert other.acquire()
+    try:
+        with pytest.raises(CaseBusy, match=r"scan.mha: being segmented by pid \d+ on "):
+            process_case(case, model, spec)
+    finally:
+        other.release()
+    assert process_case(case, model, spec).record.status == "segmented"
+
+
+def test_kept_labels_equal_the_written_label_map(model, case, tmp_path):
+    outcome = process_case(case, model, OutputSpec(tmp_path / "out"), keep_labels=True)
+    assert outcome.labels is not None
+    assert np.array_equal(outcome.labels.array, read_image(tmp_path / "out" / "scan_seg.nii.gz").array)
+
+
+def test_two_models_combine_in_memory(model, model_dir, case, tmp_path):
+    second = load(ModelSpec(model_dir(kind="ResidualEncoderUNet"), folds=("0",), step=0.8, precision="fp32"))
+    out = tmp_path / "out"
+    result = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
+                       combine=OutputSpec(out, postfix="combined", output_type="nifti"))
+    assert [r.status for r in result.all_records()] == ["segmented", "segmented", "segmented"]
+    one, two = (read_image(out / f"scan_{p}.nii.gz").array for p in ("one", "two"))
+    combined = read_image(out / "scan_combined.nii.gz").array
+    assert np.array_equal(combined, np.where(one > 0, one, np.where(two > 0, two + 4, 0)))
+    assert json.loads((out / "combined_classes.json").read_text())["5"] == "2:class_1"
+    rerun = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
+                      combine=OutputSpec(out, postfix="combined", output_type="nifti"))
+    assert [r.status for r in rerun.all_records()] == ["skipped", "skipped", "skipped"]
+    assert not (out / ".mrseg").exists()
+
+
+def test_a_model_is_loaded_once_per_process(model_dir):
+    spec = ModelSpec(Path(model_dir()), folds=("0",))
+    assert load(spec) is load(spec)
+    assert load(spec).settings["checkpoints"]["0"] and load(spec).settings["device"] == "cpu"
