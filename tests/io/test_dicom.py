@@ -120,7 +120,8 @@ def test_series_uid_on_single_series_folder(tmp_path) -> None:
 
 
 def test_empty_folder(tmp_path) -> None:
-    with pytest.raises(InputError, match=r"no DICOM image files found in this folder or below it"):
+    with pytest.raises(InputError, match=r"no image files \(.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr\) in this folder "
+                                         r"and no DICOM image files in it or below it"):
         read_image(tmp_path)
 
 

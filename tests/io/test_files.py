@@ -314,3 +314,29 @@ def test_case_name_of_folder(tmp_path) -> None:
 def test_image_suffixes_longest_first() -> None:
     # ".nii.gz" must be tried before ".nii" would be, or case names would keep ".gz"
     assert IMAGE_SUFFIXES.index(".nii.gz") < IMAGE_SUFFIXES.index(".nii")
+
+
+def test_output_folder_checks(tmp_path):
+    from mrseg.io.files import check_output_folder
+
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # nothing left behind
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    with pytest.raises(InputError, match=r"file.txt: exists and is not a folder; give a folder"):
+        check_output_folder(file)
+    with pytest.raises(InputError, match=r"sub: cannot create this folder because .*file.txt is a file"):
+        check_output_folder(file / "sub")
+
+
+def test_label_maps_are_told_by_name_and_header(tmp_path):
+    from mrseg.io.files import label_map_reason
+
+    image = Image.from_array(np.zeros((4, 5, 6), np.uint8), spacing=(1, 1, 1), origin=(0, 0, 0),
+                             direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert label_map_reason(tmp_path / "case_seg.nii.gz") == "its name ends in _seg"
+    assert label_map_reason(tmp_path / "case_x.mha", postfixes=("x",)) == "its name ends in _x"
+    plain = write_image(image, tmp_path / "plain.nii.gz")
+    tagged = write_image(image, tmp_path / "tagged.nii.gz", description="mrseg label map (demo)")
+    assert label_map_reason(plain) is None
+    assert label_map_reason(tagged) == "its header says it is an mrseg label map"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mrseg.io import read_image, write_image
-from mrseg.pipeline import CaseBusy, CaseSpec, ModelSpec, OutputSpec, load, process_case, run_batch
+from mrseg.pipeline import CaseBusy, CaseSpec, ModelSpec, OutputSpec, load, process_case
 from mrseg.pipeline.locks import CaseLock
 from parity import phantom_image
 
@@ -100,25 +99,3 @@ def test_kept_labels_equal_the_written_label_map(model, case, tmp_path):
     outcome = process_case(case, model, OutputSpec(tmp_path / "out"), keep_labels=True)
     assert outcome.labels is not None
     assert np.array_equal(outcome.labels.array, read_image(tmp_path / "out" / "scan_seg.nii.gz").array)
-
-
-def test_two_models_combine_in_memory(model, model_dir, case, tmp_path):
-    second = load(ModelSpec(model_dir(kind="ResidualEncoderUNet"), folds=("0",), step=0.8, precision="fp32"))
-    out = tmp_path / "out"
-    result = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
-                       combine=OutputSpec(out, postfix="combined", output_type="nifti"))
-    assert [r.status for r in result.all_records()] == ["segmented", "segmented", "segmented"]
-    one, two = (read_image(out / f"scan_{p}.nii.gz").array for p in ("one", "two"))
-    combined = read_image(out / "scan_combined.nii.gz").array
-    assert np.array_equal(combined, np.where(one > 0, one, np.where(two > 0, two + 4, 0)))
-    assert json.loads((out / "combined_classes.json").read_text())["5"] == "2:class_1"
-    rerun = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
-                      combine=OutputSpec(out, postfix="combined", output_type="nifti"))
-    assert [r.status for r in rerun.all_records()] == ["skipped", "skipped", "skipped"]
-    assert not (out / ".mrseg").exists()
-
-
-def test_a_model_is_loaded_once_per_process(model_dir):
-    spec = ModelSpec(Path(model_dir()), folds=("0",))
-    assert load(spec) is load(spec)
-    assert load(spec).settings["checkpoints"]["0"] and load(spec).settings["device"] == "cpu"

@@ -47,14 +47,25 @@ def test_statistics_match_simpleitk(case):
         x, y, z, sx, sy, sz = shape.GetBoundingBox(value)
         assert row.bbox_min == (x, y, z) and row.bbox_max == (x + sx - 1, y + sy - 1, z + sz - 1)
         itk_labels = to_itk(labels)
-        assert row.bbox_min_mm == pytest.approx(itk_labels.TransformIndexToPhysicalPoint(row.bbox_min), abs=1e-3)
-        assert row.bbox_max_mm == pytest.approx(itk_labels.TransformIndexToPhysicalPoint(row.bbox_max), abs=1e-3)
+        corners = np.array([itk_labels.TransformIndexToPhysicalPoint((i, j, k)) for i in (x, x + sx - 1)
+                            for j in (y, y + sy - 1) for k in (z, z + sz - 1)])
+        assert row.bbox_min_mm == pytest.approx(tuple(corners.min(axis=0)), abs=1e-3)
+        assert row.bbox_max_mm == pytest.approx(tuple(corners.max(axis=0)), abs=1e-3)
         assert row.mean == pytest.approx(intensity.GetMean(value), rel=1e-9)
         n = row.voxels
         assert row.std == pytest.approx(intensity.GetSigma(value) * np.sqrt((n - 1) / n), rel=1e-6)  # population SD
         mask = labels.array == value
         assert row.median == pytest.approx(float(np.median(image.array[mask])))
     assert rows[1].touches_border and not rows[5].touches_border and not rows[13].touches_border
+
+
+@pytest.mark.parametrize("direction", [(-1, 0, 0, 0, -1, 0, 0, 0, 1), (0, 0, -1, 1, 0, 0, 0, -1, 0), OBLIQUE])
+def test_the_world_box_has_min_below_max_on_flipped_and_permuted_grids(direction):
+    geometry = Geometry((10, 12, 14), (1.0, 2.0, 3.0), (5.0, -7.0, 11.0), direction)
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[2:7, 3:9, 4:12] = 5
+    (row,) = class_statistics(Image(labels, geometry), names={5: "liver"})
+    assert all(lo < hi for lo, hi in zip(row.bbox_min_mm, row.bbox_max_mm))
 
 
 def test_absent_classes_get_a_row_of_zeros_unless_left_out(case):

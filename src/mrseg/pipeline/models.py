@@ -73,7 +73,10 @@ class LoadedModel:
     @property
     def title(self) -> str:
         """The model's name as DICOM-SEG and label map headers show it (``demo``, ``base``, a folder's name)."""
-        return self.spec.name or self.segmenter.model.folder.name
+        name = self.spec.name
+        if not name or any(sep in name for sep in "/\\") or Path(name).exists():
+            return self.segmenter.model.folder.name  # a path: its folder's name, not the whole path
+        return name
 
     def label(self, image: Image, *, source: str, on_tile: Callable[[int, int], None] | None) -> Segmentation:
         """Segment one image (see :meth:`mrseg.inference.Segmenter.run`)."""

@@ -46,7 +46,8 @@ class ClassStatistics:
         mean, median, std: input intensity inside the class (None without an image or voxels).
         bbox_min, bbox_max: first and last voxel index inside the class, ITK order (x, y, z),
             inclusive (None when absent).
-        bbox_min_mm, bbox_max_mm: the box's corner voxel centres in world (LPS) millimetres.
+        bbox_min_mm, bbox_max_mm: per LPS axis the smallest and largest world coordinate (mm) of the
+            box's corner voxel centres, so min <= max on every grid.
         touches_border: the class reaches a face of the image, so the structure may continue
             outside the field of view (its volume is then a lower bound).
     """
@@ -133,8 +134,7 @@ def class_statistics(
             lo_zyx, hi_zyx = box
             bbox_min = (lo_zyx[2], lo_zyx[1], lo_zyx[0])
             bbox_max = (hi_zyx[2], hi_zyx[1], hi_zyx[0])
-            min_mm = _world(affine, bbox_min)
-            max_mm = _world(affine, bbox_max)
+            min_mm, max_mm = _world_box(affine, bbox_min, bbox_max)
             border = any(lo == 0 for lo in lo_zyx) or any(hi == size - 1 for hi, size in zip(hi_zyx, shape_zyx))
         rows.append(ClassStatistics(value, names[value], n, round(n * voxel_ml, 6), mean, median, std, bbox_min,
                                     bbox_max, min_mm, max_mm, border))
@@ -181,9 +181,16 @@ def _bounding_boxes(array: np.ndarray, top: int) -> dict[int, tuple[tuple[int, .
     return boxes
 
 
-def _world(affine: np.ndarray, index_xyz: tuple[int, int, int]) -> tuple[float, float, float]:
-    point = affine @ np.array([*index_xyz, 1.0])
-    return (round(float(point[0]), 3), round(float(point[1]), 3), round(float(point[2]), 3))
+def _world_box(affine: np.ndarray, low_xyz: tuple[int, int, int], high_xyz: tuple[int, int, int]
+               ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The LPS box around the voxel-centre corners of an index box: per axis the smallest and
+    largest coordinate of its eight corners (a flipped or oblique grid maps the first voxel to
+    the larger coordinate)."""
+    corners = np.array([[x, y, z, 1.0] for x in (low_xyz[0], high_xyz[0]) for y in (low_xyz[1], high_xyz[1])
+                        for z in (low_xyz[2], high_xyz[2])])
+    world = (affine @ corners.T).T[:, :3]
+    low, high = world.min(axis=0), world.max(axis=0)
+    return (tuple(round(float(v), 3) for v in low), tuple(round(float(v), 3) for v in high))  # type: ignore[return-value]
 
 
 def _csv_value(value: Any) -> str:

@@ -1,0 +1,66 @@
+"""Many cases and several models: combined in memory, one bad case never stopping the rest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrseg.io import read_image, write_image
+from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, clean_output_folder, load, run_batch
+from mrseg.pipeline.locks import CaseLock
+from mrseg.pipeline.staging import new_staging
+from parity import phantom_image
+
+
+@pytest.fixture()
+def model(model_dir):
+    return load(ModelSpec(model_dir(), folds=("0",), step=0.8, precision="fp32"))
+
+
+@pytest.fixture()
+def case(tmp_path) -> CaseSpec:
+    return CaseSpec.of(write_image(phantom_image("PIL", seed=3), tmp_path / "in" / "scan.mha"))
+
+
+def test_two_models_combine_in_memory(model, model_dir, case, tmp_path):
+    second = load(ModelSpec(model_dir(kind="ResidualEncoderUNet"), folds=("0",), step=0.8, precision="fp32"))
+    out = tmp_path / "out"
+    result = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
+                       combine=OutputSpec(out, postfix="combined", output_type="nifti"))
+    assert [r.status for r in result.all_records()] == ["segmented", "segmented", "segmented"]
+    one, two = (read_image(out / f"scan_{p}.nii.gz").array for p in ("one", "two"))
+    combined = read_image(out / "scan_combined.nii.gz").array
+    assert np.array_equal(combined, np.where(one > 0, one, np.where(two > 0, two + 4, 0)))
+    assert json.loads((out / "combined_classes.json").read_text())["5"] == "2:class_1"
+    rerun = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
+                      combine=OutputSpec(out, postfix="combined", output_type="nifti"))
+    assert [r.status for r in rerun.all_records()] == ["skipped", "skipped", "skipped"]
+    assert not (out / ".mrseg").exists()
+
+
+def test_a_bad_case_does_not_stop_the_others(model, case, tmp_path):
+    bad = tmp_path / "in" / "bad.nii.gz"
+    bad.write_text("not an image")
+    result = run_batch([CaseSpec.of(bad), case], [(model, OutputSpec(tmp_path / "out"))])
+    (records,) = result.records
+    assert [r.status for r in records] == ["failed", "segmented"]
+    assert "bad.nii.gz: cannot read this image" in records[0].error
+
+
+def test_cleaning_a_folder_keeps_what_a_live_run_holds(tmp_path):
+    out = tmp_path / "out"
+    spec = OutputSpec(out)
+    dead = new_staging(spec.staging_dir("dead"))
+    (dead / "dead_seg.nii.gz").write_bytes(b"half")
+    live = new_staging(spec.staging_dir("live"))
+    lock = CaseLock(spec.lock_path("live"))
+    assert lock.acquire()
+    try:
+        clean_output_folder(out)
+        assert not dead.exists() and live.exists()
+    finally:
+        lock.release()
+    clean_output_folder(out)
+    assert list(out.iterdir()) == []
