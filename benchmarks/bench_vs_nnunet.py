@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -156,18 +155,21 @@ def main() -> None:
                     official[key] = run([sys.executable, str(LAUNCHER), "-i", str(inputs), "-o", str(out_theirs),
                                          "--cpu_only", "--no_tqdm", *theirs_args], env)[:2] + (out_theirs,)
                 t_wall, t_mem, out_theirs = official[key]
-                o_wall, o_mem, log = run([sys.executable, "-m", "mrseg", "-v", "segment", str(inputs), "-o",
+                o_wall, o_mem, _ = run([sys.executable, "-m", "mrseg", "-v", "segment", str(inputs), "-o",
                                           str(out_ours), "--model", str(args.model), "--no-progress", *ours_args], env)
-                stages = re.search(r"(\d+) tiles: (preprocess.*)\)", log)
-                predict = re.search(r"predict ([\d.]+)", log)
-                precision = re.search(r"precision (\w+)", log)
-                folds = re.search(r"folds ([^ ]+), step", log)
-                passes = int(stages.group(1)) * len(folds.group(1).split(",")) if stages and folds else 0
-                gflops = passes * tile_tflop * 1000 / float(predict.group(1)) if passes and predict else float("nan")
+                # The run record says what ran: tiles, per-stage seconds, the precision used and the folds.
+                (record_path,) = out_ours.glob("mrseg_run_*.json")
+                record = json.loads(record_path.read_text())
+                (case_record,) = record["cases"]
+                timings = case_record["timings"]
+                passes = case_record["tiles"] * len(record["model"]["folds"])
+                predict = timings.get("predict", 0.0)
+                gflops = passes * tile_tflop * 1000 / predict if passes and predict else float("nan")
+                precision = record["settings"]["precision"]
+                stages = ", ".join(f"{k} {timings[k]:.1f}" for k in ("preprocess", "predict", "export") if k in timings)
                 equal, min_dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
                                             read_image(out_theirs / f"{case}_seg.nii.gz").array)
-                rows.append((case, mode, precision.group(1) if precision else "?", t_wall, o_wall, t_mem, o_mem,
-                             equal, min_dice, gflops, stages.group(2) if stages else ""))
+                rows.append((case, mode, precision, t_wall, o_wall, t_mem, o_mem, equal, min_dice, gflops, stages))
                 print(rows[-1], flush=True)
 
     print(f"\nnetwork: {tile_tflop * 1000:.0f} GFLOP per tile; best single Conv3d here: fp32 {conv['fp32']:.0f} "
