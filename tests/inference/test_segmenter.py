@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrseg.errors import InputError
+from mrseg.errors import InputError, ModelError
 from mrseg.inference import Segmentation, Segmenter
 from mrseg.inference.segmenter import repair_nonfinite, resolve_device
 from mrseg.io.image import Image
@@ -159,3 +159,23 @@ def test_segmenter_warns_about_repaired_voxels(segmenter, caplog):
         result = segmenter.run(image.with_array(broken), source="scan.nii.gz")
     assert result.repaired_voxels == 5
     assert "scan.nii.gz: 5 NaN/infinite voxels replaced" in caplog.text
+
+
+def test_the_engine_refuses_a_name_without_consulting_the_store(tmp_path, monkeypatch):
+    """The engine only loads folders: a model name is resolved (and installed) by the CLI or mrseg.segment()."""
+    monkeypatch.chdir(tmp_path)  # no ./demo or ./base here that would make the name a path
+    import urllib.request
+
+    from mrseg.model import download, store
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the engine consulted the model store or the network")
+
+    for name in ("resolve_model_folder", "install", "model_path", "is_installed", "bundled_model_folder", "download"):
+        monkeypatch.setattr(store, name, forbidden)
+    monkeypatch.setattr(download, "download", forbidden)
+    monkeypatch.setattr(urllib.request, "urlopen", forbidden)
+    for name in ("demo", "base"):
+        with pytest.raises(ModelError, match=rf"model folder {name} does not exist; pass a model folder.*"
+                                             r"mrseg\.model\.store\.resolve_model_folder"):
+            Segmenter(name)

@@ -12,15 +12,13 @@ import hashlib
 import json
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from archive_server import ArchiveServer, published_zip
 from mrseg.errors import ModelError
-from mrseg.inference.segmenter import Segmenter
-from mrseg.model import download, load_model, store
+from mrseg.model import load_model, store
 from mrseg.model.store import WEIGHTS_ENV, resolve_model_folder
 
 DEMO_FOLDER = Path(store.__file__).resolve().parent.parent / "models" / "demo"
@@ -125,20 +123,6 @@ def test_install_missing_downloads_a_published_model(server, registry, monkeypat
     assert server.requests == [None]
     assert resolve_model_folder("base") == folder  # installed now: no second download
     assert server.requests == [None]
-
-
-def test_the_engine_refuses_a_name_without_consulting_the_store(elsewhere, monkeypatch):
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the engine consulted the model store or the network")
-
-    for name in ("resolve_model_folder", "install", "model_path", "is_installed", "bundled_model_folder", "download"):
-        monkeypatch.setattr(store, name, forbidden)
-    monkeypatch.setattr(download, "download", forbidden)
-    monkeypatch.setattr(urllib.request, "urlopen", forbidden)
-    for name in ("demo", "base"):
-        with pytest.raises(ModelError, match=rf"model folder {name} does not exist; pass a model folder.*"
-                                             r"mrseg\.model\.store\.resolve_model_folder"):
-            Segmenter(name)
 
 
 def test_importing_the_engine_imports_neither_the_store_nor_the_downloader():

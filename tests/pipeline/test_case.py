@@ -58,8 +58,11 @@ def test_other_settings_are_a_conflict_unless_overwrite(model, model_dir, case, 
     assert conflict.status == "failed"
     assert "were made with other settings (step 0.8 then, 0.5 now); add --overwrite" in conflict.error
     assert (out / "scan_seg_record.json").read_bytes() == before
+    process_case(case, model, OutputSpec(out, preview=True))  # a preview of the step-0.8 labels
+    assert (out / "scan_seg_preview.png").exists()
     replaced = process_case(case, other, OutputSpec(out, overwrite=True)).record
     assert replaced.status == "segmented" and replaced.settings["step"] == 0.5
+    assert not (out / "scan_seg_preview.png").exists()  # it showed labels that are gone
 
 
 def test_outputs_without_a_record_are_kept_unless_overwrite(model, case, tmp_path):

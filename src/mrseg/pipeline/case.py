@@ -213,6 +213,8 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
         _stage(on_stage, case, "commit")
         clock = time.perf_counter()
         commit(staging, outputs.out_dir, record_path.name)
+        if previous is not None and status == "segmented":
+            _remove_outdated(previous, record, outputs.out_dir)
         timings["commit"] = time.perf_counter() - clock
         return CaseOutcome(replace(record, timings=timings), labels if keep_labels else None)
     except MrsegError as err:
@@ -275,6 +277,20 @@ def _write_outputs(
         made[kind] = OutputFile(final[kind].name, _size(staged[kind]))
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - clock
     return made, left_out
+
+
+def _remove_outdated(previous: CaseRecord, record: CaseRecord, out_dir: Path) -> None:
+    """Remove outputs the previous record lists that the new one does not: they were made from the
+    labels just replaced, so keeping them would pair new labels with old statistics or masks."""
+    import shutil
+
+    kept = {output.path for output in record.outputs.values()}
+    for output in previous.outputs.values():
+        path = out_dir / output.path
+        if output.path in kept or not path.exists():
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.info("%s: removed (made from labels that were replaced)", path)
 
 
 def _read_labels(path: Path, image: Image) -> Image | None:
