@@ -1,10 +1,8 @@
 """Checkpoints: safe loading (weights only, the numpy scalars allowed), and every way a file can be bad."""
 
-
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,25 +12,6 @@ import model_factory
 from mrseg.errors import ModelError
 from mrseg.model import load_model
 from mrseg.model.checkpoint import load_checkpoint
-
-
-@pytest.fixture()
-def weights(trained_weights):
-    return trained_weights["PlainConvUNet"]
-
-
-def write(folder: Path, weights: dict, *, num_folds: int = 2, plans: dict | None = None,
-          dataset: dict | None = None, **options) -> Path:
-    """A model folder with ``num_folds`` copies of ``weights`` (no training, no perturbation)."""
-    plans = model_factory.make_plans() if plans is None else plans
-    dataset = model_factory.make_dataset() if dataset is None else dataset
-    return model_factory.write_model_folder(folder, plans, dataset, [weights] * num_folds, **options)
-
-
-def set_arch(plans: dict, **changes) -> dict:
-    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update(changes)
-    return plans
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -47,23 +26,23 @@ class _Payload:
         return os.mkdir, (self.marker,)
 
 
-def test_corrupt_checkpoint(tmp_path, weights, rng):
-    folder = write(tmp_path / "m", weights)
+def test_corrupt_checkpoint(tmp_path, weights, rng, write_model):
+    folder = write_model(tmp_path / "m", weights)
     (folder / "fold_1" / "checkpoint_final.pth").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ModelError, match=r"fold_1/checkpoint_final\.pth: cannot load checkpoint"):
         load_model(folder)
 
 
-def test_truncated_checkpoint(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_truncated_checkpoint(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     path = folder / "fold_0" / "checkpoint_final.pth"
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(ModelError, match="cannot load checkpoint"):
         load_model(folder)
 
 
-def test_empty_checkpoint_says_so(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_empty_checkpoint_says_so(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
     with pytest.raises(ModelError, match=r"fold_0/checkpoint_final\.pth: cannot load checkpoint \(the file is "
                                          r"empty, 0 bytes\); re-download or re-export the model"):
@@ -105,9 +84,9 @@ def test_numpy_scalars_load_with_weights_only(tmp_path):
     assert checkpoint.trainer_name == "nnUNetTrainer"  # the default when absent
 
 
-def test_written_checkpoints_carry_numpy_scalars(tmp_path, weights):
+def test_written_checkpoints_carry_numpy_scalars(tmp_path, weights, write_model):
     """The factory's checkpoints hold numpy scalars, so a plain weights_only load would fail on them."""
-    folder = write(tmp_path / "m", weights, num_folds=1)
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     path = folder / "fold_0" / "checkpoint_final.pth"
     with pytest.raises(Exception, match="numpy"):
         torch.load(path, map_location="cpu", weights_only=True)
@@ -131,8 +110,8 @@ def test_refusal_names_the_offending_global(tmp_path):
     assert "weights_only` set to `False`" not in str(info.value)
 
 
-def test_code_in_a_checkpoint_is_never_run(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_code_in_a_checkpoint_is_never_run(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     marker = tmp_path / "pwned"
     torch.save({"network_weights": weights, "init_args": {"configuration": "3d_fullres"},
                 "payload": _Payload(str(marker))}, folder / "fold_0" / "checkpoint_final.pth")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +12,6 @@ from mrseg.errors import ModelError
 from mrseg.model import Model, available_folds, load_model
 from mrseg.model.networks import build_network
 from mrseg.model.plans import parse_plans
-
-
-@pytest.fixture()
-def weights(trained_weights):
-    return trained_weights["PlainConvUNet"]
-
-
-def write(folder: Path, weights: dict, *, num_folds: int = 2, plans: dict | None = None,
-          dataset: dict | None = None, **options) -> Path:
-    """A model folder with ``num_folds`` copies of ``weights`` (no training, no perturbation)."""
-    plans = model_factory.make_plans() if plans is None else plans
-    dataset = model_factory.make_dataset() if dataset is None else dataset
-    return model_factory.write_model_folder(folder, plans, dataset, [weights] * num_folds, **options)
 
 
 def set_arch(plans: dict, **changes) -> dict:
@@ -51,24 +37,24 @@ def test_load_model_reads_folds_configuration_and_mirroring(tmp_path, weights):
     assert [c.path for c in model.checkpoints] == [folder / f"fold_{k}" / "checkpoint_final.pth" for k in (0, 1)]
 
 
-def test_mirror_axes_none_when_the_checkpoint_forbids_mirroring(tmp_path, weights):
-    assert load_model(write(tmp_path / "m", weights, mirror_axes=None)).mirror_axes is None
+def test_mirror_axes_none_when_the_checkpoint_forbids_mirroring(tmp_path, weights, write_model):
+    assert load_model(write_model(tmp_path / "m", weights, mirror_axes=None)).mirror_axes is None
 
 
-def test_configuration_comes_from_the_checkpoint(tmp_path, weights):
+def test_configuration_comes_from_the_checkpoint(tmp_path, weights, write_model):
     plans = model_factory.make_plans(configuration="3d_fullres_bs8")
-    model = load_model(write(tmp_path / "m", weights, plans=plans, configuration="3d_fullres_bs8"))
+    model = load_model(write_model(tmp_path / "m", weights, plans=plans, configuration="3d_fullres_bs8"))
     assert model.configuration.name == "3d_fullres_bs8"
     assert model.configuration.patch_size == (16, 32, 32)
 
 
 @pytest.mark.parametrize("folds, expected", [([1], ("1",)), ([0, 1], ("0", "1")), (("1", 0), ("1", "0"))])
-def test_requested_folds(tmp_path, weights, folds, expected):
-    assert load_model(write(tmp_path / "m", weights), folds=folds).folds == expected
+def test_requested_folds(tmp_path, weights, folds, expected, write_model):
+    assert load_model(write_model(tmp_path / "m", weights), folds=folds).folds == expected
 
 
-def test_fold_all_is_found(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_fold_all_is_found(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     (folder / "fold_0").rename(folder / "fold_all")
     assert available_folds(folder) == ["all"]
     assert load_model(folder).folds == ("all",)
@@ -86,8 +72,8 @@ def test_available_folds_are_sorted_numerically_then_by_name(tmp_path):
     assert available_folds(tmp_path, "checkpoint_best.pth") == ["4"]
 
 
-def test_checkpoint_best(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, checkpoint_name="checkpoint_best.pth")
+def test_checkpoint_best(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, checkpoint_name="checkpoint_best.pth")
     model = load_model(folder, checkpoint_name="checkpoint_best.pth")
     assert model.folds == ("0", "1")
     assert all(c.path.name == "checkpoint_best.pth" for c in model.checkpoints)
@@ -95,16 +81,16 @@ def test_checkpoint_best(tmp_path, weights):
         load_model(folder)
 
 
-def test_checkpoint_best_missing_is_a_clear_error(tmp_path, weights):
-    folder = write(tmp_path / "m", weights)
+def test_checkpoint_best_missing_is_a_clear_error(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights)
     with pytest.raises(ModelError, match=r"no fold_\*/checkpoint_best\.pth"):
         load_model(folder, checkpoint_name="checkpoint_best.pth")
     with pytest.raises(ModelError, match=r"lacks fold\(s\) 0 \(checkpoint_best\.pth\); available folds: none"):
         load_model(folder, folds=[0], checkpoint_name="checkpoint_best.pth")
 
 
-def test_folder_may_be_a_string(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_folder_may_be_a_string(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     assert load_model(str(folder)).folder == folder
 
 
@@ -123,96 +109,96 @@ def test_a_file_is_not_a_model_folder(tmp_path):
         load_model(tmp_path / "model.zip")
 
 
-def test_missing_plans(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_missing_plans(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     (folder / "plans.json").unlink()
     with pytest.raises(ModelError, match=r"plans\.json is missing"):
         load_model(folder)
 
 
-def test_missing_dataset(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_missing_dataset(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     (folder / "dataset.json").unlink()
     with pytest.raises(ModelError, match=r"dataset\.json is missing"):
         load_model(folder)
 
 
-def test_missing_requested_fold_lists_the_available_ones(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=2)
+def test_missing_requested_fold_lists_the_available_ones(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=2)
     with pytest.raises(ModelError, match=r"lacks fold\(s\) 3, 4 \(checkpoint_final\.pth\); available folds: 0, 1"):
         load_model(folder, folds=[0, 3, 4])
 
 
-def test_no_folds_at_all(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1)
+def test_no_folds_at_all(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1)
     shutil.rmtree(folder / "fold_0")
     with pytest.raises(ModelError, match=r"has no fold_\*/checkpoint_final\.pth; is this a trained nnU-Net v2 model"):
         load_model(folder)
 
 
-def test_label_count_mismatch(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1, dataset=model_factory.make_dataset(num_labels=7))
+def test_label_count_mismatch(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1, dataset=model_factory.make_dataset(num_labels=7))
     with pytest.raises(ModelError, match=r"label-count mismatch: .* predicts 5 classes but .*dataset\.json lists 7"):
         load_model(folder)
 
 
-def test_unknown_architecture(tmp_path, weights):
+def test_unknown_architecture(tmp_path, weights, write_model):
     plans = model_factory.make_plans()
     plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "monai.networks.nets.SwinUNETR"
-    model = load_model(write(tmp_path / "m", weights, num_folds=1, plans=plans))
+    model = load_model(write_model(tmp_path / "m", weights, num_folds=1, plans=plans))
     with pytest.raises(ModelError, match=r"'monai\.networks\.nets\.SwinUNETR'; supported: PlainConvUNet, "
                                          r"ResidualEncoderUNet"):
         model.build_networks()
 
 
-def test_unknown_building_block(tmp_path, weights):
+def test_unknown_building_block(tmp_path, weights, write_model):
     plans = set_arch(model_factory.make_plans(), norm_op="torch.nn.FooNorm3d")
-    model = load_model(write(tmp_path / "m", weights, num_folds=1, plans=plans))
+    model = load_model(write_model(tmp_path / "m", weights, num_folds=1, plans=plans))
     with pytest.raises(ModelError, match=r"norm_op='torch\.nn\.FooNorm3d'.*not a supported building block; "
                                          r"supported: .*InstanceNorm3d"):
         model.build_networks()
 
 
-def test_unknown_architecture_argument(tmp_path, weights):
+def test_unknown_architecture_argument(tmp_path, weights, write_model):
     plans = set_arch(model_factory.make_plans(), squeeze_excitation=True)
-    model = load_model(write(tmp_path / "m", weights, num_folds=1, plans=plans))
+    model = load_model(write_model(tmp_path / "m", weights, num_folds=1, plans=plans))
     with pytest.raises(ModelError, match=r"cannot build PlainConvUNet from plans\.json: .*squeeze_excitation"):
         model.build_networks()
 
 
-def test_weights_that_do_not_fit_the_network(tmp_path, weights):
+def test_weights_that_do_not_fit_the_network(tmp_path, weights, write_model):
     plans = set_arch(model_factory.make_plans(), features_per_stage=[4, 8, 32])
-    model = load_model(write(tmp_path / "m", weights, num_folds=1, plans=plans))
+    model = load_model(write_model(tmp_path / "m", weights, num_folds=1, plans=plans))
     with pytest.raises(ModelError, match=r"checkpoint_final\.pth: weights do not fit the network in .*plans\.json"):
         model.build_networks()
 
 
-def test_2d_configuration_is_refused(tmp_path, weights):
+def test_2d_configuration_is_refused(tmp_path, weights, write_model):
     plans = model_factory.make_plans(patch_size=(32, 32), spacing=(1.5, 1.5))
     set_arch(plans, conv_op="torch.nn.modules.conv.Conv2d", kernel_sizes=[[3, 3]] * 3,
              strides=[[1, 1], [2, 2], [2, 2]], norm_op="torch.nn.modules.instancenorm.InstanceNorm2d")
     with pytest.raises(ModelError, match=r"configuration '3d_fullres' is 2-D; only 3-D models are supported"):
-        load_model(write(tmp_path / "m", weights, num_folds=1, plans=plans))
+        load_model(write_model(tmp_path / "m", weights, num_folds=1, plans=plans))
 
 
-def test_cascade_stage_is_refused(tmp_path, weights):
+def test_cascade_stage_is_refused(tmp_path, weights, write_model):
     plans = model_factory.make_plans()
     plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
-    folder = write(tmp_path / "m", weights, num_folds=1, plans=plans, configuration="3d_cascade_fullres")
+    folder = write_model(tmp_path / "m", weights, num_folds=1, plans=plans, configuration="3d_cascade_fullres")
     with pytest.raises(ModelError, match="cascade stage '3d_cascade_fullres' needs a previous stage"):
         load_model(folder)
 
 
-def test_checkpoint_configuration_not_in_plans(tmp_path, weights):
-    folder = write(tmp_path / "m", weights, num_folds=1, configuration="3d_lowres")
+def test_checkpoint_configuration_not_in_plans(tmp_path, weights, write_model):
+    folder = write_model(tmp_path / "m", weights, num_folds=1, configuration="3d_lowres")
     with pytest.raises(ModelError, match=r"configuration '3d_lowres' is not in plans"):
         load_model(folder)
 
 
-def test_folds_of_different_configurations_are_refused(tmp_path, weights):
+def test_folds_of_different_configurations_are_refused(tmp_path, weights, write_model):
     plans = model_factory.make_plans(configuration="3d_fullres_bs8")
-    folder = write(tmp_path / "m", weights, plans=plans)
-    other = write(tmp_path / "other", weights, plans=plans, configuration="3d_fullres_bs8")
+    folder = write_model(tmp_path / "m", weights, plans=plans)
+    other = write_model(tmp_path / "other", weights, plans=plans, configuration="3d_fullres_bs8")
     shutil.copy(other / "fold_1" / "checkpoint_final.pth", folder / "fold_1" / "checkpoint_final.pth")
     with pytest.raises(ModelError, match="trained with configuration '3d_fullres_bs8'.*folds of one ensemble must"):
         load_model(folder)

@@ -1,10 +1,8 @@
 """Networks built from plans equal nnU-Net's own, in the current and the old plans format."""
 
-
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,25 +12,6 @@ import model_factory
 from mrseg.model import load_model
 from mrseg.model.networks import build_network
 from mrseg.model.plans import parse_plans
-
-
-@pytest.fixture()
-def weights(trained_weights):
-    return trained_weights["PlainConvUNet"]
-
-
-def write(folder: Path, weights: dict, *, num_folds: int = 2, plans: dict | None = None,
-          dataset: dict | None = None, **options) -> Path:
-    """A model folder with ``num_folds`` copies of ``weights`` (no training, no perturbation)."""
-    plans = model_factory.make_plans() if plans is None else plans
-    dataset = model_factory.make_dataset() if dataset is None else dataset
-    return model_factory.write_model_folder(folder, plans, dataset, [weights] * num_folds, **options)
-
-
-def set_arch(plans: dict, **changes) -> dict:
-    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update(changes)
-    return plans
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -59,9 +38,9 @@ def test_network_equals_nnunets(kind, trained_weights):
         assert torch.allclose(out, theirs.eval()(x), atol=1e-5)
 
 
-def test_old_format_plans_build_the_same_network(tmp_path, weights):
+def test_old_format_plans_build_the_same_network(tmp_path, weights, write_model):
     """The weights of a new-format model fit the network an old-format plans.json describes."""
-    folder = write(tmp_path / "m", weights, num_folds=1, plans=model_factory.make_plans(old_format=True))
+    folder = write_model(tmp_path / "m", weights, num_folds=1, plans=model_factory.make_plans(old_format=True))
     plans = json.loads((folder / "plans.json").read_text())
     assert "architecture" not in plans["configurations"]["3d_fullres"]
     (network,) = load_model(folder).build_networks()

@@ -1,4 +1,5 @@
-"""Inputs for the pipeline tests: small images of four orientations and formats."""
+"""Inputs and a model for the pipeline tests: small images of four orientations and formats, the
+session's tiny trained model loaded in exact mode."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mrseg.io import write_image
+from mrseg.pipeline import CaseSpec, ModelSpec, load
 from parity import phantom_image
 
 
@@ -18,3 +20,15 @@ def inputs(tmp_path: Path) -> Path:
                                     ("d.nii.gz", "LPS", 4)):
         write_image(phantom_image(orientation, seed=seed), folder / name)
     return folder
+
+
+@pytest.fixture()
+def model(model_dir):
+    """The tiny trained model, fold 0, fast step, exact mode."""
+    return load(ModelSpec(model_dir(), folds=("0",), step=0.8, precision="fp32"))
+
+
+@pytest.fixture()
+def case(tmp_path) -> CaseSpec:
+    """One MHA input in PIL orientation."""
+    return CaseSpec.of(write_image(phantom_image("PIL", seed=3), tmp_path / "in" / "scan.mha"))

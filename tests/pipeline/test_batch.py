@@ -5,23 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-from mrseg.io import read_image, write_image
+from mrseg.io import read_image
 from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, clean_output_folder, load, run_batch
 from mrseg.pipeline.locks import CaseLock
 from mrseg.pipeline.staging import new_staging
-from parity import phantom_image
-
-
-@pytest.fixture()
-def model(model_dir):
-    return load(ModelSpec(model_dir(), folds=("0",), step=0.8, precision="fp32"))
-
-
-@pytest.fixture()
-def case(tmp_path) -> CaseSpec:
-    return CaseSpec.of(write_image(phantom_image("PIL", seed=3), tmp_path / "in" / "scan.mha"))
 
 
 def test_two_models_combine_in_memory(model, model_dir, case, tmp_path):

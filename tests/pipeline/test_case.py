@@ -7,20 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from mrseg.io import read_image, write_image
+from mrseg.io import read_image
 from mrseg.pipeline import CaseBusy, CaseSpec, ModelSpec, OutputSpec, load, process_case
 from mrseg.pipeline.locks import CaseLock
-from parity import phantom_image
-
-
-@pytest.fixture()
-def model(model_dir):
-    return load(ModelSpec(model_dir(), folds=("0",), step=0.8, precision="fp32"))
-
-
-@pytest.fixture()
-def case(tmp_path) -> CaseSpec:
-    return CaseSpec.of(write_image(phantom_image("PIL", seed=3), tmp_path / "in" / "scan.mha"))
 
 
 def test_a_finished_case_is_skipped_and_extras_are_made_from_its_labels(model, case, tmp_path):
