@@ -17,6 +17,7 @@ float32's.
 
     python benchmarks/bench_tile_levers.py [--model DIR [--image SCAN]]
     python benchmarks/bench_tile_levers.py --profile    # where mrseg's default tile spends its time
+    python benchmarks/bench_tile_levers.py --layers fp32  # each convolution alone against the whole tile
 """
 
 from __future__ import annotations
@@ -192,6 +193,145 @@ def profile_default_tile() -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+def layer_table(precision: str) -> None:
+    """Each convolution of the stand-in network timed alone at its own shape (best of three, after a
+    warm-up), against one whole lean tile in ``precision``: the ceiling of every layer, and what
+    the tile spends outside the convolutions."""
+    import torch
+
+    from mrseg.inference.lean_unet import InferenceUNet
+    from mrseg.inference.memory import reuse_freed_memory
+    from mrseg.model.networks import store_convolutions_in
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    network = stand_in_network().eval()
+    tile = torch.randn(1, 1, *PATCH, generator=torch.Generator().manual_seed(1))
+    shapes: list[tuple[str, object, tuple[int, ...]]] = []
+
+    def record(module, inputs, _output):  # type: ignore[no-untyped-def]
+        shapes.append((type(module).__name__, module, tuple(inputs[0].shape)))
+
+    hooks = [m.register_forward_hook(record) for m in network.modules()
+             if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    with torch.inference_mode():
+        network(tile)
+    for hook in hooks:
+        hook.remove()
+    if dtype == torch.bfloat16:
+        store_convolutions_in(network, torch.bfloat16)
+    forward = InferenceUNet(network)
+    with reuse_freed_memory(True), torch.inference_mode(), torch.autocast("cpu", dtype=dtype,
+                                                                          enabled=dtype == torch.bfloat16):
+        forward(tile)
+        start = time.perf_counter()
+        forward(tile)
+        whole = time.perf_counter() - start
+        print(f"{'layer':22s} {'input':>22s} {'weight':>18s} {'GFLOP':>7s} {'s':>6s} {'GFLOP/s':>8s}")
+        total_s = total_flop = 0.0
+        for kind, module, shape in shapes:
+            x = torch.randn(shape, dtype=dtype)
+            best = float("inf")
+            for _ in range(4):
+                begin = time.perf_counter()
+                out = module(x)
+                best = min(best, time.perf_counter() - begin)
+            weight = module.weight  # type: ignore[attr-defined]
+            if kind.startswith("ConvTranspose"):
+                flop = 2.0 * x.numel() * weight.shape[1] * int(np.prod(weight.shape[2:]))
+            else:
+                flop = 2.0 * out.numel() * int(np.prod(weight.shape[1:]))
+            del out, x
+            total_s += best
+            total_flop += flop
+            print(f"{kind:22s} {'x'.join(map(str, shape[1:])):>22s} {'x'.join(map(str, weight.shape)):>18s} "
+                  f"{flop / 1e9:7.1f} {best:6.3f} {flop / best / 1e9:8.0f}")
+    print(f"{precision}: convolutions alone {total_s:.2f} s ({total_flop / total_s / 1e9:.0f} GFLOP/s); one lean tile "
+          f"{whole:.2f} s ({total_flop / whole / 1e9:.0f} GFLOP/s); outside the convolutions {whole - total_s:.2f} s")
+
+
+def _norm_channels_last_(norm, x):  # type: ignore[no-untyped-def]
+    """Instance normalisation of a channels_last_3d tensor in place, two passes as nnU-Net's
+    (mean, then the mean squared deviation), the per-channel sums over a (voxels, channels) view."""
+    import torch
+
+    channels = x.shape[1]
+    view = x.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # no copy for channels_last_3d
+    count = view.shape[0]
+    mean = view.sum(0).div_(count)
+    squares = torch.zeros(channels, dtype=x.dtype)
+    for chunk in torch.split(view, 1 << 16):
+        squares += (chunk - mean).square_().sum(0)
+    scale = norm.weight / torch.sqrt(squares / count + norm.eps)
+    shift = norm.bias - mean * scale
+    view.mul_(scale).add_(shift)
+    return x
+
+
+def channels_last_prototype(precision: str) -> None:
+    """A prototype, not the engine: the stand-in network's forward with every stage at or above
+    ``--cl-min-voxels`` output voxels in channels_last_3d (convolutions, transposed convolutions,
+    the concatenation and the head), its instance normalisations by :func:`_norm_channels_last_`,
+    against the network's own forward and mrseg's lean forward in the same process (fp32)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mrseg.inference.lean_unet import InferenceUNet
+    from mrseg.inference.memory import reuse_freed_memory
+
+    network = stand_in_network().eval()
+    tile = torch.randn(1, 1, *PATCH, generator=torch.Generator().manual_seed(1))
+    large = 56 * 96 * 80  # stages with at least this many voxels run channels_last
+
+    def block(layer, x):  # type: ignore[no-untyped-def]
+        cl = x[0, 0].numel() >= large and x.shape[1] > 1  # one input channel: oneDNN has no channels_last path
+        x = layer.conv(x.contiguous(memory_format=torch.channels_last_3d) if cl else x.contiguous())
+        if x.is_contiguous(memory_format=torch.channels_last_3d) and cl:
+            x = _norm_channels_last_(layer.norm, x)
+        else:
+            x = layer.norm(x.contiguous())
+        return F.leaky_relu_(x, 0.01)
+
+    def forward(x):  # type: ignore[no-untyped-def]
+        skips = []
+        for stage in network.encoder.stages:
+            for layer in stage[0].convs:
+                x = block(layer, x)
+            skips.append(x)
+        lower = skips.pop()
+        for s, stage in enumerate(network.decoder.stages):
+            skip = skips.pop()
+            up = network.decoder.transpconvs[s]
+            cl = skip[0, 0].numel() >= large
+            lower = lower.contiguous(memory_format=torch.channels_last_3d) if cl else lower.contiguous()
+            joined = torch.cat((up(lower), skip), 1)
+            del lower, skip
+            x = joined
+            for layer in stage.convs:
+                x = block(layer, x)
+            lower = x
+        head = network.decoder.seg_layers[-1]
+        return head(lower).contiguous()
+
+    with torch.inference_mode(), reuse_freed_memory(True):
+        reference = network(tile)
+        timings = {}
+        for name, run in (("own forward", lambda: network(tile)), ("lean forward (mrseg)",
+                                                                    lambda: InferenceUNet(network)(tile)),
+                          ("channels_last full-res prototype", lambda: forward(tile))):
+            run()
+            best = float("inf")
+            for _ in range(2):
+                start = time.perf_counter()
+                out = run()
+                best = min(best, time.perf_counter() - start)
+            timings[name] = best
+            equal = float((out.argmax(1) == reference.argmax(1)).float().mean())
+            diff = float((out - reference).abs().max())
+            print(f"{precision} {name:34s} {best:6.2f} s/tile  max |logit diff| {diff:.2e}"
+                  f"  argmax equal {100 * equal:.4f} %", flush=True)
+            del out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model folder (its first fold is used); default random weights")
@@ -199,9 +339,19 @@ def main() -> None:
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help="profile one default (bf16 lean) tile instead")
+    parser.add_argument("--channels-last-prototype", action="store_true",
+                        help="time a fp32 forward with the full-resolution stages in channels_last_3d (a prototype)")
+    parser.add_argument("--layers", choices=("fp32", "bf16"),
+                        help="time every convolution alone at its shape against one lean tile in this precision")
     args = parser.parse_args()
     if args.profile:
         profile_default_tile()
+        return
+    if args.layers:
+        layer_table(args.layers)
+        return
+    if args.channels_last_prototype:
+        channels_last_prototype("fp32")
         return
     if args.variant == "conv":
         print(json.dumps({"fp32": conv_throughput("float32"), "bf16": conv_throughput("bfloat16")}))
