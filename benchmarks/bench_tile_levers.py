@@ -64,6 +64,20 @@ def stand_in_network():
     ).eval()
 
 
+def forward_with_convolution_hook(network, tile, hook) -> None:  # type: ignore[no-untyped-def]
+    """One forward pass with ``hook(module, inputs, output)`` called after every (transposed) convolution."""
+    import torch
+
+    handles = [m.register_forward_hook(hook) for m in network.modules()
+               if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    try:
+        with torch.inference_mode():
+            network(tile)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def conv_flops(network, tile) -> float:
     """Floating-point operations of every convolution in one forward pass (2 per multiply-add)."""
     import torch
@@ -77,12 +91,7 @@ def conv_flops(network, tile) -> float:
         else:
             total[0] += 2.0 * output.numel() * int(np.prod(weight.shape[1:]))
 
-    hooks = [m.register_forward_hook(count) for m in network.modules()
-             if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    with torch.inference_mode():
-        network(tile)
-    for hook in hooks:
-        hook.remove()
+    forward_with_convolution_hook(network, tile, count)
     return total[0]
 
 
@@ -211,12 +220,7 @@ def layer_table(precision: str) -> None:
     def record(module, inputs, _output):  # type: ignore[no-untyped-def]
         shapes.append((type(module).__name__, module, tuple(inputs[0].shape)))
 
-    hooks = [m.register_forward_hook(record) for m in network.modules()
-             if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    with torch.inference_mode():
-        network(tile)
-    for hook in hooks:
-        hook.remove()
+    forward_with_convolution_hook(network, tile, record)
     if dtype == torch.bfloat16:
         store_convolutions_in(network, torch.bfloat16)
     forward = InferenceUNet(network)
