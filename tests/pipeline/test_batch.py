@@ -52,3 +52,15 @@ def test_cleaning_a_folder_keeps_what_a_live_run_holds(tmp_path):
         lock.release()
     clean_output_folder(out)
     assert list(out.iterdir()) == []
+
+
+def test_an_unreadable_label_map_of_another_tool_fails_only_the_combination(model, model_dir, case, tmp_path):
+    second = load(ModelSpec(model_dir(kind="ResidualEncoderUNet"), folds=("0",), step=0.8, precision="fp32"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scan_one.nii.gz").write_bytes(b"made by another tool")  # kept: no case record says it is ours
+    result = run_batch([case], [(model, OutputSpec(out, postfix="one")), (second, OutputSpec(out, postfix="two"))],
+                       combine=OutputSpec(out, postfix="combined", output_type="nifti"))
+    assert [r.status for r in result.all_records()] == ["skipped", "segmented", "failed"]
+    assert "not combined: no label map of one" in result.combined[0].error
+    assert (out / "scan_one.nii.gz").read_bytes() == b"made by another tool"

@@ -7,6 +7,7 @@ segmented once. With several models and ``combine``, each case's maps are combin
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -74,10 +75,11 @@ def run_batch(
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         clean_output_folder(folder)
+    offsets, table = combined_classes([model.classes for model, _ in models])
+    combined_names = {name: value for value, name in table.items()}
     if combine is not None:
-        offsets, table = combined_classes([model.classes for model, _ in models])
         write_bytes_atomic(combine.out_dir / "combined_classes.json",
-                           _json({str(k): v for k, v in table.items()}))
+                           json.dumps({str(k): v for k, v in table.items()}, indent=2))
     slots: list[list[CaseRecord | None]] = [[None] * len(cases) for _ in models]
     combined: list[CaseRecord | None] = [None] * len(cases)
     labels: list[list[Image | None]] = [[None] * len(models) for _ in cases]
@@ -100,7 +102,7 @@ def run_batch(
                 on_record(outcome.record)
         if combine is not None and combined[index] is None:
             try:
-                outcome = _combine(case, models, labels[index], combine, offsets, wait, on_stage)
+                outcome = _combine(case, models, labels[index], combine, combined_names, offsets, wait, on_stage)
             except CaseBusy as busy:
                 log.info("%s; coming back to it at the end", busy)
                 return False
@@ -120,13 +122,12 @@ def run_batch(
 
 
 def _combine(case: CaseSpec, models: Sequence[tuple[LoadedModel, OutputSpec]], parts: Sequence[Image | None],
-             spec: OutputSpec, offsets: Sequence[int], wait: bool, on_stage: StageCallback | None) -> CaseOutcome:
+             spec: OutputSpec, classes: dict[str, int], offsets: Sequence[int], wait: bool,
+             on_stage: StageCallback | None) -> CaseOutcome:
     if any(p is None for p in parts):
         missing = [models[i][1].postfix for i, p in enumerate(parts) if p is None]
         return failed_outcome(case, f"{case.path}: not combined: no label map of {', '.join(missing)} "
                              "(that model failed, or wrote no NIfTI labels)")
-    _, table = combined_classes([model.classes for model, _ in models])
-    classes = {name: value for value, name in table.items()}
     labeller = CombinedLabels([p for p in parts if p is not None], classes, offsets,
                               [model.settings for model, _ in models])
     return process_case(case, labeller, spec, wait=wait, on_stage=on_stage)
@@ -161,12 +162,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return float("inf")
-
-
-def _json(data: object) -> str:
-    import json
-
-    return json.dumps(data, indent=2)
 
 
 __all__ = ["BatchResult", "clean_output_folder", "run_batch"]

@@ -15,8 +15,10 @@ A bad input or a full disk fails this case only: the outcome says why, nothing o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -172,12 +174,12 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
         reuse = {k: v for k, v in previous.outputs.items() if _present(outputs.out_dir, v)}
         missing = [k for k in wanted if k not in reuse and k not in previous.left_out]
         if not missing:
-            labels = read_image(paths["labels"]) if keep_labels and "labels" in reuse else None
+            labels = _read_labels(paths["labels"]) if keep_labels and "labels" in reuse else None
             return CaseOutcome(replace(previous, status="skipped", timings={}), labels)
     elif not outputs.overwrite:
         existing = [paths[k] for k in wanted if paths[k].exists()]
         if existing:
-            labels = read_image(paths["labels"]) if keep_labels and paths["labels"].is_file() else None
+            labels = _read_labels(paths["labels"]) if keep_labels and paths["labels"].is_file() else None
             return CaseOutcome(_record(case, "skipped", settings, {}, {}, error=(
                 f"{existing[0]} exists without a case record (made by another tool or an older mrseg); "
                 "--overwrite replaces it")), labels)
@@ -282,8 +284,6 @@ def _write_outputs(
 def _remove_outdated(previous: CaseRecord, record: CaseRecord, out_dir: Path) -> None:
     """Remove outputs the previous record lists that the new one does not: they were made from the
     labels just replaced, so keeping them would pair new labels with old statistics or masks."""
-    import shutil
-
     kept = {output.path for output in record.outputs.values()}
     for output in previous.outputs.values():
         path = out_dir / output.path
@@ -293,13 +293,14 @@ def _remove_outdated(previous: CaseRecord, record: CaseRecord, out_dir: Path) ->
         log.info("%s: removed (made from labels that were replaced)", path)
 
 
-def _read_labels(path: Path, image: Image) -> Image | None:
-    """The existing label map when it is readable and on the input's grid, else None (segment again)."""
+def _read_labels(path: Path, image: Image | None = None) -> Image | None:
+    """The existing label map when it is readable (and on ``image``'s grid, if given), else None:
+    segment again, or, for a combination, report the map as missing."""
     try:
         labels = read_image(path)
     except MrsegError:
         return None
-    return labels if labels.geometry.same_grid(image.geometry, atol=1e-3) else None
+    return labels if image is None or labels.geometry.same_grid(image.geometry, atol=1e-3) else None
 
 
 def _present(out_dir: Path, output: OutputFile) -> bool:
@@ -324,8 +325,6 @@ def _input_identity(case: CaseSpec) -> dict[str, int]:
 
 def _comparable(settings: Mapping[str, Any]) -> Any:
     """Settings as JSON gives them back (tuples → lists), so a fresh dict compares with a read one."""
-    import json
-
     return json.loads(json.dumps(settings, default=str))
 
 
@@ -350,8 +349,6 @@ def _stage(callback: StageCallback | None, case: CaseSpec, stage: str) -> None:
 
 
 def _discard(staging: Path) -> None:
-    import shutil
-
     shutil.rmtree(staging, ignore_errors=True)
 
 
