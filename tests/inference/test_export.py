@@ -99,6 +99,47 @@ def test_float16_logits_export_like_their_float32_values(case):
     assert np.array_equal(half, single)
 
 
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_float16_logits_as_nnunet_holds_them_give_its_labels(case):
+    """nnU-Net sums its logits in float16 and resamples them into float16 arrays, so its argmax
+    compares float16 values; ours compares the same roundings."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
+    plans_dict, dataset = model_factory.make_plans(transpose=transpose), model_factory.make_dataset()
+    plans = parse_plans(plans_dict)
+    config = plans.configuration("3d_fullres")
+    spacing_t = tuple(spacing[a] for a in transpose)
+    shape_after = tuple(hi - lo for lo, hi in bbox)
+    net_shape = new_shape_for_spacing(shape_after, spacing_t, config.spacing)
+    rng = np.random.default_rng(7)
+    logits = np.round(rng.standard_normal((model_factory.NUM_LABELS, *net_shape)), 1).astype(np.float16)  # many ties
+    record = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
+                          shape_before_cropping=shape_before, bbox=bbox)
+    ours = logits_to_labels(torch.from_numpy(logits), record, plans=plans, configuration=config)
+    manager = nnunet_plans_manager(plans_dict)
+    properties = {"spacing": list(spacing), "shape_before_cropping": shape_before,
+                  "bbox_used_for_cropping": [list(b) for b in bbox],
+                  "shape_after_cropping_and_before_resampling": shape_after}
+    theirs = np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
+        torch.from_numpy(logits.copy()), manager, manager.get_configuration("3d_fullres"),
+        manager.get_label_manager(dataset), properties, num_threads_torch=torch.get_num_threads()))
+    assert (ours == theirs).mean() >= 0.9995, (ours != theirs).sum()
+
+
+def test_float32_logits_tie_where_their_float16_roundings_do():
+    """Two classes within one float16 step of each other: the lower wins, as in nnU-Net's float16 argmax."""
+    plans = parse_plans(model_factory.make_plans())
+    config = plans.configuration("3d_fullres")
+    logits = np.zeros((3, 4, 4, 4), np.float32)
+    logits[1] = 1.0
+    logits[2, :2] = 1.0 + 1e-4  # float16 has steps of 1/1024 near 1: rounds to 1.0, a tie
+    logits[2, 2:] = 1.0 + 4e-3  # a clear step above
+    case = Preprocessed(np.zeros((1, 4, 4, 4), np.float32), (3.0, 1.5, 1.5), (4, 4, 4), ((0, 4), (0, 4), (0, 4)))
+    labels = logits_to_labels(torch.from_numpy(logits), case, plans=plans, configuration=config)
+    assert np.all(labels[:2] == 1) and np.all(labels[2:] == 2)
+
+
 def test_many_classes_give_uint16():
     plans = parse_plans(model_factory.make_plans())
     config = plans.configuration("3d_fullres")

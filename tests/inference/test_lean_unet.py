@@ -121,3 +121,76 @@ def test_lean_forward_leaves_training_alone():
     tile = torch.randn(1, 1, 8, 16, 12)
     assert torch.equal(lean(tile), network(tile))  # gradients enabled: the package's own forward
     assert lean.encoder is network.encoder  # attributes are the network's
+
+
+@pytest.mark.parametrize("kind", ["PlainConvUNet", "ResidualEncoderUNet"])
+@pytest.mark.parametrize("slab_bytes", [4096, 2**40])
+def test_channels_last_forward_equals_the_package_forward(kind, slab_bytes, monkeypatch):
+    """Every grid channels-last (the threshold at one voxel), slabbed and whole."""
+    monkeypatch.setattr(lean_unet, "CHANNELS_LAST_VOXELS", 1)
+    monkeypatch.setattr(lean_unet, "SLAB_BYTES_FLOAT32", slab_bytes)
+    (network,) = tiny_networks(1, kind)
+    tile = torch.randn(1, 1, 12, 32, 28, generator=torch.Generator().manual_seed(4))
+    lean = InferenceUNet(network)
+    layouts: list[tuple[int, bool]] = []  # (input channels, channels-last) of each convolution module run
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, torch.nn.Conv3d):
+            x = args[0]
+            layouts.append((x.shape[1], x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        with torch.inference_mode():
+            expected = network(tile)
+            layouts.clear()
+            whole = lean(tile)
+            slabs: list[torch.Tensor] = []
+            lean(tile, sink=lambda z0, z1, part: slabs.append(part.clone()))
+    finally:
+        hook.remove()
+    torch.testing.assert_close(whole, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(torch.cat(slabs, 2), whole)
+    assert all(part.is_contiguous() for part in slabs)  # the head's output channel-major, for the sums
+    if slab_bytes > 2**30 and kind == "PlainConvUNet":
+        # Unslabbed, the plain layers run as modules: every one of more than one input channel channels-last.
+        # (Residual encoder blocks run as whole modules in the default layout; only their decoder is.)
+        assert len(layouts) > 2 and all(channels_last for channels, channels_last in layouts if channels > 1), layouts
+
+
+def test_bf16_and_small_grids_stay_in_the_default_layout(monkeypatch):
+    x = torch.randn(1, 4, 6, 8, 8)
+    monkeypatch.setattr(lean_unet, "CHANNELS_LAST_VOXELS", 6 * 8 * 8)
+    assert lean_unet._grid_layout(x.shape, x) == torch.channels_last_3d
+    assert lean_unet._grid_layout((1, 4, 6, 8, 7), x) == torch.contiguous_format  # fewer voxels
+    assert lean_unet._grid_layout((1, 1, 6, 8, 8), x) == torch.contiguous_format  # one channel
+    assert lean_unet._grid_layout(x.shape, x.bfloat16()) == torch.contiguous_format
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lean_unet._grid_layout(x.shape, x) == torch.contiguous_format  # bf16 runs faster blocked
+
+
+def test_channels_last_instance_norm_equals_the_layer():
+    torch.manual_seed(5)
+    layer = torch.nn.InstanceNorm3d(6, eps=1e-5, affine=True)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2.0)
+        layer.bias.uniform_(-1.0, 1.0)
+    x = (torch.randn(1, 6, 9, 14, 11) * 3 + 2).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        expected = layer(x.contiguous())
+        owned = x.clone(memory_format=torch.channels_last_3d)
+        ours = lean_unet._run(layer, owned, reuse_input=True)
+    assert ours.data_ptr() == owned.data_ptr()  # in place
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_product_equals_the_convolution():
+    torch.manual_seed(6)
+    head = torch.nn.Conv3d(8, 5, 1)
+    x = torch.randn(1, 8, 5, 7, 6).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        assert lean_unet._pointwise_channels_last(head, x)
+        ours = lean_unet._pointwise_product(head, x)
+        torch.testing.assert_close(ours, head(x.contiguous()), rtol=1e-5, atol=1e-5)
+    assert ours.is_contiguous()
+    assert not lean_unet._pointwise_channels_last(torch.nn.Conv3d(8, 5, 3, padding=1), x)

@@ -44,9 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="network precision: auto = fp16 autocast on CUDA (as nnU-Net), bf16 on CPUs with native "
-                        "bfloat16 (AVX-512 BF16/AMX; about 3x faster, >= 99.5%% of voxels as fp32), fp32 elsewhere; "
-                        "fp32 = exact mode (nnU-Net's labels)")
+                   help="network precision: auto (default) = what nnU-Net runs: fp32 on every CPU (the same "
+                        "labels on every machine), fp16 autocast on CUDA; bf16 = about 2x faster on CPUs with "
+                        "native bfloat16 (AVX-512 BF16/AMX) at 99.6-99.9%% of voxels equal (README, Speed and memory)")
     p.add_argument("--low-memory", action="store_true",
                    help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
                         "default's peak is now about as low (README, Speed and memory)")

@@ -3,6 +3,11 @@
 nnU-Net v2's export: resample the class logits to the cropped input size (linear, with the
 separate-z rule), take the argmax, paste into the uncropped volume, undo the transpose.
 
+nnU-Net holds its summed logits in float16 and resamples them into float16 arrays, so its
+argmax compares float16 values, and where two classes round to the same float16 value the
+lower class wins. The argmax here compares the same float16 roundings of the logits
+(:func:`_rounded_as_nnunet`), whatever type they were summed in, so those ties go the same way.
+
 Unlike nnU-Net, the classes are resampled one at a time into a running argmax, so memory
 never holds one full-resolution volume per class. Where the network grid is the input grid,
 or the resampling is plain trilinear (the usual case: order 1 without a separate z axis), the
@@ -81,14 +86,14 @@ class SlabExport:
         slab = slab if isinstance(slab, torch.Tensor) else torch.from_numpy(np.asarray(slab))
         if self.same_grid:
             out = np.moveaxis(self.labels, self.axis, 0)[lo:hi]
-            out[...] = slab.argmax(0).movedim(self.axis, 0).numpy()
+            out[...] = _running_argmax(slab[c] for c in range(slab.shape[0])).movedim(self.axis, 0).numpy()
         elif self.in_slabs:
-            self._trilinear(lo, hi, slab)
+            self._trilinear(lo, hi, _rounded_as_nnunet(slab))
         elif lo == 0 and hi == self.source_shape[self.axis]:
-            self.gathered = slab  # the whole volume at once: no copy
+            self.gathered = _rounded_as_nnunet(slab)  # the whole volume at once
         else:
             if self.gathered is None:
-                self.gathered = torch.empty((slab.shape[0], *self.source_shape), dtype=slab.dtype)
+                self.gathered = torch.empty((slab.shape[0], *self.source_shape), dtype=torch.float16)
             self.gathered.narrow(self.axis + 1, lo, hi - lo).copy_(slab)
 
     def finish(self) -> np.ndarray:
@@ -112,25 +117,50 @@ class SlabExport:
         index1 = torch.from_numpy(self.index1[rows] - base)
         weight1 = torch.from_numpy(self.weight1[rows])
         plane = tuple(s for a, s in enumerate(self.target) if a != self.axis)
-        best: Any = None
-        labels: Any = None
-        with torch.inference_mode():
-            for c in range(slab.shape[0] if end > self.next_row else 0):
+
+        def channels() -> Any:
+            for c in range(slab.shape[0]):
                 source = slab[c].movedim(self.axis, 0)
                 if self.carry is not None:
                     source = torch.cat((self.carry[c], source))
-                channel = _resample_rows(source, index0, index1, weight1, plane)
-                if best is None:
-                    best = channel
-                    labels = torch.zeros(channel.shape, dtype=torch.uint8 if self.dtype == np.uint8 else torch.int32)
-                    continue
-                better = channel > best  # ties keep the lower class, as argmax does
-                labels[better] = c
-                torch.maximum(best, channel, out=best)
-        if labels is not None:
+                yield _resample_rows(source, index0, index1, weight1, plane)
+
+        if end > self.next_row:
+            with torch.inference_mode():
+                labels = _running_argmax(channels())
             np.moveaxis(self.labels, self.axis, 0)[rows] = labels.numpy()
         self.next_row = end
         self.carry = slab.narrow(self.axis + 1, hi - lo - 1, 1).movedim(self.axis + 1, 1).clone()
+
+
+def _rounded_as_nnunet(channel: Any) -> Any:
+    """``channel`` rounded to float16, the type nnU-Net holds (and resamples into) its logits in."""
+    import torch
+
+    return channel if channel.dtype == torch.float16 else channel.to(torch.float16)
+
+
+def _running_argmax(channels: Any) -> Any:
+    """The argmax over class channels given one at a time (torch), on their float16 roundings.
+
+    Ties keep the lower class, as ``argmax`` does; the labels are uint8 (int32 past 255 classes).
+    """
+    import torch
+
+    best: Any = None
+    labels: Any = None
+    for c, channel in enumerate(channels):
+        channel = _rounded_as_nnunet(channel)
+        if best is None:
+            best = channel.clone()
+            labels = torch.zeros(channel.shape, dtype=torch.uint8)
+            continue
+        if c == 256:
+            labels = labels.to(torch.int32)
+        better = channel > best
+        labels[better] = c
+        torch.maximum(best, channel, out=best)
+    return labels
 
 
 def _linear_source_rows(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,18 +226,19 @@ def _resampled_argmax(
 ) -> np.ndarray:
     """Argmax of the logits resampled to ``shape`` (scipy path), one class channel at a time.
 
-    Equals resampling every channel and then taking the argmax (ties go to the lower class,
-    as with argmax), but holds two full-resolution volumes instead of one per class.
+    Equals resampling every channel into float16, as nnU-Net does, and then taking the argmax
+    (ties go to the lower class, as with argmax), but holds two full-resolution volumes instead
+    of one per class.
     """
     spec = configuration.resampling_probabilities
     resample = resampling_function(spec)
-    best = np.empty(shape, dtype=np.float32)
+    best = np.empty(shape, dtype=np.float16)
     labels: np.ndarray = np.zeros(shape, dtype=dtype)
     for c in range(logits.shape[0]):
         channel = resample(
             logits[c : c + 1].astype(np.float32, copy=False), shape, current_spacing=configuration.spacing,
             new_spacing=spacing, spec=spec,
-        )[0]
+        )[0].astype(np.float16)  # nnU-Net resamples into float16 arrays (see the module docstring)
         if c == 0:
             best[...] = channel
             continue

@@ -43,7 +43,12 @@ class InferenceUNet:
       output-sized temporaries of oneDNN's transposed convolution;
     - given a ``sink``, the segmentation layer's output is handed over slab by slab instead of
       being returned whole, so the caller can add it to its sums without the tile's logits
-      (over 100 MB on the MRSegmentator-sized network) ever existing at once.
+      (over 100 MB on the MRSegmentator-sized network) ever existing at once;
+    - in float32, the activations of the large (high-resolution) stages are kept channels-last
+      (``torch.channels_last_3d``, :data:`CHANNELS_LAST_VOXELS`): oneDNN convolves them without
+      reordering each layer's input into its blocked layout, about twice as fast for the
+      32-channel full-resolution convolutions, and their instance normalisations run on a
+      (voxels, channels) view (:func:`_instance_norm_channels_last_`).
 
     Networks whose layout is not the U-Net's (encoder stages; decoder transposed convolutions,
     stages and segmentation layers; no deep supervision) run their own forward.
@@ -101,7 +106,7 @@ class InferenceUNet:
                 rest = layers[1:]
             else:
                 up_channels = upsampling.out_channels
-                joined = skip.new_empty((skip.shape[0], up_channels + skip.shape[1], *skip.shape[2:]))
+                joined = _empty((skip.shape[0], up_channels + skip.shape[1], *skip.shape[2:]), like=skip)
                 joined[:, up_channels:] = skip
                 del skip  # the last reference: the encoder's stage output is freed here
                 _upsample(upsampling, lower, out=joined[:, :up_channels])
@@ -140,6 +145,59 @@ SLAB_BYTES_FLOAT32 = 32 * 2**20
 """The same for float32 (exact mode). Measured on one 56×192×160 tile of the MRSegmentator-like
 network, 2 cores: 8 MiB slabs 11.6–12.8 s, 32 MiB 6.4–6.6 s, 128 MiB 6.5–6.7 s, no slabs
 8.5–9.5 s; in bf16, 8 MiB and 16 MiB slabs take the same time and 8 MiB holds less memory."""
+
+
+CHANNELS_LAST_VOXELS = 56 * 96 * 80
+"""Voxels per channel from which float32 activations on the CPU are kept channels-last.
+
+Measured on the MRSegmentator-sized network (fp32, 2 cores, bench_tile_levers.py
+``--channels-last-prototype``): channels-last halves the time of the 32-channel convolutions at
+56×192×160 and of the 64-channel ones at 56×96×80; below that the deep, many-channel layers
+already run near the machine's peak in oneDNN's blocked layout and gain nothing. In bf16
+channels-last was slower, so bf16 never uses it."""
+
+
+def _grid_layout(shape: Any, like: Any) -> Any:
+    """The memory layout of activations of ``shape`` with ``like``'s type and device.
+
+    ``torch.channels_last_3d`` for float32 CPU activations (outside autocast) of more than one
+    channel and at least :data:`CHANNELS_LAST_VOXELS` voxels per channel, else the default.
+    """
+    import torch
+
+    channels_last = (
+        len(shape) == 5 and shape[0] == 1 and shape[1] > 1 and like.dtype == torch.float32
+        and like.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        and int(shape[2]) * int(shape[3]) * int(shape[4]) >= CHANNELS_LAST_VOXELS
+    )
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
+
+
+def _memory_format(x: Any) -> Any:
+    """``torch.channels_last_3d`` for a channels-last tensor (of more than one channel), else the default."""
+    import torch
+
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _empty(shape: tuple[int, ...], *, like: Any, layout: Any = None) -> Any:
+    """An uninitialised tensor of ``shape`` with ``like``'s type and device, in ``layout`` (default: ``like``'s)."""
+    import torch
+
+    return torch.empty(
+        shape, dtype=like.dtype, device=like.device,
+        memory_format=_memory_format(like) if layout is None else layout,
+    )
+
+
+def _in_layout_for(x: Any) -> Any:
+    """``x`` in the layout of its grid (:func:`_grid_layout`); ``x`` itself when it is."""
+    if x.shape[1] == 1:  # one channel: both layouts are the same memory
+        return x
+    wanted = _grid_layout(x.shape, x)
+    return x if x.is_contiguous(memory_format=wanted) else x.contiguous(memory_format=wanted)
 
 
 def _slab_bytes(x: Any) -> int:
@@ -205,10 +263,39 @@ def _convolve_slab(layer: Any, piece: Any, lo: int, z0: int, z1: int) -> Any:
     hi = lo + piece.shape[2]
     if lo > need_lo or hi < need_hi:
         piece = torch.nn.functional.pad(piece, (0, 0, 0, 0, lo - need_lo, need_hi - hi))
+    if _pointwise_channels_last(layer, piece):
+        return _pointwise_product(layer, piece)
     return torch.nn.functional.conv3d(
         piece, layer.weight, layer.bias, layer.stride, (0, *layer.padding[1:]), layer.dilation,
         layer.groups,
     )
+
+
+def _pointwise_channels_last(layer: Any, x: Any) -> bool:
+    """Whether ``layer`` is a plain 1×1×1 ``Conv3d`` (a segmentation head) and ``x`` channels-last."""
+    import torch
+
+    return (
+        type(layer) is torch.nn.Conv3d and set(layer.kernel_size) == {1} and set(layer.stride) == {1}
+        and isinstance(layer.padding, tuple) and set(layer.padding) == {0} and layer.groups == 1
+        and x.shape[0] == 1 and _memory_format(x) == torch.channels_last_3d
+    )
+
+
+def _pointwise_product(layer: Any, x: Any) -> Any:
+    """A 1×1×1 convolution of a channels-last ``x`` as one matrix product, the output channel-major.
+
+    The (voxels, channels) view of ``x`` times the weights gives each output channel contiguous:
+    what the caller's per-class sums read, where a channels-last output would make every
+    class's pass read the whole slab.
+    """
+    import torch
+
+    channels, grid = x.shape[1], x.shape[2:]
+    voxels = x.permute(0, 2, 3, 4, 1).reshape(-1, channels).t()  # (channels, voxels), a view
+    weight = layer.weight.reshape(layer.out_channels, channels)
+    out = torch.mm(weight, voxels) if layer.bias is None else torch.addmm(layer.bias[:, None], weight, voxels)
+    return out.reshape(1, layer.out_channels, *grid)
 
 
 def _run(
@@ -222,14 +309,24 @@ def _run(
     ``sink(z0, z1, part)`` as they are made and nothing is returned. With ``reuse_input`` (the
     caller holds no other reference to ``x``) the output may be written over ``x`` (see
     :class:`_SlabWriter`). Large instance normalisations of an ``x`` the caller gives up run in
-    place (:func:`_instance_norm_`).
+    place (:func:`_instance_norm_`, :func:`_instance_norm_channels_last_`). A convolution's input
+    is first put in the layout of its grid (:func:`_in_layout_for`).
     """
+    import torch
+
     if reuse_input and _in_place_norm(layer, x):
         return _instance_norm_(layer, x)
+    if reuse_input and _in_place_norm_channels_last(layer, x):
+        return _instance_norm_channels_last_(layer, x)
+    if isinstance(layer, torch.nn.Conv3d):
+        converted = _in_layout_for(x)
+        reuse_input = reuse_input or converted is not x  # a converted copy is the caller's to give up
+        x = converted
     if not _slabbed(layer, x, x.shape[1]):
+        out = _pointwise_product(layer, x) if _pointwise_channels_last(layer, x) else layer(x)
         if sink is None:
-            return layer(x)
-        sink(0, x.shape[2], layer(x))
+            return out
+        sink(0, x.shape[2], out)
         return None
     writer = _SlabWriter(_output_depth(layer, x.shape[2]), reusable=x if reuse_input else None)
     for z0, z1, lo, hi in _slabs(layer, x, x.shape[1]):
@@ -274,6 +371,48 @@ def _instance_norm_(layer: Any, x: Any) -> Any:
     return x
 
 
+def _in_place_norm_channels_last(layer: Any, x: Any) -> bool:
+    """Whether ``layer`` is an instance normalisation that :func:`_instance_norm_channels_last_` does for ``x``."""
+    import torch
+
+    return (
+        type(layer) is torch.nn.InstanceNorm3d and not layer.track_running_stats and x.shape[0] == 1
+        and _memory_format(x) == torch.channels_last_3d
+    )
+
+
+NORM_CHUNK_VOXELS = 1 << 16
+"""Voxels per chunk of the squared deviations in :func:`_instance_norm_channels_last_` (8 MiB at 32 channels)."""
+
+
+def _instance_norm_channels_last_(layer: Any, x: Any) -> Any:
+    """``layer(x)`` written over a channels-last ``x``, on its (voxels, channels) view.
+
+    torch's instance normalisation of a channels-last tensor is three times slower than of a
+    contiguous one; on the (voxels, channels) view, which is the channels-last memory itself,
+    the per-channel statistics are column sums. Two passes as torch's kernel: the mean, then
+    the mean squared deviation from it (biased variance), a chunk of voxels at a time; torch's
+    float32 sums are pairwise, so the values differ from the layer's by float32 rounding only.
+    """
+    import torch
+
+    channels = x.shape[1]
+    view = x.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # a view: no copy for channels-last memory
+    count = view.shape[0]
+    mean = view.sum(0).div_(count)
+    squares = torch.zeros_like(mean)
+    for chunk in torch.split(view, NORM_CHUNK_VOXELS):
+        squares += (chunk - mean).square_().sum(0)
+    scale = torch.rsqrt(squares.div_(count).add_(layer.eps))
+    if layer.affine:
+        scale *= layer.weight
+    shift = -mean * scale
+    if layer.affine:
+        shift += layer.bias
+    view.mul_(scale).add_(shift)
+    return x
+
+
 class _SlabWriter:
     """Collects a convolution's output slabs along axis 2, over its input where that is allowed.
 
@@ -294,10 +433,12 @@ class _SlabWriter:
         if self.out is None:
             shape = (part.shape[0], part.shape[1], self.depth, *part.shape[3:])
             x = self.reusable
+            layout = _grid_layout(shape, part)  # a layout change costs nothing here: the slabs are copied in anyway
             self.in_place = (
-                x is not None and tuple(x.shape) == shape and x.dtype == part.dtype and x.is_contiguous()
+                x is not None and tuple(x.shape) == shape and x.dtype == part.dtype
+                and x.is_contiguous(memory_format=layout)
             )
-            self.out = x if self.in_place else part.new_empty(shape)
+            self.out = x if self.in_place else _empty(shape, like=part, layout=layout)
             self.reusable = None
         if not self.in_place:
             self.out[:, :, z0:z1] = part
@@ -333,8 +474,11 @@ def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any, 
     for z0, z1, lo, hi in _slabs(layer, skip, upsampling.out_channels + skip.shape[1]):
         first, last = lo // stride, -(-hi // stride)
         up = _upsampled(upsampling, lower[:, :, first:last])[:, :, lo - first * stride : hi - first * stride]
-        piece = torch.cat((up, skip[:, :, lo:hi]), 1)
-        del up
+        rows = skip[:, :, lo:hi]
+        piece = _empty((rows.shape[0], up.shape[1] + rows.shape[1], *rows.shape[2:]), like=rows)  # the skip's layout
+        piece[:, : up.shape[1]] = up
+        piece[:, up.shape[1] :] = rows
+        del up, rows
         writer.flush()  # this slab's skip rows are copied: the slab before may overwrite its own
         part = _convolve_slab(layer, piece, lo, z0, z1)
         del piece
@@ -359,7 +503,7 @@ def _upsampled(layer: Any, x: Any) -> Any:
     out = None
     for where, part in _offset_parts(layer, x):
         if out is None:
-            out = part.new_empty((part.shape[0], part.shape[1], *(s * k for s, k in zip(x.shape[2:], layer.stride))))
+            out = _empty((part.shape[0], part.shape[1], *(s * k for s, k in zip(x.shape[2:], layer.stride))), like=part)
         out[where] = part
     return out
 

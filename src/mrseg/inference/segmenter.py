@@ -100,21 +100,16 @@ def cpu_has_native_bf16() -> bool:
 
 
 def auto_precision(device: Any) -> str:
-    """What ``precision="auto"`` means on ``device``.
+    """What ``precision="auto"`` (the default) means on ``device``: what nnU-Net's predictor runs.
 
-    CUDA: float16 autocast, as nnU-Net runs. CPU with native bfloat16 (AVX-512 BF16 or AMX):
-    bf16, 2.7x faster per tile than nnU-Net's float32 on the benchmark machine; the tests hold its
-    labels to at least 99.5 % of voxels equal to nnU-Net's on trained test models (README, Speed
-    and memory). Anything else: float32.
+    CUDA: float16 autocast, as nnU-Net runs there. Everywhere else (every CPU, MPS): float32,
+    so the default gives the same labels on every machine of a cluster, whatever its CPU.
+    bf16 stays an explicit choice (about twice as fast on CPUs with native bfloat16, at a
+    measured cost in agreement: README, Speed and memory).
     """
     import torch
 
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return "fp16"
-    if kind == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
 
 
 @contextlib.contextmanager
@@ -148,8 +143,8 @@ class Segmenter:
         orientation: axis orientation to run the network in; None keeps the input's axes
             (plain nnU-Net behaviour).
         precision: ``"auto"`` (:func:`auto_precision`: float16 autocast on CUDA as nnU-Net
-            does, bf16 on CPUs with native bfloat16, float32 elsewhere), ``"fp32"`` (exact
-            mode: the labels of nnU-Net's own predictor), ``"bf16"`` or ``"fp16"``. In bf16 the
+            does, float32 everywhere else: nnU-Net's labels, the same on every CPU), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"``. In bf16 the
             convolution weights are stored in bfloat16; in bf16 and fp16 the logits are summed
             in float16, as nnU-Net does.
         reuse_memory: keep freed activation memory in the process between tiles on the CPU
@@ -191,6 +186,9 @@ class Segmenter:
         if precision not in ("auto", *PRECISIONS):
             raise InputError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = auto_precision(self.device) if precision == "auto" else precision
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("--precision bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so it is "
+                        "emulated and slower than fp32")
         self.step = step
         self.threads = threads
         self.orientation = orientation
