@@ -137,7 +137,8 @@ def test_channels_last_forward_equals_the_package_forward(kind, slab_bytes, monk
     def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if isinstance(module, torch.nn.Conv3d):
             x = args[0]
-            layouts.append((x.shape[1], x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()))
+            channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+            layouts.append((x.shape[1], channels_last))
 
     hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:

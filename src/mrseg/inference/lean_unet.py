@@ -467,7 +467,6 @@ def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any, 
     ``reuse_skip`` (no one else holds ``skip``) the output is written over the skip, whose
     shape it has in nnU-Net's decoders, as each slab's rows stop being read.
     """
-    import torch
 
     stride = upsampling.stride[0]
     writer = _SlabWriter(_output_depth(layer, skip.shape[2]), reusable=skip if reuse_skip else None)
