@@ -409,7 +409,7 @@ def _instance_norm_channels_last_(layer: Any, x: Any) -> Any:
     shift = -mean * scale
     if layer.affine:
         shift += layer.bias
-    view.mul_(scale).add_(shift)
+    torch.addcmul(shift, view, scale, out=view)  # one pass: elementwise, so writing over its input is safe
     return x
 
 

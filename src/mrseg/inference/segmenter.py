@@ -144,9 +144,8 @@ class Segmenter:
             (plain nnU-Net behaviour).
         precision: ``"auto"`` (:func:`auto_precision`: float16 autocast on CUDA as nnU-Net
             does, float32 everywhere else: nnU-Net's labels, the same on every CPU), ``"fp32"``,
-            ``"bf16"`` or ``"fp16"``. In bf16 the
-            convolution weights are stored in bfloat16; in bf16 and fp16 the logits are summed
-            in float16, as nnU-Net does.
+            ``"bf16"`` or ``"fp16"``. In bf16 the convolution weights are stored in bfloat16.
+            The logits are summed in float16 in every precision, as nnU-Net does.
         reuse_memory: keep freed activation memory in the process between tiles on the CPU
             (about 1.4-1.5x faster per tile; only blocks up to 32 MiB are kept, and with the lean
             forward pass's in-place steps the peak is about that of reuse off;
@@ -269,7 +268,7 @@ class Segmenter:
                 mirror_axes=self.mirror_axes,
                 device=self.device,
                 precision=self.precision,
-                accumulator="float32" if self.precision == "fp32" else "float16",
+                accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
                 reuse_memory=self.reuse_memory,
                 axis=axis if streamed else -1,
                 on_tile=on_tile,

@@ -4,7 +4,7 @@ Every fold's network runs on a tile while the tile is in memory, so the image is
 however many folds are ensembled; each fold's prediction, times the Gaussian weight over the
 fold count, is added to the sums as soon as it is made, which equals nnU-Net's average of
 per-fold sliding-window results because the Gaussian weights are the same for every fold.
-Logits are summed in float32 (exact mode), or in float16 as nnU-Net does, and only one tile
+Logits are summed in float16 as nnU-Net does (float32 on request), and only one tile
 row deep along the streaming axis (:func:`iter_logit_slabs`): the finished slabs go to the
 export as soon as no later tile reaches them. While the tiles run, freed activation memory
 stays in the process (:mod:`mrseg.inference.memory`), so no tile pays for fresh zeroed pages.
@@ -166,45 +166,47 @@ def iter_logit_slabs(
     device_type = torch.device(device).type
     total = int(np.prod([len(s) for s in starts_per_axis]))
     done = 0
-    for row_start in rows:
-        if not whole and row_start > window_lo:
-            shift = row_start - window_lo  # rows below the new start are final: hand them out
-            first, last, slab = final(0, shift)
-            if last > first:
-                yield first, last, slab  # outside the contexts below, which are thread state
-            _shift_window(logits, weight_sum, axis, shift)
-            window_lo = row_start
-        with (
-            reuse_freed_memory(reuse_memory and device_type == "cpu"),
-            torch.inference_mode(),
-            torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
-        ):
-            for rest in itertools.product(*(starts_per_axis[a] for a in others)):
-                start = list(rest)
-                start.insert(axis, row_start)
-                region = tuple(slice(s, s + t) for s, t in zip(start, patch_size))
-                local = tuple(
-                    slice(s - window_lo, s - window_lo + t) if a == axis else r
-                    for a, (s, t, r) in enumerate(zip(start, patch_size, region))
-                )
-                tile = data[(slice(None),) + region][None].to(device)
+    with reuse_freed_memory(reuse_memory and device_type == "cpu"):  # for the whole pass: a trim per row cost
+        # every row's first tile its pages again; inference mode and autocast are thread state, so they are
+        # entered per row and never held across a yield
+        for row_start in rows:
+            if not whole and row_start > window_lo:
+                shift = row_start - window_lo  # rows below the new start are final: hand them out
+                first, last, slab = final(0, shift)
+                if last > first:
+                    yield first, last, slab  # outside inference mode and autocast, which are thread state
+                _shift_window(logits, weight_sum, axis, shift)
+                window_lo = row_start
+            with (
+                torch.inference_mode(),
+                torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+            ):
+                for rest in itertools.product(*(starts_per_axis[a] for a in others)):
+                    start = list(rest)
+                    start.insert(axis, row_start)
+                    region = tuple(slice(s, s + t) for s, t in zip(start, patch_size))
+                    local = tuple(
+                        slice(s - window_lo, s - window_lo + t) if a == axis else r
+                        for a, (s, t, r) in enumerate(zip(start, patch_size, region))
+                    )
+                    tile = data[(slice(None),) + region][None].to(device)
 
-                def add(z0: int, z1: int, part: Any, local: tuple[slice, ...] = local) -> None:
-                    """Add the fold's logits for tile rows [z0, z1) (along the first spatial axis)."""
-                    rows_ = (slice(local[0].start + z0, local[0].start + z1), *local[1:])
-                    part = part[0].cpu()
-                    for c in range(num_heads):  # per class: no float32 copy of the whole slab
-                        logits[c][rows_].addcmul_(part[c], fold_weights[z0:z1])
+                    def add(z0: int, z1: int, part: Any, local: tuple[slice, ...] = local) -> None:
+                        """Add the fold's logits for tile rows [z0, z1) (along the first spatial axis)."""
+                        rows_ = (slice(local[0].start + z0, local[0].start + z1), *local[1:])
+                        part = part[0].cpu()
+                        for c in range(num_heads):  # per class: no float32 copy of the whole slab
+                            logits[c][rows_].addcmul_(part[c], fold_weights[z0:z1])
 
-                for network in networks:  # every fold while the tile is in memory
-                    if flips:
-                        add(0, patch_size[0], _mirror_averaged(network, tile, flips))
-                    else:  # the lean network hands its output over slab by slab
-                        _predict_into(network, tile, add)
-                weight_sum[local] += weights
-                done += 1
-                if on_tile is not None:
-                    on_tile(done, total)
+                    for network in networks:  # every fold while the tile is in memory
+                        if flips:
+                            add(0, patch_size[0], _mirror_averaged(network, tile, flips))
+                        else:  # the lean network hands its output over slab by slab
+                            _predict_into(network, tile, add)
+                    weight_sum[local] += weights
+                    done += 1
+                    if on_tile is not None:
+                        on_tile(done, total)
     first, last, slab = final(0, depth)
     if last > first:
         yield first, last, slab
