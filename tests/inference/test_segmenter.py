@@ -179,3 +179,21 @@ def test_the_engine_refuses_a_name_without_consulting_the_store(tmp_path, monkey
         with pytest.raises(ModelError, match=rf"model folder {name} does not exist; pass a model folder.*"
                                              r"mrseg\.model\.store\.resolve_model_folder"):
             Segmenter(name)
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", "fp32"), ("cuda", "fp16"), ("cuda:1", "fp16"), ("mps", "fp32")])
+def test_auto_precision_is_nnunets_whatever_the_cpu(device, expected, monkeypatch):
+    """The default never depends on the CPU: fp32 even where bfloat16 is native (nnU-Net's CPU
+    precision), fp16 autocast on CUDA as nnU-Net runs there."""
+    from mrseg.inference import segmenter
+
+    monkeypatch.setattr(segmenter, "cpu_has_native_bf16", lambda: True)
+    assert segmenter.auto_precision(torch.device(device)) == expected
+
+
+def test_bf16_without_native_support_warns(model_dir, monkeypatch, caplog):
+    from mrseg.inference import segmenter
+
+    monkeypatch.setattr(segmenter, "cpu_has_native_bf16", lambda: False)
+    assert Segmenter(model_dir(), precision="bf16").precision == "bf16"
+    assert "no native bfloat16" in caplog.text
