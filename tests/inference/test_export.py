@@ -43,36 +43,45 @@ EXPORT_CASES = {
 }
 
 
-@pytest.mark.parametrize("as_numpy", [False, True])
-@pytest.mark.parametrize("case", list(EXPORT_CASES))
-def test_logits_to_labels_equals_nnunet(case, as_numpy):
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
-    plans_dict, dataset = model_factory.make_plans(transpose=transpose), model_factory.make_dataset()
-    plans = parse_plans(plans_dict)
+def export_case(transpose, spacing, shape_before, bbox):
+    plans = parse_plans(model_factory.make_plans(transpose=transpose))
     config = plans.configuration("3d_fullres")
     spacing_t = tuple(spacing[a] for a in transpose)
     shape_after = tuple(hi - lo for lo, hi in bbox)
     net_shape = new_shape_for_spacing(shape_after, spacing_t, config.spacing)
-    logits = np.random.default_rng(2).standard_normal((model_factory.NUM_LABELS, *net_shape)).astype(np.float32)
-    case_record = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
-                               shape_before_cropping=shape_before, bbox=bbox)
+    case = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
+                        shape_before_cropping=shape_before, bbox=bbox)
+    return plans, config, case
 
-    ours = logits_to_labels(logits if as_numpy else torch.from_numpy(logits), case_record, plans=plans,
-                            configuration=config)
 
+def nnunet_export(logits, transpose, spacing, shape_before, bbox):
+    """nnU-Net's own export of ``logits`` (its label map, as a numpy array)."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    plans_dict = model_factory.make_plans(transpose=transpose)
     manager = nnunet_plans_manager(plans_dict)
     properties = {
         "spacing": list(spacing),
         "shape_before_cropping": shape_before,
         "bbox_used_for_cropping": [list(b) for b in bbox],
-        "shape_after_cropping_and_before_resampling": shape_after,
+        "shape_after_cropping_and_before_resampling": tuple(hi - lo for lo, hi in bbox),
     }
-    theirs = convert_predicted_logits_to_segmentation_with_correct_shape(
+    return np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
         torch.from_numpy(logits.copy()), manager, manager.get_configuration("3d_fullres"),
-        manager.get_label_manager(dataset), properties, num_threads_torch=torch.get_num_threads())
-    theirs = np.asarray(theirs)
+        manager.get_label_manager(model_factory.make_dataset()), properties, num_threads_torch=torch.get_num_threads()))
+
+
+@pytest.mark.parametrize("as_numpy", [False, True])
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_logits_to_labels_equals_nnunet(case, as_numpy):
+    transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
+    plans, config, case_record = export_case(transpose, spacing, shape_before, bbox)
+    net_shape = case_record.data.shape[1:]
+    logits = np.random.default_rng(2).standard_normal((model_factory.NUM_LABELS, *net_shape)).astype(np.float32)
+
+    ours = logits_to_labels(logits if as_numpy else torch.from_numpy(logits), case_record, plans=plans,
+                            configuration=config)
+    theirs = nnunet_export(logits, transpose, spacing, shape_before, bbox)
 
     assert ours.shape == theirs.shape == tuple(shape_before[a] for a in plans.transpose_backward)
     assert ours.dtype == theirs.dtype == np.uint8
@@ -86,14 +95,9 @@ def test_logits_to_labels_equals_nnunet(case, as_numpy):
 
 @pytest.mark.parametrize("case", list(EXPORT_CASES))
 def test_float16_logits_export_like_their_float32_values(case):
-    transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
-    plans = parse_plans(model_factory.make_plans(transpose=transpose))
-    config = plans.configuration("3d_fullres")
-    spacing_t = tuple(spacing[a] for a in transpose)
-    net_shape = new_shape_for_spacing(tuple(hi - lo for lo, hi in bbox), spacing_t, config.spacing)
-    logits = np.random.default_rng(4).standard_normal((model_factory.NUM_LABELS, *net_shape)).astype(np.float16)
-    record = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
-                          shape_before_cropping=shape_before, bbox=bbox)
+    plans, config, record = export_case(*EXPORT_CASES[case])
+    shape = (model_factory.NUM_LABELS, *record.data.shape[1:])
+    logits = np.random.default_rng(4).standard_normal(shape).astype(np.float16)
     half = logits_to_labels(torch.from_numpy(logits), record, plans=plans, configuration=config)
     single = logits_to_labels(logits.astype(np.float32), record, plans=plans, configuration=config)
     assert np.array_equal(half, single)
@@ -103,27 +107,12 @@ def test_float16_logits_export_like_their_float32_values(case):
 def test_float16_logits_as_nnunet_holds_them_give_its_labels(case):
     """nnU-Net sums its logits in float16 and resamples them into float16 arrays, so its argmax
     compares float16 values; ours compares the same roundings."""
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
     transpose, spacing, shape_before, bbox = EXPORT_CASES[case]
-    plans_dict, dataset = model_factory.make_plans(transpose=transpose), model_factory.make_dataset()
-    plans = parse_plans(plans_dict)
-    config = plans.configuration("3d_fullres")
-    spacing_t = tuple(spacing[a] for a in transpose)
-    shape_after = tuple(hi - lo for lo, hi in bbox)
-    net_shape = new_shape_for_spacing(shape_after, spacing_t, config.spacing)
-    rng = np.random.default_rng(7)
-    logits = np.round(rng.standard_normal((model_factory.NUM_LABELS, *net_shape)), 1).astype(np.float16)  # many ties
-    record = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
-                          shape_before_cropping=shape_before, bbox=bbox)
+    plans, config, record = export_case(transpose, spacing, shape_before, bbox)
+    shape = (model_factory.NUM_LABELS, *record.data.shape[1:])
+    logits = np.round(np.random.default_rng(7).standard_normal(shape), 1).astype(np.float16)  # many ties
     ours = logits_to_labels(torch.from_numpy(logits), record, plans=plans, configuration=config)
-    manager = nnunet_plans_manager(plans_dict)
-    properties = {"spacing": list(spacing), "shape_before_cropping": shape_before,
-                  "bbox_used_for_cropping": [list(b) for b in bbox],
-                  "shape_after_cropping_and_before_resampling": shape_after}
-    theirs = np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
-        torch.from_numpy(logits.copy()), manager, manager.get_configuration("3d_fullres"),
-        manager.get_label_manager(dataset), properties, num_threads_torch=torch.get_num_threads()))
+    theirs = nnunet_export(logits, transpose, spacing, shape_before, bbox)
     assert (ours == theirs).mean() >= 0.9995, (ours != theirs).sum()
 
 
@@ -149,17 +138,6 @@ def test_many_classes_give_uint16():
     labels = logits_to_labels(logits, case, plans=plans, configuration=config)
     assert labels.dtype == np.uint16
     assert np.all(labels == 299)
-
-
-def export_case(transpose, spacing, shape_before, bbox):
-    plans = parse_plans(model_factory.make_plans(transpose=transpose))
-    config = plans.configuration("3d_fullres")
-    spacing_t = tuple(spacing[a] for a in transpose)
-    shape_after = tuple(hi - lo for lo, hi in bbox)
-    net_shape = new_shape_for_spacing(shape_after, spacing_t, config.spacing)
-    case = Preprocessed(data=np.zeros((1, *net_shape), np.float32), spacing=spacing_t,
-                        shape_before_cropping=shape_before, bbox=bbox)
-    return plans, config, case
 
 
 EXPORTS = {
