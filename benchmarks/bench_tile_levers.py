@@ -253,33 +253,16 @@ def layer_table(precision: str) -> None:
           f"{whole:.2f} s ({total_flop / whole / 1e9:.0f} GFLOP/s); outside the convolutions {whole - total_s:.2f} s")
 
 
-def _norm_channels_last_(norm, x):  # type: ignore[no-untyped-def]
-    """Instance normalisation of a channels_last_3d tensor in place, two passes as nnU-Net's
-    (mean, then the mean squared deviation), the per-channel sums over a (voxels, channels) view."""
-    import torch
-
-    channels = x.shape[1]
-    view = x.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # no copy for channels_last_3d
-    count = view.shape[0]
-    mean = view.sum(0).div_(count)
-    squares = torch.zeros(channels, dtype=x.dtype)
-    for chunk in torch.split(view, 1 << 16):
-        squares += (chunk - mean).square_().sum(0)
-    scale = norm.weight / torch.sqrt(squares / count + norm.eps)
-    shift = norm.bias - mean * scale
-    view.mul_(scale).add_(shift)
-    return x
-
-
 def channels_last_prototype(precision: str) -> None:
     """A prototype, not the engine: the stand-in network's forward with every stage at or above
     ``--cl-min-voxels`` output voxels in channels_last_3d (convolutions, transposed convolutions,
-    the concatenation and the head), its instance normalisations by :func:`_norm_channels_last_`,
+    the concatenation and the head), its instance normalisations on the (voxels, channels) view as the
+    engine does them (``lean_unet._instance_norm_channels_last_``),
     against the network's own forward and mrseg's lean forward in the same process (fp32)."""
     import torch
     import torch.nn.functional as F
 
-    from mrseg.inference.lean_unet import InferenceUNet
+    from mrseg.inference.lean_unet import InferenceUNet, _instance_norm_channels_last_
     from mrseg.inference.memory import reuse_freed_memory
 
     network = stand_in_network().eval()
@@ -290,7 +273,7 @@ def channels_last_prototype(precision: str) -> None:
         cl = x[0, 0].numel() >= large and x.shape[1] > 1  # one input channel: oneDNN has no channels_last path
         x = layer.conv(x.contiguous(memory_format=torch.channels_last_3d) if cl else x.contiguous())
         if x.is_contiguous(memory_format=torch.channels_last_3d) and cl:
-            x = _norm_channels_last_(layer.norm, x)
+            x = _instance_norm_channels_last_(layer.norm, x)
         else:
             x = layer.norm(x.contiguous())
         return F.leaky_relu_(x, 0.01)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # parity.agreement: equal voxels and Dice per class, as the tests measure them
 LAUNCHER = ROOT / "benchmarks" / "published_mrsegmentator.py"
 MODES = {
     "fast": (["--fast"], ["--fast"]),
@@ -114,18 +115,6 @@ def tile_cost(model: Path) -> float:
     return conv_flops(network, tile) / 1e12
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    equal = float((a == b).mean())
-    dices = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        if label == 0:
-            continue
-        x, y = a == label, b == label
-        if max(x.sum(), y.sum()) >= 10:
-            dices.append(2 * (x & y).sum() / (x.sum() + y.sum()))
-    return equal, float(min(dices)) if dices else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="model folder (make_mrsegmentator_like_model.py)")
@@ -134,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mrseg.io import read_image
+    from parity import agreement
 
     env = {**os.environ, "MRSEG_WEIGHTS_PATH": str(args.model.resolve())}
     tile_tflop = tile_cost(args.model)
@@ -167,8 +157,9 @@ def main() -> None:
                 gflops = passes * tile_tflop * 1000 / predict if passes and predict else float("nan")
                 precision = record["settings"]["precision"]
                 stages = ", ".join(f"{k} {timings[k]:.1f}" for k in ("preprocess", "predict", "export") if k in timings)
-                equal, min_dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
-                                            read_image(out_theirs / f"{case}_seg.nii.gz").array)
+                equal, dice = agreement(read_image(out_ours / f"{case}_seg.nii.gz").array,
+                                        read_image(out_theirs / f"{case}_seg.nii.gz").array, min_voxels=10)
+                min_dice = min(dice.values(), default=float("nan"))
                 rows.append((case, mode, precision, t_wall, o_wall, t_mem, o_mem, equal, min_dice, gflops, stages))
                 print(rows[-1], flush=True)
 

@@ -65,19 +65,12 @@ class Row:
     speedup: float
 
 
-def agreement(a: np.ndarray, b: np.ndarray, min_voxels: int) -> tuple[float, float]:
+def worst_agreement(a: np.ndarray, b: np.ndarray, min_voxels: int) -> tuple[float, float]:
     """Share of equal voxels and the smallest Dice over classes with ``min_voxels`` in either map."""
-    equal = float((a == b).mean())
-    dices = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        if label == 0:
-            continue
-        x, y = a == label, b == label
-        if max(int(x.sum()), int(y.sum())) >= min_voxels:
-            dices.append(2 * float((x & y).sum()) / (float(x.sum()) + float(y.sum())))
-    return equal, min(dices) if dices else float("nan")
+    from parity import agreement
 
-
+    equal, dice = agreement(a, b, min_voxels=min_voxels)
+    return equal, min(dice.values(), default=float("nan"))
 def write_inputs(folder: Path, phantoms: int) -> dict[str, list[Path]]:
     """Every input as NIfTI under ``folder``, grouped by table row (one per real scan, one per contrast)."""
     from mrseg.io import read_image, write_image
@@ -192,8 +185,8 @@ def main() -> None:
             for precision in args.precisions:
                 ours = mrseg_runs(folder, paths, precision)
                 for group, members in groups.items():
-                    versus_nnunet = [agreement(ours[p][0], theirs[p][0], args.min_voxels) for p in members]
-                    versus_published = [agreement(ours[p][0], published[p], args.min_voxels)
+                    versus_nnunet = [worst_agreement(ours[p][0], theirs[p][0], args.min_voxels) for p in members]
+                    versus_published = [worst_agreement(ours[p][0], published[p], args.min_voxels)
                                         for p in members if p in published]
                     rows.append(Row(
                         model=name, inputs=group, count=len(members), precision=precision,

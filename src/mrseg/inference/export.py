@@ -68,8 +68,7 @@ class SlabExport:
         self.plans, self.configuration, self.axis, self.spacing = plans, configuration, axis, case.spacing
         self.source_shape = tuple(int(s) for s in case.data.shape[1:])
         self.target: tuple[int, int, int] = case.shape_after_cropping
-        self.dtype = np.uint8 if num_heads <= 255 else np.uint16
-        self.full = np.zeros(case.shape_before_cropping, dtype=self.dtype)
+        self.full = np.zeros(case.shape_before_cropping, dtype=np.uint8 if num_heads <= 255 else np.uint16)
         self.labels = self.full[tuple(slice(lo, hi) for lo, hi in case.bbox)]
         self.same_grid = self.source_shape == self.target
         self.in_slabs = exports_in_slabs(case, configuration)
@@ -100,8 +99,7 @@ class SlabExport:
         """The label map (uint8, or uint16 past 254 classes) on the input grid, ``(z, y, x)``."""
         if self.gathered is not None:
             self.labels[...] = _resampled_argmax(
-                self.gathered.numpy(), self.target, configuration=self.configuration, spacing=self.spacing,
-                dtype=self.dtype,
+                self.gathered.numpy(), self.target, configuration=self.configuration, spacing=self.spacing
             )
             self.gathered = None
         return np.ascontiguousarray(self.full.transpose(self.plans.transpose_backward))
@@ -222,28 +220,22 @@ def _resampled_argmax(
     *,
     configuration: Configuration,
     spacing: tuple[float, float, float],
-    dtype: type,
 ) -> np.ndarray:
     """Argmax of the logits resampled to ``shape`` (scipy path), one class channel at a time.
 
     Equals resampling every channel into float16, as nnU-Net does, and then taking the argmax
-    (ties go to the lower class, as with argmax), but holds two full-resolution volumes instead
-    of one per class.
+    (:func:`_running_argmax`: ties go to the lower class), but holds two full-resolution volumes
+    instead of one per class.
     """
+    import torch
+
     spec = configuration.resampling_probabilities
     resample = resampling_function(spec)
-    best = np.empty(shape, dtype=np.float16)
-    labels: np.ndarray = np.zeros(shape, dtype=dtype)
-    for c in range(logits.shape[0]):
-        channel = resample(
+    channels = (
+        torch.from_numpy(resample(
             logits[c : c + 1].astype(np.float32, copy=False), shape, current_spacing=configuration.spacing,
             new_spacing=spacing, spec=spec,
-        )[0].astype(np.float16)  # nnU-Net resamples into float16 arrays (see the module docstring)
-        if c == 0:
-            best[...] = channel
-            continue
-        better = channel > best
-        labels[better] = c
-        np.maximum(best, channel, out=best)
-    return labels
-
+        )[0])
+        for c in range(logits.shape[0])
+    )
+    return _running_argmax(channels).numpy()

@@ -314,10 +314,8 @@ def _run(
     """
     import torch
 
-    if reuse_input and _in_place_norm(layer, x):
-        return _instance_norm_(layer, x)
-    if reuse_input and _in_place_norm_channels_last(layer, x):
-        return _instance_norm_channels_last_(layer, x)
+    if reuse_input and (normalised := _normalised_in_place(layer, x)) is not None:
+        return normalised
     if isinstance(layer, torch.nn.Conv3d):
         converted = _in_layout_for(x)
         reuse_input = reuse_input or converted is not x  # a converted copy is the caller's to give up
@@ -339,14 +337,19 @@ def _run(
     return None if sink is not None else writer.finish()
 
 
-def _in_place_norm(layer: Any, x: Any) -> bool:
-    """Whether ``layer`` is an instance normalisation that :func:`_instance_norm_` does for ``x``."""
+def _normalised_in_place(layer: Any, x: Any) -> Any:
+    """``layer(x)`` written over ``x`` where ``layer`` is a plain instance normalisation of one
+    instance: channels-last ``x`` by :func:`_instance_norm_channels_last_`, a large contiguous one
+    by :func:`_instance_norm_`; None where neither applies (the caller runs the layer)."""
     import torch
 
-    return (
-        type(layer) is torch.nn.InstanceNorm3d and not layer.track_running_stats and x.shape[0] == 1
-        and x.is_contiguous() and x.numel() * x.element_size() > _slab_bytes(x)
-    )
+    if type(layer) is not torch.nn.InstanceNorm3d or layer.track_running_stats or x.shape[0] != 1:
+        return None
+    if _memory_format(x) == torch.channels_last_3d:
+        return _instance_norm_channels_last_(layer, x)
+    if x.is_contiguous() and x.numel() * x.element_size() > _slab_bytes(x):
+        return _instance_norm_(layer, x)
+    return None
 
 
 def _instance_norm_(layer: Any, x: Any) -> Any:
@@ -369,16 +372,6 @@ def _instance_norm_(layer: Any, x: Any) -> Any:
             eps=layer.eps,
         )
     return x
-
-
-def _in_place_norm_channels_last(layer: Any, x: Any) -> bool:
-    """Whether ``layer`` is an instance normalisation that :func:`_instance_norm_channels_last_` does for ``x``."""
-    import torch
-
-    return (
-        type(layer) is torch.nn.InstanceNorm3d and not layer.track_running_stats and x.shape[0] == 1
-        and _memory_format(x) == torch.channels_last_3d
-    )
 
 
 NORM_CHUNK_VOXELS = 1 << 16
@@ -467,7 +460,6 @@ def _upsample_join_convolve(upsampling: Any, lower: Any, skip: Any, layer: Any, 
     ``reuse_skip`` (no one else holds ``skip``) the output is written over the skip, whose
     shape it has in nnU-Net's decoders, as each slab's rows stop being read.
     """
-
     stride = upsampling.stride[0]
     writer = _SlabWriter(_output_depth(layer, skip.shape[2]), reusable=skip if reuse_skip else None)
     for z0, z1, lo, hi in _slabs(layer, skip, upsampling.out_channels + skip.shape[1]):
