@@ -56,6 +56,7 @@ def test_statistics_match_simpleitk(case):
         assert row.std == pytest.approx(intensity.GetSigma(value) * np.sqrt((n - 1) / n), rel=1e-6)  # population SD
         mask = labels.array == value
         assert row.median == pytest.approx(float(np.median(image.array[mask])))
+        assert row.centroid_mm == pytest.approx(shape.GetCentroid(value), abs=1e-3)
     assert rows[1].touches_border and not rows[5].touches_border and not rows[13].touches_border
 
 
@@ -73,7 +74,8 @@ def test_absent_classes_get_a_row_of_zeros_unless_left_out(case):
     rows = class_statistics(labels, image, names=NAMES)
     assert [row.label for row in rows] == list(range(1, 41))
     liver_free = rows[1]  # right kidney: absent
-    assert (liver_free.voxels, liver_free.volume_ml, liver_free.mean, liver_free.bbox_min) == (0, 0.0, None, None)
+    assert (liver_free.voxels, liver_free.volume_ml, liver_free.mean, liver_free.bbox_min,
+            liver_free.centroid_mm) == (0, 0.0, None, None, None)
     present = class_statistics(labels, None, names=NAMES, include_absent=False)
     assert [row.name for row in present] == ["spleen", "liver", "aorta"]
     assert present[1].mean is None and present[1].voxels == 6 * 15 * 15

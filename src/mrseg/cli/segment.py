@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mrseg.cli._options import orientation_option
+from mrseg.cli._options import add_output_options, add_run_options, model_spec
 
 log = logging.getLogger("mrseg")
 
@@ -36,45 +36,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="with several models, also write OUTDIR/<name>_combined.nii.gz: the first model's labels, "
                         "then each next model's shifted past the previous ones (base 1-40, body_comp 41-50); "
                         "table in OUTDIR/combined_classes.json")
-    p.add_argument("--folds", nargs="+", metavar="K", help="folds to ensemble (default: all in the model folder)")
-    p.add_argument("--fast", action="store_true", help="fold 0 and step 0.8, as the published tool's --fast")
-    p.add_argument("--step", type=float, metavar="S", help="sliding-window step, fraction of the patch (default 0.5)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
-                   help="mirroring test-time augmentation, where the checkpoint allows it (default: off)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    add_run_options(p)
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="network precision: auto (default) = what nnU-Net runs: fp32 on every CPU (the same "
-                        "labels on every machine), fp16 autocast on CUDA; bf16 = about 2x faster on CPUs with "
-                        "native bfloat16 (AVX-512 BF16/AMX) at 99.6-99.9%% of voxels equal (README, Speed and memory)")
-    p.add_argument("--low-memory", action="store_true",
-                   help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
-                        "default's peak is now about as low (README, Speed and memory)")
-    p.add_argument("--postfix", help="output name postfix (default: seg; <name>_seg for published models other "
-                                      "than base, e.g. body_comp_seg)")
-    p.add_argument("--output-type", choices=("auto", "nifti", "dicom-seg", "both"), default="auto",
-                   help="nifti: <name>_<postfix>.nii.gz; dicom-seg: <name>_<postfix>.dcm referencing the source series "
-                        "(DICOM input only); both; auto (default): both for a DICOM series, nifti otherwise")
-    p.add_argument("--classes", nargs="+", metavar="CLASS",
-                   help="keep only these classes (names such as liver spleen, or label numbers); the others become "
-                        "background. Unknown names are refused with the closest matches")
-    p.add_argument("--split-classes", action="store_true",
-                   help="also write one binary mask per class: OUTDIR/<name>_<postfix>/<class>.nii.gz")
-    p.add_argument("--preview", action="store_true",
-                   help="also write OUTDIR/<name>_<postfix>_preview.png: axial, coronal and sagittal slices with a "
-                        "coloured, labelled overlay (needs matplotlib)")
-    p.add_argument("--statistics", action="store_true",
-                   help="also write OUTDIR/<name>_<postfix>_stats.json and .csv: per class volume (mL), voxels, "
-                        "intensity mean/median/SD, bounding box, border contact")
+    add_output_options(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs, whatever made them (default: a case whose record shows it done "
                         "with the same settings is skipped, and only missing outputs are made)")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID when a DICOM folder holds several series")
     p.add_argument("--channel", type=int, metavar="N", help="volume to use from 4-D or multi-component images")
-    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
-                   help="checkpoint_final.pth (default) or checkpoint_best.pth")
-    p.add_argument("--orientation", default="LPS",
-                   help="axis orientation the network runs in; 'none' keeps the input's axes (default: LPS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -164,16 +133,10 @@ def _postfixes(names: list[str | None], args: argparse.Namespace) -> list[str]:
 def _load(name: str | None, args: argparse.Namespace) -> tuple[Any, str | None]:
     """Resolve a model name (installing a published model on first use) and load it once."""
     from mrseg.model.store import resolve_model_folder
-    from mrseg.pipeline import ModelSpec, load
+    from mrseg.pipeline import load
 
-    folds = args.folds if args.folds is not None else (["0"] if args.fast else None)
-    step = args.step if args.step is not None else (0.8 if args.fast else 0.5)
     folder = resolve_model_folder(name, install_missing=True)
-    spec = ModelSpec(folder, name=name or folder.name, folds=tuple(str(f) for f in folds) if folds else None,
-                     checkpoint=args.checkpoint, step=step, tta=args.tta, device=args.device, threads=args.threads,
-                     precision=args.precision, orientation=orientation_option(args.orientation),
-                     low_memory=args.low_memory)
-    return load(spec), name
+    return load(model_spec(folder, name or folder.name, args, threads=args.threads)), name
 
 
 def _classes(requested: list[str] | None, foreground: dict[str, int]) -> dict[str, int] | None:

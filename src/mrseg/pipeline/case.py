@@ -77,10 +77,15 @@ class CaseBusy(MrsegError):
 
 @dataclass(frozen=True, eq=False)
 class CaseOutcome:
-    """What :func:`process_case` did: the record, and the label map when ``keep_labels`` asked for it."""
+    """What :func:`process_case` did: the record, and the label map when ``keep_labels`` asked for it.
+
+    ``transient`` marks a failure of the machine rather than of the input (out of memory): the same
+    case may well succeed on another try or another worker.
+    """
 
     record: CaseRecord
     labels: Image | None = None
+    transient: bool = False
 
 
 class CombinedLabels:
@@ -227,7 +232,8 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
         log.debug("case %s failed", case.path, exc_info=True)
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
         where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
-        return failed_outcome(case, f"{case.path}: {type(err).__name__}: {reason}{where}")
+        transient = isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+        return failed_outcome(case, f"{case.path}: {type(err).__name__}: {reason}{where}", transient=transient)
     except BaseException:
         _discard(staging)
         raise
@@ -362,9 +368,9 @@ def _record(case: CaseSpec, status: str, settings: Mapping[str, Any], outputs: M
     )
 
 
-def failed_outcome(case: CaseSpec, error: str) -> CaseOutcome:
+def failed_outcome(case: CaseSpec, error: str, *, transient: bool = False) -> CaseOutcome:
     """The outcome of a case that failed (nothing of it written)."""
-    return CaseOutcome(_record(case, "failed", {}, {}, {}, error=error))
+    return CaseOutcome(_record(case, "failed", {}, {}, {}, error=error), transient=transient)
 
 
 __all__ = ["CaseBusy", "CaseOutcome", "CombinedLabels", "Labeller", "failed_outcome", "process_case"]

@@ -50,6 +50,8 @@ class ClassStatistics:
             box's corner voxel centres, so min <= max on every grid.
         touches_border: the class reaches a face of the image, so the structure may continue
             outside the field of view (its volume is then a lower bound).
+        centroid_mm: the class's centre of mass in LPS world coordinates (mm; None when absent):
+            where it lies relative to the other classes (left of, above, behind), whatever the grid.
     """
 
     label: int
@@ -64,10 +66,11 @@ class ClassStatistics:
     bbox_min_mm: tuple[float, float, float] | None
     bbox_max_mm: tuple[float, float, float] | None
     touches_border: bool
+    centroid_mm: tuple[float, float, float] | None = None
 
 
 CSV_COLUMNS = ("label", "name", "voxels", "volume_ml", "mean", "median", "std", "bbox_min", "bbox_max",
-               "bbox_min_mm", "bbox_max_mm", "touches_border")
+               "bbox_min_mm", "bbox_max_mm", "touches_border", "centroid_mm")
 
 
 def class_statistics(
@@ -113,6 +116,7 @@ def class_statistics(
     if image is not None and present:
         medians = _medians(image.array.reshape(-1), array.reshape(-1), counts, present)
     boxes = _bounding_boxes(array, top)
+    centroids = _centroids(array, counts, affine=labels.geometry.affine_lps)
     shape_zyx = array.shape
     affine = labels.geometry.affine_lps
     rows = []
@@ -137,7 +141,7 @@ def class_statistics(
             min_mm, max_mm = _world_box(affine, bbox_min, bbox_max)
             border = any(lo == 0 for lo in lo_zyx) or any(hi == size - 1 for hi, size in zip(hi_zyx, shape_zyx))
         rows.append(ClassStatistics(value, names[value], n, round(n * voxel_ml, 6), mean, median, std, bbox_min,
-                                    bbox_max, min_mm, max_mm, border))
+                                    bbox_max, min_mm, max_mm, border, centroids.get(value) if n else None))
     return rows
 
 
@@ -179,6 +183,20 @@ def _bounding_boxes(array: np.ndarray, top: int) -> dict[int, tuple[tuple[int, .
         if found is not None:
             boxes[index] = (tuple(s.start for s in found), tuple(s.stop - 1 for s in found))
     return boxes
+
+
+def _centroids(array: np.ndarray, counts: np.ndarray, *, affine: np.ndarray) -> dict[int, tuple[float, float, float]]:
+    """Centre of mass of every present label in LPS mm: per numpy axis, the label histogram of each
+    slice weighted by the slice index (three passes over the map, no coordinate arrays)."""
+    top = len(counts)
+    mean_index = np.zeros((top, 3))
+    for axis in range(3):
+        moved = np.moveaxis(array, axis, 0)
+        per_slice = np.stack([np.bincount(moved[i].reshape(-1), minlength=top)[:top] for i in range(moved.shape[0])])
+        mean_index[:, axis] = np.arange(moved.shape[0]) @ per_slice / np.maximum(counts, 1)
+    index_xyz1 = np.column_stack([mean_index[:, ::-1], np.ones(top)])
+    world = (affine @ index_xyz1.T).T[:, :3]
+    return {v: tuple(round(float(c), 3) for c in world[v]) for v in np.flatnonzero(counts) if v > 0}  # type: ignore[misc]
 
 
 def _world_box(affine: np.ndarray, low_xyz: tuple[int, int, int], high_xyz: tuple[int, int, int]

@@ -1,0 +1,181 @@
+"""Where a cohort runs: a Dask ``LocalCluster`` on this machine, an existing scheduler, or Slurm.
+
+Every worker runs one case at a time (one Dask thread) and gives torch ``threads_per_worker``
+threads, so ``workers × threads_per_worker`` should not exceed the cores. On this machine the
+default is one worker per four cores (at least one), each with the cores shared out between
+them; a worker holds the model and one case (about 1–4 GB with the published model).
+
+Slurm goes through ``dask-jobqueue``: one job per worker, booking ``threads_per_worker`` CPUs
+(``job_cpu``), with the queue, account, memory, walltime and GPUs given as ``--slurm-option
+K=V``. Dask's own pieces are optional (``pip install mrseg[cohort]``); without them a clear
+error names the extra.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from mrseg.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+SLURM_OPTIONS = ("queue", "account", "memory", "walltime", "gpus", "interface", "local_directory",
+                 "log_directory", "job_extra", "python", "job_name")
+"""``--slurm-option`` keys: ``dask_jobqueue.SLURMCluster`` arguments, plus ``gpus`` (a
+``--gres=gpu:N`` directive) and ``job_extra`` (one more ``#SBATCH`` directive, verbatim)."""
+
+
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How many workers, with how many threads, on which cluster.
+
+    Attributes:
+        workers: worker processes (default: one per four cores, at least one).
+        threads_per_worker: torch threads of each worker (default: the cores shared out).
+        scheduler: address of a running Dask scheduler (``tcp://host:8786``); its workers are used
+            as they are.
+        slurm: start workers as Slurm jobs through ``dask-jobqueue``.
+        slurm_options: ``SLURM_OPTIONS`` key → value.
+    """
+
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    scheduler: str | None = None
+    slurm: bool = False
+    slurm_options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
+        if self.scheduler and self.slurm:
+            raise InputError("--scheduler and --slurm exclude each other: use a running scheduler, or let mrseg "
+                             "start Slurm workers")
+        unknown = sorted(set(self.slurm_options) - set(SLURM_OPTIONS))
+        if unknown:
+            raise InputError(f"unknown --slurm-option {', '.join(unknown)}; valid keys: {', '.join(SLURM_OPTIONS)}")
+        if self.slurm_options and not self.slurm:
+            raise InputError("--slurm-option needs --slurm")
+
+    def sizes(self) -> tuple[int, int]:
+        """(workers, threads per worker), defaults filled in for this machine's cores."""
+        cores = available_cores()
+        workers = self.workers or max(1, cores // 4)
+        threads = self.threads_per_worker or max(1, cores // workers)
+        return workers, threads
+
+
+def parse_slurm_options(items: list[str] | None) -> dict[str, str]:
+    """``["queue=gpu", "memory=16GB"]`` → a dict.
+
+    Raises:
+        InputError: an item without ``=``.
+    """
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--slurm-option takes KEY=VALUE, got {item!r} (e.g. queue=gpu, memory=16GB)")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as err:
+        raise InputError("cohort runs need Dask's distributed package: pip install 'mrseg[cohort]'") from err
+    return distributed
+
+
+def slurm_cluster(spec: ClusterSpec, **extra: Any) -> Any:
+    """A ``dask_jobqueue.SLURMCluster`` for ``spec`` (no job submitted until it is scaled).
+
+    Each job is one worker process with one Dask thread (one case at a time) and books
+    ``threads_per_worker`` CPUs for torch.
+
+    Raises:
+        InputError: dask-jobqueue is not installed.
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as err:
+        raise InputError("--slurm needs dask-jobqueue: pip install 'mrseg[cohort]'") from err
+    _, threads = spec.sizes()
+    options = dict(spec.slurm_options)
+    directives = []
+    if "gpus" in options:
+        directives.append(f"--gres=gpu:{options.pop('gpus')}")
+    if "job_extra" in options:
+        directives.append(options.pop("job_extra"))
+    memory = options.pop("memory", f"{4 * threads}GB")
+    return SLURMCluster(cores=1, processes=1, job_cpu=threads, memory=memory, job_extra_directives=directives,
+                        **options, **extra)
+
+
+@contextmanager
+def open_client(spec: ClusterSpec, *, retries: int) -> Iterator[Client]:
+    """A Dask client on the cluster ``spec`` describes, closed (with the cluster mrseg started) on exit.
+
+    A worker that dies while running a case (killed, out of memory) makes the scheduler run the
+    case elsewhere up to ``retries`` times (``distributed.scheduler.allowed-failures``; an external
+    scheduler keeps its own setting).
+    """
+    distributed = _distributed()
+    import dask
+
+    workers, threads = spec.sizes()
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+        if spec.scheduler:
+            client = distributed.Client(spec.scheduler, timeout="30s")
+            cluster = None
+        elif spec.slurm:
+            if shutil.which("sbatch") is None:
+                raise InputError("--slurm needs Slurm's sbatch on the PATH: run on the cluster's login node")
+            cluster = slurm_cluster(spec)
+            cluster.scale(jobs=workers)
+            client = distributed.Client(cluster)
+        else:
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=":0" if _has_dashboard() else None, host="127.0.0.1")
+            client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The scheduler's dashboard address, or None without bokeh (the page would only say to install it)."""
+    if "dashboard" not in client.scheduler_info().get("services", {}) or not _has_dashboard():
+        return None
+    return str(client.dashboard_link)
+
+
+def _has_dashboard() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+__all__ = ["SLURM_OPTIONS", "ClusterSpec", "available_cores", "dashboard_link", "open_client", "parse_slurm_options",
+           "slurm_cluster"]
