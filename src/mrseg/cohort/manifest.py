@@ -157,11 +157,12 @@ class AttemptLog:
         self._offset += complete
         touched = []
         for line in data[:complete].splitlines():
+            if not line.strip():
+                continue
             try:
-                event = json.loads(line)
-            except ValueError:
+                attempt = self._apply(json.loads(line))
+            except (ValueError, TypeError, AttributeError):
                 continue  # a line torn by a crash mid-write proves nothing
-            attempt = self._apply(event)
             if attempt is not None:
                 touched.append(attempt)
         return touched
@@ -191,8 +192,9 @@ class AttemptLog:
 
 def append_event(out_dir: Path, event: dict) -> None:
     """Append one event line to the attempts log with a single ``write`` on an ``O_APPEND``
-    descriptor, so lines of concurrent workers never interleave."""
-    line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
+    descriptor, so lines of concurrent workers never interleave. The line starts with a newline
+    too: a line left torn by a crash mid-write never glues onto the next event."""
+    line = ("\n" + json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
     fd = os.open(Path(out_dir) / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

@@ -1,0 +1,50 @@
+"""Cluster settings, and the Slurm job script dask-jobqueue writes from them (Slurm itself cannot run
+here: the script is what sbatch would get)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mrseg.cohort.cluster import ClusterSpec, available_cores, parse_slurm_options, slurm_cluster
+from mrseg.errors import InputError
+
+
+def test_defaults_share_the_cores_without_oversubscribing():
+    workers, threads = ClusterSpec().sizes()
+    assert workers >= 1 and workers * threads <= max(available_cores(), 1)
+    assert ClusterSpec(workers=2, threads_per_worker=3).sizes() == (2, 3)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"workers": 0}, "--workers must be 1 or more"),
+    ({"scheduler": "tcp://x:8786", "slurm": True}, "exclude each other"),
+    ({"slurm": True, "slurm_options": {"queu": "gpu"}}, "unknown --slurm-option queu; valid keys: queue"),
+    ({"slurm_options": {"queue": "gpu"}}, "--slurm-option needs --slurm"),
+])
+def test_bad_cluster_options_are_refused(options, message):
+    with pytest.raises(InputError, match=message):
+        ClusterSpec(**options)
+
+
+def test_slurm_options_parse_and_a_missing_value_is_refused():
+    assert parse_slurm_options(["queue=gpu", "local-directory=/scratch"]) == {"queue": "gpu",
+                                                                            "local_directory": "/scratch"}
+    with pytest.raises(InputError, match="takes KEY=VALUE, got 'gpu'"):
+        parse_slurm_options(["gpu"])
+
+
+def test_the_slurm_job_script_carries_every_option(tmp_path):
+    spec = ClusterSpec(workers=3, threads_per_worker=4, slurm=True, slurm_options={
+        "queue": "gpu", "account": "nako", "memory": "16GB", "walltime": "02:00:00", "gpus": "1",
+        "job_extra": "--constraint=a100", "log_directory": str(tmp_path)})
+    cluster = slurm_cluster(spec, scheduler_options={"dashboard_address": None, "host": "127.0.0.1"})
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    for expected in ("-p gpu", "-A nako", "--cpus-per-task=4", "--mem=15G", "-t 02:00:00", "--gres=gpu:1",
+                     "--constraint=a100", f"-e {tmp_path}", f"-o {tmp_path}"):
+        assert any(expected in line for line in directives), (expected, directives)
+    worker = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
+    assert "--nthreads 1" in worker and "--memory-limit 14.90GiB" in worker

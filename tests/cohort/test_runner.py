@@ -1,0 +1,196 @@
+"""Cohort runs on a real Dask ``LocalCluster`` with the bundled demo model: the labels of ``mrseg
+segment``, bad inputs among good ones, retry, extension, and kills of the driver and of a worker
+with real signals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cohort_factory import phantom_cohort
+from mrseg.cohort import ClusterSpec, CohortPlan, run_cohort
+from mrseg.cohort.manifest import ATTEMPTS_FILE, MANIFEST_FILE
+from mrseg.cohort.worker import loaded_models
+from mrseg.io import Image, read_image, write_image
+from mrseg.pipeline import ModelSpec, OutputSpec, collect_cases
+from mrseg_processes import hidden_items, mrseg_process, run_mrseg
+
+pytestmark = pytest.mark.slow
+
+
+def manifest_rows(out: Path) -> dict[str, dict]:
+    return {row["case"]: row for row in csv.DictReader((out / MANIFEST_FILE).open())}
+
+
+def events(out: Path) -> list[dict]:
+    path = out / ATTEMPTS_FILE
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
+    limit = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > limit:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model_once_per_worker(
+        tmp_path, demo_model):
+    phantom_cohort(tmp_path / "in", 6)
+    out = tmp_path / "cohort"
+    plan = CohortPlan(ModelSpec(demo_model, name="demo"), OutputSpec(out))
+    seen: dict = {}
+
+    def start(client, submitted):
+        seen["client"], seen["submitted"] = client, submitted
+
+    def result(row):
+        seen.setdefault("rows", []).append(row.case)
+        if len(seen["rows"]) == seen["submitted"]:
+            seen["models"] = seen["client"].run(loaded_models)
+
+    cases = collect_cases([tmp_path / "in"]).cases
+    outcome = run_cohort(out, plan, ClusterSpec(workers=2, threads_per_worker=1), cases=cases, on_start=start,
+                         on_result=result)
+    assert outcome.summary.counts == {"done": 6, "failed": 0, "pending": 0, "running": 0} and outcome.submitted == 6
+    assert sorted(seen["models"].values()) == [1, 1]  # two workers, each holding the model once
+    rows = manifest_rows(out)
+    assert {r["worker"] for r in rows.values()} == set(seen["models"])  # both workers took cases
+    assert all(r["attempts"] == "1" and r["output"] == f"{c}_seg.nii.gz" for c, r in rows.items())
+
+    single = run_mrseg("segment", str(tmp_path / "in"), "-o", str(tmp_path / "segment"), "--model", "demo",
+                       "--statistics", "--no-progress")
+    assert single.returncode == 0, single.stderr
+    for case in rows:
+        cohort_labels = read_image(out / f"{case}_seg.nii.gz")
+        segment_labels = read_image(tmp_path / "segment" / f"{case}_seg.nii.gz")
+        assert np.array_equal(cohort_labels.array, segment_labels.array)
+        assert cohort_labels.geometry == segment_labels.geometry
+    again = run_cohort(out, plan, ClusterSpec(workers=2, threads_per_worker=1), cases=cases)
+    assert again.submitted == 0 and again.summary.counts["done"] == 6  # done cases are not sent to workers
+    assert hidden_items(out) == []
+
+
+def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_fix(tmp_path):
+    inputs = phantom_cohort(tmp_path / "in", 3)
+    (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not an image at all")
+    sitk.WriteImage(sitk.GetImageFromArray(read_image(inputs[0]).array[20]), str(tmp_path / "in" / "slice.nii.gz"))
+    out = tmp_path / "cohort"
+    first = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "2",
+                      "--threads-per-worker", "1", "--no-progress")
+    assert first.returncode == 1, first.stderr
+    assert "Traceback" not in first.stderr
+    rows = manifest_rows(out)
+    assert [rows[c]["status"] for c in ("case00", "case01", "case02")] == ["done"] * 3
+    for bad in ("broken", "slice"):
+        assert rows[bad]["status"] == "failed" and rows[bad]["attempts"] == "1"  # not retried
+        assert rows[bad]["error"].startswith(str(tmp_path / "in" / bad))
+        assert f"failed   {bad}: " in first.stderr
+    assert "5 case(s): 3 done, 2 failed, 0 pending, 0 running" in first.stderr
+    assert not list(out.glob("broken_seg*")) and not list(out.glob("slice_seg*"))
+
+    rerun = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--no-progress")
+    assert rerun.returncode == 1 and "0 case(s) run" in rerun.stdout  # failed cases wait for a retry
+
+    write_image(read_image(inputs[1]), tmp_path / "in" / "broken.nii.gz")
+    retry = run_mrseg("cohort", "retry", str(out), "--workers", "1", "--no-progress")
+    assert retry.returncode == 1 and "2 case(s) run" in retry.stdout
+    rows = manifest_rows(out)
+    assert rows["broken"]["status"] == "done" and rows["broken"]["attempts"] == "2"
+    assert rows["slice"]["status"] == "failed" and rows["slice"]["attempts"] == "2"
+    assert (out / "broken_seg.nii.gz").is_file()
+
+    status = run_mrseg("cohort", "status", str(out))
+    assert status.returncode == 0 and "5 case(s): 4 done, 1 failed, 0 pending, 0 running" in status.stdout
+    assert "failed   slice: " in status.stdout and "cases/min" in status.stdout
+    assert hidden_items(out) == []
+
+
+def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
+    phantom_cohort(tmp_path / "in", 2)
+    out = tmp_path / "cohort"
+    args = ["--model", "demo", "--workers", "1", "--no-progress"]
+    assert run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args).returncode == 0
+    phantom_cohort(tmp_path / "more", 1, first_seed=93000)
+    (tmp_path / "more" / "case00.nii.gz").rename(tmp_path / "more" / "late.nii.gz")
+    more = run_mrseg("cohort", "run", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(out), *args)
+    assert more.returncode == 0 and "1 case(s) run" in more.stdout
+    assert [e["case"] for e in events(out) if e["event"] == "start"] in (
+        ["case00", "case01", "late"], ["case01", "case00", "late"])
+    other = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args, "--fast")
+    assert other.returncode == 2 and "other settings" in other.stderr and "Traceback" not in other.stderr
+    missing = run_mrseg("cohort", "status", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no cohort here" in missing.stderr
+
+
+def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp_path):
+    phantom_cohort(tmp_path / "in", 8)
+    out = tmp_path / "cohort"
+    args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
+            "--threads-per-worker", "2", "--no-progress"]
+    driver = mrseg_process(*args)
+    wait_for(lambda: sum(e["event"] == "end" for e in events(out)) >= 2, what="two finished cases")
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=30)
+    workers = {e["pid"] for e in events(out) if e["event"] == "start"}
+    wait_for(lambda: all(gone(pid) for pid in workers), timeout=60, what="the workers to exit with their driver")
+    done_before = {e["case"] for e in events(out) if e["event"] == "end" and e["status"] == "segmented"}
+    assert 2 <= len(done_before) < 8
+
+    rerun = run_mrseg(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    segmented = [e["case"] for e in events(out) if e["event"] == "end" and e["status"] == "segmented"]
+    assert sorted(segmented) == [f"case{i:02d}" for i in range(8)]  # each case's network ran once
+    rows = manifest_rows(out)
+    assert all(r["status"] == "done" and (out / r["output"]).is_file() for r in rows.values())
+    run_again = int(rerun.stdout.split(" case(s) run")[0].rsplit("(", 1)[1])
+    assert run_again <= 8 - len(done_before)  # a case committed as the driver died is not sent again
+    assert hidden_items(out) == []
+
+
+def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_attempt(tmp_path):
+    phantom_cohort(tmp_path / "in", 3)
+    small = read_image(tmp_path / "in" / "case01.nii.gz")
+    big = np.pad(small.array, ((60, 60), (80, 80), (80, 80)))
+    write_image(Image.from_array(big, spacing=small.geometry.spacing, origin=small.geometry.origin),
+                tmp_path / "in" / "big.nii.gz")
+    out = tmp_path / "cohort"
+    driver = mrseg_process("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "2",
+                           "--threads-per-worker", "1", "--no-progress")
+
+    def started() -> list[dict]:
+        return [e for e in events(out) if e["event"] == "start" and e["case"] == "big"]
+
+    wait_for(lambda: started(), what="the big case to start")
+    time.sleep(0.5)
+    victim = started()[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = driver.communicate(timeout=180)
+    assert driver.returncode == 0, stderr
+    row = manifest_rows(out)["big"]
+    assert row["status"] == "done" and row["attempts"] == "2"
+    tries = [e for e in events(out) if e["case"] == "big"]
+    assert [e["event"] for e in tries] == ["start", "start", "end"] and tries[-1]["status"] == "segmented"
+    assert tries[1]["pid"] != victim
+    assert read_image(out / "big_seg.nii.gz").array.shape == big.shape
+    assert hidden_items(out) == []
