@@ -137,12 +137,16 @@ def _status(out: Path) -> int:
 
 
 def _qc(out: Path) -> int:
+    import time
+
     from mrseg.cohort.qc import quality_control
 
+    clock = time.perf_counter()
     qc, paths = quality_control(out)
     counts = ", ".join(f"{n} {kind}" for kind, n in qc.counts().items() if n)
     flagged = sum(bool(c.flags) for c in qc.cases)
-    print(f"quality control: {len(qc.cases)} case(s) checked, {flagged} flagged" + (f" ({counts})" if counts else ""))
+    print(f"quality control: {len(qc.cases)} case(s) checked, {flagged} flagged" + (f" ({counts})" if counts else "")
+          + f", {time.perf_counter() - clock:.1f} s")
     for path in paths:
         print(f"  {path}")
     return 0
