@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import pytest
 
-from mrseg.cohort.cluster import ClusterSpec, available_cores, parse_slurm_options, slurm_cluster
+from mrseg.cohort.cluster import (
+    GB_PER_WORKER,
+    ClusterSpec,
+    available_cores,
+    available_memory_gb,
+    parse_slurm_options,
+    slurm_cluster,
+)
 from mrseg.errors import InputError
 
 
 def test_defaults_share_the_cores_without_oversubscribing():
     workers, threads = ClusterSpec().sizes()
-    assert workers >= 1 and workers * threads <= max(available_cores(), 1)
+    assert 1 <= workers <= max(1, available_memory_gb() // GB_PER_WORKER)
+    assert workers * threads <= max(available_cores(), 1)
+    assert ClusterSpec(workers=1).sizes() == (1, available_cores())
     assert ClusterSpec(workers=2, threads_per_worker=3).sizes() == (2, 3)
 
 

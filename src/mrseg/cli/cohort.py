@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per 4 cores)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes (default: one per core, at most one per 4 GB of memory)")
     p.add_argument("--threads-per-worker", type=int, metavar="T",
                    help="torch threads per worker (default: the cores shared out between the workers)")
     where = p.add_mutually_exclusive_group()

@@ -1,9 +1,12 @@
 """Where a cohort runs: a Dask ``LocalCluster`` on this machine, an existing scheduler, or Slurm.
 
 Every worker runs one case at a time (one Dask thread) and gives torch ``threads_per_worker``
-threads, so ``workers × threads_per_worker`` should not exceed the cores. On this machine the
-default is one worker per four cores (at least one), each with the cores shared out between
-them; a worker holds the model and one case (about 1–4 GB with the published model).
+threads, so ``workers × threads_per_worker`` should not exceed the cores. The default is one
+worker per core with one thread each, at most one worker per :data:`GB_PER_WORKER` of memory (a
+worker holds the model and one case: about 1–4 GB with the published model): cases run side by
+side rather than one case on several threads, because reading, resampling and export are mostly
+single-threaded (on 2 cores, 48 demo-model cases: 2 workers × 1 thread 40.8 s, 1 worker × 2
+threads 51.1 s; ``benchmarks/bench_cohort.py``).
 
 Slurm goes through ``dask-jobqueue``: one job per worker, booking ``threads_per_worker`` CPUs
 (``job_cpu``), with the queue, account, memory, walltime and GPUs given as ``--slurm-option
@@ -30,6 +33,17 @@ SLURM_OPTIONS = ("queue", "account", "memory", "walltime", "gpus", "interface", 
 ``--gres=gpu:N`` directive) and ``job_extra`` (one more ``#SBATCH`` directive, verbatim)."""
 
 
+GB_PER_WORKER = 4.0
+
+
+def available_memory_gb() -> float:
+    """The machine's physical memory in GB (inf where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return float("inf")
+
+
 def available_cores() -> int:
     """The cores this process may use (its CPU affinity where the OS tells it)."""
     try:
@@ -43,7 +57,7 @@ class ClusterSpec:
     """How many workers, with how many threads, on which cluster.
 
     Attributes:
-        workers: worker processes (default: one per four cores, at least one).
+        workers: worker processes (default: one per core, at most one per ``GB_PER_WORKER`` GB).
         threads_per_worker: torch threads of each worker (default: the cores shared out).
         scheduler: address of a running Dask scheduler (``tcp://host:8786``); its workers are used
             as they are.
@@ -74,7 +88,7 @@ class ClusterSpec:
     def sizes(self) -> tuple[int, int]:
         """(workers, threads per worker), defaults filled in for this machine's cores."""
         cores = available_cores()
-        workers = self.workers or max(1, cores // 4)
+        workers = self.workers or max(1, min(cores, int(available_memory_gb() // GB_PER_WORKER)))
         threads = self.threads_per_worker or max(1, cores // workers)
         return workers, threads
 
@@ -176,10 +190,17 @@ half second instead of every 20 and 100 ms, so Dask's own threads take less time
 
 
 def worker_environment(threads: int) -> dict[str, str]:
-    """Environment of a worker process. Dask's default gives every library one thread and makes
-    glibc return freed memory at once (``MALLOC_TRIM_THRESHOLD_``); a worker here runs one case
-    with ``threads`` threads, and the engine keeps freed memory for the next tile on purpose."""
-    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    """Environment of a worker process.
+
+    Dask's default gives every library one thread and makes glibc return freed memory at once
+    (``MALLOC_TRIM_THRESHOLD_``); a worker here runs one case with ``threads`` threads, and the
+    engine keeps freed memory for the next tile on purpose. Dask runs tasks in a thread, and glibc
+    gives such threads their own memory arenas: the same 16 demo-model cases took 11.4–13.3 s of
+    predict time in a thread against 9.1–10.1 s in the main thread, and 10.5–11.2 s with
+    ``MALLOC_ARENA_MAX=1`` (one arena for all threads), so workers get that too.
+    """
+    return {"MALLOC_ARENA_MAX": "1",
+            **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
 def dashboard_link(client: Client) -> str | None:
@@ -197,5 +218,5 @@ def _has_dashboard() -> bool:
     return True
 
 
-__all__ = ["SLURM_OPTIONS", "ClusterSpec", "available_cores", "dashboard_link", "open_client", "parse_slurm_options",
-           "slurm_cluster", "worker_environment"]
+__all__ = ["GB_PER_WORKER", "SLURM_OPTIONS", "ClusterSpec", "available_cores", "available_memory_gb", "dashboard_link",
+           "open_client", "parse_slurm_options", "slurm_cluster", "worker_environment"]
