@@ -21,6 +21,7 @@ from mrseg.cohort.qc import (
     Organ,
     build_qc,
     case_flags,
+    confidence_outliers,
     volume_outliers,
     write_qc,
 )
@@ -88,6 +89,20 @@ def test_volume_outliers_use_a_robust_z_score_over_untruncated_cases():
     few = [case("a", 200), case("b", 900)]
     volume_outliers(few, ["spleen"])
     assert not any(c.flags for c in few)  # under 8 cases: no cohort statistics
+
+
+def test_uncertain_flags_a_hesitant_organ_and_one_far_below_the_cohort():
+    def case(name, sure):
+        return CaseQC(name, {"spleen": Organ(200.0, (90.0, 30.0, 150.0), False, sure)})
+
+    (flag,) = case_flags({"spleen": Organ(200.0, (90.0, 30.0, 150.0), False, 0.42),
+                          "liver": Organ(1500.0, (-60.0, 0.0, 200.0), False, 0.97)})
+    assert flag.kind == "uncertain" and flag.organs == ("spleen",) and "0.42" in flag.reason
+    cases = [case(f"c{i}", p) for i, p in enumerate([0.95, 0.96, 0.94, 0.95, 0.97, 0.96, 0.95, 0.94])]
+    cases.append(case("odd", 0.71))
+    confidence_outliers(cases, ["spleen"])
+    assert [(c.case, f.kind) for c in cases for f in c.flags] == [("odd", "uncertain")]
+    assert "cohort median 0.95" in cases[-1].flags[0].reason
 
 
 def test_truncated_only_for_solid_organs_at_the_border():

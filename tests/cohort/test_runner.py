@@ -77,6 +77,8 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
     rows = manifest_rows(out)
     assert {r["worker"] for r in rows.values()} == set(seen["models"])  # both workers took cases
     assert all(r["attempts"] == "1" and r["output"] == f"{c}_seg.nii.gz" for c, r in rows.items())
+    record = json.loads((out / "case00_seg_record.json").read_text())
+    assert 0 < record["confidence"]["liver"] <= 1  # cohort runs measure confidence for quality control
 
     single = run_mrseg("segment", str(tmp_path / "in"), "-o", str(tmp_path / "segment"), "--model", "demo",
                        "--statistics", "--no-progress")

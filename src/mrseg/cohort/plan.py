@@ -26,7 +26,8 @@ class CohortPlan:
     """The model, the outputs and the retry budget of a cohort.
 
     Attributes:
-        model: the model and how to run it (``threads`` is set per run from the cluster).
+        model: the model and how to run it (``threads`` is set per run from the cluster; a cohort
+            always measures each class's confidence, which quality control reads).
         outputs: which outputs each case writes; a cohort always writes statistics, which quality
             control reads.
         retries: how often a case whose worker died or ran out of memory is tried again.
@@ -41,7 +42,7 @@ class CohortPlan:
             raise InputError(f"retries must be 0 or more, got {self.retries}")
         if not self.outputs.statistics:
             object.__setattr__(self, "outputs", replace(self.outputs, statistics=True))
-        object.__setattr__(self, "model", replace(self.model, threads=None))
+        object.__setattr__(self, "model", replace(self.model, threads=None, confidence=True))
 
     def to_json(self) -> str:
         model = asdict(self.model)

@@ -17,14 +17,16 @@ flag                severity when
                              untruncated volumes of the organ beyond ±3.5 (Iglewicz and Hoaglin; with
                              at least 8 such cases), or a volume outside a broad adult range
 ``truncated``       1        a solid organ touches the image border: its volume is a lower bound
+``uncertain``       1        the network hesitated over an organ: the mean winning softmax probability of
+                             its voxels under 0.5, or a robust z-score of it under -3.5 against the
+                             cohort (at least 8 cases): an unusual sequence, artefacts, pathology
 =================== ======== ===========================================================================
 
 Positional rules use organs of at least 20 mL, so stray blobs of a weak segmentation do not count.
 Cases are ranked by the sum of their flags' severities, then by their worst flag, then by flag
 count, worst first.
 
-Not yet checked: ``uncertain`` (per-organ disagreement between folds or low mean probability),
-which needs the network's probabilities from the engine.
+Not checked: disagreement between folds (the folds' logits are averaged before anything is kept).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ QC_TABLE = "cohort_qc.csv"
 QC_REPORT = "cohort_qc.md"
 QC_PLOT = "cohort_qc_volumes.png"
 
-SEVERITY = {"laterality": 3, "orientation": 3, "missing": 2, "volume_outlier": 2, "truncated": 1}
+SEVERITY = {"laterality": 3, "orientation": 3, "missing": 2, "volume_outlier": 2, "truncated": 1, "uncertain": 1}
 """Flag kind → weight in the ranking."""
 
 PRESENT_ML = 1.0
@@ -59,6 +61,8 @@ POSITION_ML = 20.0
 """Positional rules use organs of at least this volume."""
 ROBUST_Z = 3.5
 MIN_CASES_FOR_Z = 8
+UNSURE_BELOW = 0.5
+"""An organ whose voxels' mean winning probability is under this is ``uncertain``."""
 
 RIGHT_OF = (("liver", "spleen"), ("liver", "stomach"), ("right_kidney", "left_kidney"))
 """(organ on the patient's right, organ on the left)."""
@@ -100,6 +104,7 @@ class Organ:
     volume_ml: float
     centroid_mm: tuple[float, float, float] | None
     touches_border: bool
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,12 +147,14 @@ class CohortQC:
         return {kind: sum(any(f.kind == kind for f in c.flags) for c in self.cases) for kind in SEVERITY}
 
 
-def organs_from_statistics(path: Path) -> dict[str, Organ]:
-    """The organs of a case from its statistics JSON (:func:`mrseg.report.statistics.write_statistics`)."""
+def organs_from_statistics(path: Path, confidence: Mapping[str, float] | None = None) -> dict[str, Organ]:
+    """The organs of a case from its statistics JSON (:func:`mrseg.report.statistics.write_statistics`)
+    and the confidence its case record keeps."""
     data = json.loads(path.read_text())
+    sure = confidence or {}
     return {row["name"]: Organ(float(row["volume_ml"]),
                                tuple(row["centroid_mm"]) if row.get("centroid_mm") else None,  # type: ignore[arg-type]
-                               bool(row["touches_border"]))
+                               bool(row["touches_border"]), sure.get(row["name"]))
             for row in data["classes"]}
 
 
@@ -170,6 +177,11 @@ def case_flags(organs: Mapping[str, Organ]) -> list[Flag]:
     cut = [o for o in SOLID_ORGANS if o in organs and organs[o].volume_ml >= PRESENT_ML and organs[o].touches_border]
     if cut:
         flags.append(Flag("truncated", tuple(cut), f"{', '.join(cut)} at the image border"))
+    unsure = [(name, o.confidence) for name, o in organs.items()
+              if o.volume_ml >= PRESENT_ML and o.confidence is not None and o.confidence < UNSURE_BELOW]
+    if unsure:
+        flags.append(Flag("uncertain", tuple(n for n, _ in unsure), ", ".join(
+            f"{n} mean probability {p:.2f}" for n, p in unsure)))
     for organ, (low, high) in ADULT_RANGE_ML.items():
         o = organs.get(organ)
         if o is not None and o.volume_ml >= PRESENT_ML and not o.touches_border and not low <= o.volume_ml <= high:
@@ -200,24 +212,41 @@ def _orientation(organs: Mapping[str, Organ], placed: Mapping[str, tuple[float, 
     return [Flag("orientation", tuple(dict.fromkeys(involved)), "; ".join(reasons) + ": wrong axis labels?")]
 
 
+def confidence_outliers(cases: Sequence[CaseQC], classes: Sequence[str]) -> None:
+    """Add ``uncertain`` flags for organs whose confidence is far below the cohort's (robust
+    z-score under -3.5, at least 8 cases) to ``cases``, in place."""
+    for organ in classes:
+        values = [(c, c.organs[organ].confidence) for c in cases if organ in c.organs
+                  and c.organs[organ].volume_ml >= PRESENT_ML and c.organs[organ].confidence is not None]
+        for case, z, median in _robust_outliers(values):
+            if z < -ROBUST_Z and not any(f.kind == "uncertain" and organ in f.organs for f in case.flags):
+                sure = case.organs[organ].confidence
+                case.flags.append(Flag("uncertain", (organ,), f"{organ} mean probability {sure:.2f}, cohort "
+                                       f"median {median:.2f}, robust z {z:+.1f}"))
+
+
+def _robust_outliers(values: Sequence[tuple[CaseQC, float | None]]) -> list[tuple[CaseQC, float, float]]:
+    """(case, modified z-score, median) of every value, when there are enough to judge."""
+    if len(values) < MIN_CASES_FOR_Z:
+        return []
+    numbers = np.array([float(v) for _, v in values if v is not None])
+    median = float(np.median(numbers))
+    mad = float(np.median(np.abs(numbers - median)))
+    if mad <= 0:
+        return []
+    return [(case, 0.6745 * (float(v) - median) / mad, median) for case, v in values if v is not None]
+
+
 def volume_outliers(cases: Sequence[CaseQC], classes: Sequence[str]) -> None:
     """Add ``volume_outlier`` flags against the cohort's distribution (robust z-score; see the
     module docstring) to ``cases``, in place."""
     for organ in classes:
         whole = [c for c in cases if organ in c.organs and not c.organs[organ].touches_border]
         values = [(c, c.organs[organ].volume_ml) for c in whole if c.organs[organ].volume_ml >= PRESENT_ML]
-        if len(values) < MIN_CASES_FOR_Z:
-            continue
-        volumes = np.array([v for _, v in values])
-        median = float(np.median(volumes))
-        mad = float(np.median(np.abs(volumes - median)))
-        if mad <= 0:
-            continue
-        for case, volume in values:
-            z = 0.6745 * (volume - median) / mad
+        for case, z, median in _robust_outliers(values):
             if abs(z) > ROBUST_Z:
-                case.flags.append(Flag("volume_outlier", (organ,),
-                                       f"{organ} {volume:.0f} mL, cohort median {median:.0f} mL, robust z {z:+.1f}"))
+                case.flags.append(Flag("volume_outlier", (organ,), f"{organ} {case.organs[organ].volume_ml:.0f} mL, "
+                                       f"cohort median {median:.0f} mL, robust z {z:+.1f}"))
 
 
 def build_qc(out_dir: Path, plan: CohortPlan, manifest: Manifest, classes: Sequence[str]) -> CohortQC:
@@ -228,16 +257,17 @@ def build_qc(out_dir: Path, plan: CohortPlan, manifest: Manifest, classes: Seque
             continue
         record = read_case_record(plan.outputs.record_path(row.case))
         stats = record.outputs.get("statistics_json") if record is not None else None
-        if stats is None:
+        if record is None or stats is None:
             unchecked.append((row.case, "no statistics in its case record"))
             continue
         try:
-            organs = organs_from_statistics(out_dir / stats.path)
+            organs = organs_from_statistics(out_dir / stats.path, record.confidence)
         except (OSError, ValueError, KeyError) as err:
             unchecked.append((row.case, f"statistics unreadable ({err})"))
             continue
         checked.append(CaseQC(row.case, organs, case_flags(organs)))
     volume_outliers(checked, classes)
+    confidence_outliers(checked, classes)
     for case in checked:
         case.flags.sort(key=lambda f: -SEVERITY[f.kind])
     checked.sort(key=lambda c: (-c.score, -max((SEVERITY[f.kind] for f in c.flags), default=0), -len(c.flags),
@@ -276,10 +306,14 @@ def write_qc(qc: CohortQC, out_dir: Path) -> list[Path]:
 def _table(qc: CohortQC) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "case", "score", "flags", *[f"{name}_ml" for name in qc.classes]])
+    sure = any(o.confidence is not None for c in qc.cases for o in c.organs.values())
+    writer.writerow(["rank", "case", "score", "flags", *[f"{name}_ml" for name in qc.classes],
+                     *([f"{name}_confidence" for name in qc.classes] if sure else [])])
     for rank, case in enumerate(qc.cases, start=1):
         volumes = [f"{case.organs[n].volume_ml:.3f}" if n in case.organs else "" for n in qc.classes]
-        writer.writerow([rank, case.case, case.score, "; ".join(f.text() for f in case.flags), *volumes])
+        confidence = [f"{case.organs[n].confidence:.4f}" if n in case.organs and case.organs[n].confidence is not None
+                      else "" for n in qc.classes] if sure else []
+        writer.writerow([rank, case.case, case.score, "; ".join(f.text() for f in case.flags), *volumes, *confidence])
     return buffer.getvalue()
 
 
@@ -341,4 +375,5 @@ def _plot(qc: CohortQC, path: Path) -> Path:
 
 
 __all__ = ["QC_PLOT", "QC_REPORT", "QC_TABLE", "SEVERITY", "CaseQC", "CohortQC", "Flag", "Organ", "build_qc",
-           "case_flags", "organs_from_statistics", "quality_control", "volume_outliers", "write_qc"]
+           "case_flags", "confidence_outliers", "organs_from_statistics", "quality_control", "volume_outliers",
+           "write_qc"]

@@ -198,6 +198,7 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
                  else read_image(case.path, channel=case.channel))
         timings["read"] = time.perf_counter() - clock
         labels, tiles, segmented_at = None, 0, previous.segmented_at if previous else None
+        confidence = dict(previous.confidence) if previous is not None and reuse else {}
         if "labels" in reuse:
             labels = _read_labels(paths["labels"], image)
         if labels is None:
@@ -206,6 +207,9 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
             timings.update(segmentation.timings)
             tiles, segmented_at = segmentation.num_tiles, now()
             labels = segmentation.labels
+            names = {value: name for name, value in labeller.classes.items()}
+            confidence = {names.get(value, str(value)): round(p, 4) for value, p in segmentation.confidence.items()
+                          if value != 0}
             if outputs.classes:
                 labels = select_classes(labels, [value for _, value in outputs.classes])
             reuse = {}
@@ -215,7 +219,7 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
         status = "segmented" if not reuse else "completed"
         kept_left_out = dict(previous.left_out) if previous is not None and reuse else {}
         record = _record(case, status, settings, {**reuse, **made}, {**kept_left_out, **left_out},
-                         timings=timings, tiles=tiles, segmented_at=segmented_at)
+                         timings=timings, tiles=tiles, segmented_at=segmented_at, confidence=confidence)
         write_bytes_atomic(staging / record_path.name, record.to_json())
         _stage(on_stage, case, "commit")
         clock = time.perf_counter()
@@ -360,11 +364,13 @@ def _discard(staging: Path) -> None:
 
 def _record(case: CaseSpec, status: str, settings: Mapping[str, Any], outputs: Mapping[str, OutputFile],
             left_out: Mapping[str, str], *, error: str | None = None, timings: Mapping[str, float] | None = None,
-            tiles: int = 0, segmented_at: str | None = None) -> CaseRecord:
+            tiles: int = 0, segmented_at: str | None = None, confidence: Mapping[str, float] | None = None
+            ) -> CaseRecord:
     return CaseRecord(
         name=case.name, input=str(case.path), status=status, settings=dict(settings), outputs=dict(outputs),
         left_out=dict(left_out), error=error, timings=dict(timings or {}), tiles=tiles, segmented_at=segmented_at,
         finished_at=now(), host=socket.gethostname(), pid=os.getpid(), versions=software_versions(),
+        confidence=dict(confidence or {}),
     )
 
 

@@ -32,6 +32,8 @@ class ModelSpec:
         checkpoint: ``final`` or ``best``.
         step, tta, device, threads, precision, orientation, low_memory: as
             :class:`~mrseg.inference.Segmenter` takes them.
+        confidence: also measure each class's mean winning probability (case records keep it;
+            it does not change the labels, so it is not part of the settings).
     """
 
     folder: Path
@@ -45,6 +47,7 @@ class ModelSpec:
     precision: str = "auto"
     orientation: str | None = DEFAULT_ORIENTATION
     low_memory: bool = False
+    confidence: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +117,7 @@ def load(spec: ModelSpec) -> LoadedModel:
         orientation=spec.orientation,
         precision=spec.precision,
         reuse_memory=not spec.low_memory,
+        confidence=spec.confidence,
     )
     model = segmenter.model
     settings = {

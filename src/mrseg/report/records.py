@@ -87,6 +87,8 @@ class CaseRecord:
         segmented_at / finished_at: when the network ran, when the record was written.
         host, pid: who wrote it.
         versions: software versions (:func:`software_versions`).
+        confidence: class name → the mean winning softmax probability of its voxels, when the
+            model was asked for it (cohort runs; :mod:`mrseg.inference.confidence`).
     """
 
     name: str
@@ -103,6 +105,7 @@ class CaseRecord:
     host: str = ""
     pid: int = 0
     versions: Mapping[str, str] = field(default_factory=dict)
+    confidence: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         payload = asdict(self)
