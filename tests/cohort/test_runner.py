@@ -16,10 +16,13 @@ import pytest
 import SimpleITK as sitk
 
 from cohort_factory import phantom_cohort
+from mrseg.classes import BASE
 from mrseg.cohort import ClusterSpec, CohortPlan, run_cohort
 from mrseg.cohort.manifest import ATTEMPTS_FILE, MANIFEST_FILE
+from mrseg.cohort.qc import quality_control
 from mrseg.cohort.worker import loaded_models
 from mrseg.io import Image, read_image, write_image
+from mrseg.phantom import make_case
 from mrseg.pipeline import ModelSpec, OutputSpec, collect_cases
 from mrseg_processes import hidden_items, mrseg_process, run_mrseg
 
@@ -56,7 +59,11 @@ def gone(pid: int) -> bool:
 
 def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model_once_per_worker(
         tmp_path, demo_model):
-    phantom_cohort(tmp_path / "in", 6)
+    phantom_cohort(tmp_path / "in", 6, truth=tmp_path / "truth")
+    truth = read_image(tmp_path / "truth" / "case01_labels.nii.gz")
+    no_liver = truth.with_array(np.where(truth.array == BASE.index_of("liver"), 0, truth.array))
+    no_liver_image = make_case(seed=91001, sequence="t2_haste", from_labels=no_liver).image
+    write_image(no_liver_image, tmp_path / "in" / "noliver.nii.gz")
     out = tmp_path / "cohort"
     plan = CohortPlan(ModelSpec(demo_model, name="demo"), OutputSpec(out))
     seen: dict = {}
@@ -72,7 +79,7 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
     cases = collect_cases([tmp_path / "in"]).cases
     outcome = run_cohort(out, plan, ClusterSpec(workers=2, threads_per_worker=1), cases=cases, on_start=start,
                          on_result=result)
-    assert outcome.summary.counts == {"done": 6, "failed": 0, "pending": 0, "running": 0} and outcome.submitted == 6
+    assert outcome.summary.counts == {"done": 7, "failed": 0, "pending": 0, "running": 0} and outcome.submitted == 7
     assert sorted(seen["models"].values()) == [1, 1]  # two workers, each holding the model once
     rows = manifest_rows(out)
     assert {r["worker"] for r in rows.values()} == set(seen["models"])  # both workers took cases
@@ -89,7 +96,11 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
         assert np.array_equal(cohort_labels.array, segment_labels.array)
         assert cohort_labels.geometry == segment_labels.geometry
     again = run_cohort(out, plan, ClusterSpec(workers=2, threads_per_worker=1), cases=cases)
-    assert again.submitted == 0 and again.summary.counts["done"] == 6  # done cases are not sent to workers
+    assert again.submitted == 0 and again.summary.counts["done"] == 7  # done cases are not sent to workers
+    qc, _ = quality_control(out)
+    (flagged,) = [c for c in qc.cases if c.case == "noliver"]
+    assert any(f.kind in ("missing", "volume_outlier") and "liver" in f.organs for f in flagged.flags)
+    assert not any(f.kind in ("laterality", "orientation") for c in qc.cases for f in c.flags)
     assert hidden_items(out) == []
 
 

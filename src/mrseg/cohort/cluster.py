@@ -130,7 +130,7 @@ def slurm_cluster(spec: ClusterSpec, **extra: Any) -> Any:
     except ImportError as err:
         raise InputError("--slurm needs dask-jobqueue: pip install 'mrseg[cohort]'") from err
     _, threads = spec.sizes()
-    options = dict(spec.slurm_options)
+    options: dict[str, Any] = dict(spec.slurm_options)
     directives = []
     if "gpus" in options:
         directives.append(f"--gres=gpu:{options.pop('gpus')}")

@@ -174,13 +174,13 @@ class AttemptLog:
             self._by_id[attempt.id] = attempt
             self.by_case.setdefault(attempt.case, []).append(attempt)
             return attempt
-        attempt = self._by_id.get(str(event.get("id")))
-        if event.get("event") == "end" and attempt is not None:
-            attempt.finished = event.get("finished")
-            attempt.status = event.get("status")
-            attempt.seconds = event.get("seconds")
-            attempt.error = event.get("error")
-            return attempt
+        ended = self._by_id.get(str(event.get("id")))
+        if event.get("event") == "end" and ended is not None:
+            ended.finished = event.get("finished")
+            ended.status = event.get("status")
+            ended.seconds = event.get("seconds")
+            ended.error = event.get("error")
+            return ended
         return None
 
     def attempts(self, case: str) -> list[Attempt]:
