@@ -154,6 +154,10 @@ def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
     assert other.returncode == 2 and "other settings" in other.stderr and "Traceback" not in other.stderr
     missing = run_mrseg("cohort", "status", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "no cohort here" in missing.stderr
+    slurm = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(tmp_path / "slurm"), "--model", "demo",
+                      "--slurm", "--slurm-option", "queue=gpu", env={"PATH": "/usr/bin:/bin"})
+    assert slurm.returncode == 2 and "needs Slurm's sbatch on the PATH" in slurm.stderr
+    assert not (tmp_path / "slurm").exists()  # nothing written
 
 
 def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp_path):
@@ -207,3 +211,37 @@ def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_
     assert tries[1]["pid"] != victim
     assert read_image(out / "big_seg.nii.gz").array.shape == big.shape
     assert hidden_items(out) == []
+
+
+def test_a_cohort_runs_on_a_running_scheduler_and_leaves_its_workers_up(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+        phantom_cohort(tmp_path / "in", 2)
+        out = tmp_path / "cohort"
+        done = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
+                         address, "--no-progress")
+        assert done.returncode == 0, done.stderr
+        assert "on 1 worker(s)" in done.stderr
+        assert [r["status"] for r in manifest_rows(out).values()] == ["done", "done"]
+        with Client(address, timeout="30s") as client:
+            assert len(client.scheduler_info()["workers"]) == 1  # the cohort does not close a cluster it did not start
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=30)

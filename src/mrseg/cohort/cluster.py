@@ -85,6 +85,22 @@ class ClusterSpec:
         if self.slurm_options and not self.slurm:
             raise InputError("--slurm-option needs --slurm")
 
+    def check_available(self) -> None:
+        """Check, before anything is written, that this cluster can start here.
+
+        Raises:
+            InputError: Dask (or dask-jobqueue for ``--slurm``) is not installed, or ``--slurm``
+                without Slurm's ``sbatch`` on the PATH.
+        """
+        _distributed()
+        if self.slurm:
+            try:
+                import dask_jobqueue  # noqa: F401
+            except ImportError as err:
+                raise InputError("--slurm needs dask-jobqueue: pip install 'mrseg[cohort]'") from err
+            if shutil.which("sbatch") is None:
+                raise InputError("--slurm needs Slurm's sbatch on the PATH: run on the cluster's login node")
+
     def sizes(self) -> tuple[int, int]:
         """(workers, threads per worker), defaults filled in for this machine's cores."""
         cores = available_cores()
@@ -160,8 +176,6 @@ def open_client(spec: ClusterSpec, *, retries: int) -> Iterator[Client]:
             client = distributed.Client(spec.scheduler, timeout="30s")
             cluster = None
         elif spec.slurm:
-            if shutil.which("sbatch") is None:
-                raise InputError("--slurm needs Slurm's sbatch on the PATH: run on the cluster's login node")
             cluster = slurm_cluster(spec)
             cluster.scale(jobs=workers)
             client = distributed.Client(cluster)

@@ -96,6 +96,7 @@ def run_cohort(
         InputError: see :func:`prepare_cohort`; ModelError: the model folder is not usable.
     """
     clock = time.perf_counter()
+    cluster.check_available()
     _check_model(plan)
     manifest, attempts = prepare_cohort(out_dir, plan, cases, retry_failed=retry_failed)
     todo = manifest.with_status("pending")
