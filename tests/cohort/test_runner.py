@@ -4,10 +4,15 @@ with real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import resource
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -213,35 +218,63 @@ def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_
     assert hidden_items(out) == []
 
 
-def test_a_cohort_runs_on_a_running_scheduler_and_leaves_its_workers_up(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def running_scheduler(*, worker_memory_mb: int | None = None):
+    """A Dask scheduler and one worker (no nanny) as real processes on 127.0.0.1; the worker's
+    address space limited to ``worker_memory_mb`` (a machine that runs out of memory)."""
     from distributed import Client
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
+
+    def limit() -> None:
+        if worker_memory_mb is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (worker_memory_mb * 2**20, worker_memory_mb * 2**20))
+
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                   "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--no-dashboard", "--no-nanny"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=limit)
     try:
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=60)
-        phantom_cohort(tmp_path / "in", 2)
-        out = tmp_path / "cohort"
-        done = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
-                         address, "--no-progress")
-        assert done.returncode == 0, done.stderr
-        assert "on 1 worker(s)" in done.stderr
-        assert [r["status"] for r in manifest_rows(out).values()] == ["done", "done"]
-        with Client(address, timeout="30s") as client:
-            assert len(client.scheduler_info()["workers"]) == 1  # the cohort does not close a cluster it did not start
+        yield address
     finally:
         for process in (worker, scheduler):
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_a_cohort_runs_on_a_running_scheduler_and_leaves_its_workers_up(tmp_path):
+    from distributed import Client
+
+    phantom_cohort(tmp_path / "in", 2)
+    out = tmp_path / "cohort"
+    with running_scheduler() as address:
+        done = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
+                         address, "--no-progress")
+        assert done.returncode == 0, done.stderr
+        assert "on 1 worker(s)" in done.stderr and "dashboard" not in done.stderr  # it runs none
+        assert [r["status"] for r in manifest_rows(out).values()] == ["done", "done"]
+        with Client(address, timeout="30s") as client:
+            assert len(client.scheduler_info()["workers"]) == 1  # the cohort does not close a cluster it did not start
+
+
+def test_a_case_out_of_memory_is_retried_then_failed_with_its_reason_while_the_others_finish(tmp_path):
+    phantom_cohort(tmp_path / "in", 1)
+    noise = np.random.default_rng(0).normal(size=(200, 400, 400)).astype(np.float32)
+    write_image(Image.from_array(noise, spacing=(1.0, 1.0, 1.0)), tmp_path / "in" / "big.nii.gz")
+    out = tmp_path / "cohort"
+    with running_scheduler(worker_memory_mb=1700) as address:  # enough for the small case, not for the big one
+        run = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
+                        address, "--retries", "1", "--no-progress")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    rows = manifest_rows(out)
+    assert rows["case00"]["status"] == "done"
+    assert rows["big"]["status"] == "failed" and rows["big"]["attempts"] == "2"  # tried, then retried once
+    assert "MemoryError" in rows["big"]["error"] and rows["big"]["error"].endswith("(tried 2 time(s))")
+    assert [e["status"] for e in events(out) if e["event"] == "end" and e["case"] == "big"] == ["failed", "failed"]

@@ -218,10 +218,19 @@ def worker_environment(threads: int) -> dict[str, str]:
 
 
 def dashboard_link(client: Client) -> str | None:
-    """The scheduler's dashboard address, or None without bokeh (the page would only say to install it)."""
-    if "dashboard" not in client.scheduler_info().get("services", {}) or not _has_dashboard():
+    """The scheduler's dashboard address, or None when nothing answers there within a second (a
+    scheduler started without one still lists the service)."""
+    import urllib.error
+    import urllib.request
+
+    if not _has_dashboard():
         return None
-    return str(client.dashboard_link)
+    link = str(client.dashboard_link)
+    try:
+        with urllib.request.urlopen(link, timeout=1.0):
+            return link
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def _has_dashboard() -> bool:

@@ -118,13 +118,13 @@ def run_cohort(
             last_write = time.monotonic()
             while not results.is_empty():
                 batch = results.next_batch(block=False) if results.has_ready() else []
-                if not batch:
-                    time.sleep(0.1)
                 if batch:
                     attempts.update()
+                else:
+                    time.sleep(0.1)
                 for future, outcome in batch:
                     row = rows[future.key]
-                    _apply_result(row, outcome, plan, attempts)
+                    _apply_result(row, future.exception() if future.status == "error" else outcome, plan, attempts)
                     if on_result is not None:
                         on_result(row)
                 if time.monotonic() - last_write >= refresh_seconds or results.is_empty():

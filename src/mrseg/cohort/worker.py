@@ -18,6 +18,8 @@ import uuid
 from mrseg.cohort.manifest import append_event
 from mrseg.errors import MrsegError
 from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, load, process_case
+from mrseg.pipeline.case import failed_outcome
+from mrseg.pipeline.models import loaded_specs
 from mrseg.report.records import CaseRecord
 
 
@@ -46,27 +48,28 @@ def segment_case(case: CaseSpec, model: ModelSpec, outputs: OutputSpec) -> CaseR
     append_event(outputs.out_dir, {"event": "start", "id": attempt, "case": case.name, "worker": worker_name(),
                                    "host": socket.gethostname(), "pid": os.getpid(), "started": started})
     record: CaseRecord | None = None
-    transient = False
+    transient, error = False, None
     try:
         try:
             loaded = load(model)
         except MrsegError as err:
-            from mrseg.pipeline.case import failed_outcome
-
             outcome = failed_outcome(case, str(err))
         else:
             outcome = process_case(case, loaded, outputs, wait=True)
         record, transient = outcome.record, outcome.transient
     except MemoryError as err:
-        transient = True
-        raise TransientCaseError(f"{case.path}: out of memory ({err})") from err
+        transient, error = True, f"{case.path}: out of memory ({err})"
+        raise TransientCaseError(error) from err
+    except BaseException as err:
+        error = f"{case.path}: {type(err).__name__}: {err}"
+        raise
     finally:
         finished = time.time()
         append_event(outputs.out_dir, {
             "event": "end", "id": attempt, "case": case.name, "finished": finished,
             "seconds": round(finished - started, 3),
             "status": "failed" if transient or record is None else record.status,
-            "error": record.error if record is not None else "out of memory",
+            "error": record.error if record is not None else error,
         })
     if transient:
         raise TransientCaseError(record.error or f"{case.path}: failed for a reason of the machine")
@@ -74,11 +77,9 @@ def segment_case(case: CaseSpec, model: ModelSpec, outputs: OutputSpec) -> CaseR
 
 
 def loaded_models() -> int:
-    """How many models this process holds loaded (one per model spec; a test and benchmark probe
-    that the model is loaded once per worker)."""
-    from mrseg.pipeline.models import _LOADED
-
-    return len(_LOADED)
+    """How many models this worker process holds loaded (one per model spec: run on every worker
+    with ``client.run``, it shows that each loaded the model once)."""
+    return len(loaded_specs())
 
 
 __all__ = ["TransientCaseError", "loaded_models", "segment_case", "worker_name"]

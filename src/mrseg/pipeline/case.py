@@ -236,7 +236,8 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
         log.debug("case %s failed", case.path, exc_info=True)
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
         where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
-        transient = isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+        message = str(err).lower()  # torch's allocators: "out of memory" (CUDA), "can't allocate memory" (CPU)
+        transient = isinstance(err, MemoryError) or "out of memory" in message or "can't allocate memory" in message
         return failed_outcome(case, f"{case.path}: {type(err).__name__}: {reason}{where}", transient=transient)
     except BaseException:
         _discard(staging)

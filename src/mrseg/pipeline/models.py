@@ -134,6 +134,11 @@ def load(spec: ModelSpec) -> LoadedModel:
     return loaded
 
 
+def loaded_specs() -> list[ModelSpec]:
+    """The specs of the models this process keeps loaded."""
+    return list(_LOADED)
+
+
 def forget_loaded() -> None:
     """Drop every model this process keeps (frees their memory)."""
     _LOADED.clear()
@@ -147,4 +152,4 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["CHECKPOINTS", "LoadedModel", "ModelSpec", "forget_loaded", "load"]
+__all__ = ["CHECKPOINTS", "LoadedModel", "ModelSpec", "forget_loaded", "load", "loaded_specs"]
