@@ -1,32 +1,11 @@
 """Quality control of a cohort: per case and organ the volume, and flags a reviewer looks at first.
 
 Each finished case has a statistics file (the cohort always writes it): per class the volume, the
-centroid in LPS millimetres and whether the class touches the image border. From these:
-
-=================== ======== ===========================================================================
-flag                severity when
-=================== ======== ===========================================================================
-``laterality``      3        an organ of the patient's right lies left of its left-side partner: liver
-                             or right kidney left of the spleen, stomach or left kidney (LPS x grows to
-                             the patient's left): a left-right flipped header, a mirrored acquisition
-``orientation``     3        the spine anterior of the aorta or of the organs' centre, or an organ of
-                             the chest below one of the abdomen or pelvis (lungs below the bladder,
-                             the heart below the liver): wrong axis labels in the header
-``missing``         2        an organ absent (under 1 mL) while the organs around it are present
-``volume_outlier``  2        a modified z-score ``0.6745 (v - median) / MAD`` over the cohort's
-                             untruncated volumes of the organ beyond ±3.5 (Iglewicz and Hoaglin; with
-                             at least 8 such cases), or a volume outside a broad adult range
-``truncated``       1        a solid organ touches the image border: its volume is a lower bound
-``uncertain``       1        the network hesitated over an organ: the mean winning softmax probability of
-                             its voxels under 0.5, or a robust z-score of it under -3.5 against the
-                             cohort (at least 8 cases): an unusual sequence, artefacts, pathology
-=================== ======== ===========================================================================
-
-Positional rules use organs of at least 20 mL, so stray blobs of a weak segmentation do not count.
-Cases are ranked by the sum of their flags' severities, then by their worst flag, then by flag
-count, worst first.
-
-Not checked: disagreement between folds (the folds' logits are averaged before anything is kept).
+centroid in LPS millimetres and whether the class touches the image border; its case record
+keeps each class's confidence (the mean winning softmax probability of its voxels). From these,
+each case earns the flags of :data:`RULES` (kind → severity and when), each with a short
+reason. Cases are ranked by the sum of their flags' severities, then by their worst flag, then
+by flag count, worst first. The report (``cohort_qc.md``) prints the rules as a table.
 """
 
 from __future__ import annotations
@@ -52,7 +31,26 @@ QC_TABLE = "cohort_qc.csv"
 QC_REPORT = "cohort_qc.md"
 QC_PLOT = "cohort_qc_volumes.png"
 
-SEVERITY = {"laterality": 3, "orientation": 3, "missing": 2, "volume_outlier": 2, "truncated": 1, "uncertain": 1}
+RULES = {
+    "laterality": (3, "an organ of the patient's right lies left of its left-side partner: the liver left of the "
+                      "spleen or the stomach, the right kidney left of the left kidney (LPS x grows to the patient's "
+                      "left): a left-right flipped header, a mirrored acquisition"),
+    "orientation": (3, "the spine anterior of the aorta or of the organs' centre, or an organ of the chest below one "
+                       "of the abdomen or pelvis (the heart below the liver, lungs below the kidneys or the bladder, "
+                       "the liver below the bladder): wrong axis labels in the header"),
+    "missing": (2, "an organ under 1 mL while the organs around it are present (the gallbladder is never expected)"),
+    "volume_outlier": (2, "a modified z-score 0.6745 (v - median) / MAD beyond ±3.5 over the cohort's untruncated "
+                          "volumes of the organ (at least 8 cases; Iglewicz and Hoaglin), or a volume outside a broad "
+                          "adult range"),
+    "truncated": (1, "a solid organ touches the image border: its volume is a lower bound"),
+    "uncertain": (1, "the network hesitated over an organ: the mean winning probability of its voxels under 0.5, or "
+                     "a robust z-score of it under -3.5 against the cohort (at least 8 cases): an unusual sequence, "
+                     "artefacts, pathology"),
+}
+"""Flag kind → (severity, when it is raised). Positional rules use organs of at least
+:data:`POSITION_ML`, so stray blobs of a weak segmentation do not count. Not checked:
+disagreement between folds (the folds' logits are averaged before anything is kept)."""
+SEVERITY = {kind: severity for kind, (severity, _) in RULES.items()}
 """Flag kind → weight in the ranking."""
 
 PRESENT_ML = 1.0
@@ -333,7 +331,10 @@ def _report(qc: CohortQC) -> str:
         lines.append("None.")
     if qc.unchecked:
         lines += ["", "## Not checked", ""] + [f"- {case}: {why}" for case, why in qc.unchecked]
-    lines += ["", "## Rules", "", (__doc__ or "").split("\n\n", 2)[2].strip(), ""]
+    lines += ["", "## Rules", "", "| flag | severity | when |", "|---|---|---|"]
+    lines += [f"| {kind} | {severity} | {when} |" for kind, (severity, when) in RULES.items()]
+    lines += ["", f"Positional rules use organs of at least {POSITION_ML:.0f} mL. Cases are ranked by the sum of "
+              "their flags' severities, then by their worst flag. Not checked: disagreement between folds.", ""]
     return "\n".join(lines)
 
 
@@ -374,6 +375,6 @@ def _plot(qc: CohortQC, path: Path) -> Path:
     return write_bytes_atomic(path, handle.getvalue())
 
 
-__all__ = ["QC_PLOT", "QC_REPORT", "QC_TABLE", "SEVERITY", "CaseQC", "CohortQC", "Flag", "Organ", "build_qc",
+__all__ = ["QC_PLOT", "QC_REPORT", "QC_TABLE", "RULES", "SEVERITY", "CaseQC", "CohortQC", "Flag", "Organ", "build_qc",
            "case_flags", "confidence_outliers", "organs_from_statistics", "quality_control", "volume_outliers",
            "write_qc"]
