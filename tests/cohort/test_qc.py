@@ -22,6 +22,7 @@ from mrseg.cohort.qc import (
     build_qc,
     case_flags,
     confidence_outliers,
+    drop_unfound_missing,
     volume_outliers,
     write_qc,
 )
@@ -74,6 +75,19 @@ def test_an_organ_removed_beside_its_neighbours_is_flagged_missing(truth_cohort)
     organs = organs_of(labels.with_array(np.where(labels.array == BASE.index_of("liver"), 0, labels.array)))
     (missing,) = [f for f in case_flags(organs) if f.kind == "missing"]
     assert missing.organs == ("liver",) and "right_kidney" in missing.reason
+
+
+def test_missing_is_kept_for_organs_the_model_finds_and_dropped_for_those_it_rarely_finds():
+    def case(name, **volumes):
+        neighbours = {"liver": 1500.0, "spleen": 200.0, "left_kidney": 150.0, "right_kidney": 150.0,
+                      "right_lung": 900.0, "left_lung": 900.0}
+        organs = {n: Organ(v, (0.0, 0.0, 0.0), False) for n, v in {**neighbours, **volumes}.items()}
+        return CaseQC(name, organs, case_flags(organs))
+
+    cases = [case(f"c{i}", pancreas=0.0) for i in range(8)] + [case("noliver", liver=0.0, pancreas=0.0)]
+    assert all(any(f.kind == "missing" and "pancreas" in f.organs for f in c.flags) for c in cases[:8])
+    drop_unfound_missing(cases)
+    assert [(c.case, f.organs) for c in cases for f in c.flags if f.kind == "missing"] == [("noliver", ("liver",))]
 
 
 def test_volume_outliers_use_a_robust_z_score_over_untruncated_cases():

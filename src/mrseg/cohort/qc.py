@@ -38,7 +38,8 @@ RULES = {
     "orientation": (3, "the spine anterior of the aorta or of the organs' centre, or an organ of the chest below one "
                        "of the abdomen or pelvis (the heart below the liver, lungs below the kidneys or the bladder, "
                        "the liver below the bladder): wrong axis labels in the header"),
-    "missing": (2, "an organ under 1 mL while the organs around it are present (the gallbladder is never expected)"),
+    "missing": (2, "an organ under 1 mL while the organs around it are present (the gallbladder is never expected; "
+                   "in a cohort of 8 or more cases, only organs the model finds in at least half of them)"),
     "volume_outlier": (2, "a modified z-score 0.6745 (v - median) / MAD beyond ±3.5 over the cohort's untruncated "
                           "volumes of the organ (at least 8 cases; Iglewicz and Hoaglin), or a volume outside a broad "
                           "adult range"),
@@ -103,6 +104,9 @@ class Organ:
     centroid_mm: tuple[float, float, float] | None
     touches_border: bool
     confidence: float | None = None
+
+
+_ABSENT = Organ(0.0, None, False)
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,7 @@ def case_flags(organs: Mapping[str, Organ]) -> list[Flag]:
                 if organ in organs and organs[organ].volume_ml < PRESENT_ML
                 and all(n in organs and organs[n].volume_ml >= POSITION_ML for n in around)]
     if expected:
-        flags.append(Flag("missing", tuple(expected), ", ".join(
-            f"{o} absent beside {' and '.join(EXPECTED[o])}" for o in expected)))
+        flags.append(_missing(tuple(expected)))
     cut = [o for o in SOLID_ORGANS if o in organs and organs[o].volume_ml >= PRESENT_ML and organs[o].touches_border]
     if cut:
         flags.append(Flag("truncated", tuple(cut), f"{', '.join(cut)} at the image border"))
@@ -186,6 +189,10 @@ def case_flags(organs: Mapping[str, Organ]) -> list[Flag]:
             flags.append(Flag("volume_outlier", (organ,),
                               f"{organ} {o.volume_ml:.0f} mL outside the adult range {low:.0f}-{high:.0f} mL"))
     return flags
+
+
+def _missing(organs: tuple[str, ...]) -> Flag:
+    return Flag("missing", organs, ", ".join(f"{o} absent beside {' and '.join(EXPECTED[o])}" for o in organs))
 
 
 def _orientation(organs: Mapping[str, Organ], placed: Mapping[str, tuple[float, float, float]]) -> list[Flag]:
@@ -235,6 +242,26 @@ def _robust_outliers(values: Sequence[tuple[CaseQC, float | None]]) -> list[tupl
     return [(case, 0.6745 * (float(v) - median) / mad, median) for case, v in values if v is not None]
 
 
+def drop_unfound_missing(cases: Sequence[CaseQC]) -> None:
+    """Remove ``missing`` for organs the model finds in fewer than half of a cohort of at least 8
+    cases, in place: a class the model rarely finds says something about the model, not the case
+    (the bundled demo model never finds the pancreas or the aorta)."""
+    if len(cases) < MIN_CASES_FOR_Z:
+        return
+    found = {organ: sum(c.organs.get(organ, _ABSENT).volume_ml >= PRESENT_ML for c in cases) for organ in EXPECTED}
+    rare = {organ for organ, n in found.items() if n < len(cases) / 2}
+    for case in cases:
+        kept = []
+        for flag in case.flags:
+            if flag.kind == "missing":
+                organs = tuple(o for o in flag.organs if o not in rare)
+                if not organs:
+                    continue
+                flag = _missing(organs)
+            kept.append(flag)
+        case.flags[:] = kept
+
+
 def volume_outliers(cases: Sequence[CaseQC], classes: Sequence[str]) -> None:
     """Add ``volume_outlier`` flags against the cohort's distribution (robust z-score; see the
     module docstring) to ``cases``, in place."""
@@ -264,6 +291,7 @@ def build_qc(out_dir: Path, plan: CohortPlan, manifest: Manifest, classes: Seque
             unchecked.append((row.case, f"statistics unreadable ({err})"))
             continue
         checked.append(CaseQC(row.case, organs, case_flags(organs)))
+    drop_unfound_missing(checked)
     volume_outliers(checked, classes)
     confidence_outliers(checked, classes)
     for case in checked:
@@ -376,5 +404,5 @@ def _plot(qc: CohortQC, path: Path) -> Path:
 
 
 __all__ = ["QC_PLOT", "QC_REPORT", "QC_TABLE", "RULES", "SEVERITY", "CaseQC", "CohortQC", "Flag", "Organ", "build_qc",
-           "case_flags", "confidence_outliers", "organs_from_statistics", "quality_control", "volume_outliers",
-           "write_qc"]
+           "case_flags", "confidence_outliers", "drop_unfound_missing", "organs_from_statistics", "quality_control",
+           "volume_outliers", "write_qc"]
