@@ -12,7 +12,7 @@ LAYERS = {
     "io": 1, "model": 1,
     "inference": 2, "report": 2, "postprocess": 2,
     "pipeline": 3,
-    "demo": 4, "training": 4, "evaluation": 4, "phantom": 4, "cohort": 4,
+    "demo": 4, "training": 4, "evaluation": 4, "phantom": 4, "cohort": 4, "annotation": 4,
     "cli": 6, "__main__": 6,
 }
 """Top-level part of the package → layer (README, Layout)."""

@@ -74,6 +74,22 @@ class Geometry:
             and np.allclose(self.direction, other.direction, atol=atol, rtol=0)
         )
 
+    def differences(self, other: Geometry, *, tolerance: float = 1e-4) -> list[str]:
+        """How ``other`` differs from this grid beyond ``tolerance`` (relative to the spacing for
+        spacing and origin, absolute for the direction cosines), as short phrases; empty when
+        the grids match (a label map saved by another tool rounds the header a little)."""
+        if self.shape != other.shape:
+            return [f"shape {other.shape} vs {self.shape} (z, y, x)"]
+        problems = []
+        spacing = np.asarray(self.spacing)
+        if np.any(np.abs(spacing - other.spacing) > tolerance * spacing):
+            problems.append(f"spacing {other.spacing} vs {self.spacing} mm")
+        if np.any(np.abs(np.subtract(self.origin, other.origin)) > tolerance * spacing.max() + 1e-6):
+            problems.append(f"origin {other.origin} vs {self.origin} mm")
+        if np.any(np.abs(np.subtract(self.direction, other.direction)) > tolerance):
+            problems.append("direction cosines differ")
+        return problems
+
     @classmethod
     def from_affine_lps(cls, affine: np.ndarray, shape: tuple[int, int, int]) -> Geometry:
         """Build a geometry from a voxel-to-LPS affine (columns scaled by spacing)."""

@@ -269,17 +269,7 @@ def _read(path: str, where: str) -> Image:
 
 
 def _check_same_grid(image: Geometry, labels: Geometry, where: str, tolerance: float) -> None:
-    problems = []
-    if image.shape != labels.shape:
-        problems.append(f"shape {labels.shape} vs the image's {image.shape} (z, y, x)")
-    else:
-        spacing = np.asarray(image.spacing)
-        if np.any(np.abs(spacing - labels.spacing) > tolerance * spacing):
-            problems.append(f"spacing {labels.spacing} vs {image.spacing} mm")
-        if np.any(np.abs(np.subtract(image.origin, labels.origin)) > tolerance * spacing.max() + 1e-6):
-            problems.append(f"origin {labels.origin} vs {image.origin} mm")
-        if np.any(np.abs(np.subtract(image.direction, labels.direction)) > tolerance):
-            problems.append("direction cosines differ")
+    problems = image.differences(labels, tolerance=tolerance)
     if problems:
         raise InputError(
             f"{where}: the label file is not on the image's grid: {'; '.join(problems)}; "

@@ -74,7 +74,7 @@ class TrainingOptions:
         mirroring: mirror augmentation (and mirrored inference); off by default.
         augmentation_processes: data augmentation worker processes (0: in the training process).
         init_from: a model folder whose weights start the training (transfer learning).
-        init_fold: which fold of ``init_from`` to start from.
+        init_fold: which fold of ``init_from`` to start from (0–4, or ``"all"``).
         validate: predict the fold's validation cases at the end (nnU-Net's own validation).
         save_every: write checkpoint_latest.pth every this many epochs.
     """
@@ -88,7 +88,7 @@ class TrainingOptions:
     mirroring: bool = False
     augmentation_processes: int = 0
     init_from: str | None = None
-    init_fold: int = 0
+    init_fold: int | str = 0
     validate: bool = True
     save_every: int = 50
 

@@ -149,7 +149,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
             "train_losses": [float(v) for v in losses], "notes": notes, **validation}
 
 
-def _load_source_weights(trainer: Any, source: Path, fold: int, plans: dict[str, Any],
+def _load_source_weights(trainer: Any, source: Path, fold: int | str, plans: dict[str, Any],
                          dataset_json: dict[str, Any]) -> list[str]:
     """Start ``trainer`` from ``source``'s fold weights (all but a segmentation head that does not fit)."""
     import torch
