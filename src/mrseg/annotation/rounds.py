@@ -163,6 +163,8 @@ def next_round(project: Project, *, cluster: Any = None, batch: int | None = Non
             current = RoundState(number, state.model.version, [c.case for c in chosen], now(), state.settings.order)
             with project.changing() as fresh:
                 fresh.rounds.append(current)
+                for case in pool:  # every score is kept: the status shows how the order was made
+                    fresh.cases[case.case].uncertainty = case.uncertainty
                 for case in chosen:
                     fresh.cases[case.case].status = "draft"
                     fresh.cases[case.case].round = number
