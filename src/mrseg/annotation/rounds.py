@@ -461,29 +461,34 @@ def truth_file(truth: Path, case: str) -> Path:
 
 def simulate(project: Project, truth: Path, *, rounds: int, training: Any = None, planning: Any = None,
              cluster: Any = None, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``rounds`` rounds with an oracle annotator (the correction is the truth in ``truth``),
-    retraining after every round but the last; returns the round table.
+    """Bring the project to ``rounds`` rounds with an oracle annotator (the correction is the truth
+    in ``truth``), fine-tuning the model on everything accepted before each new round; returns the
+    round table. A rerun continues where a stopped one ended (a batch in correction is corrected,
+    a missing retrain is done, unfinished drafts are finished).
 
     Raises:
         InputError: a case without its reference label map.
     """
-    for index in range(rounds):
+    while True:
         state = project.read()
-        if not state.with_status("new", "draft", "in_correction"):
-            break
-        if not state.with_status("in_correction"):
+        waiting = state.with_status("in_correction")
+        if waiting:
+            for case in waiting:
+                try:
+                    submit(project, case.case, truth_file(truth, case.case))
+                except MrsegError as err:
+                    reject(project, case.case, str(err))
+            if on_round is not None:
+                on_round(round_table(project.read())[-1])
+            continue
+        if state.with_status("draft"):
             next_round(project, cluster=cluster)
-        state = project.read()
-        for case in state.with_status("in_correction"):
-            try:
-                submit(project, case.case, truth_file(truth, case.case))
-            except MrsegError as err:
-                reject(project, case.case, str(err))
-        table = round_table(project.read())
-        if on_round is not None:
-            on_round(table[-1])
-        if index < rounds - 1 and project.read().with_status("new"):
+            continue
+        if len(state.rounds) >= rounds or not state.with_status("new"):
+            break
+        if state.model.version < len(state.rounds):
             retrain(project, training=training, planning=planning)
+        next_round(project, cluster=cluster)
     return round_table(project.read())
 
 
