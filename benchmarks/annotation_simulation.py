@@ -64,7 +64,7 @@ def train_start_model(work: Path, ct: Path, args: argparse.Namespace) -> Path:
     for image in sorted((ct / "images").glob("*.nii.gz")):
         shutil.copy(image, staged / image.name)
         shutil.copy(ct / "truth" / image.name.replace(".nii.gz", "_labels.nii.gz"), staged)
-    build_dataset(cases_from_folder(staged), folders.raw, dataset_id=980, name="ct_start", overwrite=True)
+    build_dataset(cases_from_folder(staged), folders.raw, dataset_id=980, name="ct-start", overwrite=True)
     planning = PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(48, 48, 48), base_features=args.base_features,
                                max_features=args.max_features, batch_size=2, processes=1)
     plan_and_preprocess(folders, 980, planning)

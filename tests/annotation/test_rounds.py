@@ -162,3 +162,20 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert (project / "models" / "v1" / "fold_all" / "checkpoint_final.pth").is_file()
     busy = run_mrseg("annotate", "simulate", str(tmp_path / "nowhere"), "--truth", str(truth))
     assert busy.returncode == 2 and "no annotation project here" in busy.stderr
+
+
+def test_simulate_runs_the_rounds_with_an_oracle_and_a_rerun_continues(tmp_path, images):
+    folder, truth = images
+    project = tmp_path / "project"
+    ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "1")
+    out = ok("annotate", "simulate", str(project), "--truth", str(truth), "--rounds", "2", "--workers", "1", *QUICK)
+    state = Project(project).read()
+    assert len(state.rounds) == 2 and [m.version for m in state.models] == [0, 1]
+    assert [r.model for r in state.rounds] == [0, 1]  # round 2 drafted by the fine-tuned model
+    accepted = [c for c in state.cases.values() if c.status == "accepted"]
+    assert len(accepted) == 2 and all(c.effort["dice_mean"] is not None for c in accepted)
+    assert out.count("trained on") == 2
+    rows = list(csv.DictReader((project / "rounds.csv").open()))
+    assert [r["accepted_total"] for r in rows] == ["1", "2"]
+    again = ok("annotate", "simulate", str(project), "--truth", str(truth), "--rounds", "2", *QUICK)
+    assert len(Project(project).read().rounds) == 2 and again.count("trained on") == 2  # nothing more to do
