@@ -435,6 +435,8 @@ def learning_curve(rows: Sequence[dict[str, Any]], path: Path, *, label: str = "
                   title="Draft quality")
     effort_axis.set(xlabel="accepted cases the drafting model was trained on", ylabel="voxels changed (%)",
                     title="Correction effort")
+    dice_axis.set_ylim(0, 1)  # the whole scale: noise on a tiny range must not look like a trend
+    effort_axis.set_ylim(bottom=0)
     for axis in (dice_axis, effort_axis):
         axis.grid(alpha=0.3)
     figure.tight_layout()
