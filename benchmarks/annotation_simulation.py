@@ -15,6 +15,9 @@
 4. Per round and order: mean draft Dice against the correction, voxels changed, the accepted
    cases the drafting model was trained on; a Markdown table (``results.md``) and one learning
    curve with both orders (``learning_curves.png``).
+5. Every model version of both projects scored on the same held-out MR phantoms (``--held-out``
+   cases, seeds never drafted): mean Dice over the structures present, the fair comparison of the
+   two orders at the same number of accepted cases (``held_out.md``).
 
 Every step keeps its result in ``--work``: a rerun continues (a trained starting model, finished
 rounds are kept; ``mrseg annotate`` resumes killed steps).
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--max-features", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--orders", nargs="+", default=["random", "uncertain"])
+    parser.add_argument("--held-out", type=int, default=12, help="held-out MR cases scored by every version")
     parser.add_argument("--classes", nargs="+", default=list(CLASSES),
                         help="classes the truth keeps (the others become background)")
     args = parser.parse_args()
@@ -144,6 +148,38 @@ def main() -> None:
     (work / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(results, work / "learning_curves.png")
+    if args.held_out:
+        make_cases(work / "held_out", args.held_out, modality="mr", first_seed=98000, classes=args.classes)
+        print(held_out_table(work, args.orders))
+
+
+def held_out_table(work: Path, orders: list[str]) -> str:
+    """Mean Dice of every model version of each project on the held-out MR cases."""
+    import numpy as np
+
+    from mrseg.annotation import Project
+    from mrseg.evaluation.metrics import dice
+    from mrseg.io import read_image
+    from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, load, process_case
+
+    images = sorted((work / "held_out" / "images").glob("*.nii.gz"))
+    lines = ["| order | model | trained on accepted MR cases | held-out mean Dice |", "|---|---|---|---|"]
+    for order in orders:
+        project = Project(work / f"project_{order}")
+        for version in project.read().models:
+            model = load(ModelSpec(Path(version.folder), folds=(version.fold,), precision="fp32"))
+            scores = []
+            outputs = OutputSpec(work / "held_out" / order / f"v{version.version}", output_type="nifti")
+            for image in images:
+                outcome = process_case(CaseSpec.of(image), model, outputs, keep_labels=True)
+                truth = read_image(work / "held_out" / "truth" / image.name.replace(".nii.gz", "_labels.nii.gz")).array
+                predicted = outcome.labels.array if outcome.labels is not None else np.zeros_like(truth)
+                present = [v for v in np.unique(truth) if v]
+                scores.append(np.mean([dice(predicted == v, truth == v) for v in present]) if present else np.nan)
+            lines.append(f"| {order} | v{version.version} | {version.accepted_cases} | {np.nanmean(scores):.4f} |")
+    text = "\n".join(lines) + "\n"
+    (work / "held_out.md").write_text(text)
+    return text
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:
