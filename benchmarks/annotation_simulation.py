@@ -169,7 +169,8 @@ def held_out_table(work: Path, orders: list[str]) -> str:
         for version in project.read().models:
             model = load(ModelSpec(Path(version.folder), folds=(version.fold,), precision="fp32"))
             scores = []
-            outputs = OutputSpec(work / "held_out" / order / f"v{version.version}", output_type="nifti")
+            outputs = OutputSpec(work / "held_out" / order / f"v{version.version}", output_type="nifti",
+                                 overwrite=True)
             for image in images:
                 outcome = process_case(CaseSpec.of(image), model, outputs, keep_labels=True)
                 truth = read_image(work / "held_out" / "truth" / image.name.replace(".nii.gz", "_labels.nii.gz")).array
