@@ -85,3 +85,18 @@ def test_the_summary_gives_counts_failures_throughput_and_eta(tmp_path):
     assert lines[0] == "6 case(s): 4 done, 1 failed, 1 pending, 0 running"
     assert "throughput 6.00 cases/min, about 10 s left" in lines[1]
     assert lines[-1] == "failed   c4: c4.nii.gz: not an image"
+
+
+def test_the_summary_counts_the_reviewers_decisions(tmp_path):
+    from mrseg.report.decisions import DecisionTable
+
+    manifest = Manifest(tmp_path)
+    manifest.add([CaseSpec.of(tmp_path / f"c{i}.nii.gz") for i in range(4)])
+    table = DecisionTable(tmp_path)
+    table.decide("c0", "accept")
+    table.decide("c1", "reject", note="liver labelled as spleen")
+    table.decide("c2", "flag")
+    table.decide("elsewhere", "reject")  # not a case of this cohort
+    lines = summarize(manifest, AttemptLog(tmp_path)).lines()
+    assert "review: 3 of 4 case(s) decided: 1 accept, 1 flag, 1 reject (review.csv)" in lines
+    assert "rejected c1: liver labelled as spleen" in lines and "flagged  c2" in lines

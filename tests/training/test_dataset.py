@@ -84,6 +84,32 @@ def test_label_values_outside_the_map_name_the_case(phantom_folder, tmp_path):
         build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=9, name="Bad")
 
 
+def test_a_dataset_of_its_own_classes_keeps_their_values_and_names(phantom_folder, tmp_path):
+    folder = _one_case_folder(phantom_folder, tmp_path / "in")
+    for case in ("a", "b"):  # liver → 1, spleen → 2, everything else background
+        source = read_image(folder / f"{case}_labels.nii.gz")
+        own = np.select([source.array == BASE.index_of("liver"), source.array == BASE.index_of("spleen")], [1, 2], 0)
+        write_image(source.with_array(own.astype(np.uint8)), folder / f"{case}_labels.nii.gz")
+    target = build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=11, name="Own",
+                           labels={"liver": 1, "spleen": 2})
+    meta = json.loads((target / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "liver": 1, "spleen": 2}
+    written = read_image(target / "labelsTr" / "a.nii.gz").array
+    assert set(np.unique(written)) == {0, 1, 2}
+    assert np.array_equal(written, read_image(folder / "a_labels.nii.gz").array)
+
+
+def test_own_classes_refuse_values_they_do_not_name_and_gaps(phantom_folder, tmp_path):
+    folder = _one_case_folder(phantom_folder, tmp_path / "in")  # 40-class labels: values up to 40
+    with pytest.raises(InputError, match=r"case a .*label value\(s\) \[.*\] are not among the dataset's classes"):
+        build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=12, name="Own",
+                      labels={"liver": 1, "spleen": 2})
+    with pytest.raises(InputError, match="numbered 1 … N without gaps"):
+        build_dataset(cases_from_folder(folder), tmp_path / "raw", dataset_id=12, name="Own",
+                      labels={"liver": 1, "spleen": 3})
+    assert not (tmp_path / "raw").exists() or list((tmp_path / "raw").iterdir()) == []
+
+
 def test_an_existing_dataset_is_kept_unless_overwritten(phantom_folder, tmp_path):
     folder = _one_case_folder(phantom_folder, tmp_path / "in")
     cases = cases_from_folder(folder)

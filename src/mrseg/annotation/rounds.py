@@ -299,6 +299,7 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
     Raises:
         InputError: another retrain runs, or no accepted case yet.
     """
+    from mrseg.model.plans import read_dataset
     from mrseg.training import (
         DatasetCase,
         NnunetFolders,
@@ -325,7 +326,9 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         cases = [DatasetCase(image=c.image, label=str(project.folder / "accepted" / f"{c.case}.nii.gz"), name=c.case)
                  for c in accepted]
         _announce(on_step, f"dataset of {len(cases)} accepted case(s)")
-        build_dataset(cases, folders.raw, dataset_id=DATASET_ID, name="annotation", overwrite=True)
+        # the new version keeps the classes (and values) of the model whose drafts were corrected
+        labels = read_dataset(Path(source.folder) / "dataset.json").foreground
+        build_dataset(cases, folders.raw, dataset_id=DATASET_ID, name="annotation", overwrite=True, labels=labels)
         _announce(on_step, "planning and preprocessing (network and spacing of the current model)")
         plan_and_preprocess(folders, DATASET_ID, planning or PlanningOptions(processes=1),
                             transfer_from=source.folder)

@@ -15,14 +15,27 @@ from types import ModuleType
 from typing import Sequence
 
 from mrseg._version import __version__
-from mrseg.cli import annotate, cohort, dataset, demo, evaluate, phantom, preview, segment, stats, train, weights
+from mrseg.cli import (
+    annotate,
+    cohort,
+    dataset,
+    demo,
+    evaluate,
+    phantom,
+    preview,
+    review,
+    segment,
+    stats,
+    train,
+    weights,
+)
 
 log = logging.getLogger("mrseg")
 
 COMMANDS: dict[str, ModuleType] = {
     "segment": segment, "evaluate": evaluate, "phantom": phantom, "dataset": dataset, "train": train,
     "demo": demo, "weights": weights, "stats": stats, "preview": preview, "cohort": cohort,
-    "annotate": annotate,
+    "annotate": annotate, "review": review,
 }
 """Command name → its module (``add_parser``, ``run``)."""
 

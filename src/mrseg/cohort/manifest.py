@@ -25,9 +25,11 @@ from typing import Iterable, Iterator
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
 from mrseg.pipeline import CaseSpec
+from mrseg.report.decisions import DecisionTable
 
 MANIFEST_FILE = "cohort_manifest.csv"
 ATTEMPTS_FILE = "cohort_attempts.jsonl"
+PAST = {"accept": "accepted", "flag": "flagged", "reject": "rejected"}
 STATES = ("done", "failed", "pending", "running")
 COLUMNS = ("case", "input", "status", "error", "attempts", "seconds", "worker", "output")
 
@@ -211,6 +213,8 @@ class CohortSummary:
     cases_per_minute: float | None
     eta_seconds: float | None
     running: list[tuple[str, str]]
+    reviewed: list[tuple[str, str, str]] = field(default_factory=list)
+    """Reviewers' decisions on the cohort's cases (``review.csv`` of ``mrseg review``): case, decision, note."""
 
     def lines(self) -> list[str]:
         total = sum(self.counts.values())
@@ -222,6 +226,13 @@ class CohortSummary:
             out.append(f"running  {case} on {worker}")
         for case, reason in self.failures:
             out.append(f"failed   {case}: {reason}")
+        if self.reviewed:
+            made = [d for _, d, _ in self.reviewed]
+            out.append(f"review: {len(made)} of {total} case(s) decided: " + ", ".join(
+                f"{made.count(d)} {d}" for d in ("accept", "flag", "reject")) + " (review.csv)")
+            for case, decision, note in self.reviewed:
+                if decision != "accept":
+                    out.append(f"{PAST[decision]:<8} {case}" + (f": {note}" if note else ""))
         return out
 
 
@@ -239,7 +250,9 @@ def summarize(manifest: Manifest, log: AttemptLog, *, window: int = 200) -> Coho
     eta = 60.0 * left / rate if rate and left else None
     running = [(row.case, row.worker) for row in manifest.with_status("running")]
     failures = [(row.case, row.error) for row in manifest.with_status("failed")]
-    return CohortSummary(counts, failures, rate, eta, running)
+    decided = DecisionTable(manifest.out_dir).read()
+    reviewed = [(case, d.decision, d.note) for case, d in decided.items() if case in manifest.rows]
+    return CohortSummary(counts, failures, rate, eta, running, reviewed)
 
 
 def _duration(seconds: float | None) -> str:

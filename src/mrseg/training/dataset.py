@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -160,8 +160,9 @@ def build_dataset(
     overwrite: bool = False,
     geometry_tolerance: float = 1e-4,
     orientation: str | None = "LPS",
+    labels: Mapping[str, int] | None = None,
 ) -> Path:
-    """Write an nnU-Net v2 raw dataset with the 40 classes; returns its folder.
+    """Write an nnU-Net v2 raw dataset (the 40 classes, or ``labels``); returns its folder.
 
     Images and labels are reoriented to ``orientation`` (default LPS, the axis order
     ``mrseg segment`` gives the network): nnU-Net trains on the arrays as stored, so a dataset
@@ -178,6 +179,10 @@ def build_dataset(
         geometry_tolerance: largest difference of spacing, origin (relative to the spacing)
             and direction allowed between an image and its label file.
         orientation: axis orientation code the arrays are brought into (None: as stored).
+        labels: the dataset's own classes, name → value (1, 2, … N; background 0 implied),
+            for a model of another class set than the 40 (a new organ, a subset, the model an
+            annotation project fine-tunes). The label files must already use these values;
+            each case's ``label_map`` is then not used.
 
     Raises:
         InputError: naming the case, for unreadable files, a label grid that differs from
@@ -192,6 +197,7 @@ def build_dataset(
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     names = _case_names(cases)
+    own = _own_labels(labels) if labels is not None else None
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
@@ -202,10 +208,14 @@ def build_dataset(
             where = f"case {case_id} ({case.image})"
             if case.modality not in MODALITIES:
                 raise InputError(f"{where}: modality must be one of {', '.join(MODALITIES)}, got {case.modality!r}")
-            image, labels = _read(case.image, where), _read(case.label, where)
-            _check_same_grid(image.geometry, labels.geometry, where, geometry_tolerance)
-            mapping = resolve_label_map(case.label_map)
-            mapped = mapping.apply(labels.array, source=f"{where}, label file {case.label}")
+            image = _read(case.image, where)
+            label_file = _read(case.label, where)
+            _check_same_grid(image.geometry, label_file.geometry, where, geometry_tolerance)
+            if own is None:
+                mapped = resolve_label_map(case.label_map).apply(label_file.array,
+                                                                 source=f"{where}, label file {case.label}")
+            else:
+                mapped = _check_values(label_file.array, own, f"{where}, label file {case.label}")
             label_image = image.with_array(mapped.astype(np.uint8))
             if orientation is not None and orientation_code(image.geometry) != orientation.upper():
                 image, _ = reorient(image, orientation)
@@ -216,7 +226,7 @@ def build_dataset(
             write_image(label_image, work / "labelsTr" / f"{case_id}.nii.gz")
             records.append({"case": case_id, **asdict(case), "name": case_id,
                             "classes_present": sorted(int(v) for v in np.unique(mapped) if v)})
-        (work / "dataset.json").write_text(json.dumps(dataset_json(len(records), name), indent=2))
+        (work / "dataset.json").write_text(json.dumps(dataset_json(len(records), name, own), indent=2))
         (work / CASES_FILE).write_text(json.dumps(records, indent=2))
         if target.exists():
             shutil.rmtree(target)
@@ -227,18 +237,35 @@ def build_dataset(
     return target
 
 
-def dataset_json(num_training: int, name: str) -> dict[str, object]:
-    """nnU-Net v2's dataset.json for the 40 classes and one input channel."""
-    labels: dict[str, int] = {"background": 0}
-    labels.update({c.name: c.index for c in BASE.classes})
+def dataset_json(num_training: int, name: str, labels: Mapping[str, int] | None = None) -> dict[str, object]:
+    """nnU-Net v2's dataset.json for one input channel and the 40 classes (or ``labels``)."""
+    table: dict[str, int] = {"background": 0}
+    table.update(labels if labels is not None else {c.name: c.index for c in BASE.classes})
     return {
         "name": name,
-        "description": "assembled by mrseg dataset build: 40 classes of the MRSegmentator index",
+        "description": "assembled by mrseg dataset build: "
+        + ("40 classes of the MRSegmentator index" if labels is None else f"{len(table) - 1} classes of its own"),
         "channel_names": {"0": CHANNEL_NAME},
-        "labels": labels,
+        "labels": table,
         "numTraining": num_training,
         "file_ending": ".nii.gz",
     }
+
+
+def _own_labels(labels: Mapping[str, int]) -> dict[str, int]:
+    """``labels`` without background, checked: values 1 … N, each once (nnU-Net's rule)."""
+    own = {str(k): int(v) for k, v in labels.items() if k != "background" and int(v) != 0}
+    if sorted(own.values()) != list(range(1, len(own) + 1)) or not own:
+        raise InputError(f"dataset labels must be numbered 1 … N without gaps, got {own}")
+    return own
+
+
+def _check_values(array: np.ndarray, own: Mapping[str, int], source: str) -> np.ndarray:
+    unknown = sorted(int(v) for v in np.unique(array) if v and v not in set(own.values()))
+    if unknown:
+        raise InputError(f"{source}: label value(s) {unknown} are not among the dataset's classes "
+                         f"(1 … {len(own)}); fix the file or the class list")
+    return array
 
 
 def _relative_to(base: Path, value: str) -> Path:
