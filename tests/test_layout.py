@@ -13,6 +13,7 @@ LAYERS = {
     "inference": 2, "report": 2, "postprocess": 2,
     "pipeline": 3,
     "demo": 4, "training": 4, "evaluation": 4, "phantom": 4, "cohort": 4, "annotation": 4,
+    "review": 5,
     "cli": 6, "__main__": 6,
 }
 """Top-level part of the package → layer (README, Layout)."""

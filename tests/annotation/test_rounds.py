@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cohort_factory import phantom_cohort
-from mrseg.annotation import Project
+from mrseg.annotation import Project, Settings
 from mrseg.annotation.exchange import write_slicer_segmentation
 from mrseg.classes import BASE
 from mrseg.io import read_image, write_image
@@ -179,3 +179,49 @@ def test_simulate_runs_the_rounds_with_an_oracle_and_a_rerun_continues(tmp_path,
     assert [r["accepted_total"] for r in rows] == ["1", "2"]
     again = ok("annotate", "simulate", str(project), "--truth", str(truth), "--rounds", "2", *QUICK)
     assert len(Project(project).read().rounds) == 2 and again.count("trained on") == 2  # nothing more to do
+
+
+def test_a_model_of_its_own_classes_keeps_them_through_the_rounds(tmp_path, images):
+    """A starting model that knows two classes (liver 1, spleen 2), not the 40: drafts, the files
+    for the annotators and the fine-tuned version all keep its names and values."""
+    from mrseg.annotation import init_project, simulate
+    from mrseg.model.plans import read_dataset
+    from mrseg.training import (
+        NnunetFolders,
+        PlanningOptions,
+        TrainingOptions,
+        build_dataset,
+        cases_from_folder,
+        plan_and_preprocess,
+        train_fold,
+    )
+
+    folder, truth = images
+    own = {"liver": 1, "spleen": 2}
+    staged, own_truth = tmp_path / "staged", tmp_path / "truth"
+    for image in sorted(folder.glob("*.nii.gz")):
+        labels = read_image(truth / image.name.replace(".nii.gz", "_labels.nii.gz"))
+        mapped = np.zeros(labels.array.shape, np.uint8)
+        for name, value in own.items():
+            mapped[labels.array == BASE.index_of(name)] = value
+        for where in (staged, own_truth):
+            write_image(labels.with_array(mapped), where / image.name.replace(".nii.gz", "_labels.nii.gz"))
+        write_image(read_image(image), staged / image.name)
+    folders = NnunetFolders.under(tmp_path / "nnunet")
+    build_dataset(cases_from_folder(staged), folders.raw, dataset_id=31, name="Own", labels=own)
+    plan_and_preprocess(folders, 31, PlanningOptions(spacing=(6.0, 6.0, 6.0), base_features=4, max_features=16,
+                                                     batch_size=2, processes=1))
+    start = train_fold(folders, 31, "all", TrainingOptions(epochs=1, iterations_per_epoch=2,
+                                                           val_iterations_per_epoch=1, validate=False))
+    project = Project(tmp_path / "project")
+    init_project(project.folder, [folder], start, settings=Settings(batch=2))
+    simulate(project, own_truth, rounds=2, training=TrainingOptions(epochs=1, iterations_per_epoch=2,
+                                                                    val_iterations_per_epoch=1))
+    state = project.read()
+    assert [m.version for m in state.models] == [0, 1]
+    assert read_dataset(Path(state.models[1].folder) / "dataset.json").labels == {"background": 0, **own}
+    drafted = state.rounds[1].cases[0]
+    descriptions = (project.case_folder(2, drafted) / "labels.txt").read_text()
+    assert '"liver"' in descriptions and '"spleen"' in descriptions and '"right_kidney"' not in descriptions
+    accepted = read_image(project.folder / "accepted" / f"{drafted}.nii.gz").array
+    assert set(np.unique(accepted)) <= {0, 1, 2}

@@ -11,6 +11,7 @@ import pytest
 from mrseg.report.records import CaseRecord
 from review_factory import truth_case
 
+
 @pytest.fixture()
 def review_folder(tmp_path: Path) -> Path:
     """Three viewable cases (stored RAS, LPS and with permuted axes PIR) and one failed case."""

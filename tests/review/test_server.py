@@ -40,11 +40,12 @@ def test_the_api_lists_cases_and_serves_their_slices(running, review_folder):
     meta = json.loads(body)
     assert status == 200 and meta["spacing"] == [6.0, 5.0, 4.0]
     assert {"liver", "spleen"} <= {c["name"] for c in meta["classes"]}
-    status, headers, body = request(running, f"/api/cases/ras_case/slice?plane=axial&index={meta['centre'][2]}&layer=labels")
+    axial = meta["centre"][2]
+    status, headers, body = request(running, f"/api/cases/ras_case/slice?plane=axial&index={axial}&layer=labels")
     rows, columns = int(headers["X-Rows"]), int(headers["X-Columns"])
     served = np.frombuffer(body, dtype=np.uint8).reshape(rows, columns)
     volume = load_volume(review_folder / "inputs" / "ras_case.nii.gz", review_folder / "ras_case_seg.nii.gz")
-    assert np.array_equal(served, volume.plane("axial", meta["centre"][2], layer="labels").array)
+    assert np.array_equal(served, volume.plane("axial", axial, layer="labels").array)
     status, headers, body = request(running, "/api/cases/ras_case/slice?plane=coronal&index=3&layer=image")
     assert status == 200 and headers["X-Dtype"] == "float32" and len(body) == 4 * int(headers["X-Rows"]) * int(
         headers["X-Columns"])
@@ -77,7 +78,8 @@ TRAVERSALS = [
     "/files/%252e%252e/%252e%252e/etc/passwd", "/files//etc/passwd", "/files/%2Fetc%2Fpasswd",
     "/files/inputs/..%5C..%5Cetc%5Cpasswd", "/static/../server.py", "/static/..%2F__init__.py",
     "/static/%2e%2e%2fserver.py", "/api/cases/..%2F..%2Fetc%2Fpasswd", "/api/cases/../../etc/passwd/slice",
-    "/files/.review.lock", "/files/inputs/%00ras_case.nii.gz", "/etc/passwd", "/files/" + os.path.abspath("/etc/passwd"),
+    "/files/.review.lock", "/files/inputs/%00ras_case.nii.gz", "/etc/passwd",
+    "/files/" + os.path.abspath("/etc/passwd"),
 ]
 
 

@@ -25,7 +25,8 @@ def test_a_segment_folder_lists_its_cases_worst_first_with_their_own_qc(review_f
     broken = cases["broken_case"]
     assert broken.failed and broken.labels is None and "not a NIfTI file" in broken.note
     ras = cases["ras_case"]
-    assert ras.image == review_folder / "inputs" / "ras_case.nii.gz" and ras.labels == review_folder / "ras_case_seg.nii.gz"
+    assert ras.image == review_folder / "inputs" / "ras_case.nii.gz"
+    assert ras.labels == review_folder / "ras_case_seg.nii.gz"
     assert ras.volumes["liver"] > 100 and ras.classes[5] == "liver"
     ordered = list(ReviewApp(review_folder).cases())
     assert ordered[0] == "broken_case"  # failures first, then the highest QC score

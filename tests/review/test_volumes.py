@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from review_factory import side_of
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io import read_image, write_image
 from mrseg.review.volumes import VolumeCache, load_volume
+from review_factory import side_of
 
 LIVER, SPLEEN, LUNG, BLADDER = (BASE.index_of(n) for n in ("liver", "spleen", "right_lung", "urinary_bladder"))
 

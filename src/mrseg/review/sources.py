@@ -172,11 +172,11 @@ class RecordsSource:
         table = self.folder / QC_TABLE
         if table.is_file():  # the cohort's own QC (volume outliers against the cohort) replaces the per-case one
             with open(table, newline="") as handle:
-                for row in csv.DictReader(handle):
-                    case = found.get(row["case"])
+                for checked in csv.DictReader(handle):
+                    case = found.get(checked["case"])
                     if case is not None:
-                        case.flags = [text for text in row["flags"].split("; ") if text]
-                        case.score = float(row["score"] or 0)
+                        case.flags = [text for text in checked["flags"].split("; ") if text]
+                        case.score = float(checked["score"] or 0)
 
     def decided(self, case: str, decision: str, note: str) -> str | None:
         return None  # the cohort reads review.csv itself (mrseg cohort status)

@@ -104,8 +104,10 @@ def load_volume(image_path: Path, labels_path: Path) -> ReviewVolume:
     from mrseg.io import read_image
     from mrseg.io.orientation import reorient
 
-    image = read_image(image_path)
-    labels = read_image(labels_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # decompression releases the GIL: both files at once
+        reading = pool.submit(read_image, labels_path)
+        image = read_image(image_path)
+        labels = reading.result()
     problems = image.geometry.differences(labels.geometry, tolerance=1e-3)
     if problems:
         raise InputError(f"{labels_path}: not on the grid of {image_path} ({'; '.join(problems)})")
