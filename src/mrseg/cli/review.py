@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
+    from mrseg.errors import MrsegError
     from mrseg.review import ReviewSettings, new_token, serve
     from mrseg.review.server import is_loopback
 
@@ -47,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
         serve(args.folder, settings, on_ready=ready)
     except KeyboardInterrupt:
         print("mrseg review: stopped", file=sys.stderr)
+    except MrsegError as err:
+        log.error("%s", err)
+        return 2
     return 0
