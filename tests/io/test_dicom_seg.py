@@ -45,11 +45,16 @@ def test_real_series_round_trip_with_codes_and_laterality(shared_data, tmp_path)
     assert reference.geometry.same_grid(image.geometry)
     labels = reference.with_array(label_map("totalseg").apply(reference.array).astype(np.uint8))
     series = select_series(folder)
-    path = write_dicom_seg(labels, series, tmp_path / "ct_seg.dcm", classes=NAMES, model_name="base")
+    written = write_dicom_seg(labels, series, tmp_path / "ct_seg.dcm", classes=NAMES, model_name="base")
+    path = written.path
     seg, back = read_back(path, series)
     assert np.array_equal(back, labels.array)  # voxel by voxel
     assert seg.SOPClassUID == SegmentationStorage and seg.SegmentationType == "BINARY"
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
+    # the anonymised source has empty Study and Series Instance UIDs: new ones, and notes that say so
+    assert series.uid == "" and [n.split(": ")[0].rsplit(" ", 1)[-1] for n in written.notes] == [
+        "StudyInstanceUID", "SeriesInstanceUID"]
+    referenced = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+    assert referenced and referenced in written.notes[1] and seg.StudyInstanceUID in written.notes[0]
     present = sorted(int(v) for v in np.unique(labels.array) if v)
     assert [BY_NAME[s.SegmentLabel].index for s in seg.SegmentSequence] == present
     codings = set()
@@ -76,17 +81,19 @@ def test_synthetic_series_and_errors(tmp_path):
     array[1:3, 2:6, 1:4] = BY_NAME["left_kidney"].index
     array[3:5, 5:9, 4:7] = BY_NAME["right_kidney"].index
     labels = image.with_array(array)
-    path = write_dicom_seg(labels, series, tmp_path / "out" / "seg.dcm", classes=NAMES)
+    path = write_dicom_seg(labels, series, tmp_path / "out" / "seg.dcm", classes=NAMES).path
     _, back = read_back(path, series)
     assert np.array_equal(back, array)
     with pytest.raises(InputError, match="no class is present"):
         write_dicom_seg(labels.with_array(np.zeros_like(array)), series, tmp_path / "out" / "empty.dcm",
                         classes=NAMES)
-    with pytest.raises(InputError, match="do not match the series"):
-        write_dicom_seg(Image.from_array(array[:-1].copy()), series, tmp_path / "out" / "short.dcm", classes=NAMES)
+    with pytest.raises(InputError, match="do not cover 1 of the 5 frames"):
+        write_dicom_seg(Image.from_array(array[:-1].copy(), spacing=labels.geometry.spacing,
+                                         origin=labels.geometry.origin, direction=labels.geometry.direction),
+                        series, tmp_path / "out" / "short.dcm", classes=NAMES)
     shifted = Image.from_array(array, spacing=labels.geometry.spacing, origin=(0.0, 0.0, 0.0),
                                direction=labels.geometry.direction)
-    with pytest.raises(InputError, match="is not the first slice of series"):
+    with pytest.raises(InputError, match="do not cover 5 of the 5 frames"):
         write_dicom_seg(shifted, series, tmp_path / "out" / "shifted.dcm", classes=NAMES)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seg.dcm"]
 
@@ -103,7 +110,7 @@ def test_body_composition_segments_carry_tissue_types_and_regions(tmp_path):
         array[entry.index - 1, 2:6, 1:5] = entry.index  # one class per slice
     names = {c.index: c.name for c in BODY_COMP.classes}
     path = write_dicom_seg(image.with_array(array), series, tmp_path / "bc.dcm", classes=names,
-                           model_name="body_comp")
+                           model_name="body_comp").path
     seg, back = read_back(path, series, value_of=BODY_COMP.index_of)
     assert np.array_equal(back, array)
     codings: dict[str, tuple] = {}

@@ -247,6 +247,19 @@ def test_read_4d_needs_channel(tmp_path, suffix: str) -> None:
     np.testing.assert_allclose(img.geometry.direction, np.diag([1.0, -1.0, 1.0]).ravel(), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_a_4d_file_of_one_volume_is_simply_3d(tmp_path, suffix: str) -> None:
+    volume = np.random.default_rng(7).normal(size=(7, 11, 13)).astype(np.float32)
+    path = tmp_path / f"one{suffix}"
+    _write_4d(path, [volume])
+    img = read_image(path)  # no --channel needed: one volume is not 4-D to a user
+    np.testing.assert_array_equal(img.array, volume)
+    np.testing.assert_allclose(img.geometry.origin, (12.5, -31.25, 47.0), atol=TOL, rtol=0)
+    assert read_image(path, channel=0).geometry == img.geometry
+    with pytest.raises(InputError, match="one channel, so --channel 1 does not apply"):
+        read_image(path, channel=1)
+
+
 def test_read_multi_component_needs_channel(tmp_path) -> None:
     rng = np.random.default_rng(6)
     array = rng.integers(0, 255, size=(5, 6, 7, 3), dtype=np.uint8)

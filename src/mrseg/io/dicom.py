@@ -25,8 +25,25 @@ log = logging.getLogger(__name__)
 
 _HEADER_TAGS = [
     "SeriesInstanceUID", "SeriesDescription", "Modality", "ImagePositionPatient",
-    "ImageOrientationPatient", "InstanceNumber", "Rows",
+    "ImageOrientationPatient", "InstanceNumber", "Rows", "PixelSpacing", "GantryDetectorTilt",
 ]
+
+
+@dataclass(frozen=True)
+class Shear:
+    """A sheared stack: slices that advance along another direction than their normal.
+
+    Attributes:
+        first: ImagePositionPatient of the first slice (LPS mm).
+        step: the mean advance from one slice to the next (LPS mm), not parallel to the normal.
+        orientation: ImageOrientationPatient (row direction, column direction).
+        degrees: the angle between ``step`` and the slice normal (the gantry tilt for a tilted CT).
+    """
+
+    first: tuple[float, float, float]
+    step: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    degrees: float
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,8 @@ class DicomSeries:
     files: tuple[Path, ...]
     positions: tuple[float, ...] | None = None
     """Slice positions along the normal (mm), sorted; None when the headers lack them."""
+    shear: Shear | None = None
+    """Where the slices do not advance along their normal (a gantry-tilted CT): how they do."""
 
     def summary(self) -> str:
         text = self.description or "(no description)"
@@ -77,10 +96,31 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
                 modality=str(getattr(first, "Modality", "") or ""),
                 files=tuple(path for path, _ in ordered),
                 positions=tuple(positions) if located else None,
+                shear=_shear([ds for _, ds in ordered]) if located else None,
             )
         )
     series.sort(key=lambda s: (-len(s.files), s.uid))
     return series
+
+
+def _shear(slices: list) -> Shear | None:  # type: ignore[type-arg]
+    """How a stack of slices is sheared, or None when each slice lies along the normal of the first
+    (within half a pixel over the whole stack)."""
+    if len(slices) < 2 or getattr(slices[0], "ImageOrientationPatient", None) is None:
+        return None
+    orientation = np.asarray([float(v) for v in slices[0].ImageOrientationPatient])
+    normal = np.cross(orientation[:3], orientation[3:])
+    first = np.asarray([float(v) for v in slices[0].ImagePositionPatient])
+    last = np.asarray([float(v) for v in slices[-1].ImagePositionPatient])
+    advance = last - first
+    lateral = float(np.linalg.norm(advance - np.dot(advance, normal) * normal))
+    spacing = getattr(slices[0], "PixelSpacing", None)
+    pixel = min(float(v) for v in spacing) if spacing else 1.0
+    if lateral <= 0.5 * pixel:
+        return None
+    degrees = float(np.degrees(np.arctan2(lateral, abs(float(np.dot(advance, normal))))))
+    step = advance / (len(slices) - 1)
+    return Shear(tuple(first), tuple(step), tuple(orientation), degrees)  # type: ignore[arg-type]
 
 
 def _slice_key(item: tuple[Path, object]) -> tuple[float, float, str]:
@@ -110,10 +150,22 @@ def check_slice_spacing(series: DicomSeries, *, tolerance: float = 0.01) -> None
             f"{where}: several slices share one position (multi-echo, multi-phase or duplicated files?); "
             "split the series or remove the duplicates"
         )
-    if np.max(np.abs(steps - typical)) > tolerance * typical + 1e-3:
+    uneven = np.abs(steps - typical) > tolerance * typical + 1e-3
+    if np.any(uneven):
+        gaps = [n for n in np.flatnonzero(uneven) if steps[n] > 1.5 * typical]
+        if gaps:
+            n = int(gaps[0])
+            missing = int(round(steps[n] / typical)) - 1
+            more = f" (and {len(gaps) - 1} more gap(s))" if len(gaps) > 1 else ""
+            raise InputError(
+                f"{where}: {missing} slice(s) missing between {series.positions[n]:.4g} mm and "
+                f"{series.positions[n + 1]:.4g} mm along the slice normal (files {series.files[n].name} and "
+                f"{series.files[n + 1].name}; the other slices are {typical:.3g} mm apart){more}; "
+                "a complete series is needed: export it again with every slice"
+            )
         raise InputError(
-            f"{where}: slice spacing is uneven ({steps.min():.3g} to {steps.max():.3g} mm; missing slices?); "
-            "a complete series with even slice spacing is needed"
+            f"{where}: slice spacing is uneven ({steps.min():.3g} to {steps.max():.3g} mm); "
+            "a series with even slice spacing is needed"
         )
 
 
@@ -148,9 +200,57 @@ def read_series_itk(series: DicomSeries) -> "sitk.Image":
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as err:
         raise InputError(
             f"cannot decode DICOM series {series.uid} ({len(series.files)} files from "
             f"{series.files[0].parent}): {str(err).strip().splitlines()[-1]}"
         ) from err
+    if series.shear is not None:
+        log.warning("DICOM series %s: the slices advance %.1f° off their normal (gantry tilt); resampled onto a "
+                    "regular grid, so the labels are on that grid, not on the slices", series.uid,
+                    series.shear.degrees)
+        image = regular_grid(image, series.shear)
+    return image
+
+
+def regular_grid(image: "sitk.Image", shear: Shear) -> "sitk.Image":
+    """A sheared stack (the slices as read, in order) resampled (linearly) onto a regular grid.
+
+    The grid keeps the slices' row direction and pixel sizes and takes the direction the slices
+    advance along (the table axis of a tilted CT) as its third axis, with the slice step as its
+    spacing; it covers the whole stack, and voxels outside it get the smallest value of the image.
+    """
+    import SimpleITK as sitk
+
+    dx, dy = image.GetSpacing()[:2]
+    orientation = np.asarray(shear.orientation)
+    row, column = orientation[:3], orientation[3:]
+    step = np.asarray(shear.step)
+    source = np.column_stack([dx * row, dy * column, step])  # (c, r, k) → world offset from the first slice
+    axis_z = step / np.linalg.norm(step)
+    axis_y = np.cross(axis_z, row)
+    axis_y /= np.linalg.norm(axis_y)
+    axis_z = np.cross(row, axis_y)
+    axes = np.column_stack([row, axis_y, axis_z])
+    spacing = np.array([dx, dy, abs(float(np.dot(step, axis_z)))])
+    size = np.asarray(image.GetSize(), float)
+    corners = np.array([[c, r, k] for c in (0, size[0] - 1) for r in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    world = corners @ source.T + np.asarray(shear.first)
+    local = world @ axes
+    low, high = local.min(axis=0), local.max(axis=0)
+    shape = np.maximum(np.ceil((high - low) / spacing - 1e-6).astype(int) + 1, 1)
+    reference = sitk.Image([int(v) for v in shape], image.GetPixelID())
+    reference.SetSpacing([float(v) for v in spacing])
+    reference.SetOrigin([float(v) for v in axes @ low])
+    reference.SetDirection([float(v) for v in axes.ravel()])
+    indexed = sitk.Image(image)  # the stack as it is stored: physical point = voxel index (c, r, k)
+    indexed.SetSpacing((1.0, 1.0, 1.0))
+    indexed.SetOrigin((0.0, 0.0, 0.0))
+    indexed.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    inverse = np.linalg.inv(source)
+    to_index = sitk.AffineTransform(3)
+    to_index.SetMatrix([float(v) for v in inverse.ravel()])
+    to_index.SetTranslation([float(v) for v in -inverse @ np.asarray(shear.first)])
+    lowest = float(sitk.GetArrayViewFromImage(image).min())
+    return sitk.Resample(indexed, reference, to_index, sitk.sitkLinear, lowest, image.GetPixelID())

@@ -201,6 +201,8 @@ def _from_itk(itk_image: "sitk.Image", *, source: Path, channel: int | None) -> 
     origin = itk_image.GetOrigin()[:3]
     direction = np.asarray(itk_image.GetDirection()).reshape(dim, dim)[:3, :3]
 
+    if dim == 4 and components == 1 and array.shape[0] == 1:
+        dim, array = 3, array[0]  # one volume (an enhanced multi-frame series, a 4-D NIfTI of one): 3-D to a user
     if dim == 4 or components > 1:
         stacked = array if dim == 4 else np.moveaxis(array, -1, 0)
         what = "4-D" if dim == 4 else f"{components}-component"

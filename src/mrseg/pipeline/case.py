@@ -214,12 +214,19 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
                 labels = select_classes(labels, [value for _, value in outputs.classes])
             reuse = {}
         todo = [k for k in wanted if k not in reuse]
+        notes: list[str] = []
+        if dicom is not None and dicom.shear is not None:
+            notes.append(f"the DICOM slices advance {dicom.shear.degrees:.1f}° off their normal (gantry tilt): "
+                         "the image was resampled onto a regular grid, and the NIfTI labels are on that grid")
         made, left_out = _write_outputs(case, labeller, outputs, labels, image, dicom, todo,
-                                        new_staging(staging), timings, on_stage)
+                                        new_staging(staging), timings, on_stage, notes)
+        if previous is not None and reuse:
+            notes = [*previous.notes, *(n for n in notes if n not in previous.notes)]
         status = "segmented" if not reuse else "completed"
         kept_left_out = dict(previous.left_out) if previous is not None and reuse else {}
         record = _record(case, status, settings, {**reuse, **made}, {**kept_left_out, **left_out},
-                         timings=timings, tiles=tiles, segmented_at=segmented_at, confidence=confidence)
+                         timings=timings, tiles=tiles, segmented_at=segmented_at, confidence=confidence,
+                         notes=notes)
         write_bytes_atomic(staging / record_path.name, record.to_json())
         _stage(on_stage, case, "commit")
         clock = time.perf_counter()
@@ -247,9 +254,10 @@ def _locked(case: CaseSpec, labeller: Labeller, outputs: OutputSpec, keep_labels
 def _write_outputs(
     case: CaseSpec, labeller: Labeller, outputs: OutputSpec, labels: Image, image: Image,
     dicom: DicomSeries | None, todo: Sequence[str], staging: Path, timings: dict[str, float],
-    on_stage: StageCallback | None,
+    on_stage: StageCallback | None, notes: list[str],
 ) -> tuple[dict[str, OutputFile], dict[str, str]]:
-    """Write each output kind in ``todo`` into ``staging`` under its final name."""
+    """Write each output kind in ``todo`` into ``staging`` under its final name (what the user
+    should know about them is added to ``notes``)."""
     chosen = dict(outputs.classes) if outputs.classes else labeller.classes
     names = {value: name for name, value in chosen.items()}
     final = outputs.paths(case.name)
@@ -269,7 +277,8 @@ def _write_outputs(
                 raise InputError(f"{case.path}: DICOM-SEG output needs a DICOM series as input; use --output-type "
                                  "nifti for image files")
             try:
-                write_dicom_seg(labels, dicom, staged[kind], classes=names, model_name=labeller.title)
+                written = write_dicom_seg(labels, dicom, staged[kind], classes=names, model_name=labeller.title)
+                notes.extend(written.notes)
             except InputError as err:
                 if outputs.output_type != "auto":
                     raise
@@ -365,13 +374,13 @@ def _discard(staging: Path) -> None:
 
 def _record(case: CaseSpec, status: str, settings: Mapping[str, Any], outputs: Mapping[str, OutputFile],
             left_out: Mapping[str, str], *, error: str | None = None, timings: Mapping[str, float] | None = None,
-            tiles: int = 0, segmented_at: str | None = None, confidence: Mapping[str, float] | None = None
-            ) -> CaseRecord:
+            tiles: int = 0, segmented_at: str | None = None, confidence: Mapping[str, float] | None = None,
+            notes: Sequence[str] = ()) -> CaseRecord:
     return CaseRecord(
         name=case.name, input=str(case.path), status=status, settings=dict(settings), outputs=dict(outputs),
         left_out=dict(left_out), error=error, timings=dict(timings or {}), tiles=tiles, segmented_at=segmented_at,
         finished_at=now(), host=socket.gethostname(), pid=os.getpid(), versions=software_versions(),
-        confidence=dict(confidence or {}),
+        confidence=dict(confidence or {}), notes=list(notes),
     )
 
 

@@ -89,6 +89,8 @@ class CaseRecord:
         versions: software versions (:func:`software_versions`).
         confidence: class name → the mean winning softmax probability of its voxels, when the
             model was asked for it (cohort runs; :mod:`mrseg.inference.confidence`).
+        notes: what the user should know about how the outputs were made (a gantry-tilted
+            series resampled onto a regular grid, identifiers a DICOM-SEG had to make up).
     """
 
     name: str
@@ -106,6 +108,7 @@ class CaseRecord:
     pid: int = 0
     versions: Mapping[str, str] = field(default_factory=dict)
     confidence: Mapping[str, float] = field(default_factory=dict)
+    notes: Sequence[str] = ()
 
     def to_json(self) -> str:
         payload = asdict(self)
