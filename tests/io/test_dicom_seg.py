@@ -8,6 +8,7 @@ import pytest
 from pydicom.uid import SegmentationStorage
 
 from dicom_factory import write_series
+from dicom_phantoms import dciodvfy_errors
 from mrseg.classes import BASE, BODY_COMP, CATALOGUES
 from mrseg.cli import main
 from mrseg.errors import InputError
@@ -55,6 +56,7 @@ def test_real_series_round_trip_with_codes_and_laterality(shared_data, tmp_path)
         "StudyInstanceUID", "SeriesInstanceUID"]
     referenced = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
     assert referenced and referenced in written.notes[1] and seg.StudyInstanceUID in written.notes[0]
+    assert dciodvfy_errors(path) == []  # before: empty Type 1 StudyInstanceUID and SeriesInstanceUID
     present = sorted(int(v) for v in np.unique(labels.array) if v)
     assert [BY_NAME[s.SegmentLabel].index for s in seg.SegmentSequence] == present
     codings = set()

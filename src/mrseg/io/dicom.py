@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrseg.errors import InputError
-from mrseg.io.paths import IMAGE_SUFFIXES
+from mrseg.io.paths import DICOM_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -58,30 +58,103 @@ class DicomSeries:
     """Slice positions along the normal (mm), sorted; None when the headers lack them."""
     shear: Shear | None = None
     """Where the slices do not advance along their normal (a gantry-tilted CT): how they do."""
+    keep: object = field(default=None, compare=False, repr=False)
+    """What must live as long as the series (the temporary folder of an extracted zip archive)."""
 
     def summary(self) -> str:
         text = self.description or "(no description)"
         return f"{self.uid}  {self.modality or '?'}  {text!r}  {len(self.files)} slices"
 
 
-def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
-    """All image series under ``folder`` (searched recursively), largest first."""
+def find_series(source: str | os.PathLike[str]) -> list[DicomSeries]:
+    """All image series in ``source``, largest first: a folder (searched recursively), a zip
+    archive of DICOM files (extracted to a temporary folder that lives as long as its series),
+    or a DICOMDIR (the files it lists).
+
+    Raises:
+        InputError: an archive that cannot be read or whose members would land outside it, or a
+            DICOMDIR that cannot be read.
+    """
+    source = Path(source)
+    keep: object = None
+    if source.is_dir():
+        files = _walk(source)
+    elif source.name.lower() == "dicomdir":
+        files = _dicomdir_files(source)
+    elif source.name.lower().endswith(DICOM_ARCHIVE_SUFFIXES):
+        keep = _Extraction(source)
+        files = _walk(keep.folder)  # type: ignore[attr-defined]
+    else:
+        raise InputError(f"{source}: not a DICOM folder, zip archive or DICOMDIR")
+    return _group(files, keep)
+
+
+def _walk(folder: Path) -> list[Path]:
+    return [Path(root) / name for root, _, names in os.walk(folder) for name in sorted(names)]
+
+
+def _dicomdir_files(path: Path) -> list[Path]:
+    """The files a DICOMDIR lists (pydicom's FileSet), where they exist."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.fileset import FileSet
+
+    try:
+        fileset = FileSet(str(path))
+    except (InvalidDicomError, OSError, ValueError, AttributeError, KeyError) as err:
+        raise InputError(f"{path}: cannot read this DICOMDIR ({err}); give the folder of the DICOM files "
+                         "instead") from err
+    files = [Path(instance.path) for instance in fileset]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        log.warning("%s lists %d file(s) that are not there (the first: %s)", path, len(missing), missing[0])
+    return [f for f in files if f.is_file()]
+
+
+class _Extraction:
+    """A zip archive extracted into a private temporary folder, removed when nothing uses it."""
+
+    def __init__(self, archive: Path) -> None:
+        import shutil
+        import tempfile
+        import weakref
+        import zipfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="mrseg-dicom-zip-"))
+        weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+        try:
+            with zipfile.ZipFile(archive) as opened:
+                for member in opened.infolist():
+                    if member.is_dir():
+                        continue
+                    parts = Path(member.filename.replace("\\", "/")).parts
+                    if member.filename.startswith(("/", "\\")) or ".." in parts or not parts or ":" in parts[0]:
+                        raise InputError(f"{archive}: member {member.filename!r} would land outside the archive's "
+                                         "folder; not extracted (a damaged or malicious archive)")
+                    if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                        continue  # a symbolic link: never followed
+                    target = self.folder.joinpath(*parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with opened.open(member) as reading, open(target, "wb") as writing:
+                        shutil.copyfileobj(reading, writing, 1 << 20)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise InputError(f"{archive}: cannot read this zip archive ({err}); re-export it") from err
+
+
+def _group(files: list[Path], keep: object = None) -> list[DicomSeries]:
+    """The image series among ``files`` (one per SeriesInstanceUID), largest first."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    folder = Path(folder)
     groups: dict[str, list[tuple[Path, object]]] = {}
-    for root, _, names in os.walk(folder):
-        for name in sorted(names):
-            path = Path(root) / name
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-            except (InvalidDicomError, OSError, ValueError, EOFError):
-                continue
-            uid = getattr(ds, "SeriesInstanceUID", None)
-            if uid is None or getattr(ds, "Rows", None) is None:
-                continue  # not an image (DICOMDIR, structured report, ...)
-            groups.setdefault(str(uid), []).append((path, ds))
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if getattr(ds, "Rows", None) is None:
+            continue  # not an image (DICOMDIR, structured report, ...)
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")  # anonymised exports may lack it: one group
+        groups.setdefault(uid, []).append((path, ds))
 
     series = []
     for uid, members in groups.items():
@@ -97,6 +170,7 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
                 files=tuple(path for path, _ in ordered),
                 positions=tuple(positions) if located else None,
                 shear=_shear([ds for _, ds in ordered]) if located else None,
+                keep=keep,
             )
         )
     series.sort(key=lambda s: (-len(s.files), s.uid))
@@ -170,13 +244,16 @@ def check_slice_spacing(series: DicomSeries, *, tolerance: float = 0.01) -> None
 
 
 def select_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> DicomSeries:
-    """The one series to read from ``folder``; several without ``series_uid`` is an error."""
+    """The one series to read from ``folder`` (a folder, a zip archive or a DICOMDIR); several
+    without ``series_uid`` is an error."""
     found = find_series(folder)
     if not found:
-        raise InputError(
-            f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder and no DICOM "
-            "image files in it or below it; give image files or a DICOM series folder"
-        )
+        if Path(folder).is_dir():
+            raise InputError(
+                f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder and no DICOM "
+                "image files in it or below it; give image files or a DICOM series folder"
+            )
+        raise InputError(f"{folder}: no DICOM image files in it; give a zip archive or DICOMDIR of a DICOM series")
     if series_uid is not None:
         for s in found:
             if s.uid == series_uid:

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 from mrseg.io.dicom import DicomSeries, read_series_itk, select_series
 from mrseg.io.image import Geometry, Image
-from mrseg.io.paths import IMAGE_SUFFIXES, LABEL_MAP_DESCRIPTION, LABEL_NAME_ENDINGS, case_name, image_suffix
+from mrseg.io.paths import (
+    IMAGE_SUFFIXES,
+    LABEL_MAP_DESCRIPTION,
+    LABEL_NAME_ENDINGS,
+    case_name,
+    image_suffix,
+    is_dicom_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ def read_image(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
-    if path.is_dir():
+    if is_dicom_input(path):
         return read_series(select_series(path, series), channel=channel, source=path)
     if image_suffix(path) is None:
         raise InputError(

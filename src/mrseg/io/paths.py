@@ -17,6 +17,19 @@ LABEL_NAME_ENDINGS = ("_seg", "_labels", "_label", "_mask", "_combined", "_body_
 labels and the usual names of reference segmentations."""
 
 
+DICOM_ARCHIVE_SUFFIXES = (".zip",)
+"""File endings read as an archive of DICOM files (a PACS export)."""
+
+
+def is_dicom_input(path: str | os.PathLike[str]) -> bool:
+    """A folder, a zip archive or a DICOMDIR: read as a DICOM series, not as an image file."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    name = path.name.lower()
+    return path.is_file() and (name == "dicomdir" or name.endswith(DICOM_ARCHIVE_SUFFIXES))
+
+
 def image_suffix(path: str | os.PathLike[str]) -> str | None:
     """The supported ending of ``path`` (``".nii.gz"``, ...) or None."""
     name = Path(path).name.lower()
@@ -24,10 +37,14 @@ def image_suffix(path: str | os.PathLike[str]) -> str | None:
 
 
 def case_name(path: str | os.PathLike[str]) -> str:
-    """A case's name: the file name without its image ending, or the folder's name."""
+    """A case's name: the file name without its image or archive ending, the folder's name, or for a
+    DICOMDIR the name of the folder holding it."""
     path = Path(path)
-    suffix = image_suffix(path)
+    if path.name.lower() == "dicomdir":
+        return path.resolve().parent.name
+    suffix = image_suffix(path) or next((s for s in DICOM_ARCHIVE_SUFFIXES if path.name.lower().endswith(s)), None)
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-__all__ = ["IMAGE_SUFFIXES", "LABEL_MAP_DESCRIPTION", "LABEL_NAME_ENDINGS", "case_name", "image_suffix"]
+__all__ = ["DICOM_ARCHIVE_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_DESCRIPTION", "LABEL_NAME_ENDINGS", "case_name",
+           "image_suffix", "is_dicom_input"]

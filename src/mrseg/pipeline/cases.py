@@ -10,7 +10,7 @@ from typing import Sequence
 
 from mrseg.errors import InputError
 from mrseg.io.files import label_map_reason
-from mrseg.io.paths import IMAGE_SUFFIXES, case_name, image_suffix
+from mrseg.io.paths import IMAGE_SUFFIXES, case_name, image_suffix, is_dicom_input
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class CaseSpec:
 
     @property
     def is_dicom(self) -> bool:
-        """A folder input is read as a DICOM series."""
-        return self.path.is_dir()
+        """A folder, zip archive or DICOMDIR input is read as a DICOM series."""
+        return is_dicom_input(self.path)
 
 
 @dataclass(frozen=True)
