@@ -55,7 +55,7 @@ def build_cases(work: Path, count: int) -> Path:
         factors = [target / have for target, have in zip(SHAPE, image.shape)]
         big_image = zoom(image.astype(np.float32), factors, order=1).astype(np.int16)
         big_labels = zoom(labels, factors, order=0).astype(np.uint8)
-        spacing = tuple(3.0 * s / f for s, f in zip(case.image.geometry.spacing, factors[::-1]))
+        spacing = tuple(s / f for s, f in zip(case.image.geometry.spacing, factors[::-1]))
         image_path = write_image(Image.from_array(big_image, spacing=spacing), work / "inputs" / f"big{n}.nii.gz")
         label_image = Image.from_array(big_labels, spacing=spacing)
         labels_path = write_image(label_image, folder / f"big{n}_seg.nii.gz")
