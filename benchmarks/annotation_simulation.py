@@ -156,14 +156,16 @@ def main() -> None:
                          f"{row['draft_dice_mean']} | {changed:.2f} |")
     (work / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(results, work / "learning_curves.png")
+    held_out: dict[str, list[tuple[int, float]]] = {}
     if args.held_out:
         make_cases(work / "held_out", args.held_out, modality="mr", first_seed=98000, classes=args.classes)
-        print(held_out_table(work, args.orders))
+        held_out = held_out_scores(work, args.orders)
+    plot(results, held_out, work / "learning_curves.png")
 
 
-def held_out_table(work: Path, orders: list[str]) -> str:
-    """Mean Dice of every model version of each project on the held-out MR cases."""
+def held_out_scores(work: Path, orders: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Mean Dice of every model version of each project on the held-out MR cases (order → (accepted
+    cases the version was trained on, Dice)); also written as ``held_out.md``."""
     import numpy as np
 
     from mrseg.annotation import Project
@@ -173,6 +175,7 @@ def held_out_table(work: Path, orders: list[str]) -> str:
 
     images = sorted((work / "held_out" / "images").glob("*.nii.gz"))
     lines = ["| order | model | trained on accepted MR cases | held-out mean Dice |", "|---|---|---|---|"]
+    found: dict[str, list[tuple[int, float]]] = {}
     for order in orders:
         project = Project(work / f"project_{order}")
         for version in project.read().models:
@@ -187,30 +190,37 @@ def held_out_table(work: Path, orders: list[str]) -> str:
                 present = [v for v in np.unique(truth) if v]
                 scores.append(np.mean([dice(predicted == v, truth == v) for v in present]) if present else np.nan)
             lines.append(f"| {order} | v{version.version} | {version.accepted_cases} | {np.nanmean(scores):.4f} |")
+            found.setdefault(order, []).append((version.accepted_cases, float(np.nanmean(scores))))
     text = "\n".join(lines) + "\n"
     (work / "held_out.md").write_text(text)
-    return text
+    print(text)
+    return found
 
 
-def plot(results: dict[str, list[dict]], path: Path) -> None:
+def plot(results: dict[str, list[dict]], held_out: dict[str, list[tuple[int, float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (dice_axis, effort_axis) = plt.subplots(1, 2, figsize=(9, 3.6))
+    figure, (dice_axis, effort_axis, held_axis) = plt.subplots(1, 3, figsize=(13.5, 3.6))
     for order, rows in results.items():
         done = [r for r in rows if r["draft_dice_mean"] is not None]
         x = [r["model_trained_on"] for r in done]
         dice_axis.plot(x, [r["draft_dice_mean"] for r in done], "o-", label=order)
         effort_axis.plot(x, [100 * r["effort_fraction_mean"] for r in done], "o-", label=order)
+        if order in held_out:
+            held_axis.plot(*zip(*held_out[order]), "o-", label=order)
+    held_axis.set(xlabel="accepted MR cases the model was trained on", ylabel="mean Dice, held-out MR phantoms",
+                  title="Each model version on one fixed set")
+    held_axis.set_ylim(0, 1)
     dice_axis.set(xlabel="accepted MR cases the drafting model was trained on", ylabel="mean draft Dice",
                   title="Draft quality (CT model → MR)")
     effort_axis.set(xlabel="accepted MR cases the drafting model was trained on", ylabel="voxels changed (%)",
                     title="Correction effort")
     dice_axis.set_ylim(0, 1)  # the whole scale: noise on a tiny range must not look like a trend
     effort_axis.set_ylim(bottom=0)
-    for axis in (dice_axis, effort_axis):
+    for axis in (dice_axis, effort_axis, held_axis):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
