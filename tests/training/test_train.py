@@ -179,3 +179,51 @@ def test_too_few_cases_for_five_folds_is_explained(trained, phantom_folder):
     plan_and_preprocess(folders, 23, TINY_PLANS)
     with pytest.raises(InputError, match="has 3 cases; five-fold cross-validation needs at least 5"):
         train_fold(folders, 23, 1, TINY_TRAINING)
+
+
+RUN_AND_WAIT = """
+import sys
+from pathlib import Path
+from mrseg.training import NnunetFolders, TrainingOptions, train_fold
+folders = NnunetFolders.under(Path(sys.argv[1]))
+train_fold(folders, int(sys.argv[2]), "all", TrainingOptions(epochs=int(sys.argv[3]), iterations_per_epoch=2,
+           val_iterations_per_epoch=1, validate=False, save_every=1, seed=0))
+"""
+
+
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained, phantom_folder, tmp_path):
+    """SIGKILL a real training run after its first checkpoints; resume=True finishes the epochs left,
+    from nnU-Net's checkpoint_latest (the epochs already done are not run again)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folders, _ = trained
+    epochs = 8
+    run = subprocess.Popen([sys.executable, "-c", RUN_AND_WAIT, str(folders.raw.parent), "21", str(epochs)],
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fold = folders.results / "Dataset021_Tiny" / "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres" / "fold_all"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        latest = fold / "checkpoint_latest.pth"
+        if latest.is_file() and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= 2:
+            break
+        time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    assert not (fold / "checkpoint_final.pth").exists()
+    done_before = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["current_epoch"]
+    assert 2 <= done_before < epochs
+
+    model = train_fold(folders, 21, "all", TrainingOptions(epochs=epochs, iterations_per_epoch=2,
+                                                           val_iterations_per_epoch=1, validate=False,
+                                                           save_every=1, seed=0, resume=True))
+    final = torch.load(model / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert len(final["logging"]["train_losses"]) == epochs  # the epochs before the kill kept, the rest run once
+    log = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
+    assert f"resumed from {fold / 'checkpoint_latest.pth'} at epoch {done_before}" in log
+    again = train_fold(folders, 21, "all", TrainingOptions(epochs=epochs, iterations_per_epoch=2, validate=False,
+                                                           resume=True))
+    assert again == model  # trained already: nothing to do

@@ -77,6 +77,10 @@ class TrainingOptions:
         init_fold: which fold of ``init_from`` to start from (0–4, or ``"all"``).
         validate: predict the fold's validation cases at the end (nnU-Net's own validation).
         save_every: write checkpoint_latest.pth every this many epochs.
+        resume: continue the fold's interrupted run from its ``checkpoint_latest.pth`` (weights,
+            optimizer, epoch, learning-rate schedule and logs, as nnU-Net's ``--c``); a fresh start
+            where there is none, nothing to do where ``checkpoint_final.pth`` exists. Long CPU
+            runs are done in stages this way: a killed run loses at most ``save_every`` epochs.
     """
 
     epochs: int = 1000
@@ -91,6 +95,7 @@ class TrainingOptions:
     init_fold: int | str = 0
     validate: bool = True
     save_every: int = 50
+    resume: bool = False
 
     @property
     def trainer_name(self) -> str:

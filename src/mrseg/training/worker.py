@@ -135,9 +135,21 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.initial_lr = options.initial_lr
     trainer.save_every = options.save_every
     notes: list[str] = []
-    if options.init_from:
-        notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
-    trainer.run_training()
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    final = Path(trainer.output_folder) / "checkpoint_final.pth"
+    if options.resume and final.is_file():
+        notes.append(f"resume: {final} exists; the fold is trained")
+        options = TrainingOptions(**{**spec["options"], "validate": False})
+    elif options.resume and latest.is_file():
+        trainer.initialize()
+        trainer.load_checkpoint(str(latest))  # nnU-Net's own: weights, optimizer, epoch, logs
+        trainer.print_to_log_file(f"resumed from {latest} at epoch {trainer.current_epoch}")
+        notes.append(f"resumed at epoch {trainer.current_epoch}")
+        trainer.run_training()
+    else:
+        if options.init_from:
+            notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
+        trainer.run_training()
     validation: dict[str, Any] = {}
     if options.validate:
         trainer.perform_actual_validation(False)
