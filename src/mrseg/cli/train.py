@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--init-fold", type=int, default=0, metavar="K", help="fold of --init-from to start from")
     p.add_argument("--no-plan", action="store_true", help="reuse the existing plans and preprocessed data")
     p.add_argument("--no-validate", action="store_true", help="skip the validation predictions and the Dice table")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each fold's interrupted run from its checkpoint_latest.pth (with --no-plan; "
+                        "folds already trained are kept)")
+    p.add_argument("--save-every", type=int, default=50, metavar="N",
+                   help="write checkpoint_latest.pth every N epochs (default 50)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations,
         initial_lr=args.lr, device=args.device, seed=args.seed, mirroring=args.mirroring,
         augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
-        validate=not args.no_validate,
+        validate=not args.no_validate, resume=args.resume, save_every=args.save_every,
     )
     folds: list[int | str] = [f if f == "all" else int(f) for f in args.folds]
 
