@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cohort_factory import phantom_cohort
-from mrseg.annotation import Project, Settings
+from mrseg.annotation import Project
 from mrseg.annotation.exchange import write_slicer_segmentation
 from mrseg.classes import BASE
 from mrseg.io import read_image, write_image
@@ -164,27 +164,10 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert busy.returncode == 2 and "no annotation project here" in busy.stderr
 
 
-def test_simulate_runs_the_rounds_with_an_oracle_and_a_rerun_continues(tmp_path, images):
-    folder, truth = images
-    project = tmp_path / "project"
-    ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "1")
-    out = ok("annotate", "simulate", str(project), "--truth", str(truth), "--rounds", "2", "--workers", "1", *QUICK)
-    state = Project(project).read()
-    assert len(state.rounds) == 2 and [m.version for m in state.models] == [0, 1]
-    assert [r.model for r in state.rounds] == [0, 1]  # round 2 drafted by the fine-tuned model
-    accepted = [c for c in state.cases.values() if c.status == "accepted"]
-    assert len(accepted) == 2 and all(c.effort["dice_mean"] is not None for c in accepted)
-    assert out.count("trained on") == 2
-    rows = list(csv.DictReader((project / "rounds.csv").open()))
-    assert [r["accepted_total"] for r in rows] == ["1", "2"]
-    again = ok("annotate", "simulate", str(project), "--truth", str(truth), "--rounds", "2", *QUICK)
-    assert len(Project(project).read().rounds) == 2 and again.count("trained on") == 2  # nothing more to do
-
-
-def test_a_model_of_its_own_classes_keeps_them_through_the_rounds(tmp_path, images):
-    """A starting model that knows two classes (liver 1, spleen 2), not the 40: drafts, the files
-    for the annotators and the fine-tuned version all keep its names and values."""
-    from mrseg.annotation import init_project, simulate
+def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_continues(tmp_path, images):
+    """``mrseg annotate simulate`` from a starting model that knows two classes (liver 1, spleen 2),
+    not the 40: two rounds with an oracle, drafts, the files for the annotators and the fine-tuned
+    version keep its names and values, and a rerun has nothing more to do."""
     from mrseg.model.plans import read_dataset
     from mrseg.training import (
         NnunetFolders,
@@ -214,9 +197,18 @@ def test_a_model_of_its_own_classes_keeps_them_through_the_rounds(tmp_path, imag
     start = train_fold(folders, 31, "all", TrainingOptions(epochs=1, iterations_per_epoch=2,
                                                            val_iterations_per_epoch=1, validate=False))
     project = Project(tmp_path / "project")
-    init_project(project.folder, [folder], start, settings=Settings(batch=2))
-    simulate(project, own_truth, rounds=2, training=TrainingOptions(epochs=1, iterations_per_epoch=2,
-                                                                    val_iterations_per_epoch=1))
+    ok("annotate", "init", str(project.folder), "--images", str(folder), "--model", str(start), "--batch", "2")
+    out = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", "--workers", "1",
+             *QUICK)
+    state = project.read()
+    assert len(state.rounds) == 2 and [r.model for r in state.rounds] == [0, 1]  # round 2 drafted by the new version
+    accepted = [c for c in state.cases.values() if c.status == "accepted"]
+    assert len(accepted) == 4 and all(c.effort["dice_mean"] is not None for c in accepted)
+    assert out.count("trained on") == 2
+    rows = list(csv.DictReader((project.folder / "rounds.csv").open()))
+    assert [r["accepted_total"] for r in rows] == ["2", "4"]
+    again = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", *QUICK)
+    assert len(project.read().rounds) == 2 and again.count("trained on") == 2  # nothing more to do
     state = project.read()
     assert [m.version for m in state.models] == [0, 1]
     assert read_dataset(Path(state.models[1].folder) / "dataset.json").labels == {"background": 0, **own}
