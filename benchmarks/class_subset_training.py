@@ -50,6 +50,14 @@ def make_cases(folder: Path, count: int, *, first_seed: int, classes: list[str],
 
 
 def train(work: Path, args: argparse.Namespace) -> Path:
+    """The first stage, then ``--stages`` − 1 more, each fine-tuned from the last (a fresh schedule)."""
+    model = _train_stage(work, args, 1, None)
+    for stage in range(2, args.stages + 1):
+        model = _train_stage(work, args, stage, model)
+    return model
+
+
+def _train_stage(work: Path, args: argparse.Namespace, stage: int, start: Path | None) -> Path:
     from mrseg.training import (
         NnunetFolders,
         PlanningOptions,
@@ -60,21 +68,24 @@ def train(work: Path, args: argparse.Namespace) -> Path:
         train_fold,
     )
 
-    target = work / "model"
+    target = work / ("model" if stage == 1 else f"model_stage{stage}")
     if (target / "fold_all" / "checkpoint_final.pth").is_file():
         return target
     folders = NnunetFolders.under(work / "nnunet")
-    labels = {name: value for value, name in enumerate(args.classes, start=1)}
-    build_dataset(cases_from_folder(work / "train"), folders.raw, dataset_id=970, name="subset", overwrite=True,
-                  labels=labels)
-    plan_and_preprocess(folders, 970, PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(48, 48, 48),
-                                                      base_features=args.base_features, max_features=args.max_features,
-                                                      batch_size=2, processes=1))
+    if start is None:
+        labels = {name: value for value, name in enumerate(args.classes, start=1)}
+        build_dataset(cases_from_folder(work / "train"), folders.raw, dataset_id=970, name="subset", overwrite=True,
+                      labels=labels)
+        plan_and_preprocess(folders, 970, PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(48, 48, 48),
+                                                          base_features=args.base_features,
+                                                          max_features=args.max_features, batch_size=2, processes=1))
     clock = time.perf_counter()
     model = train_fold(folders, 970, "all", TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations,
                                                             val_iterations_per_epoch=1, validate=False,
-                                                            save_every=10**6, seed=0))
-    print(f"training: {time.perf_counter() - clock:.0f} s", flush=True)
+                                                            save_every=10**6, seed=stage,
+                                                            init_from=str(start) if start else None,
+                                                            init_fold="all"))
+    print(f"training stage {stage}: {time.perf_counter() - clock:.0f} s", flush=True)
     shutil.copytree(model, target, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth"))
     return target
 
@@ -118,6 +129,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--stages", type=int, default=1, help="training stages, each from the last's weights")
     parser.add_argument("--base-features", type=int, default=16)
     parser.add_argument("--max-features", type=int, default=128)
     args = parser.parse_args()
@@ -125,6 +137,7 @@ def main() -> None:
     make_cases(args.work / "train", args.cases, first_seed=71000, classes=args.classes, fovs=fovs)
     make_cases(args.work / "held_out", args.held_out, first_seed=72000, classes=args.classes, fovs=("abdomen", "trunk"))
     model = train(args.work, args)
+    shutil.rmtree(args.work / "predictions", ignore_errors=True)
     result = score(args.work, model, args.classes)
     (args.work / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
