@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _HEADER_TAGS = [
     "SeriesInstanceUID", "SeriesDescription", "Modality", "ImagePositionPatient",
-    "ImageOrientationPatient", "InstanceNumber", "Rows", "PixelSpacing", "GantryDetectorTilt",
+    "ImageOrientationPatient", "InstanceNumber", "Rows", "PixelSpacing",
 ]
 
 

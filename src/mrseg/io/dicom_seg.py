@@ -107,15 +107,14 @@ def write_dicom_seg(
                          "Use --output-type nifti")
     notes = _fill_identifiers(sources, where)
     frames = [frame for source in sources for frame in source_frames(source)]
-    numbers_of = {value: number for number, value in enumerate(
-        sorted(int(v) for v in np.unique(labels.array) if v != 0 and int(v) in classes), start=1)}
+    known = [int(v) for v in np.unique(labels.array) if v != 0 and int(v) in classes]
     sampled = np.stack([sample_frame(labels, frame) for frame in frames])
     outside = [n for n, frame in enumerate(sampled) if np.any(frame < 0)]
     if outside:
         raise InputError(f"the labels (grid {labels.geometry.shape[::-1]} at {labels.geometry.origin}) do not cover "
                          f"{len(outside)} of the {len(frames)} frames of {where} (the first: frame {outside[0] + 1}); "
                          "write DICOM-SEG only for labels made from that series")
-    present = sorted(value for value in numbers_of if np.any(sampled == value))
+    present = [value for value in known if np.any(sampled == value)]
     if not present:
         raise InputError("no class is present in the labels; a DICOM-SEG needs at least one segment")
     colours = class_colors({v: classes[v] for v in present})
