@@ -2,25 +2,31 @@
 
 Recipe (the model card, src/mrseg/models/demo/MODEL_CARD.md, records each run's numbers):
 
-1. Synthetic training cases from the phantom engine at 6 mm (--spacing): generated subjects (thorax,
-   abdomen, pelvis and trunk fields of view, random orientations including oblique ones) and
-   syntheses from real 40-class label maps used as anatomy templates (--template, repeatable).
-   Contrasts: MR with random intensity per tissue (half the MR cases), MR physics sequences
-   (T1 in/opposed phase, Dixon water/fat, T2 HASTE/TSE) and CT (native, contrast).
-2. ``mrseg.training.build_dataset`` into an nnU-Net raw dataset.
-3. nnU-Net's default planner at that isotropic spacing with small features, then nnU-Net's trainer
+1. Domain-randomised synthetic training cases (``mrseg.phantom.randomization.random_case``):
+   MR with a random intensity per tissue, MR physics sequences at 1.5 or 3 T and CT; random
+   acquisition grids (in-plane 1.5-4 mm, slices 2.5-8 mm, axial, sagittal, coronal or oblique),
+   bias field, noise and gamma; random crops and thin slabs; generated subjects (thorax, abdomen,
+   pelvis, trunk) and syntheses from real 40-class label maps used as anatomy templates
+   (--template, repeatable). Keep the labels of the scans the model card scores on out of the
+   templates.
+2. ``mrseg.training.build_dataset`` into an nnU-Net raw dataset (every case stored in LPS).
+3. nnU-Net's default planner at an isotropic spacing (--spacing) with small features; nnU-Net
+   resamples each case from its own grid, as it does a real scan. Then nnU-Net's trainer
    (nnUNetTrainerNoMirroring, spatial augmentation on, mirroring off) on fold 0; the 20 %
    validation split gives nnU-Net's validation Dice.
 4. The checkpoint is stripped to what inference needs (no optimizer state) and copied with
    plans.json and dataset.json into OUT.
 
     python scripts/train_demo_model.py --work /tmp/demo --out src/mrseg/models/demo \\
-        --template ../shared/data/labels/example_ct__ref40.nii.gz --cases 120 --epochs 60
+        --template ../shared/data/labels/example_ct__ref40.nii.gz --cases 240 --epochs 60
 
-Fine-tuning a trained model on the same cases and plans (a fresh poly schedule from its weights):
+Fine-tuning a trained model on the cases and plans (a fresh poly schedule from its weights):
 
     python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --skip-planning \\
         --init-from src/mrseg/models/demo --epochs 40 --seed 1001 --out /tmp/demo_finetuned
+
+A run stopped (killed, out of time) continues from its last checkpoint (every --save-every
+epochs) with the same command plus ``--skip-synthesis --skip-planning --resume``.
 """
 
 from __future__ import annotations
@@ -31,50 +37,20 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
-MR_PHYSICS = ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse")
-CT_PHASES = ("native", "contrast")
-ORIENTATIONS = ("LPS", "RAS", "LAS", "PIL", "ASL", "oblique")
-
-
-def case_recipe(index: int, rng: np.random.Generator) -> dict:
-    """Modality, sequence, contrast mode, field of view and orientation of training case ``index``."""
-    roll = rng.random()
-    if roll < 0.4:
-        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), True
-    elif roll < 0.8:
-        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), False
-    else:
-        modality, sequence, random_contrast = "ct", str(rng.choice(CT_PHASES)), False
-    orientation = "LPS" if rng.random() < 0.5 else str(rng.choice(ORIENTATIONS))
-    fov = str(rng.choice(("thorax", "abdomen", "abdomen", "pelvis", "trunk")))
-    return {"modality": modality, "sequence": sequence, "random_contrast": random_contrast, "fov": fov,
-            "orientation": orientation}
-
-
-def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, template_share: float,
-               spacing: tuple[float, float, float]) -> None:
-    """Write ``count`` training cases into ``folder`` (``mrseg phantom``'s layout)."""
+def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, template_share: float) -> None:
+    """Write ``count`` domain-randomised training cases into ``folder`` (``mrseg phantom``'s layout)."""
     from mrseg.io import read_image
-    from mrseg.phantom.cases import make_case, write_case
+    from mrseg.phantom.cases import write_case
+    from mrseg.phantom.randomization import RandomizationRanges, random_case
 
-    rng = np.random.default_rng(seed)
-    labels = [(p, read_image(p)) for p in templates]
+    ranges = RandomizationRanges(template_share=template_share)
+    labels = [read_image(p) for p in templates]
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        recipe = case_recipe(i, rng)
-        use_template = labels and rng.random() < template_share
-        if use_template:
-            path, template = labels[int(rng.integers(len(labels)))]
-            case = make_case(seed=seed + i, modality=recipe["modality"], sequence=recipe["sequence"],
-                             random_contrast=recipe["random_contrast"], from_labels=template, source=str(path),
-                             spacing=spacing, orientation=recipe["orientation"])
-        else:
-            case = make_case(seed=seed + i, modality=recipe["modality"], sequence=recipe["sequence"],
-                             random_contrast=recipe["random_contrast"], fov=recipe["fov"], spacing=spacing,
-                             orientation=recipe["orientation"])
-        kind = "template" if use_template else recipe["fov"]
+        case = random_case(seed + i, ranges=ranges, templates=labels, template_names=[str(p) for p in templates])
+        recipe = case.metadata["randomization"]
+        kind = "template" if recipe["template"] is not None else recipe["fov"]
         write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{i:04d}")
 
 
@@ -107,7 +83,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where the stripped model folder goes")
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")
     parser.add_argument("--template-share", type=float, default=0.3, help="share of cases made from templates")
-    parser.add_argument("--cases", type=int, default=120)
+    parser.add_argument("--cases", type=int, default=240)
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -122,14 +98,15 @@ def main() -> None:
     parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
     parser.add_argument("--init-from", type=Path, help="start from this model's fold 0 (fine-tuning, same plans)")
     parser.add_argument("--skip-synthesis", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    parser.add_argument("--save-every", type=int, default=5, help="write the latest checkpoint every N epochs")
     args = parser.parse_args()
 
     started = time.time()
     cases_dir = args.work / "cases"
     if not args.skip_synthesis:
         shutil.rmtree(cases_dir, ignore_errors=True)
-        synthesise(cases_dir, args.cases, args.template, seed=args.seed, template_share=args.template_share,
-                   spacing=(args.spacing,) * 3)
+        synthesise(cases_dir, args.cases, args.template, seed=args.seed, template_share=args.template_share)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
     if not args.skip_planning:
@@ -141,7 +118,7 @@ def main() -> None:
         plan_and_preprocess(folders, 500, planning)
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
-                               save_every=10, seed=args.seed, initial_lr=args.lr,
+                               save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
                                augmentation_processes=args.augmentation_processes,
                                init_from=str(args.init_from) if args.init_from else None)
     model = train_fold(folders, 500, 0, training)

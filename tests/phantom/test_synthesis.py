@@ -488,3 +488,17 @@ def test_synthetic_t1_orders_organs_like_the_real_scan(real_mr):
     for a, b in pairs:
         assert (real_values[a] > real_values[b]) == (synthetic_values[a] > synthetic_values[b]), (
             a, b, real_values, synthetic_values)
+
+
+def test_random_contrast_gives_paired_tissues_one_intensity():
+    array = np.zeros((10, 40, 60), dtype=np.uint8)
+    array[1:9, 2:38, 2:58] = TISSUE_INDEX["subcutaneous_fat"]
+    array[3:7, 10:30, 6:26] = TISSUE_INDEX["right_kidney_cortex"]
+    array[3:7, 10:30, 34:54] = TISSUE_INDEX["left_kidney_cortex"]
+    tissues = Image.from_array(array, spacing=(2.0, 2.0, 4.0))
+    options = SynthesisOptions(random_contrast=True, **QUIET)
+    for seed in range(4):
+        image = synthesize(tissues, options, seed=seed)
+        right = image.array[deep(tissues, "right_kidney_cortex", 1)].mean()
+        left = image.array[deep(tissues, "left_kidney_cortex", 1)].mean()
+        assert left == pytest.approx(right, rel=0.05, abs=0.01 * MR_SCALE)

@@ -18,7 +18,8 @@ incidental magnetisation transfer (MT) in multi-slice imaging.
 * CT (``native``, ``contrast``): each tissue's Hounsfield units without and with portal-venous
   contrast.
 * Random contrast (``random_contrast=True``, MR only): every tissue gets a random mean and a
-  small random texture, the SynthSeg recipe for training contrast-agnostic models.
+  small random texture, the SynthSeg recipe for training contrast-agnostic models. The left and
+  right tissue of a pair (kidneys, lungs, femurs, muscles) share theirs, as in any real scan.
 
 Then, in acquisition order: partial volume (the signal integrated over each voxel with
 ``oversample`` sub-samples per axis and blurred by a Gaussian point-spread function whose FWHM
@@ -425,6 +426,12 @@ def bias_field(
     return np.exp(g, out=g)
 
 
+_PAIRED_TISSUES: tuple[tuple[int, int], ...] = tuple(
+    (t.index, TISSUE_INDEX["right_" + t.name[len("left_"):]])
+    for t in TISSUES if t.name.startswith("left_") and "right_" + t.name[len("left_"):] in TISSUE_INDEX
+)
+
+
 def _check_tissue_map(tissues: Image) -> np.ndarray:
     array = np.asarray(tissues.array)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
@@ -465,6 +472,8 @@ def synthesize(tissues: Image, options: SynthesisOptions, *, seed: int, oversamp
         means = rng.uniform(0.0, 1.0, len(TISSUES)) * MR_SCALE
         spreads = rng.uniform(0.005, 0.04, len(TISSUES)) * MR_SCALE
         means[TISSUE_INDEX["air"]] = spreads[TISSUE_INDEX["air"]] = 0.0  # outside the body stays dark
+        for left, right in _PAIRED_TISSUES:  # the two kidneys (lungs, femurs, ...) look alike in any scan
+            means[left], spreads[left] = means[right], spreads[right]
         texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape, dtype=np.float32), 1.0)
         texture *= np.float32(1.0 / max(float(texture.std()), 1e-6))
         volume = means.astype(np.float32)[labels] + spreads.astype(np.float32)[labels] * texture

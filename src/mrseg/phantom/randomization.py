@@ -1,0 +1,237 @@
+"""Domain randomisation: training cases whose contrast, grid, artefacts and field of view vary.
+
+A model trained on label maps whose appearance is drawn at random, rather than on one scanner's
+look, has to learn shapes and neighbourhoods, which transfer to real scans of any contrast (the
+SynthSeg approach). :func:`random_case` draws everything one training case needs from one seed:
+
+* contrast: MR with a random intensity per tissue (paired organs alike), MR physics sequences
+  at 1.5 or 3 T, or CT (native or contrast);
+* the acquisition grid: in-plane spacing, slice spacing and slice thickness, axis orientation
+  (axial, sagittal, coronal, flipped or oblique); nnU-Net's preprocessing later resamples it to
+  the model's spacing, exactly as it does a real scan;
+* artefacts: bias field amplitude, noise level, and an intensity gamma (MR);
+* the field of view: the generated subject's region, then often a random crop around an organ
+  and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
+* the anatomy: a generated subject, or one of the given 40-class label maps used as a template.
+
+:class:`RandomizationRanges` holds the ranges; every draw is recorded in the case's metadata
+(``metadata["randomization"]``), so a case can be remade from its sidecar.
+
+Example:
+    >>> case = random_case(seed=3)
+    >>> sorted(case.metadata["randomization"])[:3]
+    ['bias_field', 'crop', 'field_strength']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mrseg.errors import InputError
+from mrseg.io.image import Geometry, Image
+from mrseg.phantom.cases import OBLIQUE, PhantomCase
+
+MR_PHYSICS = ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse")
+CT_PHASES = ("native", "contrast")
+FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
+ORIENTATIONS = ("LPS", "RAS", "LAS", "PIL", "ASL", "RSP", OBLIQUE)  # axial, sagittal, coronal, tilted
+
+
+@dataclass(frozen=True)
+class RandomizationRanges:
+    """The ranges :func:`random_case` draws from (uniform unless said otherwise).
+
+    Attributes:
+        random_contrast_share: share of cases with a random intensity per tissue (MR).
+        ct_share: share of CT cases; the rest are MR physics sequences.
+        in_plane_spacing: mm, the grid's first two axes.
+        slice_spacing: mm, the grid's third axis (the slice direction).
+        slice_thickness: slice thickness as a multiple of the slice spacing (through-plane blur).
+        axial_share: share of axial LPS grids; the others draw from ``ORIENTATIONS``.
+        bias_field: MR bias field peak log-amplitude.
+        noise: MR noise sigma relative to the brightest tissue.
+        ct_noise_hu: CT noise sigma in HU.
+        gamma_log_sd: MR intensity gamma ``exp(N(0, sd))`` on the normalised image.
+        template_share: share of cases made from a label-map template, where templates are given.
+        crop_share: share of cases cropped to a random box around a foreground voxel.
+        crop_fraction: each axis of a crop keeps this fraction of the field of view.
+        slab_share: share of the cropped cases that become a slab along the slice axis.
+        slab_mm: thickness of such a slab.
+    """
+
+    random_contrast_share: float = 0.45
+    ct_share: float = 0.2
+    in_plane_spacing: tuple[float, float] = (1.5, 4.0)
+    slice_spacing: tuple[float, float] = (2.5, 8.0)
+    slice_thickness: tuple[float, float] = (1.0, 1.5)
+    axial_share: float = 0.5
+    bias_field: tuple[float, float] = (0.0, 0.6)
+    noise: tuple[float, float] = (0.005, 0.06)
+    ct_noise_hu: tuple[float, float] = (4.0, 25.0)
+    gamma_log_sd: float = 0.25
+    template_share: float = 0.3
+    crop_share: float = 0.5
+    crop_fraction: tuple[float, float] = (0.35, 1.0)
+    slab_share: float = 0.4
+    slab_mm: tuple[float, float] = (40.0, 120.0)
+
+    def __post_init__(self) -> None:
+        for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
+                     "slab_share"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
+        if self.random_contrast_share + self.ct_share > 1:
+            raise InputError(f"random_contrast_share + ct_share must be at most 1, got "
+                             f"{self.random_contrast_share} + {self.ct_share}")
+        for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
+                     "crop_fraction", "slab_mm"):
+            low, high = getattr(self, name)
+            if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
+                raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
+        for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "slab_mm"):
+            if getattr(self, name)[0] <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.crop_fraction[1] > 1:
+            raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
+        if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
+            raise InputError(f"gamma_log_sd must be >= 0, got {self.gamma_log_sd!r}")
+
+
+def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templates: int = 0) -> dict[str, Any]:
+    """One case's draws (JSON-able): contrast, grid, artefacts, field of view, anatomy source."""
+    roll = rng.random()
+    if roll < ranges.random_contrast_share:
+        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), True
+    elif roll < ranges.random_contrast_share + ranges.ct_share:
+        modality, sequence, random_contrast = "ct", str(rng.choice(CT_PHASES)), False
+    else:
+        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), False
+    in_plane = float(rng.uniform(*ranges.in_plane_spacing))
+    slice_spacing = float(rng.uniform(*ranges.slice_spacing))
+    orientation = "LPS" if rng.random() < ranges.axial_share else str(rng.choice(ORIENTATIONS))
+    template = int(rng.integers(templates)) if templates and rng.random() < ranges.template_share else None
+    crop = None
+    if rng.random() < ranges.crop_share:
+        crop = {"fraction": [float(f) for f in rng.uniform(*ranges.crop_fraction, size=3)],
+                "slab_mm": float(rng.uniform(*ranges.slab_mm)) if rng.random() < ranges.slab_share else None}
+    return {
+        "modality": modality,
+        "sequence": sequence,
+        "random_contrast": random_contrast,
+        "field_strength": float(rng.choice((1.5, 3.0))),
+        "spacing": [in_plane, in_plane, slice_spacing],
+        "slice_thickness": slice_spacing * float(rng.uniform(*ranges.slice_thickness)),
+        "orientation": orientation,
+        "fov": str(rng.choice(FIELDS_OF_VIEW)),
+        "template": template,
+        "bias_field": float(rng.uniform(*ranges.bias_field)),
+        "noise": float(rng.uniform(*ranges.noise)),
+        "ct_noise_hu": float(rng.uniform(*ranges.ct_noise_hu)),
+        "gamma": float(math.exp(rng.normal(0.0, ranges.gamma_log_sd))) if modality == "mr" else 1.0,
+        "crop": crop,
+    }
+
+
+def random_case(
+    seed: int,
+    *,
+    ranges: RandomizationRanges | None = None,
+    templates: Sequence[Image] = (),
+    template_names: Sequence[str] = (),
+) -> PhantomCase:
+    """A training case with randomised contrast, grid, artefacts and field of view.
+
+    Args:
+        seed: every draw (recipe, anatomy, synthesis, crop) follows from it.
+        ranges: what to draw from; default :class:`RandomizationRanges`'s.
+        templates: 40-class label maps to use as anatomy for ``ranges.template_share`` of the
+            cases (none: every case is a generated subject).
+        template_names: where each template came from, for the sidecar.
+
+    Returns:
+        The case, its labels on the image's grid, ``metadata["randomization"]`` its draws.
+    """
+    from mrseg.phantom.cases import make_case
+
+    ranges = ranges or RandomizationRanges()
+    rng = np.random.default_rng([seed, 0x5EED])  # a stream apart from make_case's own seed
+    recipe = draw_recipe(rng, ranges, templates=len(templates))
+    synthesis = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
+    if recipe["modality"] == "mr":
+        synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
+    else:
+        synthesis.update(ct_noise_hu=recipe["ct_noise_hu"])
+    common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
+              "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
+              "orientation": recipe["orientation"], **synthesis}
+    if recipe["template"] is not None:
+        index = recipe["template"]
+        source = template_names[index] if index < len(template_names) else f"template {index}"
+        case = make_case(from_labels=templates[index], source=source, **common)
+    else:
+        case = make_case(fov=recipe["fov"], **common)
+    image, labels = case.image, case.labels
+    if recipe["crop"] is not None:
+        box = crop_box(labels, rng, fraction=recipe["crop"]["fraction"], slab_mm=recipe["crop"]["slab_mm"])
+        image, labels = crop(image, box), crop(labels, box)
+        recipe["crop"]["box_zyx"] = [[s.start, s.stop] for s in box]
+    if recipe["gamma"] != 1.0:
+        image = apply_gamma(image, recipe["gamma"])
+    metadata = dict(case.metadata, randomization=recipe, ranges=asdict(ranges))
+    return PhantomCase(image, labels, metadata)
+
+
+def crop_box(
+    labels: Image,
+    rng: np.random.Generator,
+    *,
+    fraction: Sequence[float],
+    slab_mm: float | None = None,
+) -> tuple[slice, slice, slice]:
+    """A box (numpy order) around a random foreground voxel of ``labels``.
+
+    Each axis keeps ``fraction`` of its extent (ITK order x, y, z, like spacing); with
+    ``slab_mm`` the slice axis (numpy axis 0) keeps that thickness instead. The box lies inside
+    the grid and contains the chosen voxel, so every crop shows some anatomy.
+    """
+    shape = np.asarray(labels.geometry.shape)
+    extent = np.ceil(shape * np.asarray(fraction, dtype=float)[::-1]).astype(int)
+    if slab_mm is not None:
+        extent[0] = math.ceil(slab_mm / labels.geometry.spacing_zyx[0])
+    extent = np.clip(extent, 1, shape)
+    foreground = np.flatnonzero(np.asarray(labels.array) > 0)
+    flat = int(rng.choice(foreground)) if foreground.size else int(rng.integers(int(shape.prod())))
+    centre = np.asarray(np.unravel_index(flat, tuple(shape)))
+    start = np.clip(centre - rng.integers(0, extent), 0, shape - extent)
+    return tuple(slice(int(a), int(a + n)) for a, n in zip(start, extent))  # type: ignore[return-value]
+
+
+def crop(image: Image, box: tuple[slice, slice, slice]) -> Image:
+    """The part of ``image`` inside ``box`` (numpy order), at its place in the world."""
+    start_xyz = np.array([s.start or 0 for s in box][::-1], dtype=float)
+    origin = image.geometry.affine_lps @ np.append(start_xyz, 1.0)
+    array = np.ascontiguousarray(image.array[box])
+    return Image(array, Geometry(
+        shape=tuple(int(n) for n in array.shape),  # type: ignore[arg-type]
+        spacing=image.geometry.spacing,
+        origin=tuple(float(o) for o in origin[:3]),  # type: ignore[arg-type]
+        direction=image.geometry.direction,
+    ))
+
+
+def apply_gamma(image: Image, gamma: float) -> Image:
+    """``peak * (image / peak) ** gamma`` with ``peak`` the 99.9th percentile: MR contrast bent, range kept."""
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise InputError(f"gamma must be a positive number, got {gamma!r}")
+    array = np.asarray(image.array, dtype=np.float32)
+    peak = float(np.percentile(array, 99.9)) if array.size else 0.0
+    if peak <= 0:
+        return image
+    scaled = np.clip(array / np.float32(peak), 0.0, None) ** np.float32(gamma)
+    return image.with_array((scaled * np.float32(peak)).astype(np.float32))

@@ -1,0 +1,104 @@
+"""Domain-randomised training cases: draws recorded, reproducible, crops in place, gamma."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrseg.errors import InputError
+from mrseg.io.image import Image
+from mrseg.io.resample import resample_labels
+from mrseg.phantom.cases import make_case
+from mrseg.phantom.randomization import (
+    RandomizationRanges,
+    apply_gamma,
+    crop,
+    crop_box,
+    draw_recipe,
+    random_case,
+)
+
+COARSE = RandomizationRanges(in_plane_spacing=(5.0, 6.0), slice_spacing=(6.0, 8.0))
+
+
+def test_a_seed_makes_the_same_case_and_records_its_draws():
+    a, b = random_case(7, ranges=COARSE), random_case(7, ranges=COARSE)
+    np.testing.assert_array_equal(a.image.array, b.image.array)
+    np.testing.assert_array_equal(a.labels.array, b.labels.array)
+    assert a.image.geometry == a.labels.geometry
+    recipe = a.metadata["randomization"]
+    assert {"modality", "sequence", "spacing", "orientation", "crop", "gamma", "bias_field"} <= set(recipe)
+    assert a.image.geometry.spacing == pytest.approx(recipe["spacing"])
+    other = random_case(8, ranges=COARSE)
+    assert other.metadata["randomization"] != recipe
+    assert other.image.array.shape != a.image.array.shape or not np.array_equal(other.image.array, a.image.array)
+
+
+def test_draws_cover_the_ranges():
+    rng = np.random.default_rng(0)
+    recipes = [draw_recipe(rng, RandomizationRanges(), templates=2) for _ in range(400)]
+    modalities = [r["modality"] for r in recipes]
+    assert 0.12 < modalities.count("ct") / 400 < 0.28
+    assert 0.35 < sum(r["random_contrast"] for r in recipes) / 400 < 0.55
+    assert {r["orientation"] for r in recipes} >= {"LPS", "RAS", "PIL", "ASL", "oblique"}
+    assert all(1.5 <= r["spacing"][0] == r["spacing"][1] <= 4.0 for r in recipes)
+    assert all(r["spacing"][2] <= r["slice_thickness"] <= 1.5 * r["spacing"][2] for r in recipes)
+    assert {r["template"] for r in recipes} == {None, 0, 1}
+    slabs = [r["crop"]["slab_mm"] for r in recipes if r["crop"] and r["crop"]["slab_mm"]]
+    assert slabs and all(40 <= s <= 120 for s in slabs)
+    assert all(r["gamma"] == 1.0 for r in recipes if r["modality"] == "ct")
+
+
+def test_template_cases_keep_the_template_anatomy():
+    ranges = RandomizationRanges(template_share=1.0, crop_share=0.0, in_plane_spacing=(4.0, 4.0),
+                                 slice_spacing=(4.0, 4.0))
+    labels = make_case(seed=2, fov="abdomen", spacing=(4.0, 4.0, 4.0)).labels
+    case = random_case(3, ranges=ranges, templates=[labels], template_names=["abdomen phantom"])
+    assert case.metadata["source"] == "abdomen phantom"
+    for label in (1, 2, 3, 5):  # spleen, both kidneys, liver: same volume within 15 %
+        before = (labels.array == label).sum() * np.prod(labels.geometry.spacing)
+        after = (case.labels.array == label).sum() * np.prod(case.labels.geometry.spacing)
+        assert after == pytest.approx(before, rel=0.15)
+
+
+def test_crop_keeps_every_voxel_at_its_world_position():
+    full = make_case(seed=4, fov="abdomen", spacing=(3.0, 4.0, 5.0), orientation="oblique").labels
+    box = (slice(3, 9), slice(5, 30), slice(2, 20))
+    part = crop(full, box)
+    np.testing.assert_array_equal(part.array, full.array[box])
+    np.testing.assert_array_equal(resample_labels(full, part.geometry).array, part.array)
+
+
+def test_crop_box_holds_anatomy_and_a_slab_has_its_thickness():
+    labels = make_case(seed=5, fov="trunk", spacing=(4.0, 4.0, 5.0)).labels
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        box = crop_box(labels, rng, fraction=(0.4, 0.5, 1.0), slab_mm=50.0)
+        assert box[0].stop - box[0].start == 10  # 50 mm of 5 mm slices
+        assert box[1].stop - box[1].start == int(np.ceil(labels.array.shape[1] * 0.5))
+        assert all(0 <= s.start < s.stop <= n for s, n in zip(box, labels.array.shape))
+        assert labels.array[box].any()
+
+
+def test_gamma_bends_contrast_and_keeps_the_range():
+    image = Image.from_array(np.linspace(0, 100, 1000, dtype=np.float32).reshape(10, 10, 10))
+    bent = apply_gamma(image, 2.0).array
+    peak = np.percentile(image.array, 99.9)
+    assert bent.max() == pytest.approx(image.array.max() ** 2 / peak, rel=1e-4)
+    assert bent[5, 0, 0] < image.array[5, 0, 0] and np.all(np.diff(bent.ravel()) >= 0)
+    np.testing.assert_array_equal(apply_gamma(Image.from_array(np.zeros((2, 2, 2), np.float32)), 2.0).array, 0)
+    with pytest.raises(InputError, match="gamma must be a positive number"):
+        apply_gamma(image, 0.0)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"ct_share": 1.5}, "ct_share is a share"),
+    ({"random_contrast_share": 0.7, "ct_share": 0.5}, "at most 1"),
+    ({"noise": (0.1, 0.01)}, "noise must be a range"),
+    ({"slab_mm": (0.0, 10.0)}, "slab_mm must be positive"),
+    ({"crop_fraction": (0.5, 1.2)}, "crop_fraction is a fraction"),
+    ({"gamma_log_sd": -1.0}, "gamma_log_sd must be"),
+])
+def test_ranges_are_checked(changes, message):
+    with pytest.raises(InputError, match=message):
+        RandomizationRanges(**changes)
