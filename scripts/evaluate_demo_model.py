@@ -1,9 +1,11 @@
 """Measure the demo model for its model card: per-class Dice on held-out phantoms and real scans.
 
 Held-out phantoms: generated subjects with seeds the training never used (training seeds start
-at 1000), at 3 mm, one set per contrast: CT, T1 in phase, T1 opposed phase, T2 (HASTE),
-Dixon water, Dixon fat. Real scans (../shared/data): mr/example_mr_sm and ct/example_ct against
-their 40-class references, and the aorta of ct/thorax_cta against its binary mask.
+at 1000), at 3 mm, one set per contrast: CT native and contrast, T1 in phase, T1 opposed phase, T2 HASTE,
+T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data): mr/example_mr_sm and ct/example_ct
+against their 40-class references (TotalSegmentator's predictions, remapped), and the aorta and
+heart of ct/thorax_cta against their binary masks (the heart mask lies on another grid and is
+resampled onto the CTA's).
 
     python scripts/evaluate_demo_model.py [--model demo] [--cases 3] [--data ../shared/data] [--json out.json]
 """
@@ -16,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-CONTRASTS = (("ct", "contrast"), ("mr", "t1_in"), ("mr", "t1_opp"), ("mr", "t2_haste"), ("mr", "dixon_water"),
-             ("mr", "dixon_fat"))
+CONTRASTS = (("ct", "native"), ("ct", "contrast"), ("mr", "t1_in"), ("mr", "t1_opp"), ("mr", "t2_haste"),
+             ("mr", "t2_tse"), ("mr", "dixon_water"), ("mr", "dixon_fat"))
 HELD_OUT_SEEDS = 90_000
 
 
 def main() -> None:
     from mrseg.classes import BASE
     from mrseg.demo import per_class_dice
+    from mrseg.evaluation.metrics import dice
     from mrseg.inference.segmenter import Segmenter
     from mrseg.io import read_image
+    from mrseg.io.resample import resample_labels
     from mrseg.model.store import resolve_model_folder
     from mrseg.phantom.cases import make_case
 
@@ -49,18 +53,24 @@ def main() -> None:
                 scores.setdefault(name, []).append(value)
         results[f"phantom {modality} {sequence}"] = {k: float(np.mean(v)) for k, v in scores.items()}
 
-    real = [("mr/example_mr_sm.nii.gz", "labels/example_mr_sm__ref40.nii.gz", None),
-            ("ct/example_ct.nii.gz", "labels/example_ct__ref40.nii.gz", None),
-            ("ct/thorax_cta.nii.gz", "labels/thorax_cta__aorta_binary.nii.gz", "aorta")]
-    for image, labels, only in real:
+    real = {"mr/example_mr_sm.nii.gz": [("labels/example_mr_sm__ref40.nii.gz", None)],
+            "ct/example_ct.nii.gz": [("labels/example_ct__ref40.nii.gz", None)],
+            "ct/thorax_cta.nii.gz": [("labels/thorax_cta__aorta_binary.nii.gz", "aorta"),
+                                     ("labels/thorax_cta__heart_binary_othergrid.nii.gz", "heart")]}
+    for image, references in real.items():
         if not (args.data / image).is_file():
             print(f"skipped {image}: {args.data} is absent")
             continue
-        predicted = segmenter.run(read_image(args.data / image)).labels.array
-        truth = read_image(args.data / labels).array
-        if only is not None:
-            truth = np.where(truth > 0, BASE.index_of(only), 0)  # a binary mask of one class
-        results[f"real {image}"] = per_class_dice(predicted, truth)
+        scan = read_image(args.data / image)
+        predicted = segmenter.run(scan).labels.array
+        scores = {}
+        for labels, only in references:
+            truth = resample_labels(read_image(args.data / labels), scan.geometry).array  # same grid: unchanged
+            if only is None:
+                scores.update(per_class_dice(predicted, truth))
+            else:  # a binary mask of one class: score that class alone
+                scores[only] = float(dice(predicted == BASE.index_of(only), truth > 0))
+        results[f"real {image}"] = scores
 
     for name, scores in results.items():
         mean = float(np.mean(list(scores.values()))) if scores else float("nan")

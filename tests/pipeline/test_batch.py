@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from mrseg.io import read_image
+from mrseg.io.locks import FileLock
 from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, clean_output_folder, load, run_batch
-from mrseg.pipeline.locks import CaseLock
 from mrseg.pipeline.staging import new_staging
 
 
@@ -43,7 +43,7 @@ def test_cleaning_a_folder_keeps_what_a_live_run_holds(tmp_path):
     dead = new_staging(spec.staging_dir("dead"))
     (dead / "dead_seg.nii.gz").write_bytes(b"half")
     live = new_staging(spec.staging_dir("live"))
-    lock = CaseLock(spec.lock_path("live"))
+    lock = FileLock(spec.lock_path("live"))
     assert lock.acquire()
     try:
         clean_output_folder(out)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mrseg.io import read_image
+from mrseg.io.locks import FileLock
 from mrseg.pipeline import CaseBusy, CaseSpec, ModelSpec, OutputSpec, load, process_case
-from mrseg.pipeline.locks import CaseLock
 
 
 def test_a_finished_case_is_skipped_and_extras_are_made_from_its_labels(model, case, tmp_path):
@@ -77,7 +77,7 @@ def test_a_bad_input_fails_and_writes_nothing(model, tmp_path):
 
 def test_a_case_held_by_another_run_is_busy(model, case, tmp_path):
     spec = OutputSpec(tmp_path / "out")
-    other = CaseLock(spec.lock_path(case.name))
+    other = FileLock(spec.lock_path(case.name))
     assert other.acquire()
     try:
         with pytest.raises(CaseBusy, match=r"scan.mha: being segmented by pid \d+ on "):

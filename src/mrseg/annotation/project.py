@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
-from mrseg.pipeline.locks import CaseLock
+from mrseg.io.locks import FileLock
 
 PROJECT_FILE = "project.json"
 STATUSES = ("new", "draft", "in_correction", "accepted", "rejected")
@@ -168,13 +168,8 @@ class Project:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the project's lock (waiting for another command to finish)."""
-        lock = CaseLock(self.folder / ".lock")
-        while not lock.acquire():
-            time.sleep(0.2)
-        try:
+        with FileLock(self.folder / ".lock").hold(poll_s=0.2):
             yield
-        finally:
-            lock.release()
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[ProjectState]:

@@ -43,9 +43,9 @@ from mrseg.annotation.project import (
 )
 from mrseg.errors import InputError, MrsegError
 from mrseg.io.files import read_image, write_bytes_atomic, write_image
+from mrseg.io.locks import FileLock
 from mrseg.io.paths import case_name
 from mrseg.pipeline import CaseSpec, ModelSpec, OutputSpec, collect_cases
-from mrseg.pipeline.locks import CaseLock
 from mrseg.report.records import read_case_record
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ def _exclusive(project: Project, job: str) -> Iterator[None]:
     """One ``next`` (or one ``retrain``) per project at a time; the kernel frees the lock when its
     holder dies, so a killed command never blocks the next one."""
     project.folder.mkdir(parents=True, exist_ok=True)
-    lock = CaseLock(project.folder / f".{job}.lock")
+    lock = FileLock(project.folder / f".{job}.lock")
     if not lock.acquire():
         owner = lock.owner()
         raise InputError(f"{project.folder}: another {job} is running{' (' + owner.describe() + ')' if owner else ''}"

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from mrseg.errors import MrsegError
 from mrseg.io.files import write_bytes_atomic
 from mrseg.io.image import Image
+from mrseg.io.locks import FileLock
 from mrseg.pipeline.case import (
     CaseBusy,
     CaseOutcome,
@@ -28,7 +29,6 @@ from mrseg.pipeline.case import (
     process_case,
 )
 from mrseg.pipeline.cases import CaseSpec
-from mrseg.pipeline.locks import CaseLock
 from mrseg.pipeline.models import LoadedModel
 from mrseg.pipeline.outputs import WORK_FOLDER, OutputSpec
 from mrseg.pipeline.staging import recover, remove_empty_work_folder
@@ -140,7 +140,7 @@ def clean_output_folder(out_dir: Path) -> None:
     staging_root = work / "staging"
     if staging_root.is_dir():
         for staging in sorted(p for p in staging_root.iterdir() if p.is_dir()):
-            lock = CaseLock(work / "locks" / f"{staging.name}.lock")
+            lock = FileLock(work / "locks" / f"{staging.name}.lock")
             if not lock.acquire():
                 continue  # a live run is writing it
             try:

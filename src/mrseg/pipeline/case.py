@@ -31,9 +31,9 @@ from mrseg.io.dicom import DicomSeries, select_series
 from mrseg.io.dicom_seg import write_dicom_seg
 from mrseg.io.files import read_image, read_series, write_bytes_atomic, write_image
 from mrseg.io.image import Image
+from mrseg.io.locks import FileLock, LockOwner
 from mrseg.io.paths import LABEL_MAP_DESCRIPTION
 from mrseg.pipeline.cases import CaseSpec
-from mrseg.pipeline.locks import CaseLock, LockOwner
 from mrseg.pipeline.outputs import OutputSpec
 from mrseg.pipeline.staging import commit, new_staging, recover, remove_empty_work_folder
 from mrseg.postprocess import combine_label_maps, select_classes, write_class_masks
@@ -144,7 +144,7 @@ def process_case(
     Raises:
         CaseBusy: another live process holds the case and ``wait`` is False.
     """
-    lock = CaseLock(outputs.lock_path(case.name))
+    lock = FileLock(outputs.lock_path(case.name))
     while not lock.acquire():
         if not wait:
             raise CaseBusy(case, lock.owner())

@@ -5,7 +5,7 @@ under their final names), then its record. Only then are they moved into ``OUTDI
 first and the record last. The record's presence in a staging folder therefore means "staging
 was complete": a process killed during the moves leaves a staging folder that the next run rolls
 forward (finishes the moves); one killed before the record was staged leaves a folder the next
-run deletes. Whoever holds the case's lock (:mod:`mrseg.pipeline.locks`) is the only writer, so
+run deletes. Whoever holds the case's lock (:mod:`mrseg.io.locks`) is the only writer, so
 anything in that case's staging folder belongs to a dead run.
 """
 

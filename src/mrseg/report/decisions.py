@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from mrseg.errors import InputError
 from mrseg.io.files import write_bytes_atomic
+from mrseg.io.locks import FileLock
 
 REVIEW_FILE = "review.csv"
 COLUMNS = ("case", "decision", "note", "time", "reviewer")
@@ -88,12 +87,6 @@ class DecisionTable:
             write_bytes_atomic(self.path, buffer.getvalue())
         return made
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[FileLock]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.folder / ".review.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(handle)  # closing frees the lock, as the kernel does when a holder dies
+        return FileLock(self.folder / ".review.lock").hold()

@@ -1,6 +1,7 @@
-"""Per-case locks, so two runs into one output folder never work on the same case at once.
+"""File locks, so two processes never work on the same case, project or table at once.
 
-A lock is a file ``OUTDIR/.mrseg/locks/<name>_<postfix>.lock`` holding its owner's pid, host and
+Cases of an output folder, an annotation project's state and a review table each have one.
+A case's lock is a file ``OUTDIR/.mrseg/locks/<name>_<postfix>.lock`` holding its owner's pid, host and
 start time, with an exclusive ``flock`` held on it while the case runs. The kernel drops the
 ``flock`` when the owner dies, however it dies (``kill -9`` included), so a lock left by a dead
 process is simply taken over: no guessing from pids or ages. On file systems where ``flock`` is
@@ -9,13 +10,14 @@ not available the pid and host in the file decide (a lock of this host whose pid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 try:
     import fcntl
@@ -48,14 +50,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class CaseLock:
-    """An exclusive lock on one case of one output folder.
+class FileLock:
+    """An exclusive lock held through a file (one case, one project, one table).
 
     Example:
-        >>> lock = CaseLock(Path("out/.mrseg/locks/scan_seg.lock"))  # doctest: +SKIP
+        >>> lock = FileLock(Path("out/.mrseg/locks/scan_seg.lock"))  # doctest: +SKIP
         >>> if lock.acquire():  # doctest: +SKIP
         ...     try: ...
         ...     finally: lock.release()
+        >>> with FileLock(Path("project/.lock")).hold():  # doctest: +SKIP
+        ...     ...  # waits for the holder, then has the lock to itself
     """
 
     def __init__(self, path: Path) -> None:
@@ -96,6 +100,16 @@ class CaseLock:
         self._fd = fd
         return True
 
+    @contextlib.contextmanager
+    def hold(self, *, poll_s: float = 0.05) -> Iterator[FileLock]:
+        """Wait until the lock is free, hold it for the block, then give it up."""
+        while not self.acquire():
+            time.sleep(poll_s)
+        try:
+            yield self
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Give the lock up and remove its file."""
         if self._fd is None:
@@ -129,7 +143,7 @@ class CaseLock:
             return True
         return False
 
-    def __enter__(self) -> CaseLock:
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,4 +155,4 @@ def _owner_json() -> str:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
 
 
-__all__ = ["CaseLock", "LockOwner", "pid_alive"]
+__all__ = ["FileLock", "LockOwner", "pid_alive"]
