@@ -115,7 +115,7 @@ def main() -> None:
                                max_features=args.max_features, batch_size=args.batch_size,
                                patch_size=tuple(args.patch_size) if args.patch_size else None, processes=2)
     if not args.skip_planning:
-        plan_and_preprocess(folders, 500, planning)
+        plan_and_preprocess(folders, 500, planning, transfer_from=args.init_from)  # its network, so it fits
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
