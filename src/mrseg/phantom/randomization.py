@@ -20,7 +20,7 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 Example:
     >>> case = random_case(seed=3)
     >>> sorted(case.metadata["randomization"])[:3]
-    ['bias_field', 'crop', 'field_strength']
+    ['bias_field', 'crop', 'ct_noise_hu']
 """
 
 from __future__ import annotations
