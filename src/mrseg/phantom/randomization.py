@@ -34,10 +34,9 @@ import numpy as np
 
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
-from mrseg.phantom.cases import OBLIQUE, PhantomCase
+from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
+from mrseg.phantom.synthesis import SEQUENCES
 
-MR_PHYSICS = ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse")
-CT_PHASES = ("native", "contrast")
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
 ORIENTATIONS = ("LPS", "RAS", "LAS", "PIL", "ASL", "RSP", OBLIQUE)  # axial, sagittal, coronal, tilted
 
@@ -107,11 +106,11 @@ def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templa
     """One case's draws (JSON-able): contrast, grid, artefacts, field of view, anatomy source."""
     roll = rng.random()
     if roll < ranges.random_contrast_share:
-        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), True
+        modality, sequence, random_contrast = "mr", str(rng.choice(SEQUENCES["mr"])), True
     elif roll < ranges.random_contrast_share + ranges.ct_share:
-        modality, sequence, random_contrast = "ct", str(rng.choice(CT_PHASES)), False
+        modality, sequence, random_contrast = "ct", str(rng.choice(SEQUENCES["ct"])), False
     else:
-        modality, sequence, random_contrast = "mr", str(rng.choice(MR_PHYSICS)), False
+        modality, sequence, random_contrast = "mr", str(rng.choice(SEQUENCES["mr"])), False
     in_plane = float(rng.uniform(*ranges.in_plane_spacing))
     slice_spacing = float(rng.uniform(*ranges.slice_spacing))
     orientation = "LPS" if rng.random() < ranges.axial_share else str(rng.choice(ORIENTATIONS))
@@ -157,8 +156,6 @@ def random_case(
     Returns:
         The case, its labels on the image's grid, ``metadata["randomization"]`` its draws.
     """
-    from mrseg.phantom.cases import make_case
-
     ranges = ranges or RandomizationRanges()
     rng = np.random.default_rng([seed, 0x5EED])  # a stream apart from make_case's own seed
     recipe = draw_recipe(rng, ranges, templates=len(templates))

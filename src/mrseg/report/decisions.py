@@ -88,5 +88,4 @@ class DecisionTable:
         return made
 
     def _locked(self) -> contextlib.AbstractContextManager[FileLock]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.folder / ".review.lock").hold()
+        return FileLock(self.folder / ".review.lock").hold()  # acquiring makes the folder
