@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Image
 from mrseg.io.resample import resample_labels
@@ -18,7 +20,8 @@ from mrseg.phantom.randomization import (
     random_case,
 )
 
-COARSE = RandomizationRanges(in_plane_spacing=(5.0, 6.0), slice_spacing=(6.0, 8.0))
+COARSE_FIELDS = {"in_plane_spacing": (5.0, 6.0), "slice_spacing": (6.0, 8.0)}
+COARSE = RandomizationRanges(**COARSE_FIELDS)
 
 
 def test_a_seed_makes_the_same_case_and_records_its_draws():
@@ -50,7 +53,7 @@ def test_draws_cover_the_ranges():
 
 
 def test_template_cases_keep_the_template_anatomy():
-    ranges = RandomizationRanges(template_share=1.0, crop_share=0.0, in_plane_spacing=(4.0, 4.0),
+    ranges = RandomizationRanges(template_share=1.0, crop_share=0.0, removal_share=0.0, in_plane_spacing=(4.0, 4.0),
                                  slice_spacing=(4.0, 4.0))
     labels = make_case(seed=2, fov="abdomen", spacing=(4.0, 4.0, 4.0)).labels
     case = random_case(3, ranges=ranges, templates=[labels], template_names=["abdomen phantom"])
@@ -98,7 +101,32 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"slab_mm": (0.0, 10.0)}, "slab_mm must be positive"),
     ({"crop_fraction": (0.5, 1.2)}, "crop_fraction is a fraction"),
     ({"gamma_log_sd": -1.0}, "gamma_log_sd must be"),
+    ({"removable": ("livr",)}, "unknown class 'livr'"),
+    ({"removal_share": 0.2, "removable": ()}, "needs at least one removable class"),
 ])
 def test_ranges_are_checked(changes, message):
     with pytest.raises(InputError, match=message):
         RandomizationRanges(**changes)
+
+
+def test_a_removed_organ_leaves_fat_in_its_place_and_no_label():
+    ranges = RandomizationRanges(removal_share=1.0, removable=("spleen",), crop_share=0.0, random_contrast_share=0.0,
+                                 ct_share=1.0, in_plane_spacing=(4.0, 4.0), slice_spacing=(4.0, 4.0), axial_share=1.0)
+    with_organ = random_case(5, ranges=RandomizationRanges(**{**ranges.__dict__, "removal_share": 0.0}))
+    without = random_case(5, ranges=ranges)
+    assert without.metadata["randomization"]["removed"] == ["spleen"] and without.metadata["removed"] == ["spleen"]
+    assert with_organ.metadata["randomization"]["removed"] == []
+    spleen = with_organ.labels.array == BASE.index_of("spleen")
+    assert spleen.sum() > 100 and not (without.labels.array == BASE.index_of("spleen")).any()
+    np.testing.assert_array_equal(without.labels.array[~spleen], with_organ.labels.array[~spleen])
+    core = ndimage.binary_erosion(spleen, iterations=2)
+    assert np.median(with_organ.image.array[core]) > 20  # spleen, native CT about 50 HU
+    assert np.median(without.image.array[core]) < -50  # fat, about -95 HU
+
+
+def test_organ_removal_draws_leave_the_other_draws_as_they_were():
+    share = [random_case(seed, ranges=RandomizationRanges(removal_share=s, **COARSE_FIELDS)).metadata["randomization"]
+             for seed in (11, 12) for s in (0.0, 1.0)]
+    for kept, removed in (share[:2], share[2:]):
+        assert kept["removed"] == [] and len(removed["removed"]) == 1
+        assert {k: v for k, v in kept.items() if k != "removed"} == {k: v for k, v in removed.items() if k != "removed"}

@@ -337,8 +337,8 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         _announce(on_step, f"training from model v{source.version}")
         trained = train_fold(folders, DATASET_ID, "all", options)
         staging = models / f".v{number}.part"
-        shutil.copytree(trained, staging, ignore=shutil.ignore_patterns("*.png", "debug.json", "*.txt",
-                                                                      "checkpoint_latest.pth", "checkpoint_best.pth"))
+        leave_out = ("*.png", "debug.json", "*.txt", "checkpoint_latest.pth", "checkpoint_best.pth", ".*.part")
+        shutil.copytree(trained, staging, ignore=shutil.ignore_patterns(*leave_out))
         os.replace(staging, models / f"v{number}")
         version = ModelVersion(number, str((models / f"v{number}").resolve()), now(), len(accepted), "all",
                                round(time.perf_counter() - clock, 1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def make_case(
     random_contrast: bool = False,
     from_labels: Image | None = None,
     source: str | None = None,
+    remove: Sequence[str] = (),
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -95,12 +97,14 @@ def make_case(
         random_contrast: random intensity per tissue (training mode) instead of physics.
         from_labels: a 40-class label map to synthesise from instead of a generated subject.
         source: where ``from_labels`` came from, for the sidecar.
+        remove: classes to leave out of the anatomy, their place filled with fat (postoperative
+            anatomy, see :func:`~mrseg.phantom.tissues.without_classes`).
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
-    from mrseg.phantom.tissues import to_classes
+    from mrseg.phantom.tissues import to_classes, without_classes
 
     if modality not in SEQUENCES:
         raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {modality!r}")
@@ -132,6 +136,9 @@ def make_case(
             )
             tissues = resample_labels(tissues, grid)
         metadata.update(source=source or "labels")
+    if remove:
+        tissues = tissues.with_array(without_classes(np.asarray(tissues.array), remove))
+        metadata.update(removed=list(remove))
 
     options = SynthesisOptions(modality=modality, sequence=sequence, random_contrast=random_contrast, **synthesis)
     image = synthesize(tissues, options, seed=seed)

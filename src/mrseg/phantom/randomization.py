@@ -12,7 +12,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * artefacts: bias field amplitude, noise level, and an intensity gamma (MR);
 * the field of view: the generated subject's region, then often a random crop around an organ
   and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
-* the anatomy: a generated subject, or one of the given 40-class label maps used as a template.
+* the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
+  sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
+  so that the model learns to see an organ rather than to label the place where it usually lies.
 
 :class:`RandomizationRanges` holds the ranges; every draw is recorded in the case's metadata
 (``metadata["randomization"]``), so a case can be remade from its sidecar.
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
@@ -61,6 +64,8 @@ class RandomizationRanges:
         crop_fraction: each axis of a crop keeps this fraction of the field of view.
         slab_share: share of the cropped cases that become a slab along the slice axis.
         slab_mm: thickness of such a slab.
+        removal_share: share of cases with one organ removed, drawn from ``removable``.
+        removable: the classes that may be removed.
     """
 
     random_contrast_share: float = 0.45
@@ -78,10 +83,12 @@ class RandomizationRanges:
     crop_fraction: tuple[float, float] = (0.35, 1.0)
     slab_share: float = 0.4
     slab_mm: tuple[float, float] = (40.0, 120.0)
+    removal_share: float = 0.15
+    removable: tuple[str, ...] = ("spleen", "right_kidney", "left_kidney", "gallbladder", "liver")
 
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
-                     "slab_share"):
+                     "slab_share", "removal_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -100,6 +107,10 @@ class RandomizationRanges:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
             raise InputError(f"gamma_log_sd must be >= 0, got {self.gamma_log_sd!r}")
+        for name in self.removable:
+            BASE.index_of(name)  # an unknown class raises, with suggestions
+        if self.removal_share > 0 and not self.removable:
+            raise InputError("removal_share > 0 needs at least one removable class")
 
 
 def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templates: int = 0) -> dict[str, Any]:
@@ -159,6 +170,10 @@ def random_case(
     ranges = ranges or RandomizationRanges()
     rng = np.random.default_rng([seed, 0x5EED])  # a stream apart from make_case's own seed
     recipe = draw_recipe(rng, ranges, templates=len(templates))
+    # the anatomy edits draw from a stream of their own: adding them left every other draw as it was
+    edits = np.random.default_rng([seed, 0x5EED, 1])
+    removed = [str(edits.choice(ranges.removable))] if edits.random() < ranges.removal_share else []
+    recipe["removed"] = removed
     synthesis = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
@@ -166,7 +181,7 @@ def random_case(
         synthesis.update(ct_noise_hu=recipe["ct_noise_hu"])
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
-              "orientation": recipe["orientation"], **synthesis}
+              "orientation": recipe["orientation"], "remove": removed, **synthesis}
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"

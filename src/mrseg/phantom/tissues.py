@@ -12,11 +12,13 @@ They give realistic contrast, not quantitative accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from mrseg.classes import BASE
+from mrseg.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -143,3 +145,20 @@ def tissue_property(name: str) -> np.ndarray:
 def to_classes(tissue_map: np.ndarray) -> np.ndarray:
     """The 40-class label map of a tissue map."""
     return tissue_to_class_lut()[tissue_map]
+
+
+def without_classes(tissue_map: np.ndarray, class_names: Iterable[str], *, fill: str = "visceral_fat") -> np.ndarray:
+    """The tissue map with every tissue of ``class_names`` replaced by ``fill``: organs removed.
+
+    Postoperative anatomy (nephrectomy, splenectomy, cholecystectomy): the organ's place holds
+    fat, and its label becomes 0. A model trained with such cases has to see an organ to label
+    it, rather than label the place where the organ usually lies.
+    """
+    if fill not in TISSUE_INDEX:
+        raise InputError(f"fill must be a tissue of the catalogue, got {fill!r}")
+    removed = {BASE.index_of(name) for name in class_names}
+    lut = np.arange(len(TISSUES), dtype=tissue_map.dtype)
+    for tissue in TISSUES:
+        if tissue.class_name is not None and tissue.class_index in removed:
+            lut[tissue.index] = TISSUE_INDEX[fill]
+    return lut[tissue_map]

@@ -92,6 +92,32 @@ def _trainer_class(name: str) -> Any:
     return nnUNetTrainer
 
 
+def _save_checkpoints_whole(trainer: Any) -> None:
+    """Make ``trainer`` write each checkpoint beside its name, then rename it into place.
+
+    nnU-Net writes ``checkpoint_latest.pth`` in place; a kill during that write would leave a
+    truncated file that no resume can load, and a reader (a monitor, a test) could load half a file.
+    """
+    import os
+    import tempfile
+
+    write = trainer.save_checkpoint
+
+    def save_checkpoint(filename: str) -> None:
+        target = Path(filename)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(handle)
+        try:
+            write(temporary)
+            if os.path.getsize(temporary):  # nothing written: checkpointing disabled, or not rank 0
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, target)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+    trainer.save_checkpoint = save_checkpoint
+
+
 def _seed(seed: int | None) -> None:
     if seed is None:
         return
@@ -134,6 +160,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.num_val_iterations_per_epoch = options.val_iterations_per_epoch
     trainer.initial_lr = options.initial_lr
     trainer.save_every = options.save_every
+    _save_checkpoints_whole(trainer)
     notes: list[str] = []
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
