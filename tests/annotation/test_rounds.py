@@ -155,7 +155,9 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert [m.version for m in Project(project).read().models] == [0]
     assert not (project / "models").exists() or not any((project / "models").iterdir())
 
-    ok("annotate", "retrain", str(project), *QUICK)
+    again = run_mrseg("annotate", "retrain", str(project), *QUICK, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "planning and preprocessing" not in again.stderr and "reused" in again.stderr  # it was whole: kept
     state = Project(project).read()
     assert [m.version for m in state.models] == [0, 1]
     assert sorted(p.name for p in (project / "models").iterdir()) == ["v1"]

@@ -176,9 +176,11 @@ def test_training_a_dataset_that_does_not_exist_says_so(tmp_path):
 def test_too_few_cases_for_five_folds_is_explained(trained, phantom_folder):
     folders, _ = trained
     build_dataset(cases_from_folder(phantom_folder)[:3], folders.raw, dataset_id=23, name="Three")
-    plan_and_preprocess(folders, 23, TINY_PLANS)
     with pytest.raises(InputError, match="has 3 cases; five-fold cross-validation needs at least 5"):
         train_fold(folders, 23, 1, TINY_TRAINING)
+    with pytest.raises(InputError, match="Dataset023_Three has 3 cases"):
+        run_cross_validation(folders, 23, folds=["all", 0], planning=TINY_PLANS, training=TINY_TRAINING)
+    assert not (folders.preprocessed / "Dataset023_Three").exists()  # refused before planning
 
 
 RUN_AND_WAIT = """

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -326,12 +326,19 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         cases = [DatasetCase(image=c.image, label=str(project.folder / "accepted" / f"{c.case}.nii.gz"), name=c.case)
                  for c in accepted]
         _announce(on_step, f"dataset of {len(cases)} accepted case(s)")
-        # the new version keeps the classes (and values) of the model whose drafts were corrected
-        labels = read_dataset(Path(source.folder) / "dataset.json").foreground
-        build_dataset(cases, folders.raw, dataset_id=DATASET_ID, name="annotation", overwrite=True, labels=labels)
-        _announce(on_step, "planning and preprocessing (network and spacing of the current model)")
-        plan_and_preprocess(folders, DATASET_ID, planning or PlanningOptions(processes=1),
-                            transfer_from=source.folder)
+        planning = planning or PlanningOptions(processes=1)
+        inputs = _training_inputs(cases, source.folder, planning)
+        inputs_file = folders.preprocessed / f"Dataset{DATASET_ID:03d}_annotation" / "mrseg_inputs.json"
+        if inputs_file.is_file() and json.loads(inputs_file.read_text()) == inputs:
+            _announce(on_step, "same cases, model and planning as the last preprocessing (a killed retrain): reused")
+        else:
+            inputs_file.unlink(missing_ok=True)
+            # the new version keeps the classes (and values) of the model whose drafts were corrected
+            labels = read_dataset(Path(source.folder) / "dataset.json").foreground
+            build_dataset(cases, folders.raw, dataset_id=DATASET_ID, name="annotation", overwrite=True, labels=labels)
+            _announce(on_step, "planning and preprocessing (network and spacing of the current model)")
+            plan_and_preprocess(folders, DATASET_ID, planning, transfer_from=source.folder)
+            write_bytes_atomic(inputs_file, json.dumps(inputs))  # only once preprocessing is whole
         options = replace(training or TrainingOptions(), init_from=source.folder, init_fold=_fold(source.fold),
                           validate=False)
         _announce(on_step, f"training from model v{source.version}")
@@ -345,6 +352,17 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         with project.changing() as fresh:
             fresh.models.append(version)
         return version
+
+
+def _training_inputs(cases: Sequence[Any], model_folder: str, planning: Any) -> dict[str, Any]:
+    """What a preprocessed training set was made from: each image and accepted label map (path,
+    size, modification time), the starting model and the planning options."""
+    def stamp(path: str) -> list[Any]:
+        info = os.stat(path)
+        return [str(Path(path).resolve()), info.st_size, info.st_mtime_ns]
+
+    return {"cases": [[case.name, stamp(case.image), stamp(case.label)] for case in cases],
+            "model": str(Path(model_folder).resolve()), "planning": json.loads(json.dumps(asdict(planning)))}
 
 
 def _fold(fold: str) -> int | str:

@@ -17,7 +17,14 @@ from typing import Callable, Sequence
 
 from mrseg.errors import InputError
 from mrseg.training.dataset import read_cases_file
-from mrseg.training.nnunet import NnunetFolders, PlanningOptions, TrainingOptions, plan_and_preprocess, train_fold
+from mrseg.training.nnunet import (
+    NnunetFolders,
+    PlanningOptions,
+    TrainingOptions,
+    check_enough_cases,
+    plan_and_preprocess,
+    train_fold,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ def run_cross_validation(
 
     The report is written when the folds trained validated their cases (``training.validate``).
     """
+    check_enough_cases(folders, dataset_id, folds)  # before planning, which takes a while
     if plan:
         plan_and_preprocess(folders, dataset_id, planning, transfer_from=training.init_from)
     model = None

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class PlanningOptions:
         max_features: cap on the features per stage (nnU-Net: 320 in 3-D).
         batch_size: training batch size.
         memory_target_gb: the planner's GPU memory target (nnU-Net: 8), which sets the patch size.
-        processes: preprocessing worker processes.
+        processes: worker processes of the integrity check, fingerprint and preprocessing (nnU-Net: 8).
     """
 
     spacing: tuple[float, float, float] | None = None
@@ -157,9 +158,21 @@ def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
     (dataset.json, plans.json, fold_k/checkpoint_final.pth), loadable by ``mrseg segment``
     and by nnU-Net's predictor.
     """
+    check_enough_cases(folders, dataset_id, [fold])
     spec = {"step": "train", "dataset_id": dataset_id, "fold": fold, "options": asdict(options)}
     result = run_step(spec, folders)
     return Path(result.report["model_folder"])
+
+
+def check_enough_cases(folders: NnunetFolders, dataset_id: int, folds: Sequence[int | str]) -> None:
+    """Folds 0–4 split the cases five ways: fewer than 5 cases is refused before any process starts."""
+    if all(fold == "all" for fold in folds):
+        return
+    for dataset_json in sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json")):
+        cases = json.loads(dataset_json.read_text()).get("numTraining")
+        if isinstance(cases, int) and cases < 5:
+            raise InputError(f"{dataset_json.parent.name} has {cases} cases; five-fold cross-validation needs at "
+                             "least 5: add cases or train fold 'all'")
 
 
 def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:
@@ -177,6 +190,9 @@ def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:
     workers = options.get("augmentation_processes", 0) if spec["step"] == "train" else options.get("processes", 1)
     env["nnUNet_n_proc_DA"] = str(workers if spec["step"] == "train" else max(1, workers))
     env.setdefault("nnUNet_compile", "false")  # torch.compile on a CPU trainer costs more than it gains
+    # nnU-Net's pools (integrity check, fingerprint, validation export) spawn 8 processes by default,
+    # each importing torch; no more than the machine has cores
+    env.setdefault("nnUNet_def_n_proc", str(max(1, min(8, os.cpu_count() or 1))))
     with tempfile.TemporaryDirectory(prefix="mrseg-step-") as tmp:
         spec_file, report_file = Path(tmp) / "spec.json", Path(tmp) / "report.json"
         spec_file.write_text(json.dumps({**spec, "report": str(report_file)}))

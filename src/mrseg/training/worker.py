@@ -47,7 +47,10 @@ def plan(spec: dict[str, Any]) -> dict[str, Any]:
     options = PlanningOptions(**values)
     dataset_id = int(spec["dataset_id"])
     name = _dataset_name(dataset_id)
-    extract_fingerprint_dataset(dataset_id, check_dataset_integrity=True, clean=True, verbose=False)
+    # nnU-Net's default is 8 spawned processes for each of these steps, each importing torch: on a
+    # small machine that start-up costs more than the work
+    extract_fingerprint_dataset(dataset_id, num_processes=options.processes, check_dataset_integrity=True,
+                                clean=True, verbose=False, show_progress_bar=False)
     kwargs: dict[str, Any] = {"plans_name": "nnUNetPlans"}
     if options.memory_target_gb is not None:
         kwargs["gpu_memory_target_in_gb"] = options.memory_target_gb
@@ -146,10 +149,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     plans = json.loads(plans_file.read_text())
     plans["continue_training"] = False  # nnU-Net's run_training sets this for its trainer; a fresh start here
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    fold = spec["fold"] if spec["fold"] == "all" else int(spec["fold"])
-    if fold != "all" and int(dataset_json.get("numTraining", 5)) < 5:
-        raise InputError(f"{name} has {dataset_json.get('numTraining')} cases; five-fold cross-validation needs at "
-                         "least 5: add cases or train fold 'all'")
+    fold = spec["fold"] if spec["fold"] == "all" else int(spec["fold"])  # train_fold checked the case count
     _seed(options.seed)
     trainer = _trainer_class(options.trainer_name)(
         plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json,
