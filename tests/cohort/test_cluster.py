@@ -57,3 +57,28 @@ def test_the_slurm_job_script_carries_every_option(tmp_path):
         assert any(expected in line for line in directives), (expected, directives)
     worker = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
     assert "--nthreads 1" in worker and "--memory-limit 14.90GiB" in worker
+
+
+def _dask_log_filters() -> list[str]:
+    import logging
+
+    return [type(f).__name__ for h in logging.getLogger("distributed").handlers for f in h.filters]
+
+
+def test_workers_log_dask_errors_without_tracebacks():
+    """A worker's heartbeat meeting a closing scheduler printed a traceback after a good run."""
+    import logging
+    import sys
+
+    from mrseg.cohort.cluster import open_client
+    from mrseg.cohort.worker_logs import WithoutTraceback
+
+    with open_client(ClusterSpec(workers=1, threads_per_worker=1), retries=0) as client:
+        assert list(client.run(_dask_log_filters).values()) == [["WithoutTraceback"]]
+    try:
+        raise ConnectionError("Stream is closed")
+    except ConnectionError:
+        record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "heartbeat failed", None,
+                                   sys.exc_info())
+    assert WithoutTraceback().filter(record) and record.exc_info is None
+    assert logging.Formatter().format(record) == "heartbeat failed"

@@ -171,7 +171,8 @@ def open_client(spec: ClusterSpec, *, retries: int) -> Iterator[Client]:
 
     workers, threads = spec.sizes()
     with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.nanny.pre-spawn-environ": worker_environment(threads), **QUIET_WORKERS}):
+                          "distributed.nanny.pre-spawn-environ": worker_environment(threads),
+                          "distributed.worker.preload": ["mrseg.cohort.worker_logs"], **QUIET_WORKERS}):
         if spec.scheduler:
             client = distributed.Client(spec.scheduler, timeout="30s")
             cluster = None
