@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,11 +40,15 @@ def statuses(project: Path) -> dict[str, str]:
     return {name: case.status for name, case in Project(project).read().cases.items()}
 
 
-def ok(*args: str) -> str:
+def succeeded(*args: str) -> subprocess.CompletedProcess:
     done = run_mrseg(*args, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    return done.stdout
+    return done
+
+
+def ok(*args: str) -> str:
+    return succeeded(*args).stdout
 
 
 def test_two_rounds_move_every_case_through_its_states(tmp_path, images):
@@ -155,8 +160,7 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert [m.version for m in Project(project).read().models] == [0]
     assert not (project / "models").exists() or not any((project / "models").iterdir())
 
-    again = run_mrseg("annotate", "retrain", str(project), *QUICK, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = succeeded("annotate", "retrain", str(project), *QUICK)
     assert "planning and preprocessing" not in again.stderr and "reused" in again.stderr  # it was whole: kept
     state = Project(project).read()
     assert [m.version for m in state.models] == [0, 1]

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -267,20 +267,27 @@ def write_image(
     return path
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` (text is UTF-8 encoded) to a hidden file beside ``path``, then rename it into place."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Let ``write`` fill a hidden file beside ``path`` (``.NAME.XXXX.part``), then rename it into
+    place: nothing is ever under ``path`` but a whole file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+        write(Path(temporary))
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to a hidden file beside ``path``, then rename it into place."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    return write_atomic(path, lambda temporary: temporary.write_bytes(payload))
 
 
 def check_output_folder(path: str | os.PathLike[str]) -> Path:

@@ -101,22 +101,15 @@ def _save_checkpoints_whole(trainer: Any) -> None:
     nnU-Net writes ``checkpoint_latest.pth`` in place; a kill during that write would leave a
     truncated file that no resume can load, and a reader (a monitor, a test) could load half a file.
     """
-    import os
-    import tempfile
+    from mrseg.io.files import write_atomic
 
     write = trainer.save_checkpoint
 
     def save_checkpoint(filename: str) -> None:
-        target = Path(filename)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(handle)
-        try:
-            write(temporary)
-            if os.path.getsize(temporary):  # nothing written: checkpointing disabled, or not rank 0
-                os.chmod(temporary, 0o644)
-                os.replace(temporary, target)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        if trainer.local_rank == 0 and not trainer.disable_checkpointing:  # nnU-Net's own condition to write
+            write_atomic(filename, lambda temporary: write(str(temporary)))
+        else:
+            write(filename)  # writes nothing, says so in its log
 
     trainer.save_checkpoint = save_checkpoint
 
