@@ -198,8 +198,8 @@ def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_contin
         write_image(read_image(image), staged / image.name)
     folders = NnunetFolders.under(tmp_path / "nnunet")
     build_dataset(cases_from_folder(staged), folders.raw, dataset_id=31, name="Own", labels=own)
-    plan_and_preprocess(folders, 31, PlanningOptions(spacing=(6.0, 6.0, 6.0), base_features=4, max_features=16,
-                                                     batch_size=2, processes=1))
+    plan_and_preprocess(folders, 31, PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(32, 32, 32), base_features=4,
+                                                     max_features=16, batch_size=2, processes=1))
     start = train_fold(folders, 31, "all", TrainingOptions(epochs=1, iterations_per_epoch=2,
                                                            val_iterations_per_epoch=1, validate=False))
     project = Project(tmp_path / "project")

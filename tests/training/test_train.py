@@ -31,7 +31,8 @@ from mrseg.training import (
 
 pytestmark = pytest.mark.slow
 
-TINY_PLANS = PlanningOptions(spacing=(6.0, 6.0, 6.0), base_features=4, max_features=16, batch_size=2, processes=1)
+TINY_PLANS = PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(32, 32, 32), base_features=4, max_features=16,
+                             batch_size=2, processes=1)
 TINY_TRAINING = TrainingOptions(epochs=4, iterations_per_epoch=6, val_iterations_per_epoch=1, initial_lr=0.02,
                                 save_every=1000)
 
