@@ -117,9 +117,9 @@ def _fingerprint_extractor(samples_per_case: int | None) -> Any:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if samples_per_case is not None:
-                total = samples_per_case * len(self.dataset)
-                self.num_foreground_voxels_for_intensitystats = min(self.num_foreground_voxels_for_intensitystats,
-                                                                    total)
+                nnunet_total = float(vars(self)["num_foreground_voxels_for_intensitystats"])  # 10^8
+                self.num_foreground_voxels_for_intensitystats = min(nnunet_total,
+                                                                    float(samples_per_case * len(self.dataset)))
 
     return CappedSamples
 
