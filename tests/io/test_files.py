@@ -353,3 +353,28 @@ def test_label_maps_are_told_by_name_and_header(tmp_path):
     tagged = write_image(image, tmp_path / "tagged.nii.gz", description="mrseg label map (demo)")
     assert label_map_reason(plain) is None
     assert label_map_reason(tagged) == "its header says it is an mrseg label map"
+
+
+def test_atomic_writes_give_the_writer_a_hidden_name_with_the_asked_ending_and_leave_nothing_on_failure(tmp_path):
+    from mrseg.io.files import write_atomic
+
+    seen: list[Path] = []
+
+    def write(temporary: Path) -> None:
+        seen.append(temporary)
+        temporary.write_text("whole")
+
+    target = tmp_path / "out" / "draft.seg.nrrd"
+    assert write_atomic(target, write, suffix=".seg.nrrd") == target
+    assert target.read_text() == "whole" and oct(target.stat().st_mode & 0o777) == "0o644"
+    (temporary,) = seen
+    assert temporary.parent == target.parent and temporary.name.startswith(".draft.seg.nrrd.")
+    assert temporary.name.endswith(".part.seg.nrrd") and not temporary.exists()
+
+    def fail(temporary: Path) -> None:
+        temporary.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fail, suffix=".seg.nrrd")
+    assert target.read_text() == "whole" and _hidden_files(tmp_path) == []

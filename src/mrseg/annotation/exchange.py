@@ -25,7 +25,7 @@ import numpy as np
 
 from mrseg.classes import class_colors, find_class
 from mrseg.errors import InputError
-from mrseg.io.files import read_image, write_bytes_atomic
+from mrseg.io.files import read_image, write_atomic, write_bytes_atomic
 from mrseg.io.image import Geometry, Image
 
 ITKSNAP_LABELS = "labels.txt"
@@ -99,14 +99,8 @@ def write_slicer_segmentation(labels: Image, classes: Mapping[int, str], path: s
         if terminology is not None:
             segment["terminology"] = terminology
         slicerio.add_segment(segmentation, voxels == value, segment)
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.part.seg.nrrd")
-    try:
-        slicerio.write_segmentation(str(temporary), segmentation)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda temporary: slicerio.write_segmentation(str(temporary), segmentation),
+                        suffix=".seg.nrrd")
 
 
 def write_draft_files(image_path: Path, draft: Image, classes: Mapping[int, str], folder: Path) -> dict[str, Path]:

@@ -267,12 +267,13 @@ def write_image(
     return path
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
-    """Let ``write`` fill a hidden file beside ``path`` (``.NAME.XXXX.part``), then rename it into
-    place: nothing is ever under ``path`` but a whole file."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], *, suffix: str = "") -> Path:
+    """Let ``write`` fill a hidden file beside ``path`` (``.NAME.XXXX.part`` + ``suffix``, for
+    writers that choose the format by the name's ending), then rename it into place: nothing is
+    ever under ``path`` but a whole file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(handle)
     try:
         write(Path(temporary))
