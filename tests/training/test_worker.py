@@ -20,7 +20,7 @@ capped = worker._fingerprint_extractor(1000)(41, 1)
 uncapped = worker._fingerprint_extractor(None)(41, 1)
 print(json.dumps({"spawn": multiprocessing.get_context("spawn").get_start_method(),
                   "fork": multiprocessing.get_context("fork").get_start_method(),
-                  "preload": sorted(worker.POOL_MODULES), "cases": len(capped.dataset),
+                  "cases": len(capped.dataset),
                   "capped": capped.num_foreground_voxels_for_intensitystats,
                   "uncapped": uncapped.num_foreground_voxels_for_intensitystats}))
 """
