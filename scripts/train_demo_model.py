@@ -25,6 +25,14 @@ Fine-tuning a trained model on the cases and plans (a fresh poly schedule from i
     python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --skip-planning \\
         --init-from src/mrseg/models/demo --epochs 40 --seed 1001 --out /tmp/demo_finetuned
 
+Adding cases to a trained run's work folder (new seeds, other randomisation shares) and
+fine-tuning on all of them; the old cases keep their nnU-Net folds, the new ones are spread
+over the five folds (``mrseg.training.extend_splits``):
+
+    python scripts/train_demo_model.py --work /tmp/demo --add-cases --cases 160 --seed 4000 \
+        --centred-crop-share 0.7 --crop-share 0.8 --removal-share 0.3 \
+        --init-from src/mrseg/models/demo --epochs 40 --out /tmp/demo_more
+
 A run stopped (killed, out of time) continues from its last checkpoint (every --save-every
 epochs) with the same command plus ``--skip-synthesis --skip-planning --resume``.
 """
@@ -36,22 +44,30 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mrseg.phantom.randomization import RandomizationRanges
 
 
-def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, template_share: float) -> None:
-    """Write ``count`` domain-randomised training cases into ``folder`` (``mrseg phantom``'s layout)."""
+def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, ranges: RandomizationRanges,
+               names_from_seed: bool = False) -> None:
+    """Write ``count`` domain-randomised training cases into ``folder`` (``mrseg phantom``'s layout).
+
+    Cases are numbered 0, 1, ... or, with ``names_from_seed`` (cases added to a folder), by their seed.
+    """
     from mrseg.io import read_image
     from mrseg.phantom.cases import write_case
-    from mrseg.phantom.randomization import RandomizationRanges, random_case
+    from mrseg.phantom.randomization import random_case
 
-    ranges = RandomizationRanges(template_share=template_share)
     labels = [read_image(p) for p in templates]
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         case = random_case(seed + i, ranges=ranges, templates=labels, template_names=[str(p) for p in templates])
         recipe = case.metadata["randomization"]
         kind = "template" if recipe["template"] is not None else recipe["fov"]
-        write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{i:04d}")
+        number = f"s{seed + i}" if names_from_seed else f"{i:04d}"
+        write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{number}")
 
 
 def strip_checkpoint(source: Path, target: Path) -> None:
@@ -68,12 +84,14 @@ def strip_checkpoint(source: Path, target: Path) -> None:
 
 
 def main() -> None:
+    from mrseg.phantom.randomization import RandomizationRanges
     from mrseg.training import (
         NnunetFolders,
         PlanningOptions,
         TrainingOptions,
         build_dataset,
         cases_from_folder,
+        extend_splits,
         plan_and_preprocess,
         train_fold,
     )
@@ -84,6 +102,13 @@ def main() -> None:
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")
     parser.add_argument("--template-share", type=float, default=0.3, help="share of cases made from templates")
     parser.add_argument("--cases", type=int, default=240)
+    parser.add_argument("--add-cases", action="store_true",
+                        help="synthesise --cases more cases (seeds from --seed) beside the work folder's cases "
+                             "instead of replacing them; each old case keeps its nnU-Net fold")
+    parser.add_argument("--crop-share", type=float, default=0.5, help="share of cases cropped")
+    parser.add_argument("--centred-crop-share", type=float, default=0.0,
+                        help="share of the crops centred on an abdominal organ")
+    parser.add_argument("--removal-share", type=float, default=0.15, help="share of cases with an organ removed")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -105,8 +130,11 @@ def main() -> None:
     started = time.time()
     cases_dir = args.work / "cases"
     if not args.skip_synthesis:
-        shutil.rmtree(cases_dir, ignore_errors=True)
-        synthesise(cases_dir, args.cases, args.template, seed=args.seed, template_share=args.template_share)
+        if not args.add_cases:
+            shutil.rmtree(cases_dir, ignore_errors=True)
+        ranges = RandomizationRanges(template_share=args.template_share, crop_share=args.crop_share,
+                                     centred_crop_share=args.centred_crop_share, removal_share=args.removal_share)
+        synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
     if not args.skip_planning:
@@ -116,6 +144,9 @@ def main() -> None:
                                patch_size=tuple(args.patch_size) if args.patch_size else None, processes=2)
     if not args.skip_planning:
         plan_and_preprocess(folders, 500, planning, transfer_from=args.init_from)  # its network, so it fits
+        added = extend_splits(folders, 500, seed=args.seed)  # nnU-Net reuses a split: added cases join it
+        if added:
+            print(f"{len(added)} added cases spread over the folds of the existing split")
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,

@@ -83,6 +83,32 @@ def test_crop_box_holds_anatomy_and_a_slab_has_its_thickness():
         assert labels.array[box].any()
 
 
+def test_a_crop_box_around_an_organ_holds_it_and_falls_back_to_any_anatomy_without_it():
+    labels = make_case(seed=5, fov="trunk", spacing=(4.0, 4.0, 5.0)).labels
+    spleen = BASE.index_of("spleen")
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        box = crop_box(labels, rng, fraction=(0.3, 0.3, 0.3), around=spleen)
+        assert (labels.array[box] == spleen).any()
+    without = labels.with_array(np.where(labels.array == spleen, 0, labels.array).astype(labels.array.dtype))
+    assert without.array[crop_box(without, rng, fraction=(0.3, 0.3, 0.3), around=spleen)].any()
+
+
+def test_centred_crops_show_their_organ_and_leave_the_other_draws_as_they_were():
+    fields = {**COARSE_FIELDS, "crop_share": 1.0, "crop_fraction": (0.35, 0.5), "removal_share": 0.0}
+    centred = RandomizationRanges(centred_crop_share=1.0, crop_centres=("spleen", "left_kidney"), **fields)
+    for seed in (21, 22, 23):
+        anywhere = random_case(seed, ranges=RandomizationRanges(**fields)).metadata["randomization"]
+        case = random_case(seed, ranges=centred)
+        recipe = case.metadata["randomization"]
+        assert anywhere["crop"]["centre"] is None and recipe["crop"]["centre"] in ("spleen", "left_kidney")
+        assert (case.labels.array == BASE.index_of(recipe["crop"]["centre"])).any()
+        ignored = {"crop", "removed"}
+        assert {k: v for k, v in recipe.items() if k not in ignored} == \
+            {k: v for k, v in anywhere.items() if k not in ignored}
+        assert recipe["crop"]["fraction"] == anywhere["crop"]["fraction"]
+
+
 def test_gamma_bends_contrast_and_keeps_the_range():
     image = Image.from_array(np.linspace(0, 100, 1000, dtype=np.float32).reshape(10, 10, 10))
     bent = apply_gamma(image, 2.0).array
@@ -103,6 +129,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"gamma_log_sd": -1.0}, "gamma_log_sd must be"),
     ({"removable": ("livr",)}, "unknown class 'livr'"),
     ({"removal_share": 0.2, "removable": ()}, "needs at least one removable class"),
+    ({"crop_centres": ("splen",)}, "unknown class 'splen'"),
+    ({"centred_crop_share": 0.5, "crop_centres": ()}, "needs at least one class in crop_centres"),
 ])
 def test_ranges_are_checked(changes, message):
     with pytest.raises(InputError, match=message):

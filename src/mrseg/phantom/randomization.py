@@ -10,8 +10,10 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   (axial, sagittal, coronal, flipped or oblique); nnU-Net's preprocessing later resamples it to
   the model's spacing, exactly as it does a real scan;
 * artefacts: bias field amplitude, noise level, and an intensity gamma (MR);
-* the field of view: the generated subject's region, then often a random crop around an organ
-  and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
+* the field of view: the generated subject's region, then often a random crop around an
+  anatomy voxel or, for ``centred_crop_share`` of the crops, around one of the abdominal organs
+  of ``crop_centres`` (a small abdominal field of view whose top is spleen and liver dome, not
+  lung), and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -64,6 +66,10 @@ class RandomizationRanges:
         crop_fraction: each axis of a crop keeps this fraction of the field of view.
         slab_share: share of the cropped cases that become a slab along the slice axis.
         slab_mm: thickness of such a slab.
+        centred_crop_share: share of the crops centred on an organ of ``crop_centres`` (drawn
+            evenly) instead of on any anatomy voxel; a crop whose organ is absent (removed, out
+            of the field of view) falls back to any anatomy voxel.
+        crop_centres: the classes such crops are centred on.
         removal_share: share of cases with one organ removed, drawn from ``removable``.
         removable: the classes that may be removed.
     """
@@ -83,12 +89,14 @@ class RandomizationRanges:
     crop_fraction: tuple[float, float] = (0.35, 1.0)
     slab_share: float = 0.4
     slab_mm: tuple[float, float] = (40.0, 120.0)
+    centred_crop_share: float = 0.0
+    crop_centres: tuple[str, ...] = ("liver", "spleen", "right_kidney", "left_kidney", "pancreas", "stomach")
     removal_share: float = 0.15
     removable: tuple[str, ...] = ("spleen", "right_kidney", "left_kidney", "gallbladder", "liver")
 
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
-                     "slab_share", "removal_share"):
+                     "slab_share", "centred_crop_share", "removal_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -107,8 +115,10 @@ class RandomizationRanges:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
             raise InputError(f"gamma_log_sd must be >= 0, got {self.gamma_log_sd!r}")
-        for name in self.removable:
+        for name in (*self.removable, *self.crop_centres):
             BASE.index_of(name)  # an unknown class raises, with suggestions
+        if self.centred_crop_share > 0 and not self.crop_centres:
+            raise InputError("centred_crop_share > 0 needs at least one class in crop_centres")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
 
@@ -174,6 +184,10 @@ def random_case(
     edits = np.random.default_rng([seed, 0x5EED, 1])
     removed = [str(edits.choice(ranges.removable))] if edits.random() < ranges.removal_share else []
     recipe["removed"] = removed
+    if recipe["crop"] is not None:  # a stream of its own too, for the same reason
+        centring = np.random.default_rng([seed, 0x5EED, 2])
+        centred = centring.random() < ranges.centred_crop_share
+        recipe["crop"]["centre"] = str(centring.choice(ranges.crop_centres)) if centred else None
     synthesis = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
@@ -190,7 +204,9 @@ def random_case(
         case = make_case(fov=recipe["fov"], **common)
     image, labels = case.image, case.labels
     if recipe["crop"] is not None:
-        box = crop_box(labels, rng, fraction=recipe["crop"]["fraction"], slab_mm=recipe["crop"]["slab_mm"])
+        centre = recipe["crop"]["centre"]
+        box = crop_box(labels, rng, fraction=recipe["crop"]["fraction"], slab_mm=recipe["crop"]["slab_mm"],
+                       around=BASE.index_of(centre) if centre else None)
         image, labels = crop(image, box), crop(labels, box)
         recipe["crop"]["box_zyx"] = [[s.start, s.stop] for s in box]
     if recipe["gamma"] != 1.0:
@@ -205,19 +221,24 @@ def crop_box(
     *,
     fraction: Sequence[float],
     slab_mm: float | None = None,
+    around: int | None = None,
 ) -> tuple[slice, slice, slice]:
     """A box (numpy order) around a random foreground voxel of ``labels``.
 
     Each axis keeps ``fraction`` of its extent (ITK order x, y, z, like spacing); with
     ``slab_mm`` the slice axis (numpy axis 0) keeps that thickness instead. The box lies inside
-    the grid and contains the chosen voxel, so every crop shows some anatomy.
+    the grid and contains the chosen voxel, so every crop shows some anatomy. With ``around`` (a
+    label) the voxel is drawn from that label's voxels where it has any.
     """
     shape = np.asarray(labels.geometry.shape)
     extent = np.ceil(shape * np.asarray(fraction, dtype=float)[::-1]).astype(int)
     if slab_mm is not None:
         extent[0] = math.ceil(slab_mm / labels.geometry.spacing_zyx[0])
     extent = np.clip(extent, 1, shape)
-    foreground = np.flatnonzero(np.asarray(labels.array) > 0)
+    array = np.asarray(labels.array)
+    foreground = np.flatnonzero(array == around) if around is not None else np.empty(0, dtype=np.intp)
+    if not foreground.size:
+        foreground = np.flatnonzero(array > 0)
     flat = int(rng.choice(foreground)) if foreground.size else int(rng.integers(int(shape.prod())))
     centre = np.asarray(np.unravel_index(flat, tuple(shape)))
     start = np.clip(centre - rng.integers(0, extent), 0, shape - extent)

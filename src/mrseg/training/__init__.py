@@ -13,12 +13,14 @@ from mrseg.training.nnunet import (
     PlanningOptions,
     TrainingOptions,
     check_transfer_compatible,
+    extend_splits,
     plan_and_preprocess,
     train_fold,
 )
 
 __all__ = [
     "CrossValidation", "DatasetCase", "NnunetFolders", "PlanningOptions", "TrainingOptions", "build_dataset",
-    "cases_from_csv", "cases_from_folder", "check_transfer_compatible", "plan_and_preprocess",
+    "cases_from_csv", "cases_from_folder", "check_transfer_compatible", "extend_splits",
+    "plan_and_preprocess",
     "run_cross_validation", "train_fold", "validation_report",
 ]

@@ -26,7 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mrseg.errors import InputError, ModelError
+from mrseg.io.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +157,41 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
             "transfer_from": str(transfer_from) if transfer_from else None}
     result = run_step(spec, folders)
     return Path(result.report["plans"])
+
+
+def extend_splits(folders: NnunetFolders, dataset_id: int, *, seed: int = 0) -> list[str]:
+    """Keep a dataset's five-fold split as it is and spread cases added since over the folds.
+
+    nnU-Net draws ``splits_final.json`` once, on the first training, and reuses it: cases added
+    to a dataset later would never be trained on, and drawing a new split would move cases a
+    model was trained on into validation. Here every case keeps its fold, cases gone from the
+    dataset leave the split, and the new ones are shuffled (``seed``) and dealt to the folds'
+    validation sets in turn (so each new case is trained on in four folds). Without a split
+    file nothing is written: nnU-Net draws one on the first training.
+
+    Returns:
+        The cases added to the split.
+    """
+    (dataset,) = sorted(folders.preprocessed.glob(f"Dataset{dataset_id:03d}_*/dataset.json")) or [None]
+    if dataset is None:
+        raise InputError(f"no preprocessed dataset {dataset_id} under {folders.preprocessed}: plan it first")
+    split_file = dataset.parent / "splits_final.json"
+    if not split_file.is_file():
+        return []
+    ending = json.loads(dataset.read_text())["file_ending"]
+    cases = sorted(p.name[: -len(ending)] for p in (dataset.parent / "gt_segmentations").glob(f"*{ending}"))
+    splits = json.loads(split_file.read_text())
+    present = set(cases)
+    known = {case for fold in splits for case in fold["val"]}
+    added = [case for case in cases if case not in known]
+    order = np.random.default_rng(seed).permutation(len(added))
+    for rank, index in enumerate(order):
+        splits[rank % len(splits)]["val"].append(added[index])
+    validation = [[case for case in fold["val"] if case in present] for fold in splits]
+    splits = [{"train": sorted(case for other, val in enumerate(validation) if other != k for case in val),
+               "val": sorted(val)} for k, val in enumerate(validation)]
+    write_bytes_atomic(split_file, json.dumps(splits, indent=1))
+    return added
 
 
 def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
