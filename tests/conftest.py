@@ -34,13 +34,35 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def made_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make):
+    """``make()``, made once per test run: under pytest-xdist the first worker that needs it makes
+    it and saves it (torch) in the run's shared temporary folder, the others load it."""
+    if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):  # one process: nothing to share
+        return make()
+    import torch
+    from filelock import FileLock
+
+    path = tmp_path_factory.getbasetemp().parent / f"{name}.pt"
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            torch.save(make(), path)
+        return torch.load(path, weights_only=True)
+
+
 @pytest.fixture(scope="session")
-def trained_weights() -> dict[str, dict]:
-    """Briefly trained weights for each architecture (trained once per test session)."""
-    return {
-        kind: model_factory.train_state_dict(model_factory.make_plans(kind=kind))
-        for kind in ("PlainConvUNet", "ResidualEncoderUNet")
-    }
+def trained_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Briefly trained weights for each architecture (trained once per test run). Under xdist
+    each worker starts with another architecture, so the two are trained side by side."""
+    kinds = ["PlainConvUNet", "ResidualEncoderUNet"]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    first = kinds[worker % 2:] + kinds[:worker % 2]
+
+    def train(kind: str) -> dict:
+        return model_factory.train_state_dict(model_factory.make_plans(kind=kind))
+
+    made = {kind: made_once_per_run(tmp_path_factory, f"trained_weights_{kind}", lambda kind=kind: train(kind))
+            for kind in first}
+    return {kind: made[kind] for kind in kinds}
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +126,10 @@ def registry(monkeypatch, archive):
     entry = dataclasses.replace(store.PUBLISHED["base"], sha256=hashlib.sha256(archive).hexdigest())
     monkeypatch.setitem(store.PUBLISHED, "base", entry)
     return entry
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first (kept whole and in order): pytest-xdist hands out whole files
+    in this order, so the long ones start at once and the short ones fill the gaps at the end."""
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_modules)

@@ -4,6 +4,12 @@ checks a correction must pass."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nibabel
 import numpy as np
@@ -94,3 +100,29 @@ def test_a_correction_on_another_grid_with_unknown_labels_or_empty_is_refused(ca
     (tmp_path / "broken.seg.nrrd").write_bytes(b"NRRD0004\nnonsense")
     with pytest.raises(InputError, match="broken.seg.nrrd: not a readable Slicer segmentation"):
         read_correction(tmp_path / "broken.seg.nrrd", grid, CLASSES)
+
+
+def test_what_a_killed_draft_writer_left_goes_when_the_draft_is_written_again(case, tmp_path):
+    """A Slicer write killed midway leaves a hidden ``.draft.seg.nrrd.XXXX.part.seg.nrrd``: once it
+    is older than a live writer could be, writing the case's draft files removes it."""
+    image, labels = case
+    folder = tmp_path / "case"
+    folder.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from mrseg.io.files import write_atomic\n"
+        "def write(temporary):\n"
+        "    temporary.write_text('half a segmentation'); print(temporary, flush=True); time.sleep(60)\n"
+        f"write_atomic(Path({str(folder / 'draft.seg.nrrd')!r}), write, suffix='.seg.nrrd')")],
+        stdout=subprocess.PIPE, text=True)
+    leftover = Path(writer.stdout.readline().strip())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert leftover.is_file() and leftover.name.endswith(".part.seg.nrrd")
+    fresh = folder / ".labels.txt.abcd.part"  # a live writer's: left alone
+    fresh.write_text("being written")
+    an_hour_ago = time.time() - 3700
+    os.utime(leftover, (an_hour_ago, an_hour_ago))
+    write_draft_files(image, labels, NAMES, folder)
+    assert not leftover.exists() and fresh.exists()
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "draft.nii.gz", "draft.seg.nrrd", "image.nii.gz", "labels.txt"]

@@ -378,3 +378,22 @@ def test_atomic_writes_give_the_writer_a_hidden_name_with_the_asked_ending_and_l
     with pytest.raises(OSError, match="disk full"):
         write_atomic(target, fail, suffix=".seg.nrrd")
     assert target.read_text() == "whole" and _hidden_files(tmp_path) == []
+
+
+def test_leftovers_of_killed_writers_go_once_old_and_everything_else_stays(tmp_path):
+    from mrseg.io.files import remove_leftovers
+
+    old = [tmp_path / ".case.nii.gz.x1.part", tmp_path / ".draft.seg.nrrd.x2.part.seg.nrrd",
+           tmp_path / ".case.nii.gz.writing-3"]
+    (tmp_path / ".scan.nii.gz.x4.part").mkdir()  # write_image's staging folder
+    (tmp_path / ".scan.nii.gz.x4.part" / "scan.nii.gz").write_text("half")
+    old.append(tmp_path / ".scan.nii.gz.x4.part")
+    young = tmp_path / ".case.nii.gz.x5.part"
+    kept = [young, tmp_path / "case.part.nii.gz", tmp_path / ".hidden_notes.txt"]
+    for path in old[:3] + kept:
+        path.write_text("x")
+    for path in old:
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert sorted(remove_leftovers(tmp_path)) == sorted(old)
+    assert not any(p.exists() for p in old) and all(p.exists() for p in kept)
+    assert remove_leftovers(tmp_path, older_than_s=0.0) == [young]

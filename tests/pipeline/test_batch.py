@@ -64,3 +64,16 @@ def test_an_unreadable_label_map_of_another_tool_fails_only_the_combination(mode
     assert [r.status for r in result.all_records()] == ["skipped", "segmented", "failed"]
     assert "not combined: no label map of one" in result.combined[0].error
     assert (out / "scan_one.nii.gz").read_bytes() == b"made by another tool"
+
+
+def test_cleaning_an_output_folder_removes_old_leftovers_of_killed_writers_and_keeps_young_ones(tmp_path):
+    import os
+
+    old = [tmp_path / ".case_seg.nii.gz.ab12.part", tmp_path / ".case_seg.seg.nrrd.cd34.part.seg.nrrd"]
+    young = tmp_path / ".other_seg.nii.gz.ef56.part"
+    for path in (*old, young):
+        path.write_text("half")
+    for path in old:
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    clean_output_folder(tmp_path)
+    assert not any(p.exists() for p in old) and young.exists()

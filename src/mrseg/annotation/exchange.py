@@ -104,10 +104,12 @@ def write_slicer_segmentation(labels: Image, classes: Mapping[int, str], path: s
 
 
 def write_draft_files(image_path: Path, draft: Image, classes: Mapping[int, str], folder: Path) -> dict[str, Path]:
-    """Write the files a draft goes out with (see the module docstring) into ``folder``."""
-    from mrseg.io.files import write_image
+    """Write the files a draft goes out with (see the module docstring) into ``folder``; what a
+    killed writer left there (hidden ``.part`` files older than an hour) goes."""
+    from mrseg.io.files import remove_leftovers, write_image
 
     folder.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(folder)
     image_target = folder / "image.nii.gz"
     if not image_target.exists():
         write_image(read_image(image_path), image_target)

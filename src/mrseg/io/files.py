@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -283,6 +284,30 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], 
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+LEFTOVER_AGE_S = 3600.0
+"""Hidden ``.NAME.*.part`` items older than this are leftovers of a killed writer (a live one
+finishes in seconds): :func:`remove_leftovers` removes them."""
+
+
+def remove_leftovers(folder: str | os.PathLike[str], *, older_than_s: float = LEFTOVER_AGE_S) -> list[Path]:
+    """Remove what killed atomic writers left in ``folder``: hidden ``.NAME.XXXX.part`` files and
+    folders (:func:`write_atomic`, :func:`write_image`), with a ``suffix`` after ``.part`` too, and
+    ``.writing-`` items, older than ``older_than_s``. Returns what was removed."""
+    limit = time.time() - older_than_s
+    removed = []
+    for item in Path(folder).glob(".*"):
+        if not (".part" in item.name or ".writing-" in item.name):
+            continue
+        try:
+            if item.lstat().st_mtime >= limit:
+                continue  # perhaps a live writer's
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        except OSError:
+            continue
+        removed.append(item)
+    return removed
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from mrseg.errors import MrsegError
-from mrseg.io.files import write_bytes_atomic
+from mrseg.io.files import remove_leftovers, write_bytes_atomic
 from mrseg.io.image import Image
 from mrseg.io.locks import FileLock
 from mrseg.pipeline.case import (
@@ -36,11 +34,6 @@ from mrseg.postprocess import combined_classes
 from mrseg.report.records import CaseRecord
 
 log = logging.getLogger(__name__)
-
-LEGACY_LEFTOVER_AGE_S = 3600.0
-"""Hidden ``.NAME.*.part`` items in an output folder older than this are leftovers of a killed
-writer (a live one finishes in seconds) and are removed."""
-
 
 @dataclass
 class BatchResult:
@@ -151,17 +144,7 @@ def clean_output_folder(out_dir: Path) -> None:
                 lock.release()
     if work.is_dir():
         remove_empty_work_folder(work)
-    limit = time.time() - LEGACY_LEFTOVER_AGE_S
-    for item in out_dir.glob(".*"):
-        if (item.name.endswith(".part") or ".writing-" in item.name) and _mtime(item) < limit:
-            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return float("inf")
+    remove_leftovers(out_dir)
 
 
 __all__ = ["BatchResult", "clean_output_folder", "run_batch"]

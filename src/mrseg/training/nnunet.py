@@ -172,9 +172,10 @@ def extend_splits(folders: NnunetFolders, dataset_id: int, *, seed: int = 0) -> 
     Returns:
         The cases added to the split.
     """
-    (dataset,) = sorted(folders.preprocessed.glob(f"Dataset{dataset_id:03d}_*/dataset.json")) or [None]
-    if dataset is None:
+    found = sorted(folders.preprocessed.glob(f"Dataset{dataset_id:03d}_*/dataset.json"))
+    if not found:
         raise InputError(f"no preprocessed dataset {dataset_id} under {folders.preprocessed}: plan it first")
+    dataset = found[0]
     split_file = dataset.parent / "splits_final.json"
     if not split_file.is_file():
         return []
