@@ -20,10 +20,10 @@ from parity import assert_agrees, phantom_image
 
 LAUNCHER = Path(__file__).resolve().parents[2] / "benchmarks" / "published_mrsegmentator.py"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("mrsegmentator") is None,
     reason="mrsegmentator not installed (pip install --no-deps mrsegmentator==2.0.0)",
-)
+)]
 
 
 @pytest.fixture(scope="module")

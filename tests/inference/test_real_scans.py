@@ -10,6 +10,8 @@ from mrseg.inference import Segmenter
 from mrseg.io import read_image
 from parity import assert_agrees, nnunet_labels, nnunet_predictor
 
+pytestmark = pytest.mark.slow  # each test runs real predictions (10-20 s)
+
 CASES = [
     ("mr/prostatex_0000_t2_tse_tra.nii.gz", "ZScoreNormalization"),  # oblique LAS, 0.5x0.5x3 mm
     ("mr/example_mr_sm.nii.gz", "ZScoreNormalization"),  # LPS

@@ -14,6 +14,8 @@ import pytest
 from mrseg.io import read_image
 from mrseg_processes import KILL_AT, hidden_items, mrseg_process, run_mrseg, run_records
 
+pytestmark = pytest.mark.slow  # each test runs real predictions (10-20 s)
+
 EXTRAS = ("--statistics", "--preview", "--split-classes")
 
 
