@@ -10,7 +10,9 @@ from pathlib import Path
 # Under pytest-xdist (the README's `-n 2`) the test processes share the machine's cores: each one,
 # and every process it starts (mrseg, nnU-Net, Dask workers inherit the variables), gets its share
 # of torch and OpenMP threads. With torch's default of all cores in each, the two processes
-# oversubscribed 2 cores and the suite's CPU time rose by half.
+# oversubscribed 2 cores and the suite's CPU time rose by half. This runs before numpy and torch
+# load, which read the variables once; mrseg.cohort.cluster's available_cores() and worker
+# environment say the same, but importing that package loads numpy and scipy first.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _THREADS = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
