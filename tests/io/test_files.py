@@ -389,10 +389,10 @@ def test_leftovers_of_killed_writers_go_once_old_and_everything_else_stays(tmp_p
     (tmp_path / ".scan.nii.gz.x4.part" / "scan.nii.gz").write_text("half")
     old.append(tmp_path / ".scan.nii.gz.x4.part")
     young = tmp_path / ".case.nii.gz.x5.part"
-    kept = [young, tmp_path / "case.part.nii.gz", tmp_path / ".hidden_notes.txt"]
+    kept = [young, tmp_path / "case.part.nii.gz", tmp_path / ".hidden_notes.txt", tmp_path / ".participants.csv"]
     for path in old[:3] + kept:
         path.write_text("x")
-    for path in old:
+    for path in old + kept[1:]:
         os.utime(path, (1_000_000_000, 1_000_000_000))
     assert sorted(remove_leftovers(tmp_path)) == sorted(old)
     assert not any(p.exists() for p in old) and all(p.exists() for p in kept)

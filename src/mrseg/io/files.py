@@ -298,8 +298,8 @@ def remove_leftovers(folder: str | os.PathLike[str], *, older_than_s: float = LE
     limit = time.time() - older_than_s
     removed = []
     for item in Path(folder).glob(".*"):
-        if not (".part" in item.name or ".writing-" in item.name):
-            continue
+        if not (item.name.endswith(".part") or ".part." in item.name or ".writing-" in item.name):
+            continue  # not a writer's temporary name (``.part`` last, or before write_atomic's suffix)
         try:
             if item.lstat().st_mtime >= limit:
                 continue  # perhaps a live writer's
