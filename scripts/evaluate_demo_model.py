@@ -1,8 +1,8 @@
 """Measure the demo model for its model card: per-class Dice on held-out phantoms and real scans.
 
 Held-out phantoms: generated subjects with seeds the training never used (training seeds start
-at 1000), at 3 mm, one set per contrast: CT native and contrast, T1 in phase, T1 opposed phase, T2 HASTE,
-T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data): mr/example_mr_sm and ct/example_ct
+at 1000), at 3 mm, one set per contrast: CT native, portal-venous and arterial, T1 in phase, T1
+opposed phase, T2 HASTE, T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data): mr/example_mr_sm and ct/example_ct
 against their 40-class references (TotalSegmentator's predictions, remapped), and the aorta and
 heart of ct/thorax_cta against their binary masks (the heart mask lies on another grid and is
 resampled onto the CTA's).
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-CONTRASTS = (("ct", "native"), ("ct", "contrast"), ("mr", "t1_in"), ("mr", "t1_opp"), ("mr", "t2_haste"),
-             ("mr", "t2_tse"), ("mr", "dixon_water"), ("mr", "dixon_fat"))
+CONTRASTS = (("ct", "native"), ("ct", "contrast"), ("ct", "arterial"), ("mr", "t1_in"), ("mr", "t1_opp"),
+             ("mr", "t2_haste"), ("mr", "t2_tse"), ("mr", "dixon_water"), ("mr", "dixon_fat"))
 HELD_OUT_SEEDS = 90_000
 REMOVED = ("liver", "spleen", "right_kidney", "left_kidney")
 

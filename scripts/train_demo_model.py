@@ -109,6 +109,19 @@ def main() -> None:
     parser.add_argument("--centred-crop-share", type=float, default=0.0,
                         help="share of the crops centred on an abdominal organ")
     parser.add_argument("--removal-share", type=float, default=0.15, help="share of cases with an organ removed")
+    parser.add_argument("--random-contrast-share", type=float, default=0.45,
+                        help="share of MR cases with a random intensity per tissue")
+    parser.add_argument("--ct-share", type=float, default=0.2, help="share of CT cases")
+    parser.add_argument("--arterial-share", type=float, default=0.0,
+                        help="share of the contrast-enhanced CT cases in the arterial phase (CT angiography)")
+    parser.add_argument("--ct-enhancement", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+                        help="range of the multiplier of the contrast agent's enhancement in CT")
+    parser.add_argument("--fov", action="append", choices=("thorax", "abdomen", "pelvis", "trunk"),
+                        help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
+                             "default: thorax, abdomen twice, pelvis, trunk")
+    parser.add_argument("--crop-centre", action="append",
+                        help="a class the centred crops are centred on, repeatable; default: liver, spleen, the "
+                             "kidneys, pancreas, stomach")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -132,8 +145,13 @@ def main() -> None:
     if not args.skip_synthesis:
         if not args.add_cases:
             shutil.rmtree(cases_dir, ignore_errors=True)
+        chosen = {"fields_of_view": tuple(args.fov) if args.fov else None,
+                  "crop_centres": tuple(args.crop_centre) if args.crop_centre else None}
         ranges = RandomizationRanges(template_share=args.template_share, crop_share=args.crop_share,
-                                     centred_crop_share=args.centred_crop_share, removal_share=args.removal_share)
+                                     centred_crop_share=args.centred_crop_share, removal_share=args.removal_share,
+                                     random_contrast_share=args.random_contrast_share, ct_share=args.ct_share,
+                                     arterial_share=args.arterial_share, ct_enhancement=tuple(args.ct_enhancement),
+                                     **{k: v for k, v in chosen.items() if v is not None})
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")

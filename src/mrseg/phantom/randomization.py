@@ -5,7 +5,8 @@ look, has to learn shapes and neighbourhoods, which transfer to real scans of an
 SynthSeg approach). :func:`random_case` draws everything one training case needs from one seed:
 
 * contrast: MR with a random intensity per tissue (paired organs alike), MR physics sequences
-  at 1.5 or 3 T, or CT (native or contrast);
+  at 1.5 or 3 T, or CT (native, portal-venous or, for ``arterial_share`` of the enhanced CT, the
+  arterial phase of a CT angiography), the contrast agent's enhancement scaled at random;
 * the acquisition grid: in-plane spacing, slice spacing and slice thickness, axis orientation
   (axial, sagittal, coronal, flipped or oblique); nnU-Net's preprocessing later resamples it to
   the model's spacing, exactly as it does a real scan;
@@ -39,10 +40,14 @@ import numpy as np
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
+from mrseg.phantom.anatomy import FOVS
 from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
 from mrseg.phantom.synthesis import SEQUENCES
 
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
+# the CT phases this draw chooses between; the arterial phase came later and is drawn apart
+# (``arterial_share``), so that every earlier seed still gives the case it gave
+_FIRST_CT_PHASES = ("native", "contrast")
 ORIENTATIONS = ("LPS", "RAS", "LAS", "PIL", "ASL", "RSP", OBLIQUE)  # axial, sagittal, coronal, tilted
 
 
@@ -60,6 +65,12 @@ class RandomizationRanges:
         bias_field: MR bias field peak log-amplitude.
         noise: MR noise sigma relative to the brightest tissue.
         ct_noise_hu: CT noise sigma in HU.
+        arterial_share: share of the contrast-enhanced CT cases in the arterial phase (CT
+            angiography) instead of the portal-venous phase.
+        ct_enhancement: multiplier of the contrast agent's enhancement in enhanced CT
+            (:class:`~mrseg.phantom.synthesis.SynthesisOptions`'s ``enhancement``).
+        fields_of_view: the generated subjects' fields of view, drawn evenly (list one twice to
+            draw it twice as often).
         gamma_log_sd: MR intensity gamma ``exp(N(0, sd))`` on the normalised image.
         template_share: share of cases made from a label-map template, where templates are given.
         crop_share: share of cases cropped to a random box around a foreground voxel.
@@ -83,6 +94,9 @@ class RandomizationRanges:
     bias_field: tuple[float, float] = (0.0, 0.6)
     noise: tuple[float, float] = (0.005, 0.06)
     ct_noise_hu: tuple[float, float] = (4.0, 25.0)
+    arterial_share: float = 0.0
+    ct_enhancement: tuple[float, float] = (1.0, 1.0)
+    fields_of_view: tuple[str, ...] = FIELDS_OF_VIEW
     gamma_log_sd: float = 0.25
     template_share: float = 0.3
     crop_share: float = 0.5
@@ -96,7 +110,7 @@ class RandomizationRanges:
 
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
-                     "slab_share", "centred_crop_share", "removal_share"):
+                     "slab_share", "centred_crop_share", "removal_share", "arterial_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -104,7 +118,7 @@ class RandomizationRanges:
             raise InputError(f"random_contrast_share + ct_share must be at most 1, got "
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
-                     "crop_fraction", "slab_mm"):
+                     "crop_fraction", "slab_mm", "ct_enhancement"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -121,6 +135,9 @@ class RandomizationRanges:
             raise InputError("centred_crop_share > 0 needs at least one class in crop_centres")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
+        unknown = sorted(set(self.fields_of_view) - set(FOVS))
+        if unknown or not self.fields_of_view:
+            raise InputError(f"fields_of_view must name at least one of {', '.join(FOVS)}, got {self.fields_of_view!r}")
 
 
 def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templates: int = 0) -> dict[str, Any]:
@@ -129,7 +146,7 @@ def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templa
     if roll < ranges.random_contrast_share:
         modality, sequence, random_contrast = "mr", str(rng.choice(SEQUENCES["mr"])), True
     elif roll < ranges.random_contrast_share + ranges.ct_share:
-        modality, sequence, random_contrast = "ct", str(rng.choice(SEQUENCES["ct"])), False
+        modality, sequence, random_contrast = "ct", str(rng.choice(_FIRST_CT_PHASES)), False
     else:
         modality, sequence, random_contrast = "mr", str(rng.choice(SEQUENCES["mr"])), False
     in_plane = float(rng.uniform(*ranges.in_plane_spacing))
@@ -148,7 +165,7 @@ def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templa
         "spacing": [in_plane, in_plane, slice_spacing],
         "slice_thickness": slice_spacing * float(rng.uniform(*ranges.slice_thickness)),
         "orientation": orientation,
-        "fov": str(rng.choice(FIELDS_OF_VIEW)),
+        "fov": str(rng.choice(ranges.fields_of_view)),
         "template": template,
         "bias_field": float(rng.uniform(*ranges.bias_field)),
         "noise": float(rng.uniform(*ranges.noise)),
@@ -184,6 +201,12 @@ def random_case(
     edits = np.random.default_rng([seed, 0x5EED, 1])
     removed = [str(edits.choice(ranges.removable))] if edits.random() < ranges.removal_share else []
     recipe["removed"] = removed
+    if recipe["modality"] == "ct":  # the phase and the enhancement: one more stream of their own
+        phase = np.random.default_rng([seed, 0x5EED, 3])
+        arterial, enhancement = phase.random() < ranges.arterial_share, float(phase.uniform(*ranges.ct_enhancement))
+        if recipe["sequence"] == "contrast" and arterial:
+            recipe["sequence"] = "arterial"
+        recipe["enhancement"] = enhancement
     if recipe["crop"] is not None:  # a stream of its own too, for the same reason
         centring = np.random.default_rng([seed, 0x5EED, 2])
         centred = centring.random() < ranges.centred_crop_share
@@ -192,7 +215,7 @@ def random_case(
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
     else:
-        synthesis.update(ct_noise_hu=recipe["ct_noise_hu"])
+        synthesis.update(ct_noise_hu=recipe["ct_noise_hu"], enhancement=recipe["enhancement"])
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
               "orientation": recipe["orientation"], "remove": removed, **synthesis}

@@ -15,8 +15,9 @@ incidental magnetisation transfer (MT) in multi-slice imaging.
 * T2 single-shot fast spin echo (``t2_haste``) and turbo spin echo (``t2_tse``):
   ``PD (1 - exp(-TR/T1)) exp(-TE/T2)``; fat with T2 = 150 ms (J-coupling keeps fat bright
   on fast spin echo).
-* CT (``native``, ``contrast``): each tissue's Hounsfield units without and with portal-venous
-  contrast.
+* CT (``native``, ``contrast``, ``arterial``): each tissue's Hounsfield units without contrast,
+  in the portal-venous phase and in the arterial phase (CT angiography); ``enhancement`` scales
+  what the contrast agent adds.
 * Random contrast (``random_contrast=True``, MR only): every tissue gets a random mean and a
   small random texture, the SynthSeg recipe for training contrast-agnostic models. The left and
   right tissue of a pair (kidneys, lungs, femurs, muscles) share theirs, as in any real scan.
@@ -73,7 +74,7 @@ __all__ = [
 
 MODALITIES = ("ct", "mr")
 SEQUENCES: dict[str, tuple[str, ...]] = {
-    "ct": ("native", "contrast"),
+    "ct": ("native", "contrast", "arterial"),
     "mr": ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse"),
 }
 """Sequences (MR) and contrast phases (CT) of each modality; the first is the default."""
@@ -140,6 +141,9 @@ class SynthesisOptions:
         noise: MR only: Rician noise sigma relative to the brightest tissue (``MR_SCALE``);
             0.02 is an SNR of 50 for fat.
         ct_noise_hu: CT only: Gaussian noise sigma in HU (12 HU: a routine abdominal CT).
+        enhancement: CT only: multiplies every tissue's enhancement in the contrast phases
+            (phase HU minus native HU); 1 is the catalogue's, and the dose, the bolus timing and
+            the patient's circulation move it (an angiography aorta lies between 250 and 550 HU).
         resolution: acquired resolution in mm along the grid's i, j, k axes (ITK order): the
             FWHM of the Gaussian point-spread function. None (default) is one voxel (the grid's
             spacing); ``(0, 0, 0)`` is no blur.
@@ -158,6 +162,7 @@ class SynthesisOptions:
     bias_field: float = 0.3
     noise: float = 0.02
     ct_noise_hu: float = 12.0
+    enhancement: float = 1.0
     resolution: tuple[float, float, float] | None = None
     slice_thickness: float | None = None
     field_strength: float = 1.5
@@ -175,7 +180,7 @@ class SynthesisOptions:
         if self.random_contrast and self.modality != "mr":
             raise InputError("random_contrast is an MR option (random intensities are not CT numbers); "
                              "use modality='mr'")
-        for name in ("bias_field", "noise", "ct_noise_hu"):
+        for name in ("bias_field", "noise", "ct_noise_hu", "enhancement"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -261,6 +266,7 @@ def _property_table() -> dict[str, np.ndarray]:
         "mt": column(np.asarray([_mt_saturation(t) for t in TISSUES])),
         "hu": column(tissue_property("hu")),
         "hu_contrast": column(tissue_property("hu_contrast")),
+        "hu_arterial": column(tissue_property("hu_arterial")),
     }
 
 
@@ -308,7 +314,10 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
     p = _property_table()
     sequence = options.sequence
     if options.modality == "ct":
-        return p["hu_contrast" if sequence == "contrast" else "hu"].astype(np.float32)
+        if sequence == "native":
+            return p["hu"].astype(np.float32)
+        phase = p["hu_arterial" if sequence == "arterial" else "hu_contrast"]
+        return (p["hu"] + options.enhancement * (phase - p["hu"])).astype(np.float32)
     if sequence in SPIN_ECHOES:
         se = SPIN_ECHOES[sequence]
         recovery = 1.0 if math.isinf(se.tr_ms) else 1 - np.exp(-se.tr_ms / p["t1"])

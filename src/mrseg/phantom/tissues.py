@@ -6,8 +6,9 @@ maps to one 40-class label: sub-tissues of a class map to that class (kidney cor
 tissues that are not one of the classes (fat, generic muscle, skin, air) map to 0.
 
 Physical properties are typical literature values at 1.5 T (proton density relative to water,
-T1 and T2 in ms, fat fraction) and CT attenuation in HU, native and portal-venous contrast.
-They give realistic contrast, not quantitative accuracy.
+T1 and T2 in ms, fat fraction) and CT attenuation in HU: native, portal-venous and arterial
+(a CT angiography or late arterial phase: bright arteries and heart, unenhanced veins, renal
+cortex brighter than medulla). They give realistic contrast, not quantitative accuracy.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Tissue:
         fat_fraction: fraction of the signal from fat protons (0..1).
         hu: CT attenuation without contrast, HU.
         hu_contrast: CT attenuation in the portal-venous phase, HU.
+        hu_arterial: CT attenuation in the arterial phase (CT angiography), HU.
     """
 
     index: int
@@ -46,6 +48,7 @@ class Tissue:
     fat_fraction: float
     hu: float
     hu_contrast: float
+    hu_arterial: float
 
     @property
     def class_index(self) -> int:
@@ -114,7 +117,21 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     ("right_gluteus_minimus", "right_gluteus_minimus", 0.7, 870, 45, 0.05, 50, 60),
 ]
 
-TISSUES: tuple[Tissue, ...] = tuple(Tissue(i, *row) for i, row in enumerate(_ROWS))
+# Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
+# its native value (fat, air, bone, fluid, unenhanced veins below the heart).
+_ARTERIAL_HU: dict[str, float] = {
+    "muscle": 55, "skin": 45, "spleen": 130, "right_kidney_cortex": 210, "right_kidney_medulla": 70,
+    "left_kidney_cortex": 210, "left_kidney_medulla": 70, "liver": 75, "stomach_wall": 100, "pancreas": 120,
+    "right_adrenal_gland": 80, "left_adrenal_gland": 80, "heart": 300, "aorta": 350,
+    "portal_vein_and_splenic_vein": 120, "left_iliac_artery": 340, "right_iliac_artery": 340,
+    "esophagus": 60, "small_bowel_wall": 110, "duodenum": 100, "colon_wall": 90,
+    "left_autochthonous_muscle": 55, "right_autochthonous_muscle": 55, "left_iliopsoas_muscle": 55,
+    "right_iliopsoas_muscle": 55, "left_gluteus_maximus": 55, "right_gluteus_maximus": 55,
+    "left_gluteus_medius": 55, "right_gluteus_medius": 55, "left_gluteus_minimus": 55,
+    "right_gluteus_minimus": 55,
+}
+
+TISSUES: tuple[Tissue, ...] = tuple(Tissue(i, *row, _ARTERIAL_HU.get(row[0], row[6])) for i, row in enumerate(_ROWS))
 """All tissues, indexed by their tissue label."""
 
 TISSUE_INDEX: dict[str, int] = {t.name: t.index for t in TISSUES}
