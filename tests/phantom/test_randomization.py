@@ -131,6 +131,10 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"removal_share": 0.2, "removable": ()}, "needs at least one removable class"),
     ({"crop_centres": ("splen",)}, "unknown class 'splen'"),
     ({"centred_crop_share": 0.5, "crop_centres": ()}, "needs at least one class in crop_centres"),
+    ({"arterial_share": -0.1}, "arterial_share is a share"),
+    ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
+    ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
+    ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
 ])
 def test_ranges_are_checked(changes, message):
     with pytest.raises(InputError, match=message):
@@ -158,3 +162,30 @@ def test_organ_removal_draws_leave_the_other_draws_as_they_were():
     for kept, removed in (share[:2], share[2:]):
         assert kept["removed"] == [] and len(removed["removed"]) == 1
         assert {k: v for k, v in kept.items() if k != "removed"} == {k: v for k, v in removed.items() if k != "removed"}
+
+
+def test_arterial_phase_and_enhancement_draws_leave_the_other_draws_as_they_were():
+    fields = {**COARSE_FIELDS, "ct_share": 1.0, "random_contrast_share": 0.0, "crop_share": 0.0}
+    plain = RandomizationRanges(**fields)
+    angio = RandomizationRanges(arterial_share=1.0, ct_enhancement=(0.6, 1.6), **fields)
+    phases = set()
+    for seed in range(8):
+        before = random_case(seed, ranges=plain).metadata["randomization"]
+        recipe = random_case(seed, ranges=angio).metadata["randomization"]
+        assert before["enhancement"] == 1.0 and 0.6 <= recipe["enhancement"] <= 1.6
+        # every enhanced CT becomes arterial; native CT stays native
+        expected = "arterial" if before["sequence"] == "contrast" else "native"
+        assert recipe["sequence"] == expected
+        phases.add(recipe["sequence"])
+        ignored = {"sequence", "enhancement"}
+        assert {k: v for k, v in recipe.items() if k not in ignored} == \
+            {k: v for k, v in before.items() if k not in ignored}
+    assert phases == {"arterial", "native"}
+
+
+def test_fields_of_view_are_drawn_from_the_ranges():
+    ranges = RandomizationRanges(fields_of_view=("thorax",), template_share=0.0, **COARSE_FIELDS)
+    rng = np.random.default_rng(0)
+    assert {draw_recipe(rng, ranges)["fov"] for _ in range(20)} == {"thorax"}
+    case = random_case(4, ranges=RandomizationRanges(fields_of_view=("thorax",), crop_share=0.0, **COARSE_FIELDS))
+    assert case.metadata["fov"] == "thorax" and (case.labels.array == BASE.index_of("heart")).any()

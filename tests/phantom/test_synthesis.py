@@ -193,6 +193,31 @@ def test_ct_hounsfield_units_and_noise(phantom):
     assert native.array[deep(phantom, "liver")].std() == pytest.approx(15.0, rel=0.1)
 
 
+def test_arterial_phase_brightens_arteries_and_heart_not_veins(phantom):
+    def phase(sequence: str, enhancement: float = 1.0) -> Image:
+        return synthesize(phantom, SynthesisOptions(modality="ct", sequence=sequence, ct_noise_hu=0.0,
+                                                    enhancement=enhancement), seed=1)
+
+    native, venous, arterial = phase("native"), phase("contrast"), phase("arterial")
+    assert mean_deep(arterial, phantom, "aorta") > mean_deep(venous, phantom, "aorta") + 100
+    assert mean_deep(arterial, phantom, "aorta") > 300
+    catalogue = tissue_signals(SynthesisOptions(modality="ct", sequence="arterial"))
+    unenhanced = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
+    assert catalogue[TISSUE_INDEX["heart"]] > 250  # the blood pool, like the aorta
+    assert catalogue[TISSUE_INDEX["inferior_vena_cava"]] == unenhanced[TISSUE_INDEX["inferior_vena_cava"]]
+    cortex = mean_deep(arterial, phantom, "right_kidney_cortex", margin=1)  # a thin shell
+    medulla = mean_deep(arterial, phantom, "right_kidney_medulla", margin=1)
+    assert cortex > medulla + 60  # the corticomedullary phase
+    # the enhancement multiplies what the contrast agent adds; native CT has none to scale
+    stronger = phase("arterial", 1.5)
+    added = mean_deep(arterial, phantom, "aorta") - mean_deep(native, phantom, "aorta")
+    assert mean_deep(stronger, phantom, "aorta") - mean_deep(native, phantom, "aorta") == pytest.approx(1.5 * added,
+                                                                                                        rel=0.02)
+    np.testing.assert_array_equal(phase("native", 1.5).array, native.array)
+    no_agent = phase("contrast", 0.0)
+    np.testing.assert_allclose(no_agent.array, native.array, atol=1e-3)
+
+
 def test_mr_noise_is_rician_with_the_set_sigma(phantom):
     image = synthesize(phantom, SynthesisOptions(noise=0.03, bias_field=0.0), seed=2)
     air = image.array[deep(phantom, "air")]
@@ -287,7 +312,7 @@ def test_without_blur_or_noise_each_voxel_is_its_tissues_signal(phantom):
 def test_bad_options_are_refused(phantom):
     with pytest.raises(InputError, match="modality must be one of ct, mr"):
         SynthesisOptions(modality="us")
-    with pytest.raises(InputError, match="ct sequence must be one of native, contrast, got 't1_in'"):
+    with pytest.raises(InputError, match="ct sequence must be one of native, contrast, arterial, got 't1_in'"):
         SynthesisOptions(modality="ct", sequence="t1_in")
     with pytest.raises(InputError, match="random_contrast is an MR option"):
         SynthesisOptions(modality="ct", random_contrast=True)
@@ -295,6 +320,8 @@ def test_bad_options_are_refused(phantom):
         SynthesisOptions(noise=-0.1)
     with pytest.raises(InputError, match="field_strength must be a positive"):
         SynthesisOptions(field_strength=0.0)
+    with pytest.raises(InputError, match="enhancement must be a finite number >= 0"):
+        SynthesisOptions(modality="ct", sequence="arterial", enhancement=-1.0)
     with pytest.raises(InputError, match="resolution must be three FWHM values"):
         SynthesisOptions(resolution=(1.0, -1.0, 2.0))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="slice_thickness must be a FWHM"):
