@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-n", "--count", type=int, default=1, metavar="N", help="number of cases (default 1)")
     p.add_argument("--modality", choices=("mr", "ct"), default="mr", help="mr (default) or ct")
     p.add_argument("--sequence", help="mr: t1_in, t1_opp, dixon_water, dixon_fat, t2_haste, t2_tse; "
-                                      "ct: native, contrast (default: the first)")
+                                      "ct: native, contrast (portal-venous), arterial (CT angiography) "
+                                      "(default: the first)")
     p.add_argument("--fov", default="abdomen", help="thorax, abdomen (default), pelvis or trunk")
     p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
