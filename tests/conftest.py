@@ -128,10 +128,3 @@ def registry(monkeypatch, archive):
     entry = dataclasses.replace(store.PUBLISHED["base"], sha256=hashlib.sha256(archive).hexdigest())
     monkeypatch.setitem(store.PUBLISHED, "base", entry)
     return entry
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with slow tests first (kept whole and in order): pytest-xdist hands out whole files
-    in this order, so the long ones start at once and the short ones fill the gaps at the end."""
-    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_modules)
