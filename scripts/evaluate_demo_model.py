@@ -2,10 +2,10 @@
 
 Held-out phantoms: generated subjects with seeds the training never used (training seeds start
 at 1000), at 3 mm, one set per contrast: CT native, portal-venous and arterial, T1 in phase, T1
-opposed phase, T2 HASTE, T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data): mr/example_mr_sm and ct/example_ct
-against their 40-class references (TotalSegmentator's predictions, remapped), and the aorta and
-heart of ct/thorax_cta against their binary masks (the heart mask lies on another grid and is
-resampled onto the CTA's).
+opposed phase, T2 HASTE, T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data):
+mr/example_mr_sm and ct/example_ct against their 40-class references (TotalSegmentator's
+predictions, remapped), and the aorta and heart of ct/thorax_cta against their binary masks (the
+heart mask lies on another grid and is resampled onto the CTA's).
 
 Removed organs: the same held-out T2 HASTE phantoms with the liver, the spleen or one kidney
 left out of the anatomy (its place holds fat, its label is 0); a model that sees organs labels
