@@ -84,6 +84,7 @@ def strip_checkpoint(source: Path, target: Path) -> None:
 
 
 def main() -> None:
+    from mrseg.phantom.anatomy import FOVS
     from mrseg.phantom.randomization import RandomizationRanges
     from mrseg.training import (
         NnunetFolders,
@@ -96,32 +97,36 @@ def main() -> None:
         train_fold,
     )
 
+    defaults = RandomizationRanges()  # the randomisation options default to its values
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="working folder (cases, nnU-Net folders)")
     parser.add_argument("--out", type=Path, help="where the stripped model folder goes")
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")
-    parser.add_argument("--template-share", type=float, default=0.3, help="share of cases made from templates")
+    parser.add_argument("--template-share", type=float, default=defaults.template_share,
+                        help="share of cases made from templates")
     parser.add_argument("--cases", type=int, default=240)
     parser.add_argument("--add-cases", action="store_true",
                         help="synthesise --cases more cases (seeds from --seed) beside the work folder's cases "
                              "instead of replacing them; each old case keeps its nnU-Net fold")
-    parser.add_argument("--crop-share", type=float, default=0.5, help="share of cases cropped")
-    parser.add_argument("--centred-crop-share", type=float, default=0.0,
-                        help="share of the crops centred on an abdominal organ")
-    parser.add_argument("--removal-share", type=float, default=0.15, help="share of cases with an organ removed")
-    parser.add_argument("--random-contrast-share", type=float, default=0.45,
+    parser.add_argument("--crop-share", type=float, default=defaults.crop_share, help="share of cases cropped")
+    parser.add_argument("--centred-crop-share", type=float, default=defaults.centred_crop_share,
+                        help="share of the crops centred on an organ of --crop-centre")
+    parser.add_argument("--removal-share", type=float, default=defaults.removal_share,
+                        help="share of cases with an organ removed")
+    parser.add_argument("--random-contrast-share", type=float, default=defaults.random_contrast_share,
                         help="share of MR cases with a random intensity per tissue")
-    parser.add_argument("--ct-share", type=float, default=0.2, help="share of CT cases")
-    parser.add_argument("--arterial-share", type=float, default=0.0,
+    parser.add_argument("--ct-share", type=float, default=defaults.ct_share, help="share of CT cases")
+    parser.add_argument("--arterial-share", type=float, default=defaults.arterial_share,
                         help="share of the contrast-enhanced CT cases in the arterial phase (CT angiography)")
-    parser.add_argument("--ct-enhancement", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+    parser.add_argument("--ct-enhancement", type=float, nargs=2, default=defaults.ct_enhancement,
+                        metavar=("LOW", "HIGH"),
                         help="range of the multiplier of the contrast agent's enhancement in CT")
-    parser.add_argument("--fov", action="append", choices=("thorax", "abdomen", "pelvis", "trunk"),
+    parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
-                             "default: thorax, abdomen twice, pelvis, trunk")
+                             f"default: {', '.join(defaults.fields_of_view)}")
     parser.add_argument("--crop-centre", action="append",
-                        help="a class the centred crops are centred on, repeatable; default: liver, spleen, the "
-                             "kidneys, pancreas, stomach")
+                        help="a class the centred crops are centred on, repeatable; "
+                             f"default: {', '.join(defaults.crop_centres)}")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -145,13 +150,12 @@ def main() -> None:
     if not args.skip_synthesis:
         if not args.add_cases:
             shutil.rmtree(cases_dir, ignore_errors=True)
-        chosen = {"fields_of_view": tuple(args.fov) if args.fov else None,
-                  "crop_centres": tuple(args.crop_centre) if args.crop_centre else None}
         ranges = RandomizationRanges(template_share=args.template_share, crop_share=args.crop_share,
                                      centred_crop_share=args.centred_crop_share, removal_share=args.removal_share,
                                      random_contrast_share=args.random_contrast_share, ct_share=args.ct_share,
                                      arterial_share=args.arterial_share, ct_enhancement=tuple(args.ct_enhancement),
-                                     **{k: v for k, v in chosen.items() if v is not None})
+                                     fields_of_view=tuple(args.fov or defaults.fields_of_view),
+                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
