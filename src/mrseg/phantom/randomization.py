@@ -135,8 +135,7 @@ class RandomizationRanges:
             raise InputError("centred_crop_share > 0 needs at least one class in crop_centres")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
-        unknown = sorted(set(self.fields_of_view) - set(FOVS))
-        if unknown or not self.fields_of_view:
+        if not self.fields_of_view or not set(self.fields_of_view) <= set(FOVS):
             raise InputError(f"fields_of_view must name at least one of {', '.join(FOVS)}, got {self.fields_of_view!r}")
 
 

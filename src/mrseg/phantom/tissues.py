@@ -131,6 +131,10 @@ _ARTERIAL_HU: dict[str, float] = {
     "right_gluteus_minimus": 55,
 }
 
+if _unknown := set(_ARTERIAL_HU) - {row[0] for row in _ROWS}:  # a misspelt name would keep native HU silently
+    raise ValueError(f"_ARTERIAL_HU names no tissue of the catalogue: {sorted(_unknown)}")
+
+# row[6] is the native HU, the arterial value of every tissue _ARTERIAL_HU leaves out
 TISSUES: tuple[Tissue, ...] = tuple(Tissue(i, *row, _ARTERIAL_HU.get(row[0], row[6])) for i, row in enumerate(_ROWS))
 """All tissues, indexed by their tissue label."""
 
