@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import orientation_code, plan_reorientation
-from mrseg.phantom.anatomy import FOVS, Anatomy, default_grid, generate_anatomy
-from mrseg.phantom.tissues import TISSUES
+from mrseg.phantom.anatomy import FOVS, MEDIASTINAL_TISSUES, Anatomy, default_grid, generate_anatomy
+from mrseg.phantom.tissues import TISSUE_INDEX, TISSUES
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -217,6 +218,32 @@ def test_organ_relations(trunk: dict[int, Anatomy], trunk_stats: dict[int, tuple
         # the iliac arteries leave the aorta downwards
         for artery in ("left_iliac_artery", "right_iliac_artery"):
             assert z[idx(artery)] < bifurcation, (seed, artery)
+
+
+def test_mediastinum_surrounds_the_aorta_with_unlabelled_vessels_and_airways():
+    """A CT angiography's aorta lies among the pulmonary trunk, the SVC and the arch's branches:
+    the phantom draws them (label 0) and the pulmonary vessel tree inside the lungs (lung label)."""
+    for seed in (3, 7):
+        anatomy = generate_anatomy(seed=seed, fov="thorax", spacing=(2.0, 2.0, 2.0))
+        tissues, labels = anatomy.tissues.array, anatomy.labels.array
+        aorta_nearby = ndimage.binary_dilation(labels == idx("aorta"), iterations=2)
+        for name in MEDIASTINAL_TISSUES:
+            voxels = tissues == TISSUE_INDEX[name]
+            assert voxels.sum() * 8e-6 > 0.002, (seed, name)  # over 2 ml each
+            assert not labels[voxels].any(), (seed, name)
+        for name in ("pulmonary_artery", "superior_vena_cava", "supra_aortic_artery"):
+            assert (aorta_nearby & (tissues == TISSUE_INDEX[name])).any(), (seed, name)  # they touch the aorta
+        centre = {name: world_points(anatomy.tissues, TISSUE_INDEX[name]).mean(axis=0)
+                  for name in ("superior_vena_cava", "pulmonary_artery", "airway")}
+        assert centre["superior_vena_cava"][0] < -15  # on the right
+        assert abs(centre["airway"][0]) < 15 and centre["airway"][2] > 360  # midline, above the carina
+        for side in ("left", "right"):
+            vessels = tissues == TISSUE_INDEX[f"{side}_lung_vessels"]
+            assert vessels.sum() * 8e-6 > 0.005, (seed, side)
+            assert (labels[vessels] == idx(f"{side}_lung")).all(), (seed, side)
+        # the labelled heart keeps its shape: no unlabelled vessel inside it
+        assert not np.isin(tissues[ndimage.binary_erosion(labels == idx("heart"), iterations=2)],
+                           [TISSUE_INDEX[n] for n in MEDIASTINAL_TISSUES]).any(), seed
 
 
 # ---- fields of view and partial grids ---------------------------------------------------------------

@@ -205,6 +205,9 @@ def test_arterial_phase_brightens_arteries_and_heart_not_veins(phantom):
     unenhanced = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
     assert catalogue[TISSUE_INDEX["heart"]] > 250  # the blood pool, like the aorta
     assert catalogue[TISSUE_INDEX["inferior_vena_cava"]] == unenhanced[TISSUE_INDEX["inferior_vena_cava"]]
+    for vessel in ("pulmonary_artery", "superior_vena_cava", "supra_aortic_artery", "left_lung_vessels"):
+        assert catalogue[TISSUE_INDEX[vessel]] > 250, vessel  # the mediastinum is as bright as the aorta
+    assert catalogue[TISSUE_INDEX["airway"]] < -900
     cortex = mean_deep(arterial, phantom, "right_kidney_cortex", margin=1)  # a thin shell
     medulla = mean_deep(arterial, phantom, "right_kidney_medulla", margin=1)
     assert cortex > medulla + 60  # the corticomedullary phase

@@ -13,7 +13,10 @@ Rasterisation evaluates each shape at the *world* position of the voxel centres
 shape's bounding box, so any grid works: oblique, anisotropic, flipped or covering only part of
 the body. Shapes are painted in a fixed priority order into one ``uint8`` tissue map, so a voxel
 has exactly one tissue; most soft organs are painted only into still unclaimed visceral fat,
-which makes the first painted organ win where two would touch.
+which makes the first painted organ win where two would touch. Structures that are not one of
+the 40 classes are drawn too, with label 0, where a model must learn to tell them from a class:
+the mediastinum's pulmonary trunk and arteries, pulmonary veins, SVC, the arch's branches and the
+airways around the aorta; the pulmonary vessel tree inside the lungs carries the lung's label.
 
 Example:
     >>> anatomy = generate_anatomy(seed=0, fov="abdomen", spacing=(4.0, 4.0, 4.0))
@@ -665,6 +668,7 @@ class _Subject:
     organs: dict[str, _Shape]
     tubes: dict[str, _Tube]
     lungs: dict[str, _ZStack]  # tissue name → shape
+    lung_vessels: dict[str, list[_Tube]]  # lung tissue name → its vessel tree
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
 
@@ -966,12 +970,75 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
 
     crotch = -150.0 + float(rng.normal(0, 4))
     thigh = [(crotch + 0.5, 75, 0, 75, 82, 100), (crotch - 50, 82, -2, 72, 76, 86), (-270, 88, -5, 68, 70, 74)]
+    # drawn last, so that every earlier draw of a seed is what it was before they existed
+    tubes.update(_draw_mediastinum(d, aorta_s))
+    lung_vessels = {f"{name}_lung": _draw_lung_vessels(rng, s) for s, name in _SIDES}
     return _Subject(
         to_subject=to_subject, parameters=d.parameters, body=body, fat=fat, skin=2.0, cavity=cavity,
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
         diaphragm=dia, spine=spine, sacrum=sacrum, sacral_canal=sacral_canal, pelvis=pelvis, muscles=muscles,
-        organs=organs, tubes=tubes, lungs=lungs, liver_floor=(liver_tip, 0.28), bowel=bowel,
+        organs=organs, tubes=tubes, lungs=lungs, lung_vessels=lung_vessels, liver_floor=(liver_tip, 0.28),
+        bowel=bowel,
     )
+
+
+# The mediastinum's unlabelled structures, as (tube, tissue, control points, radii): what
+# surrounds the ascending aorta and the arch in a CT angiography (the pulmonary trunk and
+# arteries, the SVC, the pulmonary veins, the arch's branches) and the airways.
+_MEDIASTINUM: tuple[tuple[str, str, list[tuple[float, float, float]], list[float]], ...] = (
+    ("pulmonary_trunk", "pulmonary_artery", [(22, -52, 318), (22, -40, 340), (16, -14, 356)], [13, 13, 12]),
+    ("left_pulmonary_artery", "pulmonary_artery", [(16, -14, 356), (34, -2, 362), (50, 8, 358), (64, 14, 350)],
+     [10, 9, 8, 7]),
+    ("right_pulmonary_artery", "pulmonary_artery",
+     [(16, -14, 356), (0, -6, 358), (-20, -4, 356), (-42, 0, 352), (-60, 6, 348)], [10, 10, 9, 8, 7]),
+    ("superior_vena_cava", "superior_vena_cava", [(-34, -20, 445), (-33, -22, 400), (-31, -24, 360), (-26, -24, 320)],
+     [9, 10, 10, 10]),
+    ("left_brachiocephalic_vein", "superior_vena_cava", [(-33, -20, 442), (-5, -32, 450), (25, -28, 458),
+                                                          (52, -16, 472)], [7, 7, 6.5, 6]),
+    ("right_brachiocephalic_vein", "superior_vena_cava", [(-34, -20, 442), (-42, -16, 468), (-52, -10, 492)],
+     [8, 7, 6]),
+    ("brachiocephalic_trunk", "supra_aortic_artery", [(-2, -16, 398), (-12, -14, 430), (-22, -10, 460),
+                                                       (-30, -4, 492)], [7, 6.5, 6, 5]),
+    ("left_common_carotid_artery", "supra_aortic_artery", [(8, -8, 404), (14, -8, 440), (20, -6, 492)],
+     [4.5, 4.5, 4.5]),
+    ("left_subclavian_artery", "supra_aortic_artery", [(20, 4, 400), (30, 6, 440), (46, 8, 468), (72, 10, 480)],
+     [5.5, 5, 5, 4.5]),
+    ("left_superior_pulmonary_vein", "pulmonary_vein", [(56, 10, 332), (38, 6, 322), (22, 4, 314)], [6, 6, 6.5]),
+    ("left_inferior_pulmonary_vein", "pulmonary_vein", [(52, 24, 306), (36, 14, 302), (20, 8, 298)], [5.5, 6, 6.5]),
+    ("right_superior_pulmonary_vein", "pulmonary_vein", [(-52, 8, 332), (-32, 4, 322), (-14, 4, 316)], [6, 6, 6.5]),
+    ("right_inferior_pulmonary_vein", "pulmonary_vein", [(-50, 22, 306), (-30, 14, 302), (-12, 10, 298)],
+     [5.5, 6, 6.5]),
+    ("trachea", "airway", [(-3, 4, 500), (-3, 2, 430), (-1, 4, 378), (1, 6, 364)], [9, 9, 9, 8]),
+    ("left_main_bronchus", "airway", [(1, 6, 364), (26, 12, 352), (48, 18, 342)], [7, 6, 5]),
+    ("right_main_bronchus", "airway", [(1, 6, 364), (-22, 8, 356), (-42, 12, 350)], [7, 7, 6]),
+)
+MEDIASTINAL_TISSUES: tuple[str, ...] = tuple(dict.fromkeys(tissue for _, tissue, _, _ in _MEDIASTINUM))
+"""The tissues of the unlabelled mediastinal structures (tissue map only, label 0)."""
+
+
+def _draw_mediastinum(d: _Draw, scale: float) -> dict[str, _Tube]:
+    """The mediastinal tubes, jittered; a branch starts where its jittered parent ends."""
+    tubes: dict[str, _Tube] = {}
+    ends: dict[tuple[float, float, float], Array] = {}
+    for key, _, points, radii in _MEDIASTINUM:
+        control = d.jitter(points, 2.0)
+        if points[0] in ends:  # a branch point shared with an earlier tube
+            control[0] = ends[points[0]]
+        ends.setdefault(points[-1], control[-1])
+        ends.setdefault(points[0], control[0])
+        tubes[key] = _tube(control, np.asarray(radii) * scale, step=4.0)
+    return tubes
+
+
+def _draw_lung_vessels(rng: np.random.Generator, side: float, n: int = 9) -> list[_Tube]:
+    """A pulmonary vessel tree of one lung: ``n`` branches from the hilum, tapering outwards."""
+    hilum = np.array([side * 58.0, 6.0, 346.0])
+    out = []
+    for _ in range(n):
+        target = np.array([side * rng.uniform(50, 115), rng.uniform(-50, 75), rng.uniform(250, 440)])
+        middle = (hilum + target) / 2 + rng.normal(0, 8, 3)
+        out.append(_tube([hilum, middle, target], [4.5, 3.0, 1.5], step=3.0))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1149,6 +1216,14 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
     for tissue in ("aorta", "inferior_vena_cava", "left_iliac_artery", "right_iliac_artery", "left_iliac_vena",
                    "right_iliac_vena", "portal_vein_and_splenic_vein", "esophagus"):
         _fill_tube(canvas, subject.tubes[tissue], tissue, only_into=_SOFT_OR_MUSCLE)
+    # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
+    pericardium = subject.organs["pericardium"]
+
+    def outside_pericardium(x: Array, y: Array, z: Array) -> Array:
+        return ~pericardium.inside(x, y, z)
+
+    for key, tissue, _, _ in _MEDIASTINUM:
+        _fill_tube(canvas, subject.tubes[key], tissue, only_into=_SOFT_OR_MUSCLE, clips=[outside_pericardium])
 
 
 def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
@@ -1224,3 +1299,5 @@ def _paint_lungs(canvas: _Canvas, subject: _Subject) -> None:
 
         tissue = f"{name}_lung"
         _fill(canvas, subject.lungs[tissue], tissue, only_into=_SOFT, clips=[above, lateral, outside_pericardium])
+        for vessel in subject.lung_vessels[tissue]:
+            _fill_tube(canvas, vessel, f"{tissue}_vessels", only_into=(tissue,))

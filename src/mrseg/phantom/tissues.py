@@ -115,6 +115,15 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     ("right_gluteus_medius", "right_gluteus_medius", 0.7, 870, 45, 0.05, 50, 60),
     ("left_gluteus_minimus", "left_gluteus_minimus", 0.7, 870, 45, 0.05, 50, 60),
     ("right_gluteus_minimus", "right_gluteus_minimus", 0.7, 870, 45, 0.05, 50, 60),
+    # the mediastinum's unlabelled vessels and airways, and the vessels inside the lungs (part of
+    # the lung classes, as in the reference label maps)
+    ("pulmonary_artery", None, 0.85, 1440, 200, 0.0, 40, 150),
+    ("pulmonary_vein", None, 0.85, 1440, 200, 0.0, 40, 160),
+    ("superior_vena_cava", None, 0.85, 1440, 200, 0.0, 40, 150),
+    ("supra_aortic_artery", None, 0.85, 1440, 200, 0.0, 40, 180),
+    ("airway", None, 0.0, 1000, 1, 0.0, -950, -950),
+    ("left_lung_vessels", "left_lung", 0.8, 1300, 120, 0.0, 40, 150),
+    ("right_lung_vessels", "right_lung", 0.8, 1300, 120, 0.0, 40, 150),
 ]
 
 # Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
@@ -129,6 +138,9 @@ _ARTERIAL_HU: dict[str, float] = {
     "right_iliopsoas_muscle": 55, "left_gluteus_maximus": 55, "right_gluteus_maximus": 55,
     "left_gluteus_medius": 55, "right_gluteus_medius": 55, "left_gluteus_minimus": 55,
     "right_gluteus_minimus": 55,
+    # the right heart and the pulmonary arteries fill first; the SVC carries undiluted agent from an arm vein
+    "pulmonary_artery": 360, "pulmonary_vein": 320, "superior_vena_cava": 500, "supra_aortic_artery": 340,
+    "left_lung_vessels": 300, "right_lung_vessels": 300,
 }
 
 if _unknown := set(_ARTERIAL_HU) - {row[0] for row in _ROWS}:  # a misspelt name would keep native HU silently
