@@ -14,7 +14,7 @@ MRSegmentator's and nnU-Net's own code.
 
 Usage (same arguments as the ``mrsegmentator`` command)::
 
-    MRSEG_WEIGHTS_PATH=path/to/model python benchmarks/published_mrsegmentator.py \
+    MRSEG_WEIGHTS_PATH=path/to/model python benchmarks/published_mrsegmentator.py \\
         -i scan.nii.gz -o out/ --cpu_only --fold 0
 """
 

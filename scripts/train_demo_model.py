@@ -29,8 +29,8 @@ Adding cases to a trained run's work folder (new seeds, other randomisation shar
 fine-tuning on all of them; the old cases keep their nnU-Net folds, the new ones are spread
 over the five folds (``mrseg.training.extend_splits``):
 
-    python scripts/train_demo_model.py --work /tmp/demo --add-cases --cases 160 --seed 4000 \
-        --centred-crop-share 0.7 --crop-share 0.8 --removal-share 0.3 \
+    python scripts/train_demo_model.py --work /tmp/demo --add-cases --cases 160 --seed 4000 \\
+        --centred-crop-share 0.7 --crop-share 0.8 --removal-share 0.3 \\
         --init-from src/mrseg/models/demo --epochs 40 --out /tmp/demo_more
 
 A run stopped (killed, out of time) continues from its last checkpoint (every --save-every
