@@ -269,7 +269,8 @@ def test_a_cohort_runs_on_a_running_scheduler_and_leaves_its_workers_up(tmp_path
 def test_a_case_out_of_memory_is_retried_then_failed_with_its_reason_while_the_others_finish(tmp_path):
     phantom_cohort(tmp_path / "in", 1)
     noise = np.random.default_rng(0).normal(size=(200, 400, 400)).astype(np.float32)
-    write_image(Image.from_array(noise, spacing=(1.0, 1.0, 1.0)), tmp_path / "in" / "big.nii.gz")
+    # uncompressed: gzip would spend seconds on 128 MB of noise at each write and read
+    write_image(Image.from_array(noise, spacing=(1.0, 1.0, 1.0)), tmp_path / "in" / "big.nii")
     out = tmp_path / "cohort"
     with running_scheduler(worker_memory_mb=1700) as address:  # enough for the small case, not for the big one
         run = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
