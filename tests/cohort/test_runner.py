@@ -168,7 +168,7 @@ def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
 
 
 def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp_path):
-    phantom_cohort(tmp_path / "in", 8)
+    phantom_cohort(tmp_path / "in", 8, fovs=("abdomen",))
     out = tmp_path / "cohort"
     args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
             "--threads-per-worker", "2", "--no-progress"]
