@@ -1212,16 +1212,20 @@ def _paint_muscles(canvas: _Canvas, subject: _Subject) -> None:
         _fill(canvas, shape, tissue, only_into=into)
 
 
+def _outside(shape: _Shape) -> Clip:
+    """A clip keeping what lies outside ``shape``."""
+    def outside(x: Array, y: Array, z: Array) -> Array:
+        return ~shape.inside(x, y, z)
+
+    return outside
+
+
 def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
     for tissue in ("aorta", "inferior_vena_cava", "left_iliac_artery", "right_iliac_artery", "left_iliac_vena",
                    "right_iliac_vena", "portal_vein_and_splenic_vein", "esophagus"):
         _fill_tube(canvas, subject.tubes[tissue], tissue, only_into=_SOFT_OR_MUSCLE)
     # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
-    pericardium = subject.organs["pericardium"]
-
-    def outside_pericardium(x: Array, y: Array, z: Array) -> Array:
-        return ~pericardium.inside(x, y, z)
-
+    outside_pericardium = _outside(subject.organs["pericardium"])
     for key, tissue, _, _ in _MEDIASTINUM:
         _fill_tube(canvas, subject.tubes[key], tissue, only_into=_SOFT_OR_MUSCLE, clips=[outside_pericardium])
 
@@ -1287,11 +1291,7 @@ def _paint_small_bowel(canvas: _Canvas, subject: _Subject, below: Clip) -> None:
 
 def _paint_lungs(canvas: _Canvas, subject: _Subject) -> None:
     """Lungs fill what is left of the thoracic cavity above the diaphragm, outside the mediastinum."""
-    pericardium = subject.organs["pericardium"]
-
-    def outside_pericardium(x: Array, y: Array, z: Array) -> Array:
-        return ~pericardium.inside(x, y, z)
-
+    outside_pericardium = _outside(subject.organs["pericardium"])
     above = subject.diaphragm.above(1.0)
     for side, name in _SIDES:
         def lateral(x: Array, y: Array, z: Array, side: float = side) -> Array:
