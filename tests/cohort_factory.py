@@ -12,10 +12,10 @@ SEQUENCES = ("t1_in", "t2_haste", "dixon_water", "t1_opp", "t2_tse", "dixon_fat"
 
 
 def phantom_cohort(folder: Path, count: int, *, first_seed: int = 91000, spacing: float = 6.0,
-                   truth: Path | None = None, fovs: tuple[str, ...] = ("abdomen", "trunk")) -> list[Path]:
+                   truth: Path | None = None, fovs: tuple[str, ...] = ("abdomen",)) -> list[Path]:
     """``count`` phantom MR images (fields of view taken in turn from ``fovs``, several sequences)
     in ``folder``; their truth label maps in ``truth`` when given. An abdomen is 47 slices at 6 mm,
-    a trunk 118 (about 3× the demo model's time)."""
+    a trunk 118 (about 3× the demo model's time), so abdomens unless a test needs a trunk."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):

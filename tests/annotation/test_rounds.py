@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -170,38 +171,43 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert busy.returncode == 2 and "no annotation project here" in busy.stderr
 
 
+def model_of_its_own_classes(folder: Path, own: dict[str, int]) -> Path:
+    """The bundled demo model cut down to ``own`` (name: value): its head keeps the background's and
+    those classes' outputs, in the values' order, as a model trained on those classes alone has."""
+    import torch
+
+    from mrseg.model.store import resolve_model_folder
+
+    shutil.copytree(resolve_model_folder("demo"), folder, ignore=shutil.ignore_patterns("*.md"))
+    dataset = json.loads((folder / "dataset.json").read_text())
+    keep = [0] + [dataset["labels"][name] for name in sorted(own, key=own.__getitem__)]
+    dataset["labels"] = {"background": 0, **own}
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    checkpoint_file = folder / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    for key in [k for k in weights if ".seg_layers." in k]:
+        weights[key] = weights[key][keep].clone()
+    torch.save(checkpoint, checkpoint_file)
+    return folder
+
+
 def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_continues(tmp_path, images):
     """``mrseg annotate simulate`` from a starting model that knows two classes (liver 1, spleen 2),
     not the 40: two rounds with an oracle, drafts, the files for the annotators and the fine-tuned
     version keep its names and values, and a rerun has nothing more to do."""
     from mrseg.model.plans import read_dataset
-    from mrseg.training import (
-        NnunetFolders,
-        PlanningOptions,
-        TrainingOptions,
-        build_dataset,
-        cases_from_folder,
-        plan_and_preprocess,
-        train_fold,
-    )
 
     folder, truth = images
     own = {"liver": 1, "spleen": 2}
-    staged, own_truth = tmp_path / "staged", tmp_path / "truth"
-    for image in sorted(folder.glob("*.nii.gz")):
-        labels = read_image(truth / image.name.replace(".nii.gz", "_labels.nii.gz"))
+    own_truth = tmp_path / "truth"
+    for labels_file in sorted(truth.glob("*_labels.nii.gz")):
+        labels = read_image(labels_file)
         mapped = np.zeros(labels.array.shape, np.uint8)
         for name, value in own.items():
             mapped[labels.array == BASE.index_of(name)] = value
-        for where in (staged, own_truth):
-            write_image(labels.with_array(mapped), where / image.name.replace(".nii.gz", "_labels.nii.gz"))
-        write_image(read_image(image), staged / image.name)
-    folders = NnunetFolders.under(tmp_path / "nnunet")
-    build_dataset(cases_from_folder(staged), folders.raw, dataset_id=31, name="Own", labels=own)
-    plan_and_preprocess(folders, 31, PlanningOptions(spacing=(6.0, 6.0, 6.0), patch_size=(32, 32, 32), base_features=4,
-                                                     max_features=16, batch_size=2, processes=1))
-    start = train_fold(folders, 31, "all", TrainingOptions(epochs=1, iterations_per_epoch=2,
-                                                           val_iterations_per_epoch=1, validate=False))
+        write_image(labels.with_array(mapped), own_truth / labels_file.name)
+    start = model_of_its_own_classes(tmp_path / "liver_spleen_model", own)
     project = Project(tmp_path / "project")
     ok("annotate", "init", str(project.folder), "--images", str(folder), "--model", str(start), "--batch", "2")
     out = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", "--workers", "1",

@@ -15,7 +15,7 @@ from mrseg.io import read_image
 def truth_cohort(tmp_path_factory: pytest.TempPathFactory) -> list:
     """Ten phantom cases' truth label maps (as an appearance-true model would label them)."""
     root = tmp_path_factory.mktemp("truth_cohort")
-    phantom_cohort(root / "images", 10, truth=root / "truth", first_seed=92000)
+    phantom_cohort(root / "images", 10, truth=root / "truth", first_seed=92000, fovs=("abdomen", "trunk"))
     return [read_image(p) for p in sorted((root / "truth").glob("*_labels.nii.gz"))]
 
 

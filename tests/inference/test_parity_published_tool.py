@@ -44,27 +44,38 @@ def run_published(folder: Path, inputs: Path, out: Path, *extra: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("mode", [["--fold", "0"], ["--fast"], []], ids=["fold0", "fast", "five_folds"])
+@pytest.fixture(scope="module")
+def published_fast(published_setup, tmp_path_factory) -> Path:
+    """The published tool's --fast labels, for the two tests that compare against them."""
+    folder, inputs = published_setup
+    out = tmp_path_factory.mktemp("published_fast")
+    run_published(folder, inputs, out, "--fast")
+    return out
+
+
+def assert_same_labels(ours: Path, theirs: Path) -> None:
+    for code in ("RAS", "LPS", "PIL"):
+        their_labels = read_image(theirs / f"case_{code}_seg.nii.gz")
+        our_labels = read_image(ours / f"case_{code}_seg.nii.gz")
+        assert our_labels.geometry.same_grid(their_labels.geometry)
+        assert_agrees(our_labels.array, their_labels.array)
+
+
+@pytest.mark.parametrize("mode", [["--fold", "0"], []], ids=["fold0", "five_folds"])
 def test_same_labels_as_published_mrsegmentator(published_setup, tmp_path, mode):
     folder, inputs = published_setup
     run_published(folder, inputs, tmp_path / "published", *mode)
-    ours_args = {"--fold": ["--folds", "0"], "--fast": ["--fast"]}.get(mode[0] if mode else "", [])
+    ours_args = ["--folds", "0"] if mode else []
     assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
                        "--no-progress", "--precision", "fp32", *ours_args]) == 0
-    for code in ("RAS", "LPS", "PIL"):
-        theirs = read_image(tmp_path / "published" / f"case_{code}_seg.nii.gz")
-        ours = read_image(tmp_path / "ours" / f"case_{code}_seg.nii.gz")
-        assert ours.geometry.same_grid(theirs.geometry)
-        assert_agrees(ours.array, theirs.array)
+    assert_same_labels(tmp_path / "ours", tmp_path / "published")
 
 
-def test_default_precision_agrees_with_published_mrsegmentator(published_setup, tmp_path):
-    """Default settings (fp32 on every CPU since issue 16): the exact-mode bar, no --precision given."""
+@pytest.mark.parametrize("precision", [["--precision", "fp32"], []], ids=["fp32", "default"])
+def test_fast_mode_gives_the_labels_of_published_mrsegmentator(published_setup, published_fast, tmp_path, precision):
+    """--fast both ways; with no --precision given, the default (fp32 on every CPU since issue 16)
+    must meet the same exact-mode bar."""
     folder, inputs = published_setup
-    run_published(folder, inputs, tmp_path / "published", "--fast")
     assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
-                       "--no-progress", "--fast"]) == 0
-    for code in ("RAS", "LPS", "PIL"):
-        theirs = read_image(tmp_path / "published" / f"case_{code}_seg.nii.gz").array
-        ours = read_image(tmp_path / "ours" / f"case_{code}_seg.nii.gz").array
-        assert_agrees(ours, theirs)
+                       "--no-progress", "--fast", *precision]) == 0
+    assert_same_labels(tmp_path / "ours", published_fast)

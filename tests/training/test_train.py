@@ -112,7 +112,9 @@ def test_nnunets_own_predictor_loads_the_trained_model_and_agrees(trained, phant
 def test_transfer_learning_starts_from_the_source_weights(trained, phantom_folder, tmp_path):
     folders, result = trained
     build_dataset(cases_from_folder(phantom_folder)[:5], folders.raw, dataset_id=22, name="Transfer")
-    plan_and_preprocess(folders, 22, PlanningOptions(processes=1), transfer_from=result.model_folder)
+    # at another spacing than the source's 6 mm: the network and its weights fit any
+    plan_and_preprocess(folders, 22, PlanningOptions(spacing=(7.5, 7.5, 7.5), processes=1),
+                        transfer_from=result.model_folder)
     model = train_fold(folders, 22, 0, _start_from(result.model_folder))
     source = _checkpoint(result.model_folder)["network_weights"]
     target = _checkpoint(model, name="checkpoint_initial.pth")["network_weights"]  # before the first step
@@ -124,6 +126,7 @@ def test_transfer_learning_starts_from_the_source_weights(trained, phantom_folde
     plans = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]
     source_plans = json.loads((result.model_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
     assert plans["architecture"] == source_plans["architecture"] and plans["patch_size"] == source_plans["patch_size"]
+    assert source_plans["spacing"] == [6.0] * 3 and plans["spacing"] == [7.5] * 3
 
 
 def test_a_source_with_another_class_count_keeps_all_but_its_head(trained, phantom_folder, tmp_path):
@@ -227,6 +230,8 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained, phantom
     assert len(final["logging"]["train_losses"]) == epochs  # the epochs before the kill kept, the rest run once
     log = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
     assert f"resumed from {fold / 'checkpoint_latest.pth'} at epoch {done_before}" in log
+    files = {p: p.stat().st_mtime_ns for p in fold.iterdir()}
     again = train_fold(folders, 21, "all", TrainingOptions(epochs=epochs, iterations_per_epoch=2, validate=False,
                                                            resume=True))
-    assert again == model  # trained already: nothing to do
+    assert again == model  # trained already: nothing to do, and no trainer started to find that out (no new log)
+    assert {p: p.stat().st_mtime_ns for p in fold.iterdir()} == files

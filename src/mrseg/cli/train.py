@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="data augmentation worker processes (default 0: in the training process)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from this nnU-Net model folder's weights (transfer learning); the plans copy its "
-                        "network, patch size and spacing")
+                        "network, patch size and spacing (--spacing trains at another one)")
     p.add_argument("--init-fold", type=int, default=0, metavar="K", help="fold of --init-from to start from")
     p.add_argument("--no-plan", action="store_true", help="reuse the existing plans and preprocessed data")
     p.add_argument("--no-validate", action="store_true", help="skip the validation predictions and the Dice table")

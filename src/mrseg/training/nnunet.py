@@ -145,7 +145,7 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
 
     With ``transfer_from`` (a model folder) the network, patch size and spacing are taken from
     that model's plans instead, so its weights fit (the published model was fine-tuned on MR
-    from a CT model planned this way).
+    from a CT model planned this way); a spacing in ``options`` is kept (the weights fit any).
 
     Returns:
         The plans file written (``{PLANS_NAME}.json`` in the preprocessed dataset folder).
@@ -204,9 +204,21 @@ def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
     and by nnU-Net's predictor.
     """
     check_enough_cases(folders, dataset_id, [fold])
+    if options.resume and (trained := finished_model(folders, dataset_id, fold, options.trainer_name)):
+        log.info("%s: fold %s is trained (checkpoint_final.pth); nothing to resume", trained, fold)
+        return trained  # no nnU-Net process (seconds of imports) to find that out
     spec = {"step": "train", "dataset_id": dataset_id, "fold": fold, "options": asdict(options)}
     result = run_step(spec, folders)
     return Path(result.report["model_folder"])
+
+
+def finished_model(folders: NnunetFolders, dataset_id: int, fold: int | str, trainer_name: str) -> Path | None:
+    """The model folder where nnU-Net's trainer left this fold's ``checkpoint_final.pth``, if it did."""
+    for dataset in sorted(folders.results.glob(f"Dataset{dataset_id:03d}_*")):
+        model = dataset / f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
+        if (model / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+            return model
+    return None
 
 
 def check_enough_cases(folders: NnunetFolders, dataset_id: int, folds: Sequence[int | str]) -> None:
@@ -294,8 +306,16 @@ def check_transfer_compatible(source_plans: dict[str, Any], target_plans: dict[s
             "weights; every other layer is copied"]
 
 
-def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any]) -> dict[str, Any]:
-    """``target_plans`` with the source model's network, patch size and spacing (3d_fullres)."""
+def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any],
+                   *, spacing: Sequence[float] | None = None) -> dict[str, Any]:
+    """``target_plans`` with the source model's network, patch size and spacing (3d_fullres).
+
+    Args:
+        spacing: train at this spacing (z, y, x, before nnU-Net's transpose) instead of the
+            source's. A convolutional network's weights fit any spacing, and the images are
+            resampled to it: a model trained at 6 mm can start one at 4 mm (its patch, in
+            voxels, then covers less of the body).
+    """
     plans = json.loads(json.dumps(target_plans))
     source = source_plans["configurations"][CONFIGURATION]
     config = plans["configurations"][CONFIGURATION]
@@ -303,6 +323,8 @@ def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any]) -
         config[key] = json.loads(json.dumps(source[key]))
     plans["transpose_forward"] = source_plans["transpose_forward"]
     plans["transpose_backward"] = source_plans["transpose_backward"]
+    if spacing is not None:
+        config["spacing"] = [float(spacing[axis]) for axis in plans["transpose_forward"]]
     return plans
 
 

@@ -119,7 +119,7 @@ def plan(spec: dict[str, Any]) -> dict[str, Any]:
         source = json.loads((Path(spec["transfer_from"]) / "plans.json").read_text())
         if CONFIGURATION not in source.get("configurations", {}):
             raise InputError(f"{spec['transfer_from']}: its plans.json has no {CONFIGURATION} configuration")
-        plans = transfer_plans(source, plans)
+        plans = transfer_plans(source, plans, spacing=options.spacing)
     plans["plans_name"] = PLANS_NAME
     plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
     plans_file = folder / f"{PLANS_NAME}.json"
