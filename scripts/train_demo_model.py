@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--skip-synthesis", action="store_true")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
     parser.add_argument("--save-every", type=int, default=5, help="write the latest checkpoint every N epochs")
+    parser.add_argument("--no-validate", action="store_true",
+                        help="skip nnU-Net's validation predictions at the end (about 10 min at 6 mm on 2 cores "
+                             "for 208 cases, 3.4x the voxels at 4 mm)")
     args = parser.parse_args()
 
     started = time.time()
@@ -172,7 +175,7 @@ def main() -> None:
     planned_s = time.time() - started
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
-                               augmentation_processes=args.augmentation_processes,
+                               augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
                                init_from=str(args.init_from) if args.init_from else None)
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
