@@ -439,13 +439,13 @@ def write_status(project: Project) -> tuple[list[dict[str, Any]], list[Path]]:
 
 def learning_curve(rows: Sequence[dict[str, Any]], path: Path, *, label: str = "") -> Path:
     """Draft Dice and effort against the accepted cases the drafting model was trained on."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     done = [r for r in rows if r["draft_dice_mean"] is not None]
-    figure, (dice_axis, effort_axis) = plt.subplots(1, 2, figsize=(9, 3.6))
+    figure = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(figure)
+    dice_axis, effort_axis = figure.subplots(1, 2)
     x = [r["model_trained_on"] for r in done]
     dice_axis.plot(x, [r["draft_dice_mean"] for r in done], "o-", label=label or None)
     effort_axis.plot(x, [100 * r["effort_fraction_mean"] for r in done], "o-", label=label or None)
@@ -463,7 +463,6 @@ def learning_curve(rows: Sequence[dict[str, Any]], path: Path, *, label: str = "
     figure.tight_layout()
     handle = io.BytesIO()
     figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
     return write_bytes_atomic(path, handle.getvalue())
 
 
