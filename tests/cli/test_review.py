@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 
 from mrseg_processes import mrseg_process, run_mrseg
 
@@ -42,3 +43,24 @@ def test_the_address_is_printed_and_a_token_guards_other_hosts(tmp_path):
     finally:
         shared.send_signal(signal.SIGINT)
         shared.wait(timeout=30)
+
+
+def test_sigint_stops_a_server_started_with_sigint_ignored(tmp_path):
+    """As from ``mrseg review DIR &`` in a script: a background job of a non-interactive shell
+    inherits SIGINT ignored, and Python keeps it ignored unless told otherwise."""
+    (tmp_path / "a_seg_record.json").write_text('{"name": "a", "input": "", "status": "failed"}')
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    server = mrseg_process("review", str(tmp_path), "--port", "0", preexec_fn=ignore_sigint)
+    try:
+        assert server.stdout.readline().startswith("mrseg review: http://127.0.0.1:")
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            _, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()  # SIGINT did nothing: do not leave the server behind
+            raise
+    assert server.returncode == 0 and "mrseg review: stopped" in err

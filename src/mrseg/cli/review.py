@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import webbrowser
 from typing import Any
@@ -44,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         if args.open:
             webbrowser.open(url)
 
+    # Started in the background by a non-interactive shell (`mrseg review DIR &` in a script), the
+    # process inherits SIGINT ignored, and Python then leaves it so: Ctrl+C or kill -INT would not
+    # stop the server. It is a foreground server that says Ctrl+C stops it, so it always does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         serve(args.folder, settings, on_ready=ready)
     except KeyboardInterrupt:

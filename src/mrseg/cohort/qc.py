@@ -393,9 +393,10 @@ def _plot(qc: CohortQC, path: Path) -> Path:
             else:
                 plain.append((volume, row + j))
     if plain:
-        axis.scatter(*zip(*plain), s=10, color="0.45", alpha=0.7, linewidths=0)
+        axis.scatter([v for v, _ in plain], [y for _, y in plain], s=10, color="0.45", alpha=0.7, linewidths=0)
     if ringed:
-        axis.scatter(*zip(*ringed), s=18, facecolors="none", edgecolors="tab:orange", zorder=2)
+        axis.scatter([v for v, _ in ringed], [y for _, y in ringed], s=18, facecolors="none", edgecolors="tab:orange",
+                     zorder=2)
     if named:
         axis.scatter([v for v, _, _ in named], [y for _, y, _ in named], s=24, color="tab:red", zorder=3)
     for volume, y, case_name in named:
