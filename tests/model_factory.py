@@ -254,3 +254,26 @@ def build_model(
     folds = [weights] + [perturbed(weights, seed=k) for k in range(1, num_folds)]
     channel = "CT" if (plans_options or {}).get("normalization") == "CTNormalization" else "MR"
     return write_model_folder(folder, plans, make_dataset(channel=channel), folds, **folder_options)
+
+
+def model_of_classes(source: Path, folder: Path, classes: Sequence[str], *, fold: int | str = 0) -> Path:
+    """A copy of the model folder ``source`` that predicts only ``classes`` (values 1, 2, ... in this
+    order): its segmentation head keeps the background's and those classes' outputs, as a model
+    trained on those classes alone has one of that size (a CT model with another label set)."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("validation", "crossval", "*.md"))
+    dataset = json.loads((folder / "dataset.json").read_text())
+    keep = [0] + [dataset["labels"][name] for name in classes]
+    dataset["labels"] = {"background": 0, **{name: value for value, name in enumerate(classes, start=1)}}
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    checkpoint_file = folder / f"fold_{fold}" / "checkpoint_final.pth"
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    for key in [k for k in weights if ".seg_layers." in k]:
+        weights[key] = weights[key][keep].clone()
+    torch.save(checkpoint, checkpoint_file)
+    return folder
+

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from cohort_factory import phantom_cohort
+from model_factory import model_of_classes
 from mrseg.annotation import Project
 from mrseg.annotation.exchange import write_slicer_segmentation
 from mrseg.classes import BASE
@@ -171,27 +171,6 @@ def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_versi
     assert busy.returncode == 2 and "no annotation project here" in busy.stderr
 
 
-def model_of_its_own_classes(folder: Path, own: dict[str, int]) -> Path:
-    """The bundled demo model cut down to ``own`` (name: value): its head keeps the background's and
-    those classes' outputs, in the values' order, as a model trained on those classes alone has."""
-    import torch
-
-    from mrseg.model.store import resolve_model_folder
-
-    shutil.copytree(resolve_model_folder("demo"), folder, ignore=shutil.ignore_patterns("*.md"))
-    dataset = json.loads((folder / "dataset.json").read_text())
-    keep = [0] + [dataset["labels"][name] for name in sorted(own, key=own.__getitem__)]
-    dataset["labels"] = {"background": 0, **own}
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
-    checkpoint_file = folder / "fold_0" / "checkpoint_final.pth"
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    weights = checkpoint["network_weights"]
-    for key in [k for k in weights if ".seg_layers." in k]:
-        weights[key] = weights[key][keep].clone()
-    torch.save(checkpoint, checkpoint_file)
-    return folder
-
-
 def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_continues(tmp_path, images):
     """``mrseg annotate simulate`` from a starting model that knows two classes (liver 1, spleen 2),
     not the 40: two rounds with an oracle, drafts, the files for the annotators and the fine-tuned
@@ -207,7 +186,9 @@ def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_contin
         for name, value in own.items():
             mapped[labels.array == BASE.index_of(name)] = value
         write_image(labels.with_array(mapped), own_truth / labels_file.name)
-    start = model_of_its_own_classes(tmp_path / "liver_spleen_model", own)
+    from mrseg.model.store import resolve_model_folder
+
+    start = model_of_classes(resolve_model_folder("demo"), tmp_path / "liver_spleen_model", list(own))
     project = Project(tmp_path / "project")
     ok("annotate", "init", str(project.folder), "--images", str(folder), "--model", str(start), "--batch", "2")
     out = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", "--workers", "1",

@@ -39,12 +39,7 @@ def start_pools_from_a_fork_server() -> None:
     import multiprocessing
 
     multiprocessing.set_forkserver_preload(POOL_MODULES)
-    get_context = multiprocessing.get_context
-
-    def forkserver_for_spawn(method: str | None = None) -> Any:
-        return get_context("forkserver" if method == "spawn" else method)
-
-    multiprocessing.get_context = forkserver_for_spawn  # type: ignore[assignment]
+    _answer_spawn_with(multiprocessing.get_context("forkserver"))
 
 
 def run_pools_in_threads() -> None:
@@ -56,17 +51,23 @@ def run_pools_in_threads() -> None:
     there is nothing to run in parallel: a pool of one thread does the same work in order,
     in this process, which has imported them already.
     """
-    import multiprocessing
     from multiprocessing.pool import ThreadPool
     from types import SimpleNamespace
 
+    _answer_spawn_with(SimpleNamespace(Pool=ThreadPool))
+
+
+def _answer_spawn_with(context: Any) -> None:
+    """Have ``multiprocessing.get_context("spawn")``, what nnU-Net's pools ask for, return
+    ``context``; every other start method is left as it was."""
+    import multiprocessing
+
     get_context = multiprocessing.get_context
-    threads = SimpleNamespace(Pool=ThreadPool)
 
-    def threads_for_spawn(method: str | None = None) -> Any:
-        return threads if method == "spawn" else get_context(method)
+    def instead_of_spawn(method: str | None = None) -> Any:
+        return context if method == "spawn" else get_context(method)
 
-    multiprocessing.get_context = threads_for_spawn  # type: ignore[assignment]
+    multiprocessing.get_context = instead_of_spawn  # type: ignore[assignment]
 
 
 def _dataset_name(dataset_id: int) -> str:
