@@ -24,6 +24,15 @@ def test_defaults_share_the_cores_without_oversubscribing():
     assert ClusterSpec(workers=2, threads_per_worker=3).sizes() == (2, 3)
 
 
+def test_no_more_workers_start_than_cases_and_the_cores_stay_shared():
+    assert ClusterSpec(workers=4, threads_per_worker=1).for_cases(2).sizes() == (2, 1)
+    assert ClusterSpec(workers=4).for_cases(1).sizes() == (1, available_cores())  # one case gets every core
+    assert ClusterSpec(workers=2).for_cases(5) == ClusterSpec(workers=2)
+    running = ClusterSpec(workers=4, scheduler="tcp://127.0.0.1:8786")
+    assert running.for_cases(1) is running  # a running scheduler's workers are not ours to size
+    assert ClusterSpec(workers=8, slurm=True).for_cases(3).sizes()[0] == 3  # no idle Slurm jobs either
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"workers": 0}, "--workers must be 1 or more"),
     ({"scheduler": "tcp://x:8786", "slurm": True}, "exclude each other"),

@@ -153,8 +153,10 @@ def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
     assert run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args).returncode == 0
     phantom_cohort(tmp_path / "more", 1, first_seed=93000)
     (tmp_path / "more" / "case00.nii.gz").rename(tmp_path / "more" / "late.nii.gz")
-    more = run_mrseg("cohort", "run", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(out), *args)
+    more = run_mrseg("cohort", "run", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(out), *args,
+                     "--workers", "2")
     assert more.returncode == 0 and "1 case(s) run" in more.stdout
+    assert "1 case(s) to run on 1 worker(s)" in more.stderr  # no second worker for a case it would never get
     assert [e["case"] for e in events(out) if e["event"] == "start"] in (
         ["case00", "case01", "late"], ["case01", "case00", "late"])
     other = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args, "--fast")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from mrseg.errors import InputError
@@ -107,6 +107,19 @@ class ClusterSpec:
         workers = self.workers or max(1, min(cores, int(available_memory_gb() // GB_PER_WORKER)))
         threads = self.threads_per_worker or max(1, cores // workers)
         return workers, threads
+
+    def for_cases(self, cases: int) -> ClusterSpec:
+        """This cluster with no more workers than ``cases`` to run, where mrseg starts the workers.
+
+        A worker that would never get a case still costs its start and a copy of the model (a
+        retry of one failed case on a 16-core machine would start 16). Threads per worker left
+        to the default share the cores among the workers that remain. A running scheduler's
+        workers are used as they are.
+        """
+        workers, _ = self.sizes()
+        if self.scheduler or cases >= workers:
+            return self
+        return replace(self, workers=max(1, cases))
 
 
 def parse_slurm_options(items: list[str] | None) -> dict[str, str]:

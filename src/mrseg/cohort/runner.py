@@ -102,6 +102,7 @@ def run_cohort(
     todo = manifest.with_status("pending")
     if not todo:
         return CohortResult(manifest, summarize(manifest, attempts), time.perf_counter() - clock, 0)
+    cluster = cluster.for_cases(len(todo))
     _, threads = cluster.sizes()
     model = replace(plan.model, threads=threads)
     from distributed import as_completed
