@@ -276,4 +276,3 @@ def model_of_classes(source: Path, folder: Path, classes: Sequence[str], *, fold
         weights[key] = weights[key][keep].clone()
     torch.save(checkpoint, checkpoint_file)
     return folder
-
