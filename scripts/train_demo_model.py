@@ -33,6 +33,13 @@ over the five folds (``mrseg.training.extend_splits``):
         --centred-crop-share 0.7 --crop-share 0.8 --removal-share 0.3 \\
         --init-from src/mrseg/models/demo --epochs 40 --out /tmp/demo_more
 
+After a change to the phantom's anatomy, the generated-subject cases of a work folder can be drawn
+again with the same seeds and recipes (the templates they were made with are needed) and the
+model fine-tuned on them:
+
+    python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --redraw-generated \
+        --template ../shared/data/labels/example_ct__ref40.nii.gz --init-from src/mrseg/models/demo ...
+
 A run stopped (killed, out of time) continues from its last checkpoint (every --save-every
 epochs) with the same command plus ``--skip-synthesis --skip-planning --resume``.
 """
@@ -68,6 +75,50 @@ def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, ra
         kind = "template" if recipe["template"] is not None else recipe["fov"]
         number = f"s{seed + i}" if names_from_seed else f"{i:04d}"
         write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{number}")
+
+
+def redraw_case(sidecar: Path, templates: list[Path]) -> bool:
+    """Draw a generated-subject case again from its sidecar's seed and ranges with today's phantom
+    engine and write it over the old one; a case made from a template is left as it is.
+
+    The recipe (contrast, grid, artefacts, crop size, removed organ) must come out as it was, so
+    only the anatomy, and with it where a crop around a random anatomy voxel lands, follows the
+    engine's changes; returns whether the case was redrawn.
+    """
+    from mrseg.io import read_image
+    from mrseg.phantom.cases import write_case
+    from mrseg.phantom.randomization import RandomizationRanges, random_case
+
+    def same_recipe(old: dict, new: dict) -> bool:
+        # a crop around "any anatomy voxel" lands elsewhere when the anatomy changes; keys added to
+        # the recipe since the case was made are not in its sidecar
+        def kept(recipe: dict) -> dict:
+            crop = recipe.get("crop")
+            return {**recipe, "crop": {k: v for k, v in crop.items() if k != "box_zyx"} if crop else crop}
+
+        return all(kept(new).get(k) == v for k, v in kept(old).items() if k != "crop") and \
+            all(kept(new)["crop"].get(k) == v for k, v in (kept(old)["crop"] or {}).items())
+
+    old = json.loads(sidecar.read_text())
+    if old["randomization"]["template"] is not None:
+        return False
+    ranges = RandomizationRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["ranges"].items()})
+    case = random_case(old["seed"], ranges=ranges, templates=[read_image(p) for p in templates],
+                       template_names=[str(p) for p in templates])
+    if not same_recipe(old["randomization"], json.loads(json.dumps(case.metadata["randomization"], default=float))):
+        raise SystemExit(f"{sidecar}: its seed and ranges no longer give its recipe; pass the --template "
+                         "files it was synthesised with")
+    write_case(case, sidecar.parent, sidecar.name.removesuffix(".json"))
+    return True
+
+
+def redraw_generated_cases(folder: Path, templates: list[Path], processes: int = 2) -> int:
+    """:func:`redraw_case` for every case in ``folder``, on ``processes`` processes; returns the count redrawn."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    sidecars = sorted(folder.glob("*.json"))
+    with ProcessPoolExecutor(processes) as pool:
+        return sum(pool.map(redraw_case, sidecars, [templates] * len(sidecars), chunksize=8))
 
 
 def strip_checkpoint(source: Path, target: Path) -> None:
@@ -141,6 +192,9 @@ def main() -> None:
     parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
     parser.add_argument("--init-from", type=Path, help="start from this model's fold 0 (fine-tuning, same plans)")
     parser.add_argument("--skip-synthesis", action="store_true")
+    parser.add_argument("--redraw-generated", action="store_true",
+                        help="with --skip-synthesis: draw every generated-subject case in the work folder again "
+                             "(same seed and recipe, today's phantom anatomy); template cases are kept")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
     parser.add_argument("--save-every", type=int, default=5, help="write the latest checkpoint every N epochs")
     parser.add_argument("--no-validate", action="store_true",
@@ -160,6 +214,8 @@ def main() -> None:
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
+    if args.redraw_generated:
+        print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")
     synthesis_s = time.time() - started
     folders = NnunetFolders.under(args.work / "nnunet")
     if not args.skip_planning:

@@ -246,6 +246,27 @@ def test_mediastinum_surrounds_the_aorta_with_unlabelled_vessels_and_airways():
                            [TISSUE_INDEX[n] for n in MEDIASTINAL_TISSUES]).any(), seed
 
 
+def test_descending_aorta_lies_left_of_the_vertebral_bodies_beside_the_heart():
+    """In the thorax the descending aorta runs down the left side of the vertebral bodies, not in
+    front of them (it reaches the front of the spine only at the aortic hiatus)."""
+    for seed in (3, 7, 11):
+        labels = generate_anatomy(seed=seed, fov="thorax", spacing=(2.0, 2.0, 2.0)).labels
+        assert labels.geometry.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # axial LPS: (z, y, x)
+        behind_front, left_of_centre = [], []
+        for axial in labels.array[(labels.array == idx("heart")).any(axis=(1, 2))]:
+            components, count = ndimage.label(axial == idx("aorta"))
+            spine = np.argwhere(axial == idx("spine"))
+            if count == 0 or len(spine) == 0:
+                continue
+            centres = ndimage.center_of_mass(components > 0, components, range(1, count + 1))
+            y, x = max(centres)  # the most posterior part of the aorta in the slice: the descending aorta
+            behind_front.append((y - spine[:, 0].min()) * 2.0)
+            left_of_centre.append((x - spine[:, 1].mean()) * 2.0)
+        assert len(behind_front) > 30, seed
+        assert abs(np.median(behind_front)) < 8, (seed, np.median(behind_front))  # level with the spine's front
+        assert np.median(left_of_centre) > 20, (seed, np.median(left_of_centre))  # beside the vertebral body
+
+
 # ---- fields of view and partial grids ---------------------------------------------------------------
 
 
