@@ -108,6 +108,13 @@ class RandomizationRanges:
     removal_share: float = 0.15
     removable: tuple[str, ...] = ("spleen", "right_kidney", "left_kidney", "gallbladder", "liver")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
+        """The ranges a case's sidecar records under ``"ranges"`` (JSON lists back to tuples), so
+        that ``random_case(sidecar["seed"], ranges=...)`` draws that case again."""
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+        return cls(**fields)
+
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share"):
