@@ -89,23 +89,17 @@ def redraw_case(sidecar: Path, templates: list[Path]) -> bool:
     from mrseg.phantom.cases import write_case
     from mrseg.phantom.randomization import RandomizationRanges, random_case
 
-    def same_recipe(old: dict, new: dict) -> bool:
-        # a crop around "any anatomy voxel" lands elsewhere when the anatomy changes; keys added to
-        # the recipe since the case was made are not in its sidecar
-        def kept(recipe: dict) -> dict:
-            crop = recipe.get("crop")
-            return {**recipe, "crop": {k: v for k, v in crop.items() if k != "box_zyx"} if crop else crop}
-
-        return all(kept(new).get(k) == v for k, v in kept(old).items() if k != "crop") and \
-            all(kept(new)["crop"].get(k) == v for k, v in (kept(old)["crop"] or {}).items())
-
     old = json.loads(sidecar.read_text())
     if old["randomization"]["template"] is not None:
         return False
-    ranges = RandomizationRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["ranges"].items()})
-    case = random_case(old["seed"], ranges=ranges, templates=[read_image(p) for p in templates],
-                       template_names=[str(p) for p in templates])
-    if not same_recipe(old["randomization"], json.loads(json.dumps(case.metadata["randomization"], default=float))):
+    case = random_case(old["seed"], ranges=RandomizationRanges.from_record(old["ranges"]),
+                       templates=[read_image(p) for p in templates], template_names=[str(p) for p in templates])
+    drawn, recorded = json.loads(json.dumps(case.metadata["randomization"], default=float)), old["randomization"]
+    # a crop around any anatomy voxel lands elsewhere when the anatomy changes; keys added to the
+    # recipe since the case was made are not in its sidecar
+    same_crop = (drawn["crop"] is None) == (recorded["crop"] is None) and all(
+        drawn["crop"].get(k) == v for k, v in (recorded["crop"] or {}).items() if k != "box_zyx")
+    if not same_crop or any(drawn.get(k) != v for k, v in recorded.items() if k != "crop"):
         raise SystemExit(f"{sidecar}: its seed and ranges no longer give its recipe; pass the --template "
                          "files it was synthesised with")
     write_case(case, sidecar.parent, sidecar.name.removesuffix(".json"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -10,7 +12,7 @@ from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Image
 from mrseg.io.resample import resample_labels
-from mrseg.phantom.cases import make_case
+from mrseg.phantom.cases import make_case, write_case
 from mrseg.phantom.randomization import (
     RandomizationRanges,
     apply_gamma,
@@ -35,6 +37,18 @@ def test_a_seed_makes_the_same_case_and_records_its_draws():
     other = random_case(8, ranges=COARSE)
     assert other.metadata["randomization"] != recipe
     assert other.image.array.shape != a.image.array.shape or not np.array_equal(other.image.array, a.image.array)
+
+
+def test_a_sidecars_seed_and_ranges_draw_the_case_again(tmp_path):
+    """What ``scripts/train_demo_model.py --redraw-generated`` relies on to redraw a work folder."""
+    ranges = RandomizationRanges(**COARSE_FIELDS, crop_share=1.0, fields_of_view=("abdomen", "thorax"))
+    case = random_case(9, ranges=ranges)
+    write_case(case, tmp_path, "case")
+    sidecar = json.loads((tmp_path / "case.json").read_text())
+    assert RandomizationRanges.from_record(sidecar["ranges"]) == ranges
+    again = random_case(sidecar["seed"], ranges=RandomizationRanges.from_record(sidecar["ranges"]))
+    assert json.loads(json.dumps(again.metadata["randomization"], default=float)) == sidecar["randomization"]
+    np.testing.assert_array_equal(again.image.array, case.image.array)
 
 
 def test_draws_cover_the_ranges():
