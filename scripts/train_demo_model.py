@@ -195,6 +195,8 @@ def main() -> None:
                         help="skip nnU-Net's validation predictions at the end (about 10 min at 6 mm on 2 cores "
                              "for 208 cases, 3.4x the voxels at 4 mm)")
     args = parser.parse_args()
+    if args.redraw_generated and not args.skip_synthesis:
+        parser.error("--redraw-generated redraws the work folder's cases: use it with --skip-synthesis")
 
     started = time.time()
     cases_dir = args.work / "cases"
