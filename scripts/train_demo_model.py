@@ -47,6 +47,7 @@ epochs) with the same command plus ``--skip-synthesis --skip-planning --resume``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mrseg.io import Image
     from mrseg.phantom.randomization import RandomizationRanges
 
 
@@ -77,6 +79,14 @@ def synthesise(folder: Path, count: int, templates: list[Path], *, seed: int, ra
         write_case(case, folder, f"{recipe['modality']}_{recipe['sequence']}_{kind}_{number}")
 
 
+@functools.cache
+def read_templates(paths: tuple[Path, ...]) -> list[Image]:
+    """The template label maps, read once per process (every redrawn case needs them)."""
+    from mrseg.io import read_image
+
+    return [read_image(p) for p in paths]
+
+
 def redraw_case(sidecar: Path, templates: list[Path]) -> bool:
     """Draw a generated-subject case again from its sidecar's seed and ranges with today's phantom
     engine and write it over the old one; a case made from a template is left as it is.
@@ -85,7 +95,6 @@ def redraw_case(sidecar: Path, templates: list[Path]) -> bool:
     only the anatomy, and with it where a crop around a random anatomy voxel lands, follows the
     engine's changes; returns whether the case was redrawn.
     """
-    from mrseg.io import read_image
     from mrseg.phantom.cases import write_case
     from mrseg.phantom.randomization import RandomizationRanges, random_case
 
@@ -93,7 +102,7 @@ def redraw_case(sidecar: Path, templates: list[Path]) -> bool:
     if old["randomization"]["template"] is not None:
         return False
     case = random_case(old["seed"], ranges=RandomizationRanges.from_record(old["ranges"]),
-                       templates=[read_image(p) for p in templates], template_names=[str(p) for p in templates])
+                       templates=read_templates(tuple(templates)), template_names=[str(p) for p in templates])
     drawn, recorded = json.loads(json.dumps(case.metadata["randomization"], default=float)), old["randomization"]
     # a crop around any anatomy voxel lands elsewhere when the anatomy changes; keys added to the
     # recipe since the case was made are not in its sidecar

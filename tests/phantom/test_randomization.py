@@ -45,8 +45,9 @@ def test_a_sidecars_seed_and_ranges_draw_the_case_again(tmp_path):
     case = random_case(9, ranges=ranges)
     write_case(case, tmp_path, "case")
     sidecar = json.loads((tmp_path / "case.json").read_text())
-    assert RandomizationRanges.from_record(sidecar["ranges"]) == ranges
-    again = random_case(sidecar["seed"], ranges=RandomizationRanges.from_record(sidecar["ranges"]))
+    recorded = RandomizationRanges.from_record(sidecar["ranges"])
+    assert recorded == ranges
+    again = random_case(sidecar["seed"], ranges=recorded)
     assert json.loads(json.dumps(again.metadata["randomization"], default=float)) == sidecar["randomization"]
     np.testing.assert_array_equal(again.image.array, case.image.array)
 
