@@ -39,9 +39,8 @@ def main() -> None:
             folder = model_factory.build_model(work / f"{kind}_{norm}", weights=w,
                                                plans_options={"kind": kind, "normalization": norm})
             for code in ("RAS", "LPS", "PIL", "ASL", "oblique"):
-                scale, offset = (300.0, -260.0) if norm == "CTNormalization" else (100.0, 0.0)
                 compare(f"{kind} {norm[:5]} {code}", folder,
-                        phantom_image(code, spacing=(1.2, 1.3, 4.0), scale=scale, offset=offset))
+                        phantom_image(code, spacing=(1.2, 1.3, 4.0), ct=norm == "CTNormalization"))
     data = ROOT.parent / "shared" / "data"
     if data.is_dir():
         for rel, norm in [("mr/prostatex_0000_t2_tse_tra.nii.gz", "ZScoreNormalization"),

@@ -37,7 +37,7 @@ After a change to the phantom's anatomy, the generated-subject cases of a work f
 again with the same seeds and recipes (the templates they were made with are needed) and the
 model fine-tuned on them:
 
-    python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --redraw-generated \
+    python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --redraw-generated \\
         --template ../shared/data/labels/example_ct__ref40.nii.gz --init-from src/mrseg/models/demo ...
 
 A run stopped (killed, out of time) continues from its last checkpoint (every --save-every

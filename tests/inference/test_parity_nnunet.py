@@ -35,7 +35,7 @@ def test_plain_nnunet_behaviour_without_reorientation(model_dir, spacing):
 @pytest.mark.parametrize("kind", ["PlainConvUNet", "ResidualEncoderUNet"])
 def test_ct_normalisation_matches_nnunet(model_dir, kind):
     folder = model_dir(kind=kind, normalization="CTNormalization")
-    image = phantom_image("LPS", spacing=(0.8, 0.8, 1.5), shape=(40, 56, 64), scale=300.0, offset=-260.0)
+    image = phantom_image("LPS", spacing=(0.8, 0.8, 1.5), shape=(40, 56, 64), ct=True)
     ours = Segmenter(folder, precision="fp32").segment(image)
     assert_agrees(ours.array, nnunet_labels(nnunet_predictor(folder), image, reorient_to_lps=True))
 
