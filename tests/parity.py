@@ -25,16 +25,17 @@ def phantom_image(
     ``spacing`` is ITK (x, y, z) order; ``shape`` numpy (z, y, x) order. ``ct``: in HU, such
     that CT normalisation with the test models' intensity properties (mean 40, sd 300, clipped
     to -1000..1500) gives the z-scored blob image the tiny models were trained on, so that they
-    find their classes in it; a slab of air below the clip and a little metal above it make the
-    clipping part of any comparison.
+    find their classes in it; a little air below the clip and a little metal above it make the
+    clipping part of any comparison (a whole slab of clipped air made the models' outputs there
+    near ties).
     """
     rng = np.random.default_rng(seed)
     image, _ = model_factory.blob_phantom(shape, spacing[::-1], rng)
     if ct:
         intensity = model_factory.CT_INTENSITY
         image = intensity["mean"] + intensity["std"] * (image - image.mean()) / image.std()
-        image[:2] = intensity["percentile_00_5"] - 200.0
         middle = [n // 2 for n in shape]
+        image[middle[0], middle[1] - 2:middle[1] + 2, 0] = intensity["percentile_00_5"] - 200.0
         image[middle[0], middle[1], middle[2] - 2:middle[2] + 2] = intensity["percentile_99_5"] + 500.0
     else:
         image = image * np.float32(100.0)
