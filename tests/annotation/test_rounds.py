@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 NAMES = {c.index: c.name for c in BASE.classes}
 QUICK = ["--epochs", "1", "--iterations", "2"]
+ONE_WORKER = ["--workers", "1"]  # drafts of a handful of cases: a second Dask worker costs more to start than it saves
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +53,28 @@ def ok(*args: str) -> str:
     return succeeded(*args).stdout
 
 
-def test_two_rounds_move_every_case_through_its_states(tmp_path, images):
+def events(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def wait_for(condition, timeout: float = 300.0) -> None:
+    limit = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < limit, "timed out"
+        time.sleep(0.05)
+
+
+def test_two_rounds_move_every_case_through_its_states_and_a_killed_retrain_is_finished_by_running_it_again(
+        tmp_path, images):
     folder, truth = images
     project = tmp_path / "project"
     ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "2",
        "--order", "uncertain")
     assert set(statuses(project).values()) == {"new"} and len(statuses(project)) == 5
 
-    ok("annotate", "next", str(project))
+    ok("annotate", "next", str(project), *ONE_WORKER)
     state = Project(project).read()
     first = state.rounds[0].cases
     assert len(first) == 2 and all(state.cases[c].status == "in_correction" for c in first)
@@ -82,11 +97,21 @@ def test_two_rounds_move_every_case_through_its_states(tmp_path, images):
 
     left = sorted(c for c, s in statuses(project).items() if s == "new")
     ok("annotate", "reject", str(project), left[0], "--reason", "motion artefacts")
-    ok("annotate", "retrain", str(project), *QUICK)
+    process = mrseg_process("annotate", "retrain", str(project), "--epochs", "50", "--iterations", "5",
+                            start_new_session=True)
+    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")))
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and nnU-Net's training process: the machine died
+    process.communicate(timeout=60)
+    assert [m.version for m in Project(project).read().models] == [0]
+    assert not (project / "models").exists() or not any((project / "models").iterdir())
+    again = succeeded("annotate", "retrain", str(project), *QUICK)
+    assert "planning and preprocessing" not in again.stderr and "reused" in again.stderr  # it was whole: kept
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["v1"]
+    assert (project / "models" / "v1" / "fold_all" / "checkpoint_final.pth").is_file()
     state = Project(project).read()
     assert [(m.version, m.accepted_cases, m.fold) for m in state.models] == [(0, 0, "0"), (1, 2, "all")]
 
-    ok("annotate", "next", str(project))
+    ok("annotate", "next", str(project), *ONE_WORKER)
     state = Project(project).read()
     second = state.rounds[1]
     assert second.model == 1 and sorted(second.cases) == sorted(left[1:])  # the rejected case is never chosen
@@ -107,19 +132,8 @@ def test_two_rounds_move_every_case_through_its_states(tmp_path, images):
     assert (project / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     none_left = run_mrseg("annotate", "next", str(project))
     assert none_left.returncode == 2 and "no new case left" in none_left.stderr
-
-
-def events(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
-
-
-def wait_for(condition, timeout: float = 300.0) -> None:
-    limit = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < limit, "timed out"
-        time.sleep(0.05)
+    nowhere = run_mrseg("annotate", "simulate", str(tmp_path / "nowhere"), "--truth", str(truth))
+    assert nowhere.returncode == 2 and "no annotation project here" in nowhere.stderr
 
 
 def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
@@ -127,7 +141,7 @@ def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
     project = tmp_path / "project"
     ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "3")
     attempts = project / "predictions" / "v0" / "cohort_attempts.jsonl"
-    process = mrseg_process("annotate", "next", str(project), "--workers", "1", start_new_session=True)
+    process = mrseg_process("annotate", "next", str(project), *ONE_WORKER, start_new_session=True)
     wait_for(lambda: any(e["event"] == "end" for e in events(attempts)))
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
@@ -135,7 +149,7 @@ def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
     chosen = state.rounds[0].cases
     assert len(chosen) == 3 and {state.cases[c].status for c in chosen} <= {"draft", "in_correction"}
 
-    out = ok("annotate", "next", str(project))
+    out = ok("annotate", "next", str(project), *ONE_WORKER)
     state = Project(project).read()
     assert len(state.rounds) == 1 and "round 1: 3 draft(s)" in out  # the same batch, finished
     assert all(state.cases[c].status == "in_correction" for c in chosen)
@@ -143,32 +157,6 @@ def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
     assert sorted(segmented) == sorted(chosen)  # each draft predicted once
     for case in chosen:
         assert (project / "rounds" / "001" / case / "draft.seg.nrrd").is_file()
-
-
-def test_a_killed_retrain_registers_nothing_and_running_it_again_makes_the_version(tmp_path, images):
-    folder, truth = images
-    project = tmp_path / "project"
-    ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "2")
-    ok("annotate", "next", str(project))
-    for case in Project(project).read().rounds[0].cases:
-        write_image(read_image(truth / f"{case}_labels.nii.gz"), project / "rounds" / "001" / case / "corrected.nii.gz")
-        ok("annotate", "submit", str(project), case)
-    process = mrseg_process("annotate", "retrain", str(project), "--epochs", "50", "--iterations", "5",
-                            start_new_session=True)
-    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")))
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and nnU-Net's training process: the machine died
-    process.communicate(timeout=60)
-    assert [m.version for m in Project(project).read().models] == [0]
-    assert not (project / "models").exists() or not any((project / "models").iterdir())
-
-    again = succeeded("annotate", "retrain", str(project), *QUICK)
-    assert "planning and preprocessing" not in again.stderr and "reused" in again.stderr  # it was whole: kept
-    state = Project(project).read()
-    assert [m.version for m in state.models] == [0, 1]
-    assert sorted(p.name for p in (project / "models").iterdir()) == ["v1"]
-    assert (project / "models" / "v1" / "fold_all" / "checkpoint_final.pth").is_file()
-    busy = run_mrseg("annotate", "simulate", str(tmp_path / "nowhere"), "--truth", str(truth))
-    assert busy.returncode == 2 and "no annotation project here" in busy.stderr
 
 
 def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_continues(tmp_path, images):
@@ -191,7 +179,7 @@ def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_contin
     start = model_of_classes(resolve_model_folder("demo"), tmp_path / "liver_spleen_model", list(own))
     project = Project(tmp_path / "project")
     ok("annotate", "init", str(project.folder), "--images", str(folder), "--model", str(start), "--batch", "2")
-    out = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", "--workers", "1",
+    out = ok("annotate", "simulate", str(project.folder), "--truth", str(own_truth), "--rounds", "2", *ONE_WORKER,
              *QUICK)
     state = project.read()
     assert len(state.rounds) == 2 and [r.model for r in state.rounds] == [0, 1]  # round 2 drafted by the new version

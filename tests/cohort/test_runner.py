@@ -116,8 +116,8 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
     (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not an image at all")
     sitk.WriteImage(sitk.GetImageFromArray(read_image(inputs[0]).array[20]), str(tmp_path / "in" / "slice.nii.gz"))
     out = tmp_path / "cohort"
-    first = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "2",
-                      "--threads-per-worker", "1", "--no-progress")
+    first = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
+                      "--no-progress")
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
     rows = manifest_rows(out)
@@ -170,7 +170,7 @@ def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
 
 
 def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp_path):
-    phantom_cohort(tmp_path / "in", 8, fovs=("abdomen",))
+    phantom_cohort(tmp_path / "in", 5, fovs=("abdomen",))
     out = tmp_path / "cohort"
     args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
             "--threads-per-worker", "2", "--no-progress"]
@@ -181,16 +181,16 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp
     workers = {e["pid"] for e in events(out) if e["event"] == "start"}
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=60, what="the workers to exit with their driver")
     done_before = {e["case"] for e in events(out) if e["event"] == "end" and e["status"] == "segmented"}
-    assert 2 <= len(done_before) < 8
+    assert 2 <= len(done_before) < 5
 
     rerun = run_mrseg(*args)
     assert rerun.returncode == 0, rerun.stderr
     segmented = [e["case"] for e in events(out) if e["event"] == "end" and e["status"] == "segmented"]
-    assert sorted(segmented) == [f"case{i:02d}" for i in range(8)]  # each case's network ran once
+    assert sorted(segmented) == [f"case{i:02d}" for i in range(5)]  # each case's network ran once
     rows = manifest_rows(out)
     assert all(r["status"] == "done" and (out / r["output"]).is_file() for r in rows.values())
     run_again = int(rerun.stdout.split(" case(s) run")[0].rsplit("(", 1)[1])
-    assert run_again <= 8 - len(done_before)  # a case committed as the driver died is not sent again
+    assert run_again <= 5 - len(done_before)  # a case committed as the driver died is not sent again
     assert hidden_items(out) == []
 
 

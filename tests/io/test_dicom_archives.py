@@ -255,8 +255,8 @@ def test_mrseg_segment_writes_matching_nifti_and_valid_seg_for_every_input_kind(
     dicomdir = write_dicomdir(tmp_path / "cd_source")
     out = tmp_path / "out"
     done = run_mrseg("segment", str(inputs / "enhanced"), str(inputs / "tilted"), str(inputs / "exported.zip"),
-                     str(dicomdir), "-o", str(out), "--model", "demo", "--output-type", "both", "--no-progress",
-                     timeout=900)
+                     str(dicomdir), "-o", str(out), "--model", "demo", "--output-type", "both", "--fast",
+                     "--no-progress", timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     sources = {"enhanced": archive["mr_enhanced_oblique"].files, "tilted": archive["ct_tilted_15"].files,

@@ -153,6 +153,9 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
     Raises:
         InputError: no such raw dataset, or overrides the network cannot take.
     """
+    if not any(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json")):  # before seconds of nnU-Net imports
+        raise InputError(f"no nnU-Net dataset with id {dataset_id} in {folders.raw}: build it first "
+                         "(mrseg dataset build)")
     spec = {"step": "plan", "dataset_id": dataset_id, "options": asdict(options),
             "transfer_from": str(transfer_from) if transfer_from else None}
     result = run_step(spec, folders)
