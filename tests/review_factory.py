@@ -4,7 +4,9 @@ written by the library the way ``mrseg segment`` writes them."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +23,7 @@ NAMES = {c.index: c.name for c in BASE.classes}
 def truth_case(folder: Path, name: str, *, seed: int, orientation: str, status: str = "segmented") -> Path:
     """A phantom image stored in ``orientation`` (e.g. RAS, or PIR for permuted axes) with its truth
     as the case's label map, its statistics and its case record in ``folder``; returns the image."""
-    case = make_case(seed=seed, modality="mr", sequence="t1_in", fov="abdomen", spacing=(6.0, 5.0, 4.0))
-    written = write_case(case, folder / "inputs", name)
+    written = write_case(_phantom(seed), folder / "inputs", name)
     image, _ = reorient(read_image(written["image"]), orientation)
     labels, _ = reorient(read_image(written["labels"]), orientation)
     image_path = write_image(image, folder / "inputs" / f"{name}.nii.gz")
@@ -33,6 +34,13 @@ def truth_case(folder: Path, name: str, *, seed: int, orientation: str, status: 
         "statistics_json": OutputFile(stats_json.name, stats_json.stat().st_size)})
     (folder / f"{name}_seg_record.json").write_text(record.to_json())
     return image_path
+
+
+@functools.lru_cache(maxsize=None)
+def _phantom(seed: int) -> Any:
+    """The phantom of ``seed``, drawn once per test process (half a second each; the review tests
+    build the same three cases for every test)."""
+    return make_case(seed=seed, modality="mr", sequence="t1_in", fov="abdomen", spacing=(6.0, 5.0, 4.0))
 
 
 def side_of(labels: np.ndarray, value: int) -> float:

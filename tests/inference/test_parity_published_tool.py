@@ -61,13 +61,13 @@ def assert_same_labels(ours: Path, theirs: Path) -> None:
         assert_agrees(our_labels.array, their_labels.array)
 
 
-@pytest.mark.parametrize("mode", [["--fold", "0"], []], ids=["fold0", "five_folds"])
-def test_same_labels_as_published_mrsegmentator(published_setup, tmp_path, mode):
+def test_same_labels_as_published_mrsegmentator(published_setup, tmp_path):
+    """The five folds at the default step. One fold alone is compared by the --fast tests below
+    (fold 0, step 0.8); a separate fold-0 run at step 0.5 added 26 s and nothing they miss."""
     folder, inputs = published_setup
-    run_published(folder, inputs, tmp_path / "published", *mode)
-    ours_args = ["--folds", "0"] if mode else []
+    run_published(folder, inputs, tmp_path / "published")
     assert mrseg_main(["segment", str(inputs), "-o", str(tmp_path / "ours"), "--model", str(folder),
-                       "--no-progress", "--precision", "fp32", *ours_args]) == 0
+                       "--no-progress", "--precision", "fp32"]) == 0
     assert_same_labels(tmp_path / "ours", tmp_path / "published")
 
 
