@@ -120,6 +120,7 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
                       "--no-progress")
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
+    assert "case(s) to run on 1 worker(s); dashboard: http://127.0.0.1:" in first.stderr  # printed once it answers
     rows = manifest_rows(out)
     assert [rows[c]["status"] for c in ("case00", "case01", "case02")] == ["done"] * 3
     for bad in ("broken", "slice"):
@@ -129,12 +130,14 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
     assert "5 case(s): 3 done, 2 failed, 0 pending, 0 running" in first.stderr
     assert not list(out.glob("broken_seg*")) and not list(out.glob("slice_seg*"))
 
-    rerun = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--no-progress")
+    rerun = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--no-progress",
+                      "--no-dashboard")
     assert rerun.returncode == 1 and "0 case(s) run" in rerun.stdout  # failed cases wait for a retry
 
     write_image(read_image(inputs[1]), tmp_path / "in" / "broken.nii.gz")
-    retry = run_mrseg("cohort", "retry", str(out), "--workers", "1", "--no-progress")
+    retry = run_mrseg("cohort", "retry", str(out), "--workers", "1", "--no-progress", "--no-dashboard")
     assert retry.returncode == 1 and "2 case(s) run" in retry.stdout
+    assert "case(s) to run on 1 worker(s)\n" in retry.stderr  # --no-dashboard: none started, none printed
     rows = manifest_rows(out)
     assert rows["broken"]["status"] == "done" and rows["broken"]["attempts"] == "2"
     assert rows["slice"]["status"] == "failed" and rows["slice"]["attempts"] == "2"
@@ -149,7 +152,7 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
 def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
     phantom_cohort(tmp_path / "in", 2)
     out = tmp_path / "cohort"
-    args = ["--model", "demo", "--workers", "1", "--no-progress"]
+    args = ["--model", "demo", "--workers", "1", "--no-progress", "--no-dashboard"]
     assert run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args).returncode == 0
     phantom_cohort(tmp_path / "more", 1, first_seed=93000)
     (tmp_path / "more" / "case00.nii.gz").rename(tmp_path / "more" / "late.nii.gz")
@@ -173,7 +176,7 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp
     phantom_cohort(tmp_path / "in", 5, fovs=("abdomen",))
     out = tmp_path / "cohort"
     args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
-            "--threads-per-worker", "2", "--no-progress"]
+            "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
     driver = mrseg_process(*args)
     wait_for(lambda: sum(e["event"] == "end" for e in events(out)) >= 2, what="two finished cases")
     driver.send_signal(signal.SIGKILL)
@@ -202,7 +205,7 @@ def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_
                 tmp_path / "in" / "big.nii.gz")
     out = tmp_path / "cohort"
     driver = mrseg_process("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "2",
-                           "--threads-per-worker", "1", "--no-progress")
+                           "--threads-per-worker", "1", "--no-progress", "--no-dashboard")
 
     def started() -> list[dict]:
         return [e for e in events(out) if e["event"] == "start" and e["case"] == "big"]

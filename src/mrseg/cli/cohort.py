@@ -57,6 +57,8 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slurm-option", action="append", metavar="K=V",
                    help="Slurm job setting: queue, account, memory, walltime, gpus (per worker), job_extra, ... "
                         "(repeatable)")
+    p.add_argument("--no-dashboard", action="store_true",
+                   help="start no Dask dashboard (default: one on a free port of 127.0.0.1, its address printed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -79,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from mrseg.errors import InputError
 
     cluster = ClusterSpec(args.workers, args.threads_per_worker, args.scheduler, args.slurm,
-                          parse_slurm_options(args.slurm_option))
+                          parse_slurm_options(args.slurm_option), dashboard=not args.no_dashboard)
     out = Path(args.out)
     if args.action == "retry":
         plan = read_plan(out)

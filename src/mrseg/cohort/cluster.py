@@ -63,6 +63,9 @@ class ClusterSpec:
             as they are.
         slurm: start workers as Slurm jobs through ``dask-jobqueue``.
         slurm_options: ``SLURM_OPTIONS`` key → value.
+        dashboard: start the scheduler's dashboard (Bokeh) with a ``LocalCluster``: about 1.3 s of
+            the driver's CPU per run, worth it where someone is shown the address (``mrseg cohort
+            run`` prints it) and not where nobody is (an annotation round's drafts).
     """
 
     workers: int | None = None
@@ -70,6 +73,7 @@ class ClusterSpec:
     scheduler: str | None = None
     slurm: bool = False
     slurm_options: Mapping[str, str] = field(default_factory=dict)
+    dashboard: bool = True
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker"):
@@ -196,7 +200,7 @@ def open_client(spec: ClusterSpec, *, retries: int) -> Iterator[Client]:
         else:
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0" if _has_dashboard() else None, host="127.0.0.1")
+                dashboard_address=":0" if spec.dashboard and _has_dashboard() else None, host="127.0.0.1")
             client = distributed.Client(cluster)
     try:
         yield client
