@@ -74,16 +74,18 @@ def _dask_log_filters() -> list[str]:
     return [type(f).__name__ for h in logging.getLogger("distributed").handlers for f in h.filters]
 
 
-def test_workers_log_dask_errors_without_tracebacks():
-    """A worker's heartbeat meeting a closing scheduler printed a traceback after a good run."""
+def test_workers_log_dask_errors_without_tracebacks_and_no_dashboard_is_started_unasked():
+    """A worker's heartbeat meeting a closing scheduler printed a traceback after a good run.
+    (The same cluster shows ``dashboard=False``: its scheduler runs no dashboard service.)"""
     import logging
     import sys
 
     from mrseg.cohort.cluster import open_client
     from mrseg.cohort.worker_logs import WithoutTraceback
 
-    with open_client(ClusterSpec(workers=1, threads_per_worker=1), retries=0) as client:
+    with open_client(ClusterSpec(workers=1, threads_per_worker=1, dashboard=False), retries=0) as client:
         assert list(client.run(_dask_log_filters).values()) == [["WithoutTraceback"]]
+        assert "dashboard" not in client.scheduler_info()["services"]
     try:
         raise ConnectionError("Stream is closed")
     except ConnectionError:

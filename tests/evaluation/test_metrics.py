@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -27,13 +28,21 @@ from mrseg.evaluation import (
 )
 
 torch = pytest.importorskip("torch")
-monai_metrics = pytest.importorskip("monai.metrics")
+
+
+@functools.cache
+def _monai_metrics():
+    """MONAI's metrics, imported at first use: importing them at collection cost every test process
+    4 s, whether or not it ran these tests."""
+    return pytest.importorskip("monai.metrics")
+
 
 SPACING_ZYX = (2.5, 0.8, 1.1)
 
 
 def _monai(pred: np.ndarray, ref: np.ndarray, spacing, tolerance: float, subvoxels: bool = False) -> dict[str, float]:
     """The five metrics from MONAI 1.x for one mask pair (one-hot tensors, batch and channel of 1)."""
+    monai_metrics = _monai_metrics()
     p = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
     r = torch.from_numpy(np.ascontiguousarray(ref))[None, None].float()
     s = list(spacing)
