@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from cohort_factory import phantom_cohort
 from mrseg.cohort import ClusterSpec, CohortPlan, run_cohort
+from mrseg.cohort.cluster import dashboard_link
 from mrseg.cohort.manifest import ATTEMPTS_FILE, MANIFEST_FILE
 from mrseg.cohort.qc import quality_control
 from mrseg.cohort.worker import loaded_models
@@ -77,7 +78,7 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
 
     def start(client, submitted):
         seen["client"], seen["submitted"] = client, submitted
-        seen["services"] = client.scheduler_info()["services"]
+        seen["dashboard"] = dashboard_link(client)
 
     def result(row):
         seen.setdefault("rows", []).append(row.case)
@@ -89,7 +90,7 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
                          on_result=result)
     assert outcome.summary.counts == {"done": 7, "failed": 0, "pending": 0, "running": 0} and outcome.submitted == 7
     assert sorted(seen["models"].values()) == [1, 1]  # two workers, each holding the model once
-    assert "dashboard" in seen["services"]  # ClusterSpec's default
+    assert seen["dashboard"].startswith("http://127.0.0.1:")  # ClusterSpec's default: the dashboard answers
     rows = manifest_rows(out)
     assert {r["worker"] for r in rows.values()} == set(seen["models"])  # both workers took cases
     assert all(r["attempts"] == "1" and r["output"] == f"{c}_seg.nii.gz" for c, r in rows.items())

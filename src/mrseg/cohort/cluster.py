@@ -198,9 +198,11 @@ def open_client(spec: ClusterSpec, *, retries: int) -> Iterator[Client]:
             cluster.scale(jobs=workers)
             client = distributed.Client(cluster)
         else:
+            # The scheduler's HTTP routes (health, metrics) on a free port, never a fixed 8787 that a
+            # second cohort would find taken; the Bokeh dashboard among them only when asked for.
             cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0" if spec.dashboard and _has_dashboard() else None, host="127.0.0.1")
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+                scheduler_kwargs={"dashboard": spec.dashboard and _has_dashboard()})
             client = distributed.Client(cluster)
     try:
         yield client
