@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mrseg.classes import BASE
 from mrseg.io import read_image, write_image
 from mrseg.io.orientation import reorient
-from mrseg.phantom import make_case, write_case
+from mrseg.phantom import PhantomCase, make_case, write_case
 from mrseg.report.records import CaseRecord, OutputFile
 from mrseg.report.statistics import class_statistics, write_statistics
 
@@ -37,7 +36,7 @@ def truth_case(folder: Path, name: str, *, seed: int, orientation: str, status: 
 
 
 @functools.lru_cache(maxsize=None)
-def _phantom(seed: int) -> Any:
+def _phantom(seed: int) -> PhantomCase:
     """The phantom of ``seed``, drawn once per test process (half a second each; the review tests
     build the same three cases for every test)."""
     return make_case(seed=seed, modality="mr", sequence="t1_in", fov="abdomen", spacing=(6.0, 5.0, 4.0))

@@ -153,7 +153,7 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
     Raises:
         InputError: no such raw dataset, or overrides the network cannot take.
     """
-    if not any(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json")):  # before seconds of nnU-Net imports
+    if not raw_dataset_files(folders, dataset_id):  # before seconds of nnU-Net imports
         raise InputError(f"no nnU-Net dataset with id {dataset_id} in {folders.raw}: build it first "
                          "(mrseg dataset build)")
     spec = {"step": "plan", "dataset_id": dataset_id, "options": asdict(options),
@@ -224,11 +224,16 @@ def finished_model(folders: NnunetFolders, dataset_id: int, fold: int | str, tra
     return None
 
 
+def raw_dataset_files(folders: NnunetFolders, dataset_id: int) -> list[Path]:
+    """The ``dataset.json`` of each raw dataset with this id (``Dataset{id:03d}_*``; one, normally)."""
+    return sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json"))
+
+
 def check_enough_cases(folders: NnunetFolders, dataset_id: int, folds: Sequence[int | str]) -> None:
     """Folds 0–4 split the cases five ways: fewer than 5 cases is refused before any process starts."""
     if all(fold == "all" for fold in folds):
         return
-    for dataset_json in sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json")):
+    for dataset_json in raw_dataset_files(folders, dataset_id):
         cases = json.loads(dataset_json.read_text()).get("numTraining")
         if isinstance(cases, int) and cases < 5:
             raise InputError(f"{dataset_json.parent.name} has {cases} cases; five-fold cross-validation needs at "
