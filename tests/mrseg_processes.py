@@ -1,5 +1,6 @@
 """Real ``mrseg`` processes for tests: start one (``python -m mrseg``, or a driver script that wraps
-the CLI), read its exit code, stdout and stderr, and what it left in an output folder."""
+the CLI), read its exit code, stdout and stderr, what it left in an output folder, and the attempt
+events its workers log; wait for a condition while it runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
@@ -35,3 +37,29 @@ def run_records(out: Path) -> list[dict]:
 def hidden_items(out: Path) -> list[Path]:
     """Anything hidden left in ``out`` or below it (staging, locks, temporary files)."""
     return sorted(p for p in out.rglob(".*"))
+
+
+def attempt_events(path: Path) -> list[dict]:
+    """The events in a cohort's attempt log (``cohort_attempts.jsonl``), oldest first; none while it
+    does not exist, and a last line still being written is left out."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
+    """Poll ``condition()`` every 50 ms until it is true; fail the test after ``timeout`` seconds."""
+    limit = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > limit:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Whether no process has the id ``pid`` any more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -6,11 +6,9 @@ again."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from mrseg.annotation import Project
 from mrseg.annotation.exchange import write_slicer_segmentation
 from mrseg.classes import BASE
 from mrseg.io import read_image, write_image
-from mrseg_processes import mrseg_process, run_mrseg
+from mrseg_processes import attempt_events, mrseg_process, run_mrseg, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +49,6 @@ def succeeded(*args: str) -> subprocess.CompletedProcess:
 
 def ok(*args: str) -> str:
     return succeeded(*args).stdout
-
-
-def events(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
-
-
-def wait_for(condition, timeout: float = 300.0) -> None:
-    limit = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < limit, "timed out"
-        time.sleep(0.05)
 
 
 def test_two_rounds_move_every_case_through_its_states_and_a_killed_retrain_is_finished_by_running_it_again(
@@ -99,7 +84,8 @@ def test_two_rounds_move_every_case_through_its_states_and_a_killed_retrain_is_f
     ok("annotate", "reject", str(project), left[0], "--reason", "motion artefacts")
     process = mrseg_process("annotate", "retrain", str(project), "--epochs", "50", "--iterations", "5",
                             start_new_session=True)
-    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")))
+    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")), timeout=300,
+             what="nnU-Net's training to start")
     os.killpg(process.pid, signal.SIGKILL)  # the driver and nnU-Net's training process: the machine died
     process.communicate(timeout=60)
     assert [m.version for m in Project(project).read().models] == [0]
@@ -142,7 +128,8 @@ def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
     ok("annotate", "init", str(project), "--images", str(folder), "--model", "demo", "--batch", "3")
     attempts = project / "predictions" / "v0" / "cohort_attempts.jsonl"
     process = mrseg_process("annotate", "next", str(project), *ONE_WORKER, start_new_session=True)
-    wait_for(lambda: any(e["event"] == "end" for e in events(attempts)))
+    wait_for(lambda: any(e["event"] == "end" for e in attempt_events(attempts)), timeout=300,
+             what="a first draft")
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     state = Project(project).read()
@@ -153,7 +140,7 @@ def test_a_killed_next_is_finished_by_running_next_again(tmp_path, images):
     state = Project(project).read()
     assert len(state.rounds) == 1 and "round 1: 3 draft(s)" in out  # the same batch, finished
     assert all(state.cases[c].status == "in_correction" for c in chosen)
-    segmented = [e["case"] for e in events(attempts) if e["event"] == "end" and e["status"] == "segmented"]
+    segmented = [e["case"] for e in attempt_events(attempts) if e["event"] == "end" and e["status"] == "segmented"]
     assert sorted(segmented) == sorted(chosen)  # each draft predicted once
     for case in chosen:
         assert (project / "rounds" / "001" / case / "draft.seg.nrrd").is_file()

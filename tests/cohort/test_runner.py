@@ -29,7 +29,7 @@ from mrseg.cohort.worker import loaded_models
 from mrseg.io import Image, orientation_code, read_image, write_image
 from mrseg.phantom.randomization import crop
 from mrseg.pipeline import ModelSpec, OutputSpec, collect_cases
-from mrseg_processes import hidden_items, mrseg_process, run_mrseg
+from mrseg_processes import attempt_events, gone, hidden_items, mrseg_process, run_mrseg, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,27 +39,7 @@ def manifest_rows(out: Path) -> dict[str, dict]:
 
 
 def events(out: Path) -> list[dict]:
-    path = out / ATTEMPTS_FILE
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
-    limit = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > limit:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return attempt_events(out / ATTEMPTS_FILE)
 
 
 def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model_once_per_worker(
@@ -152,34 +132,12 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
     assert hidden_items(out) == []
 
 
-def test_inputs_added_later_run_alone_and_other_settings_are_refused(tmp_path):
-    phantom_cohort(tmp_path / "in", 2)
-    out = tmp_path / "cohort"
-    args = ["--model", "demo", "--workers", "1", "--no-progress", "--no-dashboard"]
-    assert run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args).returncode == 0
-    phantom_cohort(tmp_path / "more", 1, first_seed=93000)
-    (tmp_path / "more" / "case00.nii.gz").rename(tmp_path / "more" / "late.nii.gz")
-    more = run_mrseg("cohort", "run", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(out), *args,
-                     "--workers", "2")
-    assert more.returncode == 0 and "1 case(s) run" in more.stdout
-    assert "1 case(s) to run on 1 worker(s)" in more.stderr  # no second worker for a case it would never get
-    assert [e["case"] for e in events(out) if e["event"] == "start"] in (
-        ["case00", "case01", "late"], ["case01", "case00", "late"])
-    other = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *args, "--fast")
-    assert other.returncode == 2 and "other settings" in other.stderr and "Traceback" not in other.stderr
-    missing = run_mrseg("cohort", "status", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "no cohort here" in missing.stderr
-    slurm = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(tmp_path / "slurm"), "--model", "demo",
-                      "--slurm", "--slurm-option", "queue=gpu", env={"PATH": "/usr/bin:/bin"})
-    assert slurm.returncode == 2 and "needs Slurm's sbatch on the PATH" in slurm.stderr
-    assert not (tmp_path / "slurm").exists()  # nothing written
-
-
-def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp_path):
+def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once_and_inputs_added_later_run_alone(
+        tmp_path):
     phantom_cohort(tmp_path / "in", 5, fovs=("abdomen",))
     out = tmp_path / "cohort"
-    args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--workers", "1",
-            "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
+    settings = ["--model", "demo", "--workers", "1", "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
+    args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), *settings]
     driver = mrseg_process(*args)
     wait_for(lambda: sum(e["event"] == "end" for e in events(out)) >= 2, what="two finished cases")
     driver.send_signal(signal.SIGKILL)
@@ -198,6 +156,25 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once(tmp
     run_again = int(rerun.stdout.split(" case(s) run")[0].rsplit("(", 1)[1])
     assert run_again <= 5 - len(done_before)  # a case committed as the driver died is not sent again
     assert hidden_items(out) == []
+
+    # The cohort grows: a folder of later inputs beside the first; only the new case runs.
+    started_before = len([e for e in events(out) if e["event"] == "start"])
+    phantom_cohort(tmp_path / "more", 1, first_seed=93000)
+    (tmp_path / "more" / "case00.nii.gz").rename(tmp_path / "more" / "late.nii.gz")
+    more = run_mrseg("cohort", "run", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(out), *settings,
+                     "--workers", "2")
+    assert more.returncode == 0 and "1 case(s) run" in more.stdout
+    assert "1 case(s) to run on 1 worker(s)" in more.stderr  # no second worker for a case it would never get
+    assert [e["case"] for e in events(out) if e["event"] == "start"][started_before:] == ["late"]
+    assert manifest_rows(out)["late"]["status"] == "done"
+    other = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *settings, "--fast")
+    assert other.returncode == 2 and "other settings" in other.stderr and "Traceback" not in other.stderr
+    missing = run_mrseg("cohort", "status", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no cohort here" in missing.stderr
+    slurm = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(tmp_path / "slurm"), "--model", "demo",
+                      "--slurm", "--slurm-option", "queue=gpu", env={"PATH": "/usr/bin:/bin"})
+    assert slurm.returncode == 2 and "needs Slurm's sbatch on the PATH" in slurm.stderr
+    assert not (tmp_path / "slurm").exists()  # nothing written
 
 
 def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_attempt(tmp_path):
@@ -259,22 +236,13 @@ def running_scheduler(*, worker_memory_mb: int | None = None):
             process.wait(timeout=30)
 
 
-def test_a_cohort_runs_on_a_running_scheduler_and_leaves_its_workers_up(tmp_path):
+def test_a_cohort_on_a_running_scheduler_retries_a_case_out_of_memory_then_fails_it_and_leaves_the_workers_up(
+        tmp_path):
+    """One worker (no nanny) on a scheduler started beforehand, its memory limited: the small case
+    is done, the big one runs out of memory, is retried once and failed with its reason; the cohort
+    does not close a cluster it did not start."""
     from distributed import Client
 
-    phantom_cohort(tmp_path / "in", 2)
-    out = tmp_path / "cohort"
-    with running_scheduler() as address:
-        done = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
-                         address, "--no-progress")
-        assert done.returncode == 0, done.stderr
-        assert "on 1 worker(s)" in done.stderr and "dashboard" not in done.stderr  # it runs none
-        assert [r["status"] for r in manifest_rows(out).values()] == ["done", "done"]
-        with Client(address, timeout="30s") as client:
-            assert len(client.scheduler_info()["workers"]) == 1  # the cohort does not close a cluster it did not start
-
-
-def test_a_case_out_of_memory_is_retried_then_failed_with_its_reason_while_the_others_finish(tmp_path):
     phantom_cohort(tmp_path / "in", 1)
     noise = np.random.default_rng(0).normal(size=(200, 400, 400)).astype(np.float32)
     # uncompressed: gzip would spend seconds on 128 MB of noise at each write and read
@@ -283,7 +251,10 @@ def test_a_case_out_of_memory_is_retried_then_failed_with_its_reason_while_the_o
     with running_scheduler(worker_memory_mb=1700) as address:  # enough for the small case, not for the big one
         run = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", "demo", "--scheduler",
                         address, "--retries", "1", "--no-progress")
+        with Client(address, timeout="30s") as client:
+            assert len(client.scheduler_info()["workers"]) == 1  # still up: the cohort closes only what it started
     assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "on 1 worker(s)" in run.stderr and "dashboard" not in run.stderr  # it runs none of its own
     rows = manifest_rows(out)
     assert rows["case00"]["status"] == "done"
     assert rows["big"]["status"] == "failed" and rows["big"]["attempts"] == "2"  # tried, then retried once
