@@ -105,7 +105,8 @@ def _predict(project: Project, state: ProjectState, cases: Sequence[CaseState], 
     spec = ModelSpec(Path(version.folder), name=f"v{version.version}", folds=(version.fold,), step=state.settings.step,
                      precision=state.settings.precision)
     outputs = OutputSpec.with_classes(out, classes if state.settings.classes else None, output_type="nifti")
-    result = run_cohort(out, CohortPlan(spec, outputs, retries=1), cluster or ClusterSpec(dashboard=False),
+    cluster = replace(cluster or ClusterSpec(), dashboard=False)  # nobody is shown a round's dashboard address
+    result = run_cohort(out, CohortPlan(spec, outputs, retries=1), cluster,
                         cases=[CaseSpec(Path(c.image), c.case) for c in cases])
     uncertainty = {}
     for case in cases:

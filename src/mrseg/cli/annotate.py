@@ -101,7 +101,7 @@ def _next(args: argparse.Namespace) -> int:
     from mrseg.cohort import ClusterSpec
 
     project = Project(args.project)
-    current = next_round(project, cluster=ClusterSpec(workers=args.workers, dashboard=False), batch=args.batch)
+    current = next_round(project, cluster=ClusterSpec(workers=args.workers), batch=args.batch)
     state = project.read()
     print(f"round {current.round}: {len(current.cases)} draft(s) by model v{current.model} in "
           f"{project.round_folder(current.round)}")
@@ -190,7 +190,7 @@ def _simulate(args: argparse.Namespace) -> int:
     training, planning = _training(args)
     project = Project(args.project)
     rows = simulate(project, Path(args.truth), rounds=args.rounds, training=training, planning=planning,
-                    cluster=ClusterSpec(workers=args.workers, dashboard=False),
+                    cluster=ClusterSpec(workers=args.workers),
                     on_round=lambda row: print(f"round {row['round']}: draft Dice {row['draft_dice_mean']}, "
                                                f"{row['effort_voxels_mean']} voxels changed", file=sys.stderr))
     _print_rounds(rows)
