@@ -241,8 +241,9 @@ def main() -> None:
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,
-              "cases": len(cases_from_folder(cases_dir)), "templates": [str(t) for t in args.template],
-              "epochs": args.epochs, "iterations_per_epoch": args.iterations, "model_folder": str(model)}
+              "cases": json.loads((model / "dataset.json").read_text())["numTraining"],  # what it trained on
+              "templates": [str(t) for t in args.template], "epochs": args.epochs,
+              "iterations_per_epoch": args.iterations, "model_folder": str(model)}
     summary = model / "fold_0" / "validation" / "summary.json"
     if summary.is_file():
         report["validation_mean_dice"] = json.loads(summary.read_text())["foreground_mean"]["Dice"]
