@@ -237,11 +237,11 @@ def worker_environment(threads: int) -> dict[str, str]:
             **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
-def dashboard_link(client: Client, timeout_s: float = 15.0) -> str | None:
+def dashboard_link(client: Client) -> str | None:
     """The scheduler's dashboard address, or None when its page does not answer (a scheduler
     started without the dashboard still lists the service; its web server then answers 404 at
     once). The first page is drawn on request, which took over a second on a loaded CI machine:
-    hence the generous timeout."""
+    hence the 15 s timeout."""
     import urllib.error
     import urllib.request
 
@@ -249,7 +249,7 @@ def dashboard_link(client: Client, timeout_s: float = 15.0) -> str | None:
         return None
     link = str(client.dashboard_link)
     try:
-        with urllib.request.urlopen(link, timeout=timeout_s):
+        with urllib.request.urlopen(link, timeout=15.0):
             return link
     except (urllib.error.URLError, OSError, ValueError):
         return None
