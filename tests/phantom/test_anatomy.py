@@ -246,6 +246,29 @@ def test_mediastinum_surrounds_the_aorta_with_unlabelled_vessels_and_airways():
                            [TISSUE_INDEX[n] for n in MEDIASTINAL_TISSUES]).any(), seed
 
 
+def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
+    """Real kidneys lie in perirenal fat, a ring that the model must learn is not kidney: no
+    liver, spleen or bowel within the drawn fat margin, and the margin grows with visceral fat."""
+    intraperitoneal = [TISSUE_INDEX[n] for n in ("liver", "spleen", "gallbladder", "pancreas", "stomach_wall",
+                                                 "duodenum", "colon_wall", "small_bowel_wall")]
+    margins = []
+    for seed in (0, 2, 90002):
+        anatomy = generate_anatomy(seed=seed, fov="abdomen", spacing=(2.0, 2.0, 2.0))
+        tissues, parameters = anatomy.tissues.array, anatomy.parameters
+        for side in ("left", "right"):
+            margin = parameters[f"{side}_perirenal_fat_mm"]
+            assert 0.0 <= margin <= 3.0 + 15.0 * parameters["visceral_fat"], (seed, side)
+            margins.append((parameters["visceral_fat"], margin))
+            kidney = np.isin(tissues, [TISSUE_INDEX[f"{side}_kidney_cortex"], TISSUE_INDEX[f"{side}_kidney_medulla"]])
+            near = ndimage.distance_transform_edt(~kidney, sampling=2.0) < 0.7 * margin - 2.0
+            shell = near & ~kidney
+            assert not np.isin(tissues[shell], intraperitoneal).any(), (seed, side, margin)
+            if margin > 8.0:
+                assert (tissues[shell] == TISSUE_INDEX["visceral_fat"]).mean() > 0.5, (seed, side)
+    thin, thick = min(margins), max(margins)
+    assert thick[1] > 8.0 and thin[1] < 4.0  # lean and obese subjects both occur
+
+
 def test_descending_aorta_lies_left_of_the_vertebral_bodies_beside_the_heart():
     """In the thorax the descending aorta runs down the left side of the vertebral bodies, not in
     front of them (it reaches the front of the spine only at the aortic hiatus)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -975,6 +975,11 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
     # drawn last, so that every earlier draw of a seed is what it was before they existed
     tubes.update(_draw_mediastinum(d, aorta_s))
     lung_vessels = {f"{name}_lung": _draw_lung_vessels(rng, s) for s, name in _SIDES}
+    for _, name in _SIDES:
+        # perirenal fat: the fat inside the renal fascia keeps the other organs off the kidney,
+        # thicker in a subject with more visceral fat
+        margin = d.u(f"{name}_perirenal_fat_mm", 0.0, 3.0 + 15.0 * visceral)
+        organs[f"{name}_perirenal_fat"] = cast(_Ellipsoid, organs[f"{name}_kidney_cortex"]).grown(margin)
     return _Subject(
         to_subject=to_subject, parameters=d.parameters, body=body, fat=fat, skin=2.0, cavity=cavity,
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
@@ -1222,6 +1227,17 @@ def _outside(shape: _Shape) -> Clip:
     return outside
 
 
+def _all_of(*clips: Clip) -> Clip:
+    """A clip keeping what every one of ``clips`` keeps."""
+    def all_of(x: Array, y: Array, z: Array) -> Array:
+        mask = clips[0](x, y, z)
+        for clip in clips[1:]:
+            mask = mask & clip(x, y, z)
+        return mask
+
+    return all_of
+
+
 def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
     for tissue in ("aorta", "inferior_vena_cava", "left_iliac_artery", "right_iliac_artery", "left_iliac_vena",
                    "right_iliac_vena", "portal_vein_and_splenic_vein", "esophagus"):
@@ -1234,7 +1250,8 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
 
 def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
     """Solid organs, then hollow ones, then the small bowel and lungs that fill what is left;
-    each claims only visceral fat, so an earlier organ wins where two would touch."""
+    each claims only visceral fat, so an earlier organ wins where two would touch. The kidneys
+    keep a margin of perirenal fat that no later organ claims."""
     organs, tubes = subject.organs, subject.tubes
     below = subject.diaphragm.below(5.0)
     _fill(canvas, organs["heart"], "heart", only_into=_SOFT, clips=[subject.diaphragm.above(0.5)])
@@ -1245,6 +1262,8 @@ def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
         _fill(canvas, organs[f"{name}_kidney_sinus"], "visceral_fat", only_into=(cortex, medulla))
         adrenal = f"{name}_adrenal_gland"
         _fill(canvas, organs[adrenal], adrenal, only_into=_SOFT, clips=[below])
+    # the organs painted from here on stay below the diaphragm and outside the perirenal fat
+    below = _all_of(below, *(_outside(organs[f"{name}_perirenal_fat"]) for _, name in _SIDES))
     _fill(canvas, organs["gallbladder"], "gallbladder", only_into=_SOFT, clips=[below])
     tip, slope = subject.liver_floor
 
