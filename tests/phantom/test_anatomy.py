@@ -269,6 +269,19 @@ def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     assert thick[1] > 8.0 and thin[1] < 4.0  # lean and obese subjects both occur
 
 
+def test_kidney_heights_vary_between_subjects_each_on_its_own():
+    """The left kidney usually lies higher than the right, but not in every subject: a model
+    that learns one fixed place puts a kidney in the fat where another patient's is not."""
+    differences = []
+    for seed in range(16):
+        labels = generate_anatomy(seed=seed, fov="abdomen", spacing=(5.0, 5.0, 5.0)).labels
+        height = {side: world_points(labels, idx(f"{side}_kidney"))[:, 2].mean() for side in ("left", "right")}
+        differences.append(height["left"] - height["right"])
+    assert np.median(differences) > 5.0  # left higher as a rule
+    assert min(differences) < -5.0  # ... but lower in some subjects
+    assert max(differences) - min(differences) > 30.0
+
+
 def test_descending_aorta_lies_left_of_the_vertebral_bodies_beside_the_heart():
     """In the thorax the descending aorta runs down the left side of the vertebral bodies, not in
     front of them (it reaches the front of the spine only at the aortic hiatus)."""

@@ -719,6 +719,7 @@ def _side_knots(knots: Sequence[Sequence[float]], side: float) -> list[list[floa
 
 
 _SIDES = ((1.0, "left"), (-1.0, "right"))  # patient left is +x in LPS
+_KIDNEY_SPREAD_MM = np.array([3.0, 3.0, 10.0])  # SD of a kidney's centre (x, y, z) about its mean place
 
 # Visceral fat enlarges the abdominal cavity (and with it the trunk) by this profile along z.
 _VISCERAL_Z = [-240, -30, 20, 60, 100, 150, 200, 250, 300, 480]
@@ -923,7 +924,9 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
                                           _rotation(rx=15, rz=40 + rng.normal(0, 6))), _warp(rng, 4.0, 100.0))
     for s, name in _SIDES:
         ks = d.u(f"{name}_kidney_scale", 0.93, 1.07)
-        centre = np.array([s * 73.0, 43.0, 140.0 if s > 0 else 126.0]) + rng.normal(0, 3, 3)
+        # the height varies by about a vertebral level between subjects and breath holds, each
+        # kidney on its own: in some subjects the left lies lower than the right
+        centre = np.array([s * 73.0, 43.0, 140.0 if s > 0 else 126.0]) + rng.normal(0, 1, 3) * _KIDNEY_SPREAD_MM
         # upper pole medial and posterior, hilum facing forwards and medially
         rot = _rotation(rx=-15, ry=-s * 12, rz=s * 30 + rng.normal(0, 5))
         radii = np.array([30.0, 22.5, 57.0]) * ks
