@@ -719,7 +719,9 @@ def _side_knots(knots: Sequence[Sequence[float]], side: float) -> list[list[floa
 
 
 _SIDES = ((1.0, "left"), (-1.0, "right"))  # patient left is +x in LPS
-_KIDNEY_SPREAD_MM = np.array([3.0, 3.0, 10.0])  # SD of a kidney's centre (x, y, z) about its mean place
+# SD (x, y, z) of the centres of the kidneys, spleen and gallbladder about their mean places: their
+# height varies by about a vertebral level between subjects and breath holds
+_ORGAN_SPREAD_MM = np.array([3.0, 3.0, 10.0])
 
 # Visceral fat enlarges the abdominal cavity (and with it the trunk) by this profile along z.
 _VISCERAL_Z = [-240, -30, 20, 60, 100, 150, 200, 250, 300, 480]
@@ -915,18 +917,17 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
     liver_tip = d.u("liver_tip_z_mm", 118.0, 138.0)
     organs["liver"] = _Warped(_Union((right_lobe, left_lobe)), _warp(rng, 5.0, 160.0, 3))
     gb_s = d.u("gallbladder_scale", 0.8, 1.15)
-    organs["gallbladder"] = _Ellipsoid(np.array([-42.0, -50.0, 136.0]) + rng.normal(0, 3, 3),
+    organs["gallbladder"] = _Ellipsoid(np.array([-42.0, -50.0, 136.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM,
                                        np.array([15.0, 14.0, 34.0]) * gb_s, _rotation(rx=-30, rz=rng.normal(0, 10)))
     spleen_s = d.u("spleen_scale", 0.85, 1.15)
     # long axis along the posterolateral wall (running backwards and medially)
-    organs["spleen"] = _Warped(_Ellipsoid(np.array([93.0, 44.0, 190.0]) + rng.normal(0, 3, 3),
+    organs["spleen"] = _Warped(_Ellipsoid(np.array([93.0, 44.0, 190.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM,
                                           np.array([24.0, 57.0, 48.0]) * spleen_s,
                                           _rotation(rx=15, rz=40 + rng.normal(0, 6))), _warp(rng, 4.0, 100.0))
     for s, name in _SIDES:
         ks = d.u(f"{name}_kidney_scale", 0.93, 1.07)
-        # the height varies by about a vertebral level between subjects and breath holds, each
-        # kidney on its own: in some subjects the left lies lower than the right
-        centre = np.array([s * 73.0, 43.0, 140.0 if s > 0 else 126.0]) + rng.normal(0, 1, 3) * _KIDNEY_SPREAD_MM
+        # each kidney on its own: in some subjects the left lies lower than the right
+        centre = np.array([s * 73.0, 43.0, 140.0 if s > 0 else 126.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM
         # upper pole medial and posterior, hilum facing forwards and medially
         rot = _rotation(rx=-15, ry=-s * 12, rz=s * 30 + rng.normal(0, 5))
         radii = np.array([30.0, 22.5, 57.0]) * ks
