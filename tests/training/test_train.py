@@ -28,6 +28,7 @@ from mrseg.training import (
     run_cross_validation,
     train_fold,
 )
+from mrseg.training.nnunet import fold_is_trained
 
 pytestmark = pytest.mark.slow
 
@@ -191,35 +192,51 @@ train_fold(folders, int(sys.argv[2]), "all", TrainingOptions(epochs=int(sys.argv
 """
 
 
-def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained, phantom_folder, tmp_path):
-    """SIGKILL a real training run after its first checkpoints; resume=True finishes the epochs left,
-    from nnU-Net's checkpoint_latest (the epochs already done are not run again)."""
+FOLD_ALL = ("Dataset021_Tiny", "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres", "fold_all")
+
+
+def _kill_fresh_run_after(folders: NnunetFolders, epochs: int, done: int) -> Path:
+    """Start a fresh (not resumed) training run of fold "all" in its own process and SIGKILL it
+    once its checkpoint_latest.pth holds ``done`` epochs; returns the fold folder."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    folders, _ = trained
-    epochs = 5  # killed at epoch 2 or 3 (an epoch takes about 2 s here): the run is cut short, not done
     run = subprocess.Popen([sys.executable, "-c", RUN_AND_WAIT, str(folders.raw.parent), "21", str(epochs)],
                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fold = folders.results / "Dataset021_Tiny" / "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres" / "fold_all"
+    fold = folders.results.joinpath(*FOLD_ALL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        latest = fold / "checkpoint_latest.pth"
-        if latest.is_file() and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= 2:
-            break
-        time.sleep(0.5)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(timeout=30)
+    try:
+        while time.monotonic() < deadline:
+            latest = fold / "checkpoint_latest.pth"
+            if (latest.is_file() and run.poll() is None
+                    and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= done):
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    return fold
+
+
+def _tiny_run(epochs: int, resume: bool) -> TrainingOptions:
+    return TrainingOptions(epochs=epochs, iterations_per_epoch=2, val_iterations_per_epoch=1, validate=False,
+                           save_every=1, seed=0, resume=resume)
+
+
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained):
+    """SIGKILL a real training run after its first checkpoints; resume=True finishes the epochs left,
+    from nnU-Net's checkpoint_latest (the epochs already done are not run again)."""
+    folders, _ = trained
+    epochs = 5  # killed at epoch 2 or 3 (an epoch takes about 2 s here): the run is cut short, not done
+    fold = _kill_fresh_run_after(folders, epochs, done=2)
     assert not (fold / "checkpoint_final.pth").exists()
     done_before = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["current_epoch"]
     assert 2 <= done_before < epochs
 
-    model = train_fold(folders, 21, "all", TrainingOptions(epochs=epochs, iterations_per_epoch=2,
-                                                           val_iterations_per_epoch=1, validate=False,
-                                                           save_every=1, seed=0, resume=True))
+    model = train_fold(folders, 21, "all", _tiny_run(epochs, resume=True))
     final = torch.load(model / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert len(final["logging"]["train_losses"]) == epochs  # the epochs before the kill kept, the rest run once
     log = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
@@ -229,3 +246,38 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained, phantom
                                                            resume=True))
     assert again == model  # trained already: nothing to do, and no trainer started to find that out (no new log)
     assert {p: p.stat().st_mtime_ns for p in fold.iterdir()} == files
+
+
+def test_a_killed_fresh_run_over_a_finished_one_is_resumed_not_taken_for_it(trained):
+    """A fresh run in a fold folder where an earlier run finished (a fine-tune started over): killed
+    early, resume must go on with it, not find the earlier run's checkpoint_final.pth and stop."""
+    folders, _ = trained
+    earlier = train_fold(folders, 21, "all", _tiny_run(2, resume=False))
+    fold = earlier / "fold_all"
+    assert (fold / "checkpoint_final.pth").is_file() and not (fold / "checkpoint_latest.pth").exists()
+
+    _kill_fresh_run_after(folders, epochs=6, done=1)
+    assert not (fold / "checkpoint_final.pth").exists()  # the fresh start cleared the earlier run's
+    done_before = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["current_epoch"]
+    assert 1 <= done_before < 6
+
+    train_fold(folders, 21, "all", _tiny_run(6, resume=True))
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert len(final["logging"]["train_losses"]) == 6
+
+
+def test_a_final_checkpoint_older_than_the_latest_is_a_stopped_later_run(tmp_path):
+    """Folders left by an earlier mrseg: the finished run's checkpoint_final.pth and a later, stopped
+    run's newer checkpoint_latest.pth. The fold is not trained: resume goes on from the latest."""
+    import os
+
+    final, latest = tmp_path / "checkpoint_final.pth", tmp_path / "checkpoint_latest.pth"
+    assert not fold_is_trained(tmp_path)
+    final.write_bytes(b"final")
+    assert fold_is_trained(tmp_path)
+    latest.write_bytes(b"latest")
+    os.utime(final, ns=(1_000_000_000, 1_000_000_000))
+    assert not fold_is_trained(tmp_path)
+    os.utime(latest, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(final, ns=(2_000_000_000, 2_000_000_000))
+    assert fold_is_trained(tmp_path)  # written after the latest (nnU-Net removes it next): finished

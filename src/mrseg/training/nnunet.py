@@ -89,8 +89,10 @@ class TrainingOptions:
         save_every: write checkpoint_latest.pth every this many epochs.
         resume: continue the fold's interrupted run from its ``checkpoint_latest.pth`` (weights,
             optimizer, epoch, learning-rate schedule and logs, as nnU-Net's ``--c``); a fresh start
-            where there is none, nothing to do where ``checkpoint_final.pth`` exists. Long CPU
-            runs are done in stages this way: a killed run loses at most ``save_every`` epochs.
+            where there is none, nothing to do where the fold is trained (``fold_is_trained``). Long
+            CPU runs are done in stages this way: a killed run loses at most ``save_every`` epochs.
+            A fresh start (no ``resume``) first removes the checkpoints an earlier run left in the
+            fold folder, so a stopped run is never taken for that earlier, finished one.
     """
 
     epochs: int = 1000
@@ -219,9 +221,21 @@ def finished_model(folders: NnunetFolders, dataset_id: int, fold: int | str, tra
     """The model folder where nnU-Net's trainer left this fold's ``checkpoint_final.pth``, if it did."""
     for dataset in sorted(folders.results.glob(f"Dataset{dataset_id:03d}_*")):
         model = dataset / f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
-        if (model / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+        if fold_is_trained(model / f"fold_{fold}"):
             return model
     return None
+
+
+def fold_is_trained(fold_folder: Path) -> bool:
+    """Whether the last run in ``fold_folder`` finished: its ``checkpoint_final.pth`` is there and no
+    ``checkpoint_latest.pth`` is newer. nnU-Net removes checkpoint_latest once it writes the final one,
+    so a newer one belongs to a later run that was stopped (in a folder where an earlier mrseg
+    started a fresh run without clearing the previous run's final checkpoint)."""
+    final = fold_folder / "checkpoint_final.pth"
+    latest = fold_folder / "checkpoint_latest.pth"
+    if not final.is_file():
+        return False
+    return not latest.is_file() or latest.stat().st_mtime_ns <= final.stat().st_mtime_ns
 
 
 def raw_dataset_files(folders: NnunetFolders, dataset_id: int) -> list[Path]:

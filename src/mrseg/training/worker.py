@@ -196,7 +196,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from mrseg.training.nnunet import CONFIGURATION, PLANS_NAME, TrainingOptions
+    from mrseg.training.nnunet import CONFIGURATION, PLANS_NAME, TrainingOptions, fold_is_trained
 
     options = TrainingOptions(**spec["options"])
     dataset_id = int(spec["dataset_id"])
@@ -223,7 +223,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
-    if options.resume and final.is_file():
+    if options.resume and fold_is_trained(final.parent):
         notes.append(f"resume: {final} exists; the fold is trained")
         options = TrainingOptions(**{**spec["options"], "validate": False})
     elif options.resume and latest.is_file():
@@ -233,6 +233,10 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"resumed at epoch {trainer.current_epoch}")
         trainer.run_training()
     else:
+        for earlier in (final, latest):  # another run's: a stopped fresh run must not be taken for it
+            if earlier.is_file():
+                earlier.unlink()
+                notes.append(f"removed {earlier.name} of an earlier run in {earlier.parent}")
         if options.init_from:
             notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
         trainer.run_training()
