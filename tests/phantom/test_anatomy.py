@@ -246,6 +246,28 @@ def test_mediastinum_surrounds_the_aorta_with_unlabelled_vessels_and_airways():
                            [TISSUE_INDEX[n] for n in MEDIASTINAL_TISSUES]).any(), seed
 
 
+def test_the_heart_is_a_blood_pool_inside_a_wall_of_myocardium(trunk: dict[int, Anatomy]):
+    """A CT angiography shows the heart as bright blood (like the aorta's) inside a darker wall:
+    the phantom's heart class is the myocardium all round and the blood pool within it."""
+    from mrseg.phantom.anatomy import HEART_WALL_MM
+
+    for seed, anatomy in trunk.items():
+        tissues, labels = anatomy.tissues.array, anatomy.labels.array
+        heart = labels == idx("heart")
+        blood, wall = tissues == TISSUE_INDEX["heart"], tissues == TISSUE_INDEX["heart_myocardium"]
+        assert (blood | wall)[heart].all() and not (blood | wall)[~heart].any(), seed
+        assert 0.45 < blood.sum() / heart.sum() < 0.7, seed  # the chambers' share of the heart's volume
+        # the wall is all round: blood reaches the heart's border (within HEART_WALL_MM / 2) only where
+        # a tube painted before it crosses the outline (the aortic root, the IVC, the oesophagus behind)
+        reach = int(HEART_WALL_MM / 2 / 2.0)  # voxels of 2 mm
+        rim = heart & ~ndimage.binary_erosion(heart, iterations=reach)
+        tubes = np.isin(tissues, [TISSUE_INDEX[n] for n in ("aorta", "inferior_vena_cava", "esophagus")])
+        near_tubes = ndimage.binary_dilation(tubes, iterations=2 * reach)
+        assert (blood & rim).any() and not (blood & rim & ~near_tubes).any(), seed
+        pieces, _ = ndimage.label(blood)
+        assert np.bincount(pieces.ravel())[1:].max() > 0.95 * blood.sum(), seed  # one pool (a tube may nick it)
+
+
 def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     """Real kidneys lie in perirenal fat, a ring that the model must learn is not kidney: no
     liver, spleen or bowel within the drawn fat margin, and the margin grows with visceral fat."""

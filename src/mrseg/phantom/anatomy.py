@@ -719,6 +719,8 @@ def _side_knots(knots: Sequence[Sequence[float]], side: float) -> list[list[floa
 
 
 _SIDES = ((1.0, "left"), (-1.0, "right"))  # patient left is +x in LPS
+HEART_WALL_MM = 8.0
+"""The myocardium's thickness around the heart's blood pool (left ventricle 8–11 mm, right 3–5 mm)."""
 # SD (x, y, z) of the centres of the kidneys, spleen and gallbladder about their mean places: their
 # height varies by about a vertebral level between subjects and breath holds
 _ORGAN_SPREAD_MM = np.array([3.0, 3.0, 10.0])
@@ -877,6 +879,8 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
                        np.stack([e1, e2, np.cross(e1, e2)], 1))
     heart_warp = _warp(rng, 3.0, 120.0)
     organs["heart"] = _Warped(heart, heart_warp)
+    # the chambers' blood inside a wall of myocardium (no random draw: the stream is unchanged)
+    organs["heart_blood_pool"] = _Warped(heart.grown(-HEART_WALL_MM), heart_warp)
     organs["pericardium"] = _Warped(heart.grown(4.0), heart_warp)
     lung_s = d.u("lung_scale", 0.94, 1.06)
     lung = [(z, x, y, a * lung_s, b * lung_s) for z, x, y, a, b in _LUNG]
@@ -1258,7 +1262,9 @@ def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
     keep a margin of perirenal fat that no later organ claims."""
     organs, tubes = subject.organs, subject.tubes
     below = subject.diaphragm.below(5.0)
-    _fill(canvas, organs["heart"], "heart", only_into=_SOFT, clips=[subject.diaphragm.above(0.5)])
+    _fill(canvas, organs["heart"], "heart_myocardium", only_into=_SOFT, clips=[subject.diaphragm.above(0.5)])
+    _fill(canvas, organs["heart_blood_pool"], "heart", only_into=("heart_myocardium",),
+          clips=[subject.diaphragm.above(0.5 + HEART_WALL_MM)])  # the wall stays where it rests on the diaphragm
     for name in ("left", "right"):
         cortex, medulla = f"{name}_kidney_cortex", f"{name}_kidney_medulla"
         _fill(canvas, organs[cortex], cortex, only_into=_SOFT, clips=[below])

@@ -217,7 +217,7 @@ def _t2_star_ms(tissue: Tissue) -> float | None:
         return 45.0
     if _is_muscle(tissue):
         return 27.0
-    return {"liver": 30.0, "spleen": 50.0, "pancreas": 35.0, "heart": 35.0}.get(name)
+    return {"liver": 30.0, "spleen": 50.0, "pancreas": 35.0, "heart": 35.0, "heart_myocardium": 35.0}.get(name)
 
 
 def _mt_saturation(tissue: Tissue) -> float:
@@ -239,7 +239,7 @@ def _mt_saturation(tissue: Tissue) -> float:
         return 0.25
     if "kidney" in name:
         return 0.08
-    return {"liver": 0.15, "pancreas": 0.15, "heart": 0.15, "skin": 0.20, "spleen": 0.10}.get(
+    return {"liver": 0.15, "pancreas": 0.15, "heart": 0.15, "heart_myocardium": 0.15, "skin": 0.20, "spleen": 0.10}.get(
         name, _DEFAULT_MT_SATURATION
     )
 

@@ -124,6 +124,9 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     ("airway", None, 0.0, 1000, 1, 0.0, -950, -950),
     ("left_lung_vessels", "left_lung", 0.8, 1300, 120, 0.0, 40, 150),
     ("right_lung_vessels", "right_lung", 0.8, 1300, 120, 0.0, 40, 150),
+    # the heart's wall around its blood pool ("heart", listed first: the bulk a plain class map gets);
+    # appended, so every earlier tissue keeps its label
+    ("heart_myocardium", "heart", 0.8, 1030, 50, 0.0, 45, 110),
 ]
 
 # Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
@@ -131,7 +134,7 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
 _ARTERIAL_HU: dict[str, float] = {
     "muscle": 55, "skin": 45, "spleen": 130, "right_kidney_cortex": 210, "right_kidney_medulla": 70,
     "left_kidney_cortex": 210, "left_kidney_medulla": 70, "liver": 75, "stomach_wall": 100, "pancreas": 120,
-    "right_adrenal_gland": 80, "left_adrenal_gland": 80, "heart": 300, "aorta": 350,
+    "right_adrenal_gland": 80, "left_adrenal_gland": 80, "heart": 350, "heart_myocardium": 120, "aorta": 350,
     "portal_vein_and_splenic_vein": 120, "left_iliac_artery": 340, "right_iliac_artery": 340,
     "esophagus": 60, "small_bowel_wall": 110, "duodenum": 100, "colon_wall": 90,
     "left_autochthonous_muscle": 55, "right_autochthonous_muscle": 55, "left_iliopsoas_muscle": 55,
