@@ -218,7 +218,7 @@ def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
 
 
 def finished_model(folders: NnunetFolders, dataset_id: int, fold: int | str, trainer_name: str) -> Path | None:
-    """The model folder where nnU-Net's trainer left this fold's ``checkpoint_final.pth``, if it did."""
+    """The model folder where nnU-Net's trainer finished this fold (:func:`fold_is_trained`), if it did."""
     for dataset in sorted(folders.results.glob(f"Dataset{dataset_id:03d}_*")):
         model = dataset / f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
         if fold_is_trained(model / f"fold_{fold}"):

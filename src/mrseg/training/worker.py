@@ -233,12 +233,12 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"resumed at epoch {trainer.current_epoch}")
         trainer.run_training()
     else:
+        if options.init_from:  # first: a bad source is refused with the earlier run's files untouched
+            notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
         for earlier in (final, latest):  # another run's: a stopped fresh run must not be taken for it
             if earlier.is_file():
                 earlier.unlink()
                 notes.append(f"removed {earlier.name} of an earlier run in {earlier.parent}")
-        if options.init_from:
-            notes = _load_source_weights(trainer, Path(options.init_from), options.init_fold, plans, dataset_json)
         trainer.run_training()
     validation: dict[str, Any] = {}
     if options.validate:
