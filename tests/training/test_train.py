@@ -209,10 +209,9 @@ def _kill_fresh_run_after(folders: NnunetFolders, epochs: int, done: int) -> Pat
     fold = folders.results.joinpath(*FOLD_ALL)
     deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and run.poll() is None:  # a run that ended early: stop waiting
             latest = fold / "checkpoint_latest.pth"
-            if (latest.is_file() and run.poll() is None
-                    and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= done):
+            if latest.is_file() and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= done:
                 break
             time.sleep(0.5)
     finally:
@@ -242,8 +241,7 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(trained):
     log = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
     assert f"resumed from {fold / 'checkpoint_latest.pth'} at epoch {done_before}" in log
     files = {p: p.stat().st_mtime_ns for p in fold.iterdir()}
-    again = train_fold(folders, 21, "all", TrainingOptions(epochs=epochs, iterations_per_epoch=2, validate=False,
-                                                           resume=True))
+    again = train_fold(folders, 21, "all", _tiny_run(epochs, resume=True))
     assert again == model  # trained already: nothing to do, and no trainer started to find that out (no new log)
     assert {p: p.stat().st_mtime_ns for p in fold.iterdir()} == files
 
