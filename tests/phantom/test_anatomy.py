@@ -268,6 +268,37 @@ def test_the_heart_is_a_blood_pool_inside_a_wall_of_myocardium(trunk: dict[int, 
         assert np.bincount(pieces.ravel())[1:].max() > 0.95 * blood.sum(), seed  # one pool (a tube may nick it)
 
 
+def test_a_diseased_aorta_is_an_open_lumen_inside_thrombus_and_still_the_aorta():
+    """Some subjects' descending aorta is dilated and lined by thrombus, as in an aneurysm or a
+    dissection's thrombosed false lumen: a CT angiography shows a bright lumen inside a grey vessel
+    that is still labelled aorta. Other subjects' anatomy is not touched by it."""
+    from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE
+
+    thrombus_tissue, lumen_tissue = TISSUE_INDEX["aortic_thrombus"], TISSUE_INDEX["aorta"]
+    diseased = 0
+    for seed in range(12):
+        anatomy = generate_anatomy(seed=seed, fov="abdomen", spacing=(3.0, 3.0, 3.0))
+        tissues, labels, parameters = anatomy.tissues.array, anatomy.labels.array, anatomy.parameters
+        thrombus = tissues == thrombus_tissue
+        if parameters["aortic_disease"] >= AORTIC_DISEASE_SHARE:
+            assert not thrombus.any(), seed
+            continue
+        diseased += 1
+        aorta = labels == idx("aorta")
+        assert thrombus.sum() * 27e-3 > 3.0, seed  # mL: a stretch of thrombus, not a few voxels
+        assert aorta[thrombus].all(), seed  # thrombus is part of the aorta class
+        # in every axial slice with thrombus the lumen stays open and lies inside the vessel
+        for z in np.flatnonzero(thrombus.any(axis=(1, 2))):
+            lumen = tissues[z] == lumen_tissue
+            assert lumen.any(), (seed, z)
+            assert (ndimage.binary_dilation(lumen) & thrombus[z]).any(), (seed, z)  # the lumen lies in the thrombus
+        # dilated: the widest slice of the stretch is wider than the aorta's narrowest slice above it
+        area = aorta.sum(axis=(1, 2))
+        stretch = thrombus.any(axis=(1, 2))
+        assert area[stretch].max() > 1.1 * np.median(area[~stretch & (area > 0)]), seed
+    assert 1 <= diseased <= 8  # about AORTIC_DISEASE_SHARE of 12 subjects
+
+
 def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     """Real kidneys lie in perirenal fat, a ring that the model must learn is not kidney: no
     liver, spleen or bowel within the drawn fat margin, and the margin grows with visceral fat."""

@@ -205,6 +205,9 @@ def test_arterial_phase_brightens_arteries_and_heart_not_veins(phantom):
     unenhanced = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
     assert catalogue[TISSUE_INDEX["heart"]] == catalogue[TISSUE_INDEX["aorta"]]  # the blood pool is the aorta's blood
     assert catalogue[TISSUE_INDEX["heart_myocardium"]] < catalogue[TISSUE_INDEX["heart"]] - 200  # the wall: less
+    # thrombus in a diseased aorta does not enhance: a grey crescent round the bright lumen
+    assert catalogue[TISSUE_INDEX["aortic_thrombus"]] == unenhanced[TISSUE_INDEX["aortic_thrombus"]]
+    assert catalogue[TISSUE_INDEX["aortic_thrombus"]] < catalogue[TISSUE_INDEX["aorta"]] - 250
     assert catalogue[TISSUE_INDEX["inferior_vena_cava"]] == unenhanced[TISSUE_INDEX["inferior_vena_cava"]]
     for vessel in ("pulmonary_artery", "superior_vena_cava", "supra_aortic_artery", "left_lung_vessels"):
         assert catalogue[TISSUE_INDEX[vessel]] > 250, vessel  # the mediastinum is as bright as the aorta

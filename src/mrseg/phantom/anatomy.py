@@ -671,6 +671,8 @@ class _Subject:
     lung_vessels: dict[str, list[_Tube]]  # lung tissue name → its vessel tree
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
+    aortic_lumen: _Tube | None = None  # the open lumen of a diseased aorta (thrombus around it), see _draw_aortic_disease
+    aortic_disease_z: tuple[float, float] = (0.0, 0.0)  # the diseased stretch's z range
 
 
 class _Draw:
@@ -721,6 +723,12 @@ def _side_knots(knots: Sequence[Sequence[float]], side: float) -> list[list[floa
 _SIDES = ((1.0, "left"), (-1.0, "right"))  # patient left is +x in LPS
 HEART_WALL_MM = 8.0
 """The myocardium's thickness around the heart's blood pool (left ventricle 8–11 mm, right 3–5 mm)."""
+AORTIC_DISEASE_SHARE = 0.3
+"""Share of subjects whose descending aorta has a dilated stretch lined by thrombus (an aneurysm
+with mural thrombus, or a dissection's thrombosed false lumen): in a CT angiography its lumen is
+a bright crescent or disc inside a grey vessel that is still the aorta."""
+# the stretch lies in the descending aorta: below the aortic root (z 318), above the bifurcation
+_AORTIC_DISEASE_Z = (80.0, 300.0)
 # SD (x, y, z) of the centres of the kidneys, spleen and gallbladder about their mean places: their
 # height varies by about a vertebral level between subjects and breath holds
 _ORGAN_SPREAD_MM = np.array([3.0, 3.0, 10.0])
@@ -988,13 +996,45 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
         # thicker in a subject with more visceral fat
         margin = d.u(f"{name}_perirenal_fat_mm", 0.0, 3.0 + 15.0 * visceral)
         organs[f"{name}_perirenal_fat"] = cast(_Ellipsoid, organs[f"{name}_kidney_cortex"]).grown(margin)
+    # drawn after everything else, so that every earlier draw of a seed is what it was before
+    aortic_lumen, disease_z = None, (0.0, 0.0)
+    if (disease := _draw_aortic_disease(d, tubes["aorta"])) is not None:
+        tubes["aorta"], aortic_lumen, disease_z = disease
     return _Subject(
         to_subject=to_subject, parameters=d.parameters, body=body, fat=fat, skin=2.0, cavity=cavity,
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
         diaphragm=dia, spine=spine, sacrum=sacrum, sacral_canal=sacral_canal, pelvis=pelvis, muscles=muscles,
         organs=organs, tubes=tubes, lungs=lungs, lung_vessels=lung_vessels, liver_floor=(liver_tip, 0.28),
-        bowel=bowel,
+        bowel=bowel, aortic_lumen=aortic_lumen, aortic_disease_z=disease_z,
     )
+
+
+def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, _Tube, tuple[float, float]] | None:
+    """In :data:`AORTIC_DISEASE_SHARE` of subjects, a stretch of the descending aorta, dilated up to
+    1.9-fold and lined by thrombus: returns the dilated aorta, its open lumen and the stretch's z range.
+
+    The lumen is the aorta's own centreline, shifted off-centre and narrowed by the thrombus's share
+    of the radius; both taper to nothing at the stretch's ends. All draws are made for every subject.
+    """
+    present = d.u("aortic_disease", 0.0, 1.0) < AORTIC_DISEASE_SHARE
+    lo, hi = _AORTIC_DISEASE_Z
+    centre = d.u("aortic_disease_centre_z_mm", lo + 30.0, hi - 30.0)
+    half = d.u("aortic_disease_half_length_mm", 30.0, 80.0)
+    half = min(half, centre - lo, hi - centre)
+    dilatation = d.u("aortic_dilatation", 1.1, 1.9)
+    thrombus = d.u("aortic_thrombus_share", 0.25, 0.75)  # of the radius, where it is thickest
+    eccentric = d.u("aortic_lumen_eccentricity", 0.5, 1.0)  # 1: the lumen touches the wall on one side
+    angle = d.u("aortic_lumen_angle_rad", 0.0, 2 * np.pi)
+    if not present:
+        return None
+    z = aorta.points[:, 2]
+    inside = (np.abs(z - centre) < half) & (z < hi)  # the ascending aorta starts above hi
+    bump = np.where(inside, np.cos(np.pi / 2 * (z - centre) / half) ** 2, 0.0)
+    radii = aorta.radii * (1.0 + (dilatation - 1.0) * bump)
+    share = thrombus * bump
+    shift = (radii * share * eccentric)[:, None] * np.array([np.cos(angle), np.sin(angle), 0.0])
+    lumen = _Tube(aorta.points + shift, np.maximum(radii * (1.0 - share), 0.5), np.zeros_like(radii))
+    return _Tube(aorta.points, radii, aorta.gas), lumen, (centre - half, centre + half)
 
 
 # The mediastinum's unlabelled structures, as (tube, tissue, control points, radii): what
@@ -1250,6 +1290,12 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
     for tissue in ("aorta", "inferior_vena_cava", "left_iliac_artery", "right_iliac_artery", "left_iliac_vena",
                    "right_iliac_vena", "portal_vein_and_splenic_vein", "esophagus"):
         _fill_tube(canvas, subject.tubes[tissue], tissue, only_into=_SOFT_OR_MUSCLE)
+        if tissue == "aorta" and subject.aortic_lumen is not None:
+            # thrombus fills the diseased stretch, then the open lumen is cut back out of it
+            z0, z1 = subject.aortic_disease_z
+            _fill_tube(canvas, subject.tubes["aorta"], "aortic_thrombus", only_into=("aorta",),
+                       clips=[lambda x, y, z: (z > z0) & (z < z1)])
+            _fill_tube(canvas, subject.aortic_lumen, "aorta", only_into=("aortic_thrombus",))
     # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
     outside_pericardium = _outside(subject.organs["pericardium"])
     for key, tissue, _, _ in _MEDIASTINUM:

@@ -127,6 +127,8 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     # the heart's wall around its blood pool ("heart", listed first: the bulk a plain class map gets);
     # appended, so every earlier tissue keeps its label
     ("heart_myocardium", "heart", 0.8, 1030, 50, 0.0, 45, 110),
+    # thrombus lining a diseased aorta (part of the aorta class; it does not enhance)
+    ("aortic_thrombus", "aorta", 0.8, 950, 60, 0.0, 50, 55),
 ]
 
 # Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
