@@ -671,7 +671,7 @@ class _Subject:
     lung_vessels: dict[str, list[_Tube]]  # lung tissue name → its vessel tree
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
-    aortic_lumen: _Tube | None = None  # the open lumen of a diseased aorta (thrombus around it), see _draw_aortic_disease
+    aortic_lumen: _Tube | None = None  # the open lumen of a diseased aorta, inside its thrombus
     aortic_disease_z: tuple[float, float] = (0.0, 0.0)  # the diseased stretch's z range
 
 
@@ -1275,6 +1275,14 @@ def _outside(shape: _Shape) -> Clip:
     return outside
 
 
+def _between_heights(z0: float, z1: float) -> Clip:
+    """A clip keeping what lies between the heights ``z0`` and ``z1`` (mm, subject frame)."""
+    def between(x: Array, y: Array, z: Array) -> Array:
+        return (z > np.float32(z0)) & (z < np.float32(z1))
+
+    return between
+
+
 def _all_of(*clips: Clip) -> Clip:
     """A clip keeping what every one of ``clips`` keeps."""
     def all_of(x: Array, y: Array, z: Array) -> Array:
@@ -1294,7 +1302,7 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
             # thrombus fills the diseased stretch, then the open lumen is cut back out of it
             z0, z1 = subject.aortic_disease_z
             _fill_tube(canvas, subject.tubes["aorta"], "aortic_thrombus", only_into=("aorta",),
-                       clips=[lambda x, y, z: (z > z0) & (z < z1)])
+                       clips=[_between_heights(z0, z1)])
             _fill_tube(canvas, subject.aortic_lumen, "aorta", only_into=("aortic_thrombus",))
     # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
     outside_pericardium = _outside(subject.organs["pericardium"])
