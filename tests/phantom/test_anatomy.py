@@ -271,7 +271,7 @@ def test_the_heart_is_a_blood_pool_inside_a_wall_of_myocardium(trunk: dict[int, 
 def test_a_diseased_aorta_is_an_open_lumen_inside_thrombus_and_still_the_aorta():
     """Some subjects' descending aorta is dilated and lined by thrombus, as in an aneurysm or a
     dissection's thrombosed false lumen: a CT angiography shows a bright lumen inside a grey vessel
-    that is still labelled aorta. Other subjects' anatomy is not touched by it."""
+    that is still labelled aorta. Healthy subjects have none."""
     from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE
 
     thrombus_tissue, lumen_tissue = TISSUE_INDEX["aortic_thrombus"], TISSUE_INDEX["aorta"]
@@ -292,11 +292,29 @@ def test_a_diseased_aorta_is_an_open_lumen_inside_thrombus_and_still_the_aorta()
             lumen = tissues[z] == lumen_tissue
             assert lumen.any(), (seed, z)
             assert (ndimage.binary_dilation(lumen) & thrombus[z]).any(), (seed, z)  # the lumen lies in the thrombus
-        # dilated: the widest slice of the stretch is wider than the aorta's narrowest slice above it
+        # dilated: the widest slice of the stretch is wider than the aorta's median slice elsewhere
         area = aorta.sum(axis=(1, 2))
         stretch = thrombus.any(axis=(1, 2))
         assert area[stretch].max() > 1.1 * np.median(area[~stretch & (area > 0)]), seed
     assert 1 <= diseased <= 8  # about AORTIC_DISEASE_SHARE of 12 subjects
+
+
+def test_aortic_disease_changes_nothing_but_the_aorta(monkeypatch):
+    """The same subject drawn with and without the disease differs only where the dilated aorta
+    and its thrombus are: a diseased subject keeps all its other organs and parameters."""
+    from mrseg.phantom import anatomy as anatomy_module
+
+    seed = 1  # a diseased subject (parameters["aortic_disease"] < AORTIC_DISEASE_SHARE)
+    diseased = generate_anatomy(seed=seed, fov="abdomen", spacing=(4.0, 4.0, 4.0))
+    assert diseased.parameters["aortic_disease"] < anatomy_module.AORTIC_DISEASE_SHARE
+    monkeypatch.setattr(anatomy_module, "AORTIC_DISEASE_SHARE", 0.0)
+    healthy = generate_anatomy(seed=seed, fov="abdomen", spacing=(4.0, 4.0, 4.0))
+    changed = diseased.tissues.array != healthy.tissues.array
+    assert changed.any()
+    vessel = [TISSUE_INDEX["aorta"], TISSUE_INDEX["aortic_thrombus"]]
+    assert np.isin(diseased.tissues.array[changed], vessel).all()
+    assert not np.isin(healthy.tissues.array, [TISSUE_INDEX["aortic_thrombus"]]).any()
+    assert diseased.parameters == healthy.parameters
 
 
 def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
