@@ -671,8 +671,8 @@ class _Subject:
     lung_vessels: dict[str, list[_Tube]]  # lung tissue name → its vessel tree
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
-    aortic_lumen: _Tube | None = None  # the open lumen of a diseased aorta, inside its thrombus
-    aortic_disease_z: tuple[float, float] = (0.0, 0.0)  # the diseased stretch's z range
+    # a diseased aorta's open lumen, inside its thrombus, and the diseased stretch's z range
+    aortic_disease: tuple[_Tube, tuple[float, float]] | None = None
 
 
 class _Draw:
@@ -997,19 +997,19 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
         margin = d.u(f"{name}_perirenal_fat_mm", 0.0, 3.0 + 15.0 * visceral)
         organs[f"{name}_perirenal_fat"] = cast(_Ellipsoid, organs[f"{name}_kidney_cortex"]).grown(margin)
     # drawn after everything else, so that every earlier draw of a seed is what it was before
-    aortic_lumen, disease_z = None, (0.0, 0.0)
+    aortic_disease = None
     if (disease := _draw_aortic_disease(d, tubes["aorta"])) is not None:
-        tubes["aorta"], aortic_lumen, disease_z = disease
+        tubes["aorta"], aortic_disease = disease
     return _Subject(
         to_subject=to_subject, parameters=d.parameters, body=body, fat=fat, skin=2.0, cavity=cavity,
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
         diaphragm=dia, spine=spine, sacrum=sacrum, sacral_canal=sacral_canal, pelvis=pelvis, muscles=muscles,
         organs=organs, tubes=tubes, lungs=lungs, lung_vessels=lung_vessels, liver_floor=(liver_tip, 0.28),
-        bowel=bowel, aortic_lumen=aortic_lumen, aortic_disease_z=disease_z,
+        bowel=bowel, aortic_disease=aortic_disease,
     )
 
 
-def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, _Tube, tuple[float, float]] | None:
+def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, tuple[_Tube, tuple[float, float]]] | None:
     """In :data:`AORTIC_DISEASE_SHARE` of subjects, a stretch of the descending aorta, dilated up to
     1.9-fold and lined by thrombus: returns the dilated aorta, its open lumen and the stretch's z range.
 
@@ -1028,13 +1028,13 @@ def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, _Tube, tuple[fl
     if not present:
         return None
     z = aorta.points[:, 2]
-    inside = (np.abs(z - centre) < half) & (z < hi)  # the ascending aorta starts above hi
+    inside = np.abs(z - centre) < half  # within [lo, hi]: the ascending aorta starts above hi
     bump = np.where(inside, np.cos(np.pi / 2 * (z - centre) / half) ** 2, 0.0)
     radii = aorta.radii * (1.0 + (dilatation - 1.0) * bump)
     share = thrombus * bump
     shift = (radii * share * eccentric)[:, None] * np.array([np.cos(angle), np.sin(angle), 0.0])
     lumen = _Tube(aorta.points + shift, np.maximum(radii * (1.0 - share), 0.5), np.zeros_like(radii))
-    return _Tube(aorta.points, radii, aorta.gas), lumen, (centre - half, centre + half)
+    return _Tube(aorta.points, radii, aorta.gas), (lumen, (centre - half, centre + half))
 
 
 # The mediastinum's unlabelled structures, as (tube, tissue, control points, radii): what
@@ -1298,12 +1298,12 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
     for tissue in ("aorta", "inferior_vena_cava", "left_iliac_artery", "right_iliac_artery", "left_iliac_vena",
                    "right_iliac_vena", "portal_vein_and_splenic_vein", "esophagus"):
         _fill_tube(canvas, subject.tubes[tissue], tissue, only_into=_SOFT_OR_MUSCLE)
-        if tissue == "aorta" and subject.aortic_lumen is not None:
+        if tissue == "aorta" and subject.aortic_disease is not None:
             # thrombus fills the diseased stretch, then the open lumen is cut back out of it
-            z0, z1 = subject.aortic_disease_z
+            lumen, (z0, z1) = subject.aortic_disease
             _fill_tube(canvas, subject.tubes["aorta"], "aortic_thrombus", only_into=("aorta",),
                        clips=[_between_heights(z0, z1)])
-            _fill_tube(canvas, subject.aortic_lumen, "aorta", only_into=("aortic_thrombus",))
+            _fill_tube(canvas, lumen, "aorta", only_into=("aortic_thrombus",))
     # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
     outside_pericardium = _outside(subject.organs["pericardium"])
     for key, tissue, _, _ in _MEDIASTINUM:
