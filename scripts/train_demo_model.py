@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--ct-enhancement", type=float, nargs=2, default=defaults.ct_enhancement,
                         metavar=("LOW", "HIGH"),
                         help="range of the multiplier of the contrast agent's enhancement in CT")
+    parser.add_argument("--fluid-share", type=float, default=defaults.fluid_share,
+                        help="share of cases whose bile and gastric content have a random make-up")
     parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
                              f"default: {', '.join(defaults.fields_of_view)}")
@@ -217,7 +219,8 @@ def main() -> None:
                                      random_contrast_share=args.random_contrast_share, ct_share=args.ct_share,
                                      arterial_share=args.arterial_share, ct_enhancement=tuple(args.ct_enhancement),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
-                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres))
+                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres),
+                                     fluid_share=args.fluid_share)
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")

@@ -147,6 +147,7 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"crop_centres": ("splen",)}, "unknown class 'splen'"),
     ({"centred_crop_share": 0.5, "crop_centres": ()}, "needs at least one class in crop_centres"),
     ({"arterial_share": -0.1}, "arterial_share is a share"),
+    ({"fluid_share": 1.5}, "fluid_share is a share"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -204,3 +205,24 @@ def test_fields_of_view_are_drawn_from_the_ranges():
     assert {draw_recipe(rng, ranges)["fov"] for _ in range(20)} == {"thorax"}
     case = random_case(4, ranges=RandomizationRanges(fields_of_view=("thorax",), crop_share=0.0, **COARSE_FIELDS))
     assert case.metadata["fov"] == "thorax" and (case.labels.array == BASE.index_of("heart")).any()
+
+
+def test_fluid_draws_change_the_fluids_and_leave_every_other_draw_and_voxel_as_it_was():
+    fields = {**COARSE_FIELDS, "ct_share": 0.0, "random_contrast_share": 0.0, "crop_share": 0.0,
+              "fields_of_view": ("abdomen",), "template_share": 0.0,
+              "gamma_log_sd": 0.0}  # the gamma's peak is the image's 99.9th percentile, which a fluid may move
+    plain, varied = RandomizationRanges(**fields), RandomizationRanges(fluid_share=1.0, **fields)
+    for seed in (3, 4):
+        before, after = random_case(seed, ranges=plain), random_case(seed, ranges=varied)
+        recipe = after.metadata["randomization"]
+        assert "bile" not in before.metadata["randomization"]
+        assert 0 <= recipe["bile"] <= 1 and 0 <= recipe["gastric_content"] <= 1
+        assert {k: v for k, v in recipe.items() if k not in ("bile", "gastric_content")} == \
+            before.metadata["randomization"]
+        np.testing.assert_array_equal(after.labels.array, before.labels.array)
+        # only the voxels at the gallbladder and the stomach change (beyond the point-spread
+        # function's far tail, a few thousandths on an image whose brightest tissue is 1000)
+        fluid = np.isin(before.labels.array, [BASE.index_of("gallbladder"), BASE.index_of("stomach")])
+        changed = ~np.isclose(after.image.array, before.image.array, rtol=0.0, atol=0.05)
+        assert changed[fluid].mean() > 0.3
+        assert not changed[~ndimage.binary_dilation(fluid, iterations=3)].any()

@@ -20,6 +20,7 @@ from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import direction_from_code, reorient, rotation_matrix
 from mrseg.io.resample import resample_labels
 from mrseg.phantom.synthesis import (
+    FLUID_CONCENTRATIONS,
     MR_SCALE,
     SEQUENCES,
     SynthesisOptions,
@@ -176,6 +177,40 @@ def test_t2_fluids_are_brightest(phantom, sequence):
     assert mean_deep(image, phantom, "spleen") > mean_deep(image, phantom, "liver")
 
 
+# --- fluids whose make-up varies -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("modality", "sequence"), [(m, q) for m, seqs in SEQUENCES.items() for q in seqs])
+def test_a_fluids_make_up_changes_that_fluid_alone(modality, sequence):
+    catalogue = tissue_signals(SynthesisOptions(modality=modality, sequence=sequence))
+    fluids = [TISSUE_INDEX[name] for name in FLUID_CONCENTRATIONS]
+    others = np.setdiff1d(np.arange(len(TISSUES)), fluids)
+    for bile, content in ((0.0, 1.0), (1.0, 0.0), (0.4, 0.7)):
+        signals = tissue_signals(SynthesisOptions(modality=modality, sequence=sequence, bile=bile,
+                                                  gastric_content=content))
+        np.testing.assert_array_equal(signals[others], catalogue[others])
+        if sequence != "dixon_fat":  # the fluids hold no fat
+            assert signals[TISSUE_INDEX["gallbladder"]] != signals[TISSUE_INDEX["stomach_content"]]
+
+
+def test_concentrated_bile_is_bright_on_t1_and_dense_on_ct_dilute_bile_is_dark_on_t1():
+    def signal(sequence: str, tissue: str, modality: str = "mr", **fluids: float) -> float:
+        options = SynthesisOptions(modality=modality, sequence=sequence, **fluids)
+        return float(tissue_signals(options)[TISSUE_INDEX[tissue]])
+
+    # T1 gradient echo: concentrated bile (short T1) brighter than the liver, dilute bile below the spleen
+    assert signal("t1_in", "gallbladder", bile=1.0) > signal("t1_in", "liver")
+    assert signal("t1_in", "gallbladder", bile=0.0) < signal("t1_in", "spleen")
+    # a meal shortens T1 and T2: brighter on T1, darker on T2, than water
+    assert signal("t1_in", "stomach_content", gastric_content=1.0) > 2 * signal("t1_in", "stomach_content")
+    assert signal("t2_haste", "stomach_content", gastric_content=1.0) < 0.6 * signal("t2_haste", "stomach_content")
+    # the catalogue's water is concentration 0
+    assert signal("t2_haste", "stomach_content", gastric_content=0.0) == pytest.approx(
+        signal("t2_haste", "stomach_content"))
+    for phase in SEQUENCES["ct"]:  # no fluid enhances
+        assert signal(phase, "gallbladder", "ct", bile=1.0) == pytest.approx(30.0)
+        assert signal(phase, "stomach_content", "ct", gastric_content=0.5) == pytest.approx(27.5)
+
+
 # --- CT -----------------------------------------------------------------------------------------
 
 def test_ct_hounsfield_units_and_noise(phantom):
@@ -315,6 +350,12 @@ def test_without_blur_or_noise_each_voxel_is_its_tissues_signal(phantom):
 
 
 # --- validation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fluids", [{"bile": 1.2}, {"gastric_content": -0.1}, {"bile": float("nan")}])
+def test_fluid_concentrations_outside_zero_to_one_are_refused(fluids):
+    with pytest.raises(InputError, match="is a concentration in"):
+        SynthesisOptions(**fluids)
+
 
 def test_bad_options_are_refused(phantom):
     with pytest.raises(InputError, match="modality must be one of ct, mr"):

@@ -11,6 +11,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   (axial, sagittal, coronal, flipped or oblique); nnU-Net's preprocessing later resamples it to
   the model's spacing, exactly as it does a real scan;
 * artefacts: bias field amplitude, noise level, and an intensity gamma (MR);
+* the fluids, for ``fluid_share`` of the cases: how concentrated the gallbladder's bile is and
+  whether the stomach holds water or a meal (they change its MR and CT appearance, not its label);
 * the field of view: the generated subject's region, then often a random crop around an
   anatomy voxel or, for ``centred_crop_share`` of the crops, around one of the abdominal organs
   of ``crop_centres`` (a small abdominal field of view whose top is spleen and liver dome, not
@@ -83,6 +85,10 @@ class RandomizationRanges:
         crop_centres: the classes such crops are centred on.
         removal_share: share of cases with one organ removed, drawn from ``removable``.
         removable: the classes that may be removed.
+        fluid_share: share of cases whose gallbladder bile and gastric content have a random
+            make-up (SynthesisOptions' ``bile`` and ``gastric_content``, each uniform in [0, 1]:
+            dilute to concentrated bile, water to a meal); the others keep the catalogue's. 0 by
+            default, so that cases drawn before it existed are drawn again unchanged.
     """
 
     random_contrast_share: float = 0.45
@@ -107,6 +113,7 @@ class RandomizationRanges:
     crop_centres: tuple[str, ...] = ("liver", "spleen", "right_kidney", "left_kidney", "pancreas", "stomach")
     removal_share: float = 0.15
     removable: tuple[str, ...] = ("spleen", "right_kidney", "left_kidney", "gallbladder", "liver")
+    fluid_share: float = 0.0
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -117,7 +124,7 @@ class RandomizationRanges:
 
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
-                     "slab_share", "centred_crop_share", "removal_share", "arterial_share"):
+                     "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -218,6 +225,10 @@ def random_case(
         centred = centring.random() < ranges.centred_crop_share
         recipe["crop"]["centre"] = str(centring.choice(ranges.crop_centres)) if centred else None
     synthesis = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
+    fluids = np.random.default_rng([seed, 0x5EED, 4])  # the fluids' make-up: a stream of its own
+    if fluids.random() < ranges.fluid_share:
+        recipe["bile"], recipe["gastric_content"] = (float(c) for c in fluids.uniform(0.0, 1.0, 2))
+        synthesis.update(bile=recipe["bile"], gastric_content=recipe["gastric_content"])
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
     else:

@@ -89,6 +89,17 @@ FAT_T2_MS = 80.0
 FAT_T2_TSE_MS = 150.0
 """Apparent T2 of fat in fast spin echo: J-coupling is broken up by the tight echo train."""
 
+FLUID_CONCENTRATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    # tissue: (T1 ms, T2 ms, HU) at concentration 0 and at concentration 1
+    "gallbladder": ((3000.0, 1000.0, 0.0), (600.0, 150.0, 30.0)),  # dilute bile, concentrated (fasting) bile
+    "stomach_content": ((3000.0, 1000.0, 10.0), (900.0, 120.0, 45.0)),  # water, a meal
+}
+"""The fluids whose make-up varies between patients: the gallbladder's bile and the stomach's
+content. :class:`SynthesisOptions`' ``bile`` and ``gastric_content`` (0..1) move them between
+the two ends, T1 and T2 geometrically and HU linearly: concentrated bile has a short T1 (bright on
+T1-weighted MR, often brighter than the liver) and a shorter T2, and a meal is darker on T2 and
+denser on CT than water. Neither enhances."""
+
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _DEFAULT_R2_PRIME_PER_MS = 1.0 / 100.0  # reversible dephasing of soft tissue at 1.5 T
 _DEFAULT_MT_SATURATION = 0.10  # solid soft tissue without a value of its own
@@ -151,6 +162,10 @@ class SynthesisOptions:
             (added in quadrature to ``resolution``).
         field_strength: tesla; scales the gradient-echo echo times (by 1.5 / field strength)
             and reversible dephasing (proportional to the field).
+        bile: concentration of the gallbladder's bile, 0 (dilute) to 1 (concentrated); see
+            :data:`FLUID_CONCENTRATIONS`. None (default) keeps the catalogue's bile.
+        gastric_content: the stomach's content, 0 (water) to 1 (a meal); None (default) keeps
+            the catalogue's (water).
 
     Raises:
         InputError: an unknown modality or sequence, or an option out of range.
@@ -166,6 +181,8 @@ class SynthesisOptions:
     resolution: tuple[float, float, float] | None = None
     slice_thickness: float | None = None
     field_strength: float = 1.5
+    bile: float | None = None
+    gastric_content: float | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in SEQUENCES:
@@ -186,6 +203,10 @@ class SynthesisOptions:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (math.isfinite(self.field_strength) and self.field_strength > 0):
             raise InputError(f"field_strength must be a positive number of tesla, got {self.field_strength!r}")
+        for name in ("bile", "gastric_content"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+                raise InputError(f"{name} is a concentration in [0, 1] (or None for the catalogue's), got {value!r}")
         if self.resolution is not None:
             if len(self.resolution) != 3 or not all(math.isfinite(r) and r >= 0 for r in self.resolution):
                 raise InputError(f"resolution must be three FWHM values >= 0 in mm (x, y, z), got {self.resolution!r}")
@@ -270,15 +291,34 @@ def _property_table() -> dict[str, np.ndarray]:
     }
 
 
+def _properties(options: SynthesisOptions) -> dict[str, np.ndarray]:
+    """The property table with the options' fluid concentrations applied (the catalogue's if none)."""
+    table = _property_table()
+    chosen = {"gallbladder": options.bile, "stomach_content": options.gastric_content}
+    if all(c is None for c in chosen.values()):
+        return table
+    table = {name: column.copy() for name, column in table.items()}
+    for tissue, c in chosen.items():
+        if c is None:
+            continue
+        (t1_0, t2_0, hu_0), (t1_1, t2_1, hu_1) = FLUID_CONCENTRATIONS[tissue]
+        i = TISSUE_INDEX[tissue]
+        table["t1"][i] = t1_0 * (t1_1 / t1_0) ** c
+        table["t2"][i] = t2_0 * (t2_1 / t2_0) ** c
+        table["hu"][i] = table["hu_contrast"][i] = table["hu_arterial"][i] = hu_0 + c * (hu_1 - hu_0)
+    return table
+
+
 def _spoiled_steady_state(t1: np.ndarray, *, tr: float, flip_deg: float) -> np.ndarray:
     a = math.radians(flip_deg)
     e1 = np.exp(-tr / t1)
     return math.sin(a) * (1 - e1) / (1 - math.cos(a) * e1)
 
 
-def _gradient_echo_components(field_strength: float, te_ms: float) -> tuple[np.ndarray, np.ndarray]:
-    """Water and fat signal of every tissue at one echo time (ms, already scaled to the field)."""
-    p = _property_table()
+def _gradient_echo_components(p: dict[str, np.ndarray], field_strength: float,
+                               te_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Water and fat signal of every tissue of table ``p`` at one echo time (ms, already scaled
+    to the field)."""
     seq = GRADIENT_ECHO
     r2_prime = p["r2_prime"] * (field_strength / 1.5)
     water = (
@@ -311,27 +351,25 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
     """
     if options.random_contrast:
         raise InputError("tissue_signals is for physics contrasts; random contrast is drawn in synthesize")
-    p = _property_table()
+    p = _properties(options)
     sequence = options.sequence
     if options.modality == "ct":
         if sequence == "native":
             return p["hu"].astype(np.float32)
         phase = p["hu_arterial" if sequence == "arterial" else "hu_contrast"]
         return (p["hu"] + options.enhancement * (phase - p["hu"])).astype(np.float32)
+    # the scale comes from the catalogue's tissues, so that a fluid's make-up moves no other tissue
+    catalogue = _property_table()
     if sequence in SPIN_ECHOES:
         se = SPIN_ECHOES[sequence]
-        recovery = 1.0 if math.isinf(se.tr_ms) else 1 - np.exp(-se.tr_ms / p["t1"])
-        fat_recovery = 1.0 if math.isinf(se.tr_ms) else 1 - math.exp(-se.tr_ms / FAT_T1_MS)
-        water = p["pd"] * (1 - p["fat_fraction"]) * (1 - p["mt"]) * recovery * np.exp(-se.te_ms / p["t2"])
-        fat = p["pd"] * p["fat_fraction"] * fat_recovery * math.exp(-se.te_ms / FAT_T2_TSE_MS)
-        signal = water + fat
-        return (signal / signal.max() * MR_SCALE).astype(np.float32)
+        reference = _spin_echo_signal(catalogue, se).max()
+        return (_spin_echo_signal(p, se) / reference * MR_SCALE).astype(np.float32)
     scale = 1.5 / options.field_strength
     te_in = GRADIENT_ECHO.te_in_phase_ms * scale
-    water, fat = _gradient_echo_components(options.field_strength, te_in)
-    reference = (water + fat).max()
+    reference = sum(_gradient_echo_components(catalogue, options.field_strength, te_in)).max()
+    water, fat = _gradient_echo_components(p, options.field_strength, te_in)
     if sequence == "t1_opp":
-        water, fat = _gradient_echo_components(options.field_strength, GRADIENT_ECHO.te_opposed_phase_ms * scale)
+        water, fat = _gradient_echo_components(p, options.field_strength, GRADIENT_ECHO.te_opposed_phase_ms * scale)
         signal = water - fat  # exp(i pi) = -1: the complex signal stays real
     elif sequence == "dixon_water":
         signal = water
@@ -340,6 +378,15 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
     else:
         signal = water + fat
     return (signal / reference * MR_SCALE).astype(np.float32)
+
+
+def _spin_echo_signal(p: dict[str, np.ndarray], se: SpinEcho) -> np.ndarray:
+    """Water plus fat signal of every tissue of table ``p`` in a (turbo) spin echo."""
+    recovery = 1.0 if math.isinf(se.tr_ms) else 1 - np.exp(-se.tr_ms / p["t1"])
+    fat_recovery = 1.0 if math.isinf(se.tr_ms) else 1 - math.exp(-se.tr_ms / FAT_T1_MS)
+    water = p["pd"] * (1 - p["fat_fraction"]) * (1 - p["mt"]) * recovery * np.exp(-se.te_ms / p["t2"])
+    fat = p["pd"] * p["fat_fraction"] * fat_recovery * math.exp(-se.te_ms / FAT_T2_TSE_MS)
+    return water + fat
 
 
 # --- acquisition effects ------------------------------------------------------------------------
