@@ -21,6 +21,7 @@ from mrseg.phantom.randomization import (
     draw_recipe,
     random_case,
 )
+from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MR_SCALE
 
 COARSE_FIELDS = {"in_plane_spacing": (5.0, 6.0), "slice_spacing": (6.0, 8.0)}
 COARSE = RandomizationRanges(**COARSE_FIELDS)
@@ -148,6 +149,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"centred_crop_share": 0.5, "crop_centres": ()}, "needs at least one class in crop_centres"),
     ({"arterial_share": -0.1}, "arterial_share is a share"),
     ({"fluid_share": 1.5}, "fluid_share is a share"),
+    ({"fat_suppression_share": -0.5}, "fat_suppression_share is a share"),
+    ({"fat_suppression": (0.9, 1.2)}, "fat_suppression is a share of the fat signal"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -226,3 +229,35 @@ def test_fluid_draws_change_the_fluids_and_leave_every_other_draw_and_voxel_as_i
         changed = ~np.isclose(after.image.array, before.image.array, rtol=0.0, atol=0.05)
         assert changed[fluid].mean() > 0.3
         assert not changed[~ndimage.binary_dilation(fluid, iterations=3)].any()
+
+
+def test_fat_suppression_draws_touch_only_suppressible_mr_physics_cases_and_leave_the_other_draws():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0}
+    plain = RandomizationRanges(**fields)
+    suppressed = RandomizationRanges(fat_suppression_share=1.0, fat_suppression=(0.9, 0.95), **fields)
+    seen = 0
+    for seed in range(24):
+        before = random_case(seed, ranges=plain).metadata["randomization"]
+        recipe = random_case(seed, ranges=suppressed).metadata["randomization"]
+        eligible = before["modality"] == "mr" and not before["random_contrast"] and \
+            before["sequence"] in FAT_SUPPRESSIBLE
+        assert ("fat_suppression" in recipe) == eligible
+        if eligible:
+            seen += 1
+            assert 0.9 <= recipe["fat_suppression"] <= 0.95
+        assert {k: v for k, v in recipe.items() if k != "fat_suppression"} == before
+    assert seen >= 2
+
+
+def test_a_fat_suppressed_case_has_dark_fat():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "ct_share": 0.0, "random_contrast_share": 0.0,
+              "template_share": 0.0, "gamma_log_sd": 0.0, "fields_of_view": ("abdomen",)}
+    seed = next(s for s in range(50) if random_case(s, ranges=RandomizationRanges(**fields)).metadata[
+        "randomization"]["sequence"] == "t2_tse")
+    plain = random_case(seed, ranges=RandomizationRanges(**fields))
+    suppressed = random_case(seed, ranges=RandomizationRanges(fat_suppression_share=1.0, **fields))
+    body = plain.image.array > 0.1 * MR_SCALE
+    liver = ndimage.binary_erosion(plain.labels.array == BASE.index_of("liver"), iterations=1)
+    fat = body & (plain.labels.array == 0) & (plain.image.array > 3 * np.median(plain.image.array[liver]))
+    assert fat.sum() > 100  # bright fat in the plain T2 TSE
+    assert np.median(suppressed.image.array[fat]) < np.median(suppressed.image.array[liver])

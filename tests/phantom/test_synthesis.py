@@ -20,6 +20,7 @@ from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import direction_from_code, reorient, rotation_matrix
 from mrseg.io.resample import resample_labels
 from mrseg.phantom.synthesis import (
+    FAT_SUPPRESSIBLE,
     FLUID_CONCENTRATIONS,
     MR_SCALE,
     SEQUENCES,
@@ -209,6 +210,36 @@ def test_concentrated_bile_is_bright_on_t1_and_dense_on_ct_dilute_bile_is_dark_o
     for phase in SEQUENCES["ct"]:  # no fluid enhances
         assert signal(phase, "gallbladder", "ct", bile=1.0) == pytest.approx(30.0)
         assert signal(phase, "stomach_content", "ct", gastric_content=0.5) == pytest.approx(27.5)
+
+
+# --- spectral fat suppression -------------------------------------------------------------------
+
+@pytest.mark.parametrize("sequence", FAT_SUPPRESSIBLE)
+def test_fat_suppression_darkens_fat_and_keeps_pure_water_tissues(sequence):
+    plain = tissue_signals(SynthesisOptions(sequence=sequence))
+    np.testing.assert_array_equal(tissue_signals(SynthesisOptions(sequence=sequence, fat_suppression=0.0)), plain)
+    suppressed = tissue_signals(SynthesisOptions(sequence=sequence, fat_suppression=0.95))
+    for name in ("subcutaneous_fat", "visceral_fat"):
+        assert suppressed[TISSUE_INDEX[name]] < 0.2 * plain[TISSUE_INDEX[name]]
+    for name in ("spleen", "gallbladder", "right_kidney_cortex", "urinary_bladder"):  # no fat in them
+        assert suppressed[TISSUE_INDEX[name]] == pytest.approx(plain[TISSUE_INDEX[name]])
+    assert suppressed[TISSUE_INDEX["liver"]] < plain[TISSUE_INDEX["liver"]]  # its 4 % fat goes
+
+
+def test_a_t2_spir_look_has_fat_darker_than_liver_and_liver_darker_than_spleen_and_kidney():
+    signal = tissue_signals(SynthesisOptions(sequence="t2_tse", fat_suppression=0.95))
+    order = ["subcutaneous_fat", "liver", "spleen", "right_kidney_cortex", "gallbladder"]
+    assert [signal[TISSUE_INDEX[n]] for n in order] == sorted(signal[TISSUE_INDEX[n]] for n in order)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sequence": "t2_tse", "fat_suppression": 1.2}, "fat_suppression is the share"),
+    ({"sequence": "dixon_water", "fat_suppression": 0.9}, "applies to the MR sequences t1_in"),
+    ({"modality": "ct", "sequence": "native", "fat_suppression": 0.9}, "not to ct native"),
+])
+def test_fat_suppression_is_refused_out_of_range_or_where_it_means_nothing(options, message):
+    with pytest.raises(InputError, match=message):
+        SynthesisOptions(**options)
 
 
 # --- CT -----------------------------------------------------------------------------------------

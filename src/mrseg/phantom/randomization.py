@@ -13,6 +13,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * artefacts: bias field amplitude, noise level, and an intensity gamma (MR);
 * the fluids, for ``fluid_share`` of the cases: how concentrated the gallbladder's bile is and
   whether the stomach holds water or a meal (they change its MR and CT appearance, not its label);
+* spectral fat suppression, for ``fat_suppression_share`` of the MR cases whose sequence allows
+  it (a T2-SPIR or fat-suppressed T1 look: fat dark);
 * the field of view: the generated subject's region, then often a random crop around an
   anatomy voxel or, for ``centred_crop_share`` of the crops, around one of the abdominal organs
   of ``crop_centres`` (a small abdominal field of view whose top is spleen and liver dome, not
@@ -44,7 +46,7 @@ from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.phantom.anatomy import FOVS
 from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
-from mrseg.phantom.synthesis import SEQUENCES
+from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, SEQUENCES
 
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
 # the CT phases this draw chooses between; the arterial phase came later and is drawn apart
@@ -89,6 +91,10 @@ class RandomizationRanges:
             make-up (SynthesisOptions' ``bile`` and ``gastric_content``, each uniform in [0, 1]:
             dilute to concentrated bile, water to a meal); the others keep the catalogue's. 0 by
             default, so that cases drawn before it existed are drawn again unchanged.
+        fat_suppression_share: share of the MR physics cases in a sequence that allows it
+            (``FAT_SUPPRESSIBLE``: t1_in, t2_haste, t2_tse) acquired with spectral fat
+            suppression, as in a T2-SPIR or a fat-suppressed T1 scan; 0 by default, likewise.
+        fat_suppression: the share of the fat signal such a case suppresses.
     """
 
     random_contrast_share: float = 0.45
@@ -114,6 +120,8 @@ class RandomizationRanges:
     removal_share: float = 0.15
     removable: tuple[str, ...] = ("spleen", "right_kidney", "left_kidney", "gallbladder", "liver")
     fluid_share: float = 0.0
+    fat_suppression_share: float = 0.0
+    fat_suppression: tuple[float, float] = (0.85, 0.98)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -124,7 +132,8 @@ class RandomizationRanges:
 
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
-                     "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share"):
+                     "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
+                     "fat_suppression_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -132,13 +141,15 @@ class RandomizationRanges:
             raise InputError(f"random_contrast_share + ct_share must be at most 1, got "
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
-                     "crop_fraction", "slab_mm", "ct_enhancement"):
+                     "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "slab_mm"):
             if getattr(self, name)[0] <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.fat_suppression[1] > 1:
+            raise InputError(f"fat_suppression is a share of the fat signal, at most 1, got {self.fat_suppression!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
@@ -229,6 +240,13 @@ def random_case(
     if fluids.random() < ranges.fluid_share:
         recipe["bile"], recipe["gastric_content"] = (float(c) for c in fluids.uniform(0.0, 1.0, 2))
         synthesis.update(bile=recipe["bile"], gastric_content=recipe["gastric_content"])
+    suppression = np.random.default_rng([seed, 0x5EED, 5])  # fat suppression: a stream of its own
+    suppressed = suppression.random() < ranges.fat_suppression_share
+    share = float(suppression.uniform(*ranges.fat_suppression))
+    if suppressed and recipe["sequence"] in FAT_SUPPRESSIBLE and not recipe["random_contrast"] \
+            and recipe["modality"] == "mr":
+        recipe["fat_suppression"] = share
+        synthesis.update(fat_suppression=share)
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
     else:

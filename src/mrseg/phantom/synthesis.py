@@ -15,6 +15,9 @@ incidental magnetisation transfer (MT) in multi-slice imaging.
 * T2 single-shot fast spin echo (``t2_haste``) and turbo spin echo (``t2_tse``):
   ``PD (1 - exp(-TR/T1)) exp(-TE/T2)``; fat with T2 = 150 ms (J-coupling keeps fat bright
   on fast spin echo).
+* Spectral fat suppression (``fat_suppression``, for ``t1_in``, ``t2_haste`` and ``t2_tse``):
+  the share of the fat component saturated before the echo, as SPIR, SPAIR or CHESS pulses do
+  in a fat-suppressed T2 (T2-SPIR) or T1 (VIBE) scan: fat goes dark, water signal is kept.
 * CT (``native``, ``contrast``, ``arterial``): each tissue's Hounsfield units without contrast,
   in the portal-venous phase and in the arterial phase (CT angiography); ``enhancement`` scales
   what the contrast agent adds.
@@ -57,7 +60,9 @@ from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES
 __all__ = [
     "FAT_T1_MS",
     "FAT_T2_MS",
+    "FAT_SUPPRESSIBLE",
     "FAT_T2_TSE_MS",
+    "FLUID_CONCENTRATIONS",
     "GRADIENT_ECHO",
     "MODALITIES",
     "MR_SCALE",
@@ -78,6 +83,9 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "mr": ("t1_in", "t1_opp", "dixon_water", "dixon_fat", "t2_haste", "t2_tse"),
 }
 """Sequences (MR) and contrast phases (CT) of each modality; the first is the default."""
+
+FAT_SUPPRESSIBLE = ("t1_in", "t2_haste", "t2_tse")
+"""The MR sequences that :class:`SynthesisOptions`' ``fat_suppression`` applies to."""
 
 MR_SCALE = 1000.0
 """MR images are in arbitrary units: the brightest catalogue tissue of a sequence is this."""
@@ -166,6 +174,10 @@ class SynthesisOptions:
             :data:`FLUID_CONCENTRATIONS`. None (default) keeps the catalogue's bile.
         gastric_content: the stomach's content, 0 (water) to 1 (a meal); None (default) keeps
             the catalogue's (water).
+        fat_suppression: MR only, ``t1_in``, ``t2_haste`` or ``t2_tse``: the share of the fat
+            component's signal that spectral fat suppression removes (0, the default: none;
+            0.85–0.98 in a clinical fat-suppressed scan). The image keeps the unsuppressed
+            sequence's scale.
 
     Raises:
         InputError: an unknown modality or sequence, or an option out of range.
@@ -183,6 +195,7 @@ class SynthesisOptions:
     field_strength: float = 1.5
     bile: float | None = None
     gastric_content: float | None = None
+    fat_suppression: float = 0.0
 
     def __post_init__(self) -> None:
         if self.modality not in SEQUENCES:
@@ -207,6 +220,12 @@ class SynthesisOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a concentration in [0, 1] (or None for the catalogue's), got {value!r}")
+        if not (math.isfinite(self.fat_suppression) and 0 <= self.fat_suppression <= 1):
+            raise InputError(f"fat_suppression is the share of fat signal removed, in [0, 1], "
+                             f"got {self.fat_suppression!r}")
+        if self.fat_suppression > 0 and (self.modality != "mr" or self.sequence not in FAT_SUPPRESSIBLE):
+            raise InputError(f"fat_suppression applies to the MR sequences {', '.join(FAT_SUPPRESSIBLE)}, "
+                             f"not to {self.modality} {self.sequence} (a Dixon image separates fat by itself)")
         if self.resolution is not None:
             if len(self.resolution) != 3 or not all(math.isfinite(r) and r >= 0 for r in self.resolution):
                 raise InputError(f"resolution must be three FWHM values >= 0 in mm (x, y, z), got {self.resolution!r}")
@@ -339,9 +358,9 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
 
     MR gradient echo gives the *signed* real signal ``W + F cos(theta)`` (negative where fat
     dominates an opposed-phase voxel; the magnitude is taken after partial volume). Every MR
-    sequence is scaled so that its brightest catalogue tissue is ``MR_SCALE``; in/opposed-phase
-    and Dixon images share the in-phase scale, so ``dixon_water + dixon_fat == t1_in``. CT
-    gives Hounsfield units.
+    sequence is scaled so that its brightest catalogue tissue is ``MR_SCALE`` without fat
+    suppression; in/opposed-phase and Dixon images share the in-phase scale, so
+    ``dixon_water + dixon_fat == t1_in``. CT gives Hounsfield units.
 
     Args:
         options: a physics contrast (``random_contrast`` False).
@@ -358,12 +377,14 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
             return p["hu"].astype(np.float32)
         phase = p["hu_arterial" if sequence == "arterial" else "hu_contrast"]
         return (p["hu"] + options.enhancement * (phase - p["hu"])).astype(np.float32)
-    # the scale comes from the catalogue's tissues, so that a fluid's make-up moves no other tissue
+    # the scale comes from the catalogue's tissues without fat suppression, so that neither a
+    # fluid's make-up nor the suppression moves any other tissue
     catalogue = _property_table()
+    fat_kept = 1.0 - options.fat_suppression
     if sequence in SPIN_ECHOES:
         se = SPIN_ECHOES[sequence]
         reference = _spin_echo_signal(catalogue, se).max()
-        return (_spin_echo_signal(p, se) / reference * MR_SCALE).astype(np.float32)
+        return (_spin_echo_signal(p, se, fat_kept) / reference * MR_SCALE).astype(np.float32)
     scale = 1.5 / options.field_strength
     te_in = GRADIENT_ECHO.te_in_phase_ms * scale
     reference = sum(_gradient_echo_components(catalogue, options.field_strength, te_in)).max()
@@ -376,17 +397,18 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
     elif sequence == "dixon_fat":
         signal = fat
     else:
-        signal = water + fat
+        signal = water + fat * fat_kept
     return (signal / reference * MR_SCALE).astype(np.float32)
 
 
-def _spin_echo_signal(p: dict[str, np.ndarray], se: SpinEcho) -> np.ndarray:
-    """Water plus fat signal of every tissue of table ``p`` in a (turbo) spin echo."""
+def _spin_echo_signal(p: dict[str, np.ndarray], se: SpinEcho, fat_kept: float = 1.0) -> np.ndarray:
+    """Water plus fat signal (the share ``fat_kept`` of it) of every tissue of table ``p`` in a
+    (turbo) spin echo."""
     recovery = 1.0 if math.isinf(se.tr_ms) else 1 - np.exp(-se.tr_ms / p["t1"])
     fat_recovery = 1.0 if math.isinf(se.tr_ms) else 1 - math.exp(-se.tr_ms / FAT_T1_MS)
     water = p["pd"] * (1 - p["fat_fraction"]) * (1 - p["mt"]) * recovery * np.exp(-se.te_ms / p["t2"])
     fat = p["pd"] * p["fat_fraction"] * fat_recovery * math.exp(-se.te_ms / FAT_T2_TSE_MS)
-    return water + fat
+    return water + fat * fat_kept
 
 
 # --- acquisition effects ------------------------------------------------------------------------
