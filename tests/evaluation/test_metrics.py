@@ -22,6 +22,7 @@ from mrseg.evaluation import (
     dice,
     hausdorff_distance,
     hd95,
+    labelled_as,
     normalized_surface_dice,
     surface,
     surface_distances,
@@ -327,3 +328,19 @@ def test_more_invalid_inputs():
     with pytest.raises(InputError, match="unknown metric 'iou'"):
         values_of([], "iou")
     assert compare_labels(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 4), np.uint8), labels=[]) == {}
+
+
+def test_labelled_as_says_where_a_reference_mask_went():
+    labels = np.zeros((4, 5, 5), np.uint8)
+    reference = np.zeros_like(labels, dtype=bool)
+    reference[1:3, 1:4, 1:4] = True  # 18 voxels
+    labels[1:3, 1:4, 1:3] = 5  # 12 labelled 5
+    labels[1, 1:4, 3] = 6  # 3 labelled 6; the other 3 background
+    shares = labelled_as(labels, reference)
+    assert list(shares) == [5, 0, 6]  # largest share first, ties in label order
+    assert shares == pytest.approx({5: 12 / 18, 6: 3 / 18, 0: 3 / 18})
+    assert labelled_as(labels, np.zeros_like(reference)) == {}
+    with pytest.raises(InputError, match="differ in shape"):
+        labelled_as(labels[:2], reference)
+    with pytest.raises(InputError, match="reference must be a boolean"):
+        labelled_as(labels, labels)

@@ -48,6 +48,7 @@ from mrseg.evaluation.metrics import (
     dice,
     hausdorff_distance,
     hd95,
+    labelled_as,
     normalized_surface_dice,
     surface,
     surface_distances,
@@ -59,7 +60,7 @@ __all__ = [
     "EvaluationSettings", "LabelMap", "MaskMetrics", "MetricAccumulator", "MetricRecord", "Pairing",
     "ReportFiles", "Status", "Summary", "SummaryRow", "SurfaceDistances", "average_symmetric_surface_distance",
     "compare_labels", "compare_masks", "dice", "evaluate_case", "evaluate_cohort", "hausdorff_distance", "hd95",
-    "label_map", "load_label_map", "normalized_surface_dice", "pair_cases", "read_metadata",
+    "label_map", "labelled_as", "load_label_map", "normalized_surface_dice", "pair_cases", "read_metadata",
     "resolve_label_map", "select_classes", "strata_from_pattern", "surface", "surface_distances",
     "target_for_name", "write_report",
 ]

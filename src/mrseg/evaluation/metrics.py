@@ -432,6 +432,24 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(pred_mask & ref_mask)) / total
 
 
+def labelled_as(labels: np.ndarray, ref: np.ndarray) -> dict[int, float]:
+    """Where a reference mask went: the share of its voxels that the label map ``labels`` gives
+    each label (0 is background), largest share first (ties in label order); empty for an empty
+    mask.
+
+    Raises:
+        InputError: shapes differ or ``ref`` is not binary.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != np.shape(ref):
+        raise InputError(f"label map and reference differ in shape: {labels.shape} vs {np.shape(ref)}")
+    mask = _as_mask(ref, "reference")
+    values, counts = np.unique(labels[mask], return_counts=True)
+    total = int(counts.sum())
+    order = np.argsort(-counts, kind="stable")
+    return {int(values[i]): int(counts[i]) / total for i in order}
+
+
 def hausdorff_distance(
     pred: np.ndarray,
     ref: np.ndarray,
