@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from mrseg.classes import BASE
 from mrseg.cli import main
 from mrseg.errors import InputError
 from mrseg.io import orientation_code, read_image
@@ -67,6 +68,24 @@ def test_phantom_command_writes_image_labels_and_sidecar(tmp_path):
     assert main(["phantom", "-o", str(again), "-n", "1", "--modality", "mr", "--sequence", "t1_opp",
                  "--fov", "abdomen", "--seed", "7", "--spacing", "3", "3", "3"]) == 0
     np.testing.assert_array_equal(read_image(again / "phantom_0007.nii.gz").array, image.array)
+
+
+def test_phantom_command_fat_suppression(tmp_path, caplog):
+    common = ["phantom", "-n", "1", "--sequence", "t2_tse", "--fov", "abdomen", "--seed", "3",
+              "--spacing", "4", "4", "4"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*common, "-o", str(tmp_path / "spir"), "--fat-suppression", "0.95"]) == 0
+    plain, spir = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "spir"))
+    labels = read_image(tmp_path / "spir" / "phantom_0003_labels.nii.gz").array
+    spleen = labels == BASE.index_of("spleen")
+    assert np.median(spir[spleen]) == pytest.approx(np.median(plain[spleen]), rel=0.05)  # water kept
+    fat = (labels == 0) & (plain > 400)  # unlabelled and bright on T2 TSE: fat
+    assert fat.sum() > 1000 and np.median(spir[fat]) < 0.25 * np.median(plain[fat])
+    sidecar = json.loads((tmp_path / "spir" / "phantom_0003.json").read_text())
+    assert "0.95" in json.dumps(sidecar)
+    out = tmp_path / "ct"
+    assert main(["phantom", "-o", str(out), "--modality", "ct", "--fat-suppression", "0.9"]) == 2
+    assert "fat_suppression applies to the MR sequences" in caplog.text and not out.exists()
 
 
 def test_phantom_from_real_labels(shared_data, tmp_path):

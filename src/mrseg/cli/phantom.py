@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--orientation", help="axis code like RAS or PIL, or 'oblique' (default LPS; with "
                                          "--from-labels: the label map's grid)")
     p.add_argument("--random-contrast", action="store_true", help="random intensity per tissue (training mode)")
+    p.add_argument("--fat-suppression", type=float, default=0.0, metavar="SHARE",
+                   help="spectral fat suppression for t1_in, t2_haste, t2_tse: the share of fat signal removed "
+                        "(0.95 with --sequence t2_tse is a T2-SPIR look; default 0)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=seed, modality=args.modality, sequence=args.sequence, fov=args.fov,
                 spacing=tuple(args.spacing) if args.spacing else None, orientation=args.orientation,
                 random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
+                fat_suppression=args.fat_suppression,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)
