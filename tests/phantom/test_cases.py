@@ -85,7 +85,7 @@ def test_phantom_command_fat_suppression(tmp_path, caplog):
     assert "0.95" in json.dumps(sidecar)
     out = tmp_path / "ct"
     assert main(["phantom", "-o", str(out), "--modality", "ct", "--fat-suppression", "0.9"]) == 2
-    assert "fat_suppression applies to the MR sequences" in caplog.text and not out.exists()
+    assert "fat_suppression applies to the MR physics sequences" in caplog.text and not out.exists()
 
 
 def test_phantom_from_real_labels(shared_data, tmp_path):

@@ -234,8 +234,9 @@ def test_a_t2_spir_look_has_fat_darker_than_liver_and_liver_darker_than_spleen_a
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"sequence": "t2_tse", "fat_suppression": 1.2}, "fat_suppression is the share"),
-    ({"sequence": "dixon_water", "fat_suppression": 0.9}, "applies to the MR sequences t1_in"),
+    ({"sequence": "dixon_water", "fat_suppression": 0.9}, "applies to the MR physics sequences t1_in"),
     ({"modality": "ct", "sequence": "native", "fat_suppression": 0.9}, "not to ct native"),
+    ({"sequence": "t2_tse", "random_contrast": True, "fat_suppression": 0.9}, "not to random contrast"),
 ])
 def test_fat_suppression_is_refused_out_of_range_or_where_it_means_nothing(options, message):
     with pytest.raises(InputError, match=message):

@@ -58,9 +58,9 @@ from mrseg.io.image import Geometry, Image
 from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, Tissue, tissue_property
 
 __all__ = [
+    "FAT_SUPPRESSIBLE",
     "FAT_T1_MS",
     "FAT_T2_MS",
-    "FAT_SUPPRESSIBLE",
     "FAT_T2_TSE_MS",
     "FLUID_CONCENTRATIONS",
     "GRADIENT_ECHO",
@@ -223,9 +223,11 @@ class SynthesisOptions:
         if not (math.isfinite(self.fat_suppression) and 0 <= self.fat_suppression <= 1):
             raise InputError(f"fat_suppression is the share of fat signal removed, in [0, 1], "
                              f"got {self.fat_suppression!r}")
-        if self.fat_suppression > 0 and (self.modality != "mr" or self.sequence not in FAT_SUPPRESSIBLE):
-            raise InputError(f"fat_suppression applies to the MR sequences {', '.join(FAT_SUPPRESSIBLE)}, "
-                             f"not to {self.modality} {self.sequence} (a Dixon image separates fat by itself)")
+        if self.fat_suppression > 0 and (self.modality != "mr" or self.sequence not in FAT_SUPPRESSIBLE
+                                         or self.random_contrast):
+            kind = "random contrast" if self.random_contrast else f"{self.modality} {self.sequence}"
+            raise InputError(f"fat_suppression applies to the MR physics sequences {', '.join(FAT_SUPPRESSIBLE)}, "
+                             f"not to {kind}")
         if self.resolution is not None:
             if len(self.resolution) != 3 or not all(math.isfinite(r) and r >= 0 for r in self.resolution):
                 raise InputError(f"resolution must be three FWHM values >= 0 in mm (x, y, z), got {self.resolution!r}")
