@@ -179,6 +179,8 @@ def main() -> None:
                         help="share of cases whose bile and gastric content have a random make-up")
     parser.add_argument("--fat-suppression-share", type=float, default=defaults.fat_suppression_share,
                         help="share of the t1_in, t2_haste and t2_tse cases with spectral fat suppression")
+    parser.add_argument("--fatty-organ-share", type=float, default=defaults.fatty_organ_share,
+                        help="share of cases whose liver and pancreas hold a random fat fraction (steatosis)")
     parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
                              f"default: {', '.join(defaults.fields_of_view)}")
@@ -223,7 +225,8 @@ def main() -> None:
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fluid_share=args.fluid_share,
-                                     fat_suppression_share=args.fat_suppression_share)
+                                     fat_suppression_share=args.fat_suppression_share,
+                                     fatty_organ_share=args.fatty_organ_share)
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")

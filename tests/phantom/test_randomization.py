@@ -150,7 +150,9 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"arterial_share": -0.1}, "arterial_share is a share"),
     ({"fluid_share": 1.5}, "fluid_share is a share"),
     ({"fat_suppression_share": -0.5}, "fat_suppression_share is a share"),
-    ({"fat_suppression": (0.9, 1.2)}, "fat_suppression is a share of the fat signal"),
+    ({"fat_suppression": (0.9, 1.2)}, "fat_suppression is a fraction, at most 1"),
+    ({"fatty_organ_share": 2.0}, "fatty_organ_share is a share"),
+    ({"liver_fat_fraction": (0.1, 1.1)}, "liver_fat_fraction is a fraction, at most 1"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -261,3 +263,21 @@ def test_a_fat_suppressed_case_has_dark_fat():
     fat = body & (plain.labels.array == 0) & (plain.image.array > 3 * np.median(plain.image.array[liver]))
     assert fat.sum() > 100  # bright fat in the plain T2 TSE
     assert np.median(suppressed.image.array[fat]) < np.median(suppressed.image.array[liver])
+
+
+def test_fatty_organ_draws_change_the_liver_and_pancreas_and_leave_every_other_draw():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "gamma_log_sd": 0.0, "template_share": 0.0,
+              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0}
+    plain = RandomizationRanges(**fields)
+    fatty = RandomizationRanges(fatty_organ_share=1.0, liver_fat_fraction=(0.2, 0.3), **fields)
+    for seed in (3, 4):  # opposed-phase MR, native CT
+        before, after = random_case(seed, ranges=plain), random_case(seed, ranges=fatty)
+        recipe = after.metadata["randomization"]
+        assert 0.2 <= recipe["liver_fat_fraction"] <= 0.3 and 0 <= recipe["pancreas_fat_fraction"] <= 0.3
+        ignored = ("liver_fat_fraction", "pancreas_fat_fraction")
+        assert {k: v for k, v in recipe.items() if k not in ignored} == before.metadata["randomization"]
+        np.testing.assert_array_equal(after.labels.array, before.labels.array)
+        liver = ndimage.binary_erosion(before.labels.array == BASE.index_of("liver"), iterations=1)
+        assert liver.sum() > 50
+        # opposed phase: the fat cancels water, the liver darkens; CT: fat lowers the liver's HU
+        assert np.median(after.image.array[liver]) < np.median(before.image.array[liver]) - 10

@@ -212,6 +212,33 @@ def test_concentrated_bile_is_bright_on_t1_and_dense_on_ct_dilute_bile_is_dark_o
         assert signal(phase, "stomach_content", "ct", gastric_content=0.5) == pytest.approx(27.5)
 
 
+# --- fatty liver and pancreas -------------------------------------------------------------------
+
+def test_a_fatty_liver_shows_on_the_fat_image_darkens_on_opposed_phase_and_loses_hu():
+    def signal(sequence: str, tissue: str = "liver", modality: str = "mr", **fat: float) -> float:
+        options = SynthesisOptions(modality=modality, sequence=sequence, **fat)
+        return float(tissue_signals(options)[TISSUE_INDEX[tissue]])
+
+    assert signal("dixon_fat", liver_fat_fraction=0.2) > 4 * signal("dixon_fat")
+    assert abs(signal("t1_opp", liver_fat_fraction=0.2)) < 0.5 * abs(signal("t1_opp"))
+    assert signal("native", modality="ct", liver_fat_fraction=0.3) == pytest.approx(60.0 - 165.0 * 0.26)
+    assert signal("contrast", modality="ct", liver_fat_fraction=0.3) == pytest.approx(110.0 - 165.0 * 0.26)
+    assert signal("dixon_fat", "pancreas", pancreas_fat_fraction=0.25) > 3 * signal("dixon_fat", "pancreas")
+    # the catalogue's own fraction changes nothing, and no other tissue moves
+    np.testing.assert_allclose(tissue_signals(SynthesisOptions(sequence="t1_opp", liver_fat_fraction=0.04)),
+                               tissue_signals(SynthesisOptions(sequence="t1_opp")), rtol=1e-6)
+    fatty = tissue_signals(SynthesisOptions(sequence="t1_in", liver_fat_fraction=0.3, pancreas_fat_fraction=0.3))
+    plain = tissue_signals(SynthesisOptions(sequence="t1_in"))
+    changed = np.flatnonzero(fatty != plain)
+    assert set(changed) == {TISSUE_INDEX["liver"], TISSUE_INDEX["pancreas"]}
+
+
+@pytest.mark.parametrize("fat", [{"liver_fat_fraction": 1.5}, {"pancreas_fat_fraction": -0.2}])
+def test_organ_fat_fractions_outside_zero_to_one_are_refused(fat):
+    with pytest.raises(InputError, match="is a fraction in"):
+        SynthesisOptions(**fat)
+
+
 # --- spectral fat suppression -------------------------------------------------------------------
 
 @pytest.mark.parametrize("sequence", FAT_SUPPRESSIBLE)

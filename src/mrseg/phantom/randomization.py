@@ -15,6 +15,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   whether the stomach holds water or a meal (they change its MR and CT appearance, not its label);
 * spectral fat suppression, for ``fat_suppression_share`` of the MR cases whose sequence allows
   it (a T2-SPIR or fat-suppressed T1 look: fat dark);
+* fatty organs, for ``fatty_organ_share`` of the cases: the liver's and pancreas's fat fraction
+  (steatosis: the liver darkens on opposed phase, shows on a Dixon fat image, and loses HU);
 * the field of view: the generated subject's region, then often a random crop around an
   anatomy voxel or, for ``centred_crop_share`` of the crops, around one of the abdominal organs
   of ``crop_centres`` (a small abdominal field of view whose top is spleen and liver dome, not
@@ -95,6 +97,12 @@ class RandomizationRanges:
             (``FAT_SUPPRESSIBLE``: t1_in, t2_haste, t2_tse) acquired with spectral fat
             suppression, as in a T2-SPIR or a fat-suppressed T1 scan; 0 by default, likewise.
         fat_suppression: the share of the fat signal such a case suppresses.
+        fatty_organ_share: share of cases whose liver and pancreas hold a fat fraction drawn
+            from ``liver_fat_fraction`` and ``pancreas_fat_fraction`` (steatosis, common in
+            the cohorts this tool serves) instead of the catalogue's 4 % and 6 %; 0 by default,
+            likewise.
+        liver_fat_fraction: the range of such a liver's fat fraction.
+        pancreas_fat_fraction: the range of such a pancreas's fat fraction.
     """
 
     random_contrast_share: float = 0.45
@@ -122,6 +130,9 @@ class RandomizationRanges:
     fluid_share: float = 0.0
     fat_suppression_share: float = 0.0
     fat_suppression: tuple[float, float] = (0.85, 0.98)
+    fatty_organ_share: float = 0.0
+    liver_fat_fraction: tuple[float, float] = (0.0, 0.35)
+    pancreas_fat_fraction: tuple[float, float] = (0.0, 0.3)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -133,7 +144,7 @@ class RandomizationRanges:
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
-                     "fat_suppression_share"):
+                     "fat_suppression_share", "fatty_organ_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -141,15 +152,17 @@ class RandomizationRanges:
             raise InputError(f"random_contrast_share + ct_share must be at most 1, got "
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
-                     "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression"):
+                     "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
+                     "pancreas_fat_fraction"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "slab_mm"):
             if getattr(self, name)[0] <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.fat_suppression[1] > 1:
-            raise InputError(f"fat_suppression is a share of the fat signal, at most 1, got {self.fat_suppression!r}")
+        for name in ("fat_suppression", "liver_fat_fraction", "pancreas_fat_fraction"):
+            if getattr(self, name)[1] > 1:
+                raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
@@ -247,6 +260,12 @@ def random_case(
             and recipe["modality"] == "mr":
         recipe["fat_suppression"] = share
         synthesis.update(fat_suppression=share)
+    fatty = np.random.default_rng([seed, 0x5EED, 6])  # the liver's and pancreas's fat: a stream of its own
+    if fatty.random() < ranges.fatty_organ_share:
+        recipe["liver_fat_fraction"] = float(fatty.uniform(*ranges.liver_fat_fraction))
+        recipe["pancreas_fat_fraction"] = float(fatty.uniform(*ranges.pancreas_fat_fraction))
+        synthesis.update(liver_fat_fraction=recipe["liver_fat_fraction"],
+                         pancreas_fat_fraction=recipe["pancreas_fat_fraction"])
     if recipe["modality"] == "mr":
         synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
     else:

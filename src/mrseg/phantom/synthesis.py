@@ -58,6 +58,7 @@ from mrseg.io.image import Geometry, Image
 from mrseg.phantom.tissues import DEFAULT_TISSUE_OF_CLASS, TISSUE_INDEX, TISSUES, Tissue, tissue_property
 
 __all__ = [
+    "FAT_HU_PER_FRACTION",
     "FAT_SUPPRESSIBLE",
     "FAT_T1_MS",
     "FAT_T2_MS",
@@ -107,6 +108,10 @@ content. :class:`SynthesisOptions`' ``bile`` and ``gastric_content`` (0..1) move
 the two ends, T1 and T2 geometrically and HU linearly: concentrated bile has a short T1 (bright on
 T1-weighted MR, often brighter than the liver) and a shorter T2, and a meal is darker on T2 and
 denser on CT than water. Neither enhances."""
+
+FAT_HU_PER_FRACTION = -165.0
+"""How a solid organ's CT number moves per unit of fat fraction added: a voxel mixes tissue of
+about 65 HU with fat of about -100 HU (a steatotic liver of 30 % fat is some 40 HU below normal)."""
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _DEFAULT_R2_PRIME_PER_MS = 1.0 / 100.0  # reversible dephasing of soft tissue at 1.5 T
@@ -174,6 +179,11 @@ class SynthesisOptions:
             :data:`FLUID_CONCENTRATIONS`. None (default) keeps the catalogue's bile.
         gastric_content: the stomach's content, 0 (water) to 1 (a meal); None (default) keeps
             the catalogue's (water).
+        liver_fat_fraction: the liver's fat fraction, 0..1 (steatosis: about 0.05–0.4); None
+            (default) keeps the catalogue's 0.04. It moves the fat component on MR (the liver
+            darkens on opposed phase and shows on the Dixon fat image) and the CT number
+            (:data:`FAT_HU_PER_FRACTION`).
+        pancreas_fat_fraction: likewise for the pancreas (catalogue 0.06; fatty pancreas).
         fat_suppression: MR only, ``t1_in``, ``t2_haste`` or ``t2_tse``: the share of the fat
             component's signal that spectral fat suppression removes (0, the default: none;
             0.85–0.98 in a clinical fat-suppressed scan). The image keeps the unsuppressed
@@ -195,6 +205,8 @@ class SynthesisOptions:
     field_strength: float = 1.5
     bile: float | None = None
     gastric_content: float | None = None
+    liver_fat_fraction: float | None = None
+    pancreas_fat_fraction: float | None = None
     fat_suppression: float = 0.0
 
     def __post_init__(self) -> None:
@@ -220,6 +232,10 @@ class SynthesisOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a concentration in [0, 1] (or None for the catalogue's), got {value!r}")
+        for name in ("liver_fat_fraction", "pancreas_fat_fraction"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+                raise InputError(f"{name} is a fraction in [0, 1] (or None for the catalogue's), got {value!r}")
         if not (math.isfinite(self.fat_suppression) and 0 <= self.fat_suppression <= 1):
             raise InputError(f"fat_suppression is the share of fat signal removed, in [0, 1], "
                              f"got {self.fat_suppression!r}")
@@ -313,20 +329,32 @@ def _property_table() -> dict[str, np.ndarray]:
 
 
 def _properties(options: SynthesisOptions) -> dict[str, np.ndarray]:
-    """The property table with the options' fluid concentrations applied (the catalogue's if none)."""
+    """The property table with the options' fluid make-up and organ fat applied (the catalogue's
+    if none is set)."""
     table = _property_table()
-    chosen = {"gallbladder": options.bile, "stomach_content": options.gastric_content}
-    if all(c is None for c in chosen.values()):
+    fluids = {"gallbladder": options.bile, "stomach_content": options.gastric_content}
+    fat = {"liver": options.liver_fat_fraction, "pancreas": options.pancreas_fat_fraction}
+    if all(c is None for c in (*fluids.values(), *fat.values())):
         return table
     table = {name: column.copy() for name, column in table.items()}
-    for tissue, c in chosen.items():
+    phases = ("hu", "hu_contrast", "hu_arterial")
+    for tissue, c in fluids.items():
         if c is None:
             continue
         (t1_0, t2_0, hu_0), (t1_1, t2_1, hu_1) = FLUID_CONCENTRATIONS[tissue]
         i = TISSUE_INDEX[tissue]
         table["t1"][i] = t1_0 * (t1_1 / t1_0) ** c
         table["t2"][i] = t2_0 * (t2_1 / t2_0) ** c
-        table["hu"][i] = table["hu_contrast"][i] = table["hu_arterial"][i] = hu_0 + c * (hu_1 - hu_0)
+        for phase in phases:
+            table[phase][i] = hu_0 + c * (hu_1 - hu_0)
+    for tissue, fraction in fat.items():
+        if fraction is None:
+            continue
+        i = TISSUE_INDEX[tissue]
+        added = fraction - table["fat_fraction"][i]
+        table["fat_fraction"][i] = fraction
+        for phase in phases:
+            table[phase][i] += FAT_HU_PER_FRACTION * added
     return table
 
 
