@@ -137,6 +137,21 @@ def strip_checkpoint(source: Path, target: Path) -> None:
     torch.save(kept, target)
 
 
+# the RandomizationRanges shares this script sets, each as --the-share-name
+RANDOMIZATION_SHARES = {
+    "template_share": "share of cases made from templates",
+    "crop_share": "share of cases cropped",
+    "centred_crop_share": "share of the crops centred on an organ of --crop-centre",
+    "removal_share": "share of cases with an organ removed",
+    "random_contrast_share": "share of MR cases with a random intensity per tissue",
+    "ct_share": "share of CT cases",
+    "arterial_share": "share of the contrast-enhanced CT cases in the arterial phase (CT angiography)",
+    "fluid_share": "share of cases whose bile and gastric content have a random make-up",
+    "fat_suppression_share": "share of the t1_in, t2_haste and t2_tse cases with spectral fat suppression",
+    "fatty_organ_share": "share of cases whose liver and pancreas hold a random fat fraction (steatosis)",
+}
+
+
 def main() -> None:
     from mrseg.phantom.anatomy import FOVS
     from mrseg.phantom.randomization import RandomizationRanges
@@ -156,31 +171,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="working folder (cases, nnU-Net folders)")
     parser.add_argument("--out", type=Path, help="where the stripped model folder goes")
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")
-    parser.add_argument("--template-share", type=float, default=defaults.template_share,
-                        help="share of cases made from templates")
     parser.add_argument("--cases", type=int, default=240)
     parser.add_argument("--add-cases", action="store_true",
                         help="synthesise --cases more cases (seeds from --seed) beside the work folder's cases "
                              "instead of replacing them; each old case keeps its nnU-Net fold")
-    parser.add_argument("--crop-share", type=float, default=defaults.crop_share, help="share of cases cropped")
-    parser.add_argument("--centred-crop-share", type=float, default=defaults.centred_crop_share,
-                        help="share of the crops centred on an organ of --crop-centre")
-    parser.add_argument("--removal-share", type=float, default=defaults.removal_share,
-                        help="share of cases with an organ removed")
-    parser.add_argument("--random-contrast-share", type=float, default=defaults.random_contrast_share,
-                        help="share of MR cases with a random intensity per tissue")
-    parser.add_argument("--ct-share", type=float, default=defaults.ct_share, help="share of CT cases")
-    parser.add_argument("--arterial-share", type=float, default=defaults.arterial_share,
-                        help="share of the contrast-enhanced CT cases in the arterial phase (CT angiography)")
+    for share, text in RANDOMIZATION_SHARES.items():  # each defaults to RandomizationRanges's value
+        parser.add_argument(f"--{share.replace('_', '-')}", type=float, default=getattr(defaults, share), help=text)
     parser.add_argument("--ct-enhancement", type=float, nargs=2, default=defaults.ct_enhancement,
                         metavar=("LOW", "HIGH"),
                         help="range of the multiplier of the contrast agent's enhancement in CT")
-    parser.add_argument("--fluid-share", type=float, default=defaults.fluid_share,
-                        help="share of cases whose bile and gastric content have a random make-up")
-    parser.add_argument("--fat-suppression-share", type=float, default=defaults.fat_suppression_share,
-                        help="share of the t1_in, t2_haste and t2_tse cases with spectral fat suppression")
-    parser.add_argument("--fatty-organ-share", type=float, default=defaults.fatty_organ_share,
-                        help="share of cases whose liver and pancreas hold a random fat fraction (steatosis)")
     parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
                              f"default: {', '.join(defaults.fields_of_view)}")
@@ -218,15 +217,10 @@ def main() -> None:
     if not args.skip_synthesis:
         if not args.add_cases:
             shutil.rmtree(cases_dir, ignore_errors=True)
-        ranges = RandomizationRanges(template_share=args.template_share, crop_share=args.crop_share,
-                                     centred_crop_share=args.centred_crop_share, removal_share=args.removal_share,
-                                     random_contrast_share=args.random_contrast_share, ct_share=args.ct_share,
-                                     arterial_share=args.arterial_share, ct_enhancement=tuple(args.ct_enhancement),
+        ranges = RandomizationRanges(**{share: getattr(args, share) for share in RANDOMIZATION_SHARES},
+                                     ct_enhancement=tuple(args.ct_enhancement),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
-                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres),
-                                     fluid_share=args.fluid_share,
-                                     fat_suppression_share=args.fat_suppression_share,
-                                     fatty_organ_share=args.fatty_organ_share)
+                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")
