@@ -89,19 +89,19 @@ def main() -> None:
         predicted = segmenter.run(scan).labels.array
         scores = {}
         for labels, only in references:
-            truth = resample_labels(read_image(args.data / labels), scan.geometry).array  # same grid: unchanged
+            reference = resample_labels(read_image(args.data / labels), scan.geometry)  # same grid: unchanged
+            truth = reference.array
             if only is None:
                 scores.update(per_class_dice(predicted, truth))
                 traced[image] = where_the_reference_went(predicted, truth, TRACED)
+                if image.startswith("mr/"):
+                    versions = field_of_view_versions(segmenter, scan, reference, predicted)
             else:  # a binary mask of one class: score that class alone
                 scores[only] = float(dice(predicted == BASE.index_of(only), truth > 0))
                 if only == "aorta":
                     binary = np.where(truth > 0, BASE.index_of(only), 0)
                     traced[f"{image} {only}"] = where_the_reference_went(predicted, binary, (only,))
         results[f"real {image}"] = scores
-        if image.startswith("mr/"):
-            reference = resample_labels(read_image(args.data / references[0][0]), scan.geometry)
-            versions = field_of_view_versions(segmenter, scan, reference)
 
     removal: dict[str, dict[str, float]] = {}
     held_out = [{"seed": HELD_OUT_SEEDS + i, "modality": "mr", "sequence": "t2_haste", "fov": "trunk",
@@ -142,8 +142,9 @@ def main() -> None:
         args.markdown.write_text(markdown_table(results))
 
 
-def field_of_view_versions(segmenter, scan, reference) -> dict[str, dict[str, float]]:
-    """The goal organs' Dice on the scan as acquired and on 7 crops of it (see the module's text)."""
+def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) -> dict[str, dict[str, float]]:
+    """The goal organs' Dice on the scan as acquired (``predicted``, the segmenter's labels of
+    ``scan``) and on 7 crops of it (see the module's text)."""
     from mrseg.demo import per_class_dice
     from mrseg.phantom.randomization import crop
 
@@ -158,8 +159,8 @@ def field_of_view_versions(segmenter, scan, reference) -> dict[str, dict[str, fl
     out = {}
     for name, cut in boxes.items():
         box = tuple(slice(cut[2 * a], shape[a] - cut[2 * a + 1]) for a in range(3))
-        predicted = segmenter.run(crop(scan, box)).labels.array
-        scores = per_class_dice(predicted, crop(reference, box).array)
+        labels = predicted if not any(cut) else segmenter.run(crop(scan, box)).labels.array
+        scores = per_class_dice(labels, crop(reference, box).array)
         row = {organ: float(scores.get(organ, 0.0)) for organ in GOAL_ORGANS}
         row["goal mean"] = float(np.mean([row[organ] for organ in GOAL_ORGANS]))
         out[name] = row
@@ -172,16 +173,16 @@ def where_the_reference_went(predicted: np.ndarray, truth: np.ndarray, organs: t
     from mrseg.classes import BASE
     from mrseg.evaluation import labelled_as
 
-    names = {0: "background", **{c.index: c.name for c in BASE.classes}}
     out = {}
     for organ in organs:
-        reference = truth == BASE.index_of(organ)
+        index = BASE.index_of(organ)
+        reference = truth == index
         count = int(reference.sum())
         if count:
             shares = labelled_as(predicted, reference)
-            out[organ] = {"reference_voxels": count,
-                          "volume_ratio": float((predicted == BASE.index_of(organ)).sum() / count),
-                          "labelled": {names[k]: v for k, v in shares.items() if v >= 0.02}}
+            out[organ] = {"reference_voxels": count, "volume_ratio": float((predicted == index).sum() / count),
+                          "labelled": {BASE.name_of(k) if k else "background": v
+                                       for k, v in shares.items() if v >= 0.02}}
     return out
 
 

@@ -408,7 +408,7 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
         phase = p["hu_arterial" if sequence == "arterial" else "hu_contrast"]
         return (p["hu"] + options.enhancement * (phase - p["hu"])).astype(np.float32)
     # the scale comes from the catalogue's tissues without fat suppression, so that neither a
-    # fluid's make-up nor the suppression moves any other tissue
+    # fluid's make-up, an organ's fat nor the suppression moves any other tissue
     catalogue = _property_table()
     fat_kept = 1.0 - options.fat_suppression
     if sequence in SPIN_ECHOES:
