@@ -417,7 +417,8 @@ def tissue_signals(options: SynthesisOptions) -> np.ndarray:
         return (_spin_echo_signal(p, se, fat_kept) / reference * MR_SCALE).astype(np.float32)
     scale = 1.5 / options.field_strength
     te_in = GRADIENT_ECHO.te_in_phase_ms * scale
-    reference = sum(_gradient_echo_components(catalogue, options.field_strength, te_in)).max()
+    catalogue_water, catalogue_fat = _gradient_echo_components(catalogue, options.field_strength, te_in)
+    reference = (catalogue_water + catalogue_fat).max()
     water, fat = _gradient_echo_components(p, options.field_strength, te_in)
     if sequence == "t1_opp":
         water, fat = _gradient_echo_components(p, options.field_strength, GRADIENT_ECHO.te_opposed_phase_ms * scale)
