@@ -186,6 +186,9 @@ def main() -> None:
     parser.add_argument("--crop-centre", action="append",
                         help="a class the centred crops are centred on, repeatable; "
                              f"default: {', '.join(defaults.crop_centres)}")
+    parser.add_argument("--fat-suppressed-sequence", action="append", choices=defaults.fat_suppressed_sequences,
+                        help="a sequence --fat-suppression-share applies to, repeatable; "
+                             f"default: {', '.join(defaults.fat_suppressed_sequences)}")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -220,7 +223,9 @@ def main() -> None:
         ranges = RandomizationRanges(**{share: getattr(args, share) for share in RANDOMIZATION_SHARES},
                                      ct_enhancement=tuple(args.ct_enhancement),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
-                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres))
+                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres),
+                                     fat_suppressed_sequences=tuple(args.fat_suppressed_sequence
+                                                                    or defaults.fat_suppressed_sequences))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")

@@ -151,6 +151,7 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"fluid_share": 1.5}, "fluid_share is a share"),
     ({"fat_suppression_share": -0.5}, "fat_suppression_share is a share"),
     ({"fat_suppression": (0.9, 1.2)}, "fat_suppression is a fraction, at most 1"),
+    ({"fat_suppressed_sequences": ("t2_tse", "dixon_fat")}, "fat_suppressed_sequences may only hold"),
     ({"fatty_organ_share": 2.0}, "fatty_organ_share is a share"),
     ({"liver_fat_fraction": (0.1, 1.1)}, "liver_fat_fraction is a fraction, at most 1"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
@@ -233,16 +234,18 @@ def test_fluid_draws_change_the_fluids_and_leave_every_other_draw_and_voxel_as_i
         assert not changed[~ndimage.binary_dilation(fluid, iterations=3)].any()
 
 
-def test_fat_suppression_draws_touch_only_suppressible_mr_physics_cases_and_leave_the_other_draws():
+@pytest.mark.parametrize("sequences", [FAT_SUPPRESSIBLE, ("t2_haste", "t2_tse")])
+def test_fat_suppression_draws_touch_only_the_chosen_mr_physics_cases_and_leave_the_other_draws(sequences):
     fields = {**COARSE_FIELDS, "crop_share": 0.0}
     plain = RandomizationRanges(**fields)
-    suppressed = RandomizationRanges(fat_suppression_share=1.0, fat_suppression=(0.9, 0.95), **fields)
+    suppressed = RandomizationRanges(fat_suppression_share=1.0, fat_suppression=(0.9, 0.95),
+                                     fat_suppressed_sequences=sequences, **fields)
     seen = 0
     for seed in range(24):
         before = random_case(seed, ranges=plain).metadata["randomization"]
         recipe = random_case(seed, ranges=suppressed).metadata["randomization"]
         eligible = before["modality"] == "mr" and not before["random_contrast"] and \
-            before["sequence"] in FAT_SUPPRESSIBLE
+            before["sequence"] in sequences
         assert ("fat_suppression" in recipe) == eligible
         if eligible:
             seen += 1

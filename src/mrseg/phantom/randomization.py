@@ -97,6 +97,9 @@ class RandomizationRanges:
             (``FAT_SUPPRESSIBLE``: t1_in, t2_haste, t2_tse) acquired with spectral fat
             suppression, as in a T2-SPIR or a fat-suppressed T1 scan; 0 by default, likewise.
         fat_suppression: the share of the fat signal such a case suppresses.
+        fat_suppressed_sequences: the sequences fat suppression is drawn for, a subset of
+            ``FAT_SUPPRESSIBLE`` (all of them by default; ``("t2_haste", "t2_tse")`` draws
+            T2-SPIR-like cases without fat-suppressed T1).
         fatty_organ_share: share of cases whose liver and pancreas hold a fat fraction drawn
             from ``liver_fat_fraction`` and ``pancreas_fat_fraction`` (steatosis, common in
             the cohorts this tool serves) instead of the catalogue's 4 % and 6 %; 0 by default,
@@ -130,6 +133,7 @@ class RandomizationRanges:
     fluid_share: float = 0.0
     fat_suppression_share: float = 0.0
     fat_suppression: tuple[float, float] = (0.85, 0.98)
+    fat_suppressed_sequences: tuple[str, ...] = FAT_SUPPRESSIBLE
     fatty_organ_share: float = 0.0
     liver_fat_fraction: tuple[float, float] = (0.0, 0.35)
     pancreas_fat_fraction: tuple[float, float] = (0.0, 0.3)
@@ -171,6 +175,10 @@ class RandomizationRanges:
             BASE.index_of(name)  # an unknown class raises, with suggestions
         if self.centred_crop_share > 0 and not self.crop_centres:
             raise InputError("centred_crop_share > 0 needs at least one class in crop_centres")
+        unsuppressible = sorted(set(self.fat_suppressed_sequences) - set(FAT_SUPPRESSIBLE))
+        if unsuppressible:
+            raise InputError(f"fat_suppressed_sequences may only hold {', '.join(FAT_SUPPRESSIBLE)}, "
+                             f"got {', '.join(unsuppressible)}")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
         if not self.fields_of_view or not set(self.fields_of_view) <= set(FOVS):
@@ -256,7 +264,7 @@ def random_case(
     suppression = np.random.default_rng([seed, 0x5EED, 5])  # fat suppression: a stream of its own
     suppressed = suppression.random() < ranges.fat_suppression_share
     share = float(suppression.uniform(*ranges.fat_suppression))
-    if suppressed and recipe["sequence"] in FAT_SUPPRESSIBLE and not recipe["random_contrast"] \
+    if suppressed and recipe["sequence"] in ranges.fat_suppressed_sequences and not recipe["random_contrast"] \
             and recipe["modality"] == "mr":
         recipe["fat_suppression"] = share
         synthesis.update(fat_suppression=share)
