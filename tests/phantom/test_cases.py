@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mrseg.classes import BASE
 from mrseg.cli import main
@@ -86,6 +87,26 @@ def test_phantom_command_fat_suppression(tmp_path, caplog):
     out = tmp_path / "ct"
     assert main(["phantom", "-o", str(out), "--modality", "ct", "--fat-suppression", "0.9"]) == 2
     assert "fat_suppression applies to the MR physics sequences" in caplog.text and not out.exists()
+
+
+def test_phantom_command_fluids_and_organ_fat(tmp_path, caplog):
+    common = ["phantom", "-n", "1", "--sequence", "dixon_fat", "--fov", "abdomen", "--seed", "3",
+              "--spacing", "4", "4", "4"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*common, "-o", str(tmp_path / "fatty"), "--liver-fat", "0.3", "--pancreas-fat", "0.25",
+                 "--bile", "1", "--gastric-content", "0.8"]) == 0
+    plain, fatty = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "fatty"))
+    labels = read_image(tmp_path / "fatty" / "phantom_0003_labels.nii.gz").array
+    for organ in ("liver", "pancreas"):  # brighter on the Dixon fat image
+        inside = ndimage.binary_erosion(labels == BASE.index_of(organ))
+        assert np.median(fatty[inside]) > 2 * np.median(plain[inside]) + 10, organ
+    spleen = labels == BASE.index_of("spleen")
+    assert np.median(fatty[spleen]) == pytest.approx(np.median(plain[spleen]), abs=1.0)  # untouched
+    sidecar = json.loads((tmp_path / "fatty" / "phantom_0003.json").read_text())
+    assert sidecar["synthesis"]["liver_fat_fraction"] == 0.3 and sidecar["synthesis"]["gastric_content"] == 0.8
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--liver-fat", "1.5"]) == 2
+    assert "liver_fat_fraction is a fraction in [0, 1]" in caplog.text and not out.exists()
 
 
 def test_phantom_from_real_labels(shared_data, tmp_path):

@@ -35,6 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--fat-suppression", type=float, default=0.0, metavar="SHARE",
                    help="spectral fat suppression for t1_in, t2_haste, t2_tse: the share of fat signal removed "
                         "(0.95 with --sequence t2_tse is a T2-SPIR look; default 0)")
+    p.add_argument("--bile", type=float, metavar="C",
+                   help="the gallbladder's bile, 0 (dilute) to 1 (concentrated) (default: the tissue catalogue's)")
+    p.add_argument("--gastric-content", type=float, metavar="C",
+                   help="the stomach's content, 0 (water) to 1 (a meal) (default: water)")
+    p.add_argument("--liver-fat", type=float, metavar="FRACTION",
+                   help="the liver's fat fraction, 0-1 (steatosis about 0.05-0.4; default 0.04)")
+    p.add_argument("--pancreas-fat", type=float, metavar="FRACTION",
+                   help="the pancreas's fat fraction, 0-1 (default 0.06)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -54,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 seed=seed, modality=args.modality, sequence=args.sequence, fov=args.fov,
                 spacing=tuple(args.spacing) if args.spacing else None, orientation=args.orientation,
                 random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
-                fat_suppression=args.fat_suppression,
+                fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
+                liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)
