@@ -16,6 +16,7 @@ from mrseg.phantom.cases import make_case, write_case
 from mrseg.phantom.randomization import (
     RandomizationRanges,
     apply_gamma,
+    case_recipe,
     crop,
     crop_box,
     draw_recipe,
@@ -236,22 +237,30 @@ def test_fluid_draws_change_the_fluids_and_leave_every_other_draw_and_voxel_as_i
 
 @pytest.mark.parametrize("sequences", [FAT_SUPPRESSIBLE, ("t2_haste", "t2_tse")])
 def test_fat_suppression_draws_touch_only_the_chosen_mr_physics_cases_and_leave_the_other_draws(sequences):
-    fields = {**COARSE_FIELDS, "crop_share": 0.0}
-    plain = RandomizationRanges(**fields)
+    plain = RandomizationRanges()
     suppressed = RandomizationRanges(fat_suppression_share=1.0, fat_suppression=(0.9, 0.95),
-                                     fat_suppressed_sequences=sequences, **fields)
-    seen = 0
-    for seed in range(24):
-        before = random_case(seed, ranges=plain).metadata["randomization"]
-        recipe = random_case(seed, ranges=suppressed).metadata["randomization"]
+                                     fat_suppressed_sequences=sequences)
+    seen = set()
+    for seed in range(200):
+        before, recipe = case_recipe(seed, plain), case_recipe(seed, suppressed)
         eligible = before["modality"] == "mr" and not before["random_contrast"] and \
             before["sequence"] in sequences
         assert ("fat_suppression" in recipe) == eligible
         if eligible:
-            seen += 1
+            seen.add(before["sequence"])
             assert 0.9 <= recipe["fat_suppression"] <= 0.95
         assert {k: v for k, v in recipe.items() if k != "fat_suppression"} == before
-    assert seen >= 2
+    assert seen == set(sequences)
+
+
+def test_case_recipe_is_what_random_case_draws():
+    ranges = RandomizationRanges(**COARSE_FIELDS, fat_suppression_share=1.0, fatty_organ_share=0.5, fluid_share=0.5,
+                                 random_contrast_share=0.0, ct_share=0.0)
+    seed = next(s for s in range(50) if "fat_suppression" in case_recipe(s, ranges))
+    drawn = random_case(seed, ranges=ranges).metadata["randomization"]
+    if drawn["crop"] is not None:
+        del drawn["crop"]["box_zyx"]  # the one draw that needs the anatomy
+    assert drawn == case_recipe(seed, ranges)
 
 
 def test_a_fat_suppressed_case_has_dark_fat():

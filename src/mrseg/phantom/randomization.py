@@ -220,6 +220,60 @@ def draw_recipe(rng: np.random.Generator, ranges: RandomizationRanges, *, templa
     }
 
 
+def case_recipe(seed: int, ranges: RandomizationRanges | None = None, *, templates: int = 0) -> dict[str, Any]:
+    """The draws :func:`random_case` makes for ``seed`` before it builds the case: everything
+    its sidecar records under ``"randomization"`` but the crop box, which needs the anatomy.
+    Cheap: nothing is synthesised."""
+    return _recipe_and_crop_stream(seed, ranges or RandomizationRanges(), templates=templates)[0]
+
+
+def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
+                            templates: int) -> tuple[dict[str, Any], np.random.Generator]:
+    """The recipe, and the stream the crop box goes on drawing from."""
+    rng = np.random.default_rng([seed, 0x5EED])  # a stream apart from make_case's own seed
+    recipe = draw_recipe(rng, ranges, templates=templates)
+    # each later draw has a stream of its own: adding one left every earlier draw as it was
+    edits = np.random.default_rng([seed, 0x5EED, 1])
+    recipe["removed"] = [str(edits.choice(ranges.removable))] if edits.random() < ranges.removal_share else []
+    if recipe["modality"] == "ct":  # the phase and the enhancement
+        phase = np.random.default_rng([seed, 0x5EED, 3])
+        arterial, enhancement = phase.random() < ranges.arterial_share, float(phase.uniform(*ranges.ct_enhancement))
+        if recipe["sequence"] == "contrast" and arterial:
+            recipe["sequence"] = "arterial"
+        recipe["enhancement"] = enhancement
+    if recipe["crop"] is not None:
+        centring = np.random.default_rng([seed, 0x5EED, 2])
+        centred = centring.random() < ranges.centred_crop_share
+        recipe["crop"]["centre"] = str(centring.choice(ranges.crop_centres)) if centred else None
+    fluids = np.random.default_rng([seed, 0x5EED, 4])  # the fluids' make-up
+    if fluids.random() < ranges.fluid_share:
+        recipe["bile"], recipe["gastric_content"] = (float(c) for c in fluids.uniform(0.0, 1.0, 2))
+    suppression = np.random.default_rng([seed, 0x5EED, 5])  # fat suppression
+    suppressed = suppression.random() < ranges.fat_suppression_share
+    share = float(suppression.uniform(*ranges.fat_suppression))
+    if suppressed and recipe["sequence"] in ranges.fat_suppressed_sequences and not recipe["random_contrast"] \
+            and recipe["modality"] == "mr":
+        recipe["fat_suppression"] = share
+    fatty = np.random.default_rng([seed, 0x5EED, 6])  # the liver's and pancreas's fat
+    if fatty.random() < ranges.fatty_organ_share:
+        recipe["liver_fat_fraction"] = float(fatty.uniform(*ranges.liver_fat_fraction))
+        recipe["pancreas_fat_fraction"] = float(fatty.uniform(*ranges.pancreas_fat_fraction))
+    return recipe, rng
+
+
+def _synthesis_options(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields a recipe sets."""
+    options = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
+    options.update({name: recipe[name] for name in ("bile", "gastric_content", "fat_suppression",
+                                                     "liver_fat_fraction", "pancreas_fat_fraction")
+                    if name in recipe})
+    if recipe["modality"] == "mr":
+        options.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
+    else:
+        options.update(ct_noise_hu=recipe["ct_noise_hu"], enhancement=recipe["enhancement"])
+    return options
+
+
 def random_case(
     seed: int,
     *,
@@ -240,44 +294,9 @@ def random_case(
         The case, its labels on the image's grid, ``metadata["randomization"]`` its draws.
     """
     ranges = ranges or RandomizationRanges()
-    rng = np.random.default_rng([seed, 0x5EED])  # a stream apart from make_case's own seed
-    recipe = draw_recipe(rng, ranges, templates=len(templates))
-    # the anatomy edits draw from a stream of their own: adding them left every other draw as it was
-    edits = np.random.default_rng([seed, 0x5EED, 1])
-    removed = [str(edits.choice(ranges.removable))] if edits.random() < ranges.removal_share else []
-    recipe["removed"] = removed
-    if recipe["modality"] == "ct":  # the phase and the enhancement: one more stream of their own
-        phase = np.random.default_rng([seed, 0x5EED, 3])
-        arterial, enhancement = phase.random() < ranges.arterial_share, float(phase.uniform(*ranges.ct_enhancement))
-        if recipe["sequence"] == "contrast" and arterial:
-            recipe["sequence"] = "arterial"
-        recipe["enhancement"] = enhancement
-    if recipe["crop"] is not None:  # a stream of its own too, for the same reason
-        centring = np.random.default_rng([seed, 0x5EED, 2])
-        centred = centring.random() < ranges.centred_crop_share
-        recipe["crop"]["centre"] = str(centring.choice(ranges.crop_centres)) if centred else None
-    synthesis = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
-    fluids = np.random.default_rng([seed, 0x5EED, 4])  # the fluids' make-up: a stream of its own
-    if fluids.random() < ranges.fluid_share:
-        recipe["bile"], recipe["gastric_content"] = (float(c) for c in fluids.uniform(0.0, 1.0, 2))
-        synthesis.update(bile=recipe["bile"], gastric_content=recipe["gastric_content"])
-    suppression = np.random.default_rng([seed, 0x5EED, 5])  # fat suppression: a stream of its own
-    suppressed = suppression.random() < ranges.fat_suppression_share
-    share = float(suppression.uniform(*ranges.fat_suppression))
-    if suppressed and recipe["sequence"] in ranges.fat_suppressed_sequences and not recipe["random_contrast"] \
-            and recipe["modality"] == "mr":
-        recipe["fat_suppression"] = share
-        synthesis.update(fat_suppression=share)
-    fatty = np.random.default_rng([seed, 0x5EED, 6])  # the liver's and pancreas's fat: a stream of its own
-    if fatty.random() < ranges.fatty_organ_share:
-        recipe["liver_fat_fraction"] = float(fatty.uniform(*ranges.liver_fat_fraction))
-        recipe["pancreas_fat_fraction"] = float(fatty.uniform(*ranges.pancreas_fat_fraction))
-        synthesis.update(liver_fat_fraction=recipe["liver_fat_fraction"],
-                         pancreas_fat_fraction=recipe["pancreas_fat_fraction"])
-    if recipe["modality"] == "mr":
-        synthesis.update(bias_field=recipe["bias_field"], noise=recipe["noise"])
-    else:
-        synthesis.update(ct_noise_hu=recipe["ct_noise_hu"], enhancement=recipe["enhancement"])
+    recipe, rng = _recipe_and_crop_stream(seed, ranges, templates=len(templates))
+    synthesis = _synthesis_options(recipe)
+    removed = recipe["removed"]
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
               "orientation": recipe["orientation"], "remove": removed, **synthesis}
