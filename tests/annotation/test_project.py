@@ -46,3 +46,14 @@ def test_a_failed_change_writes_nothing_and_a_damaged_state_is_refused(tmp_path)
         project.read()
     with pytest.raises(InputError, match="no annotation project here"):
         Project(Path(tmp_path / "elsewhere")).read()
+
+
+def test_paths_inside_the_project_are_recorded_relative_to_it_and_others_absolute(tmp_path):
+    project = Project(tmp_path / "project")
+    (tmp_path / "project" / "models" / "v2").mkdir(parents=True)
+    inside = project.stored_path(tmp_path / "project" / "models" / "v2")
+    outside = project.stored_path(tmp_path / "images" / "a.nii.gz")
+    assert inside == "models/v2" and outside == str((tmp_path / "images" / "a.nii.gz").resolve())
+    moved = Project(tmp_path / "moved")
+    assert moved.resolved_path(inside) == tmp_path / "moved" / "models" / "v2"
+    assert moved.resolved_path(outside) == Path(outside)

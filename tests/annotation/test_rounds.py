@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -96,6 +97,10 @@ def test_two_rounds_move_every_case_through_its_states_and_a_killed_retrain_is_f
     assert (project / "models" / "v1" / "fold_all" / "checkpoint_final.pth").is_file()
     state = Project(project).read()
     assert [(m.version, m.accepted_cases, m.fold) for m in state.models] == [(0, 0, "0"), (1, 2, "all")]
+    assert state.models[1].folder == "models/v1"  # inside the project: recorded relative to it
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(project, moved)  # the project travels whole (another disk, another machine)
+    project = moved
 
     ok("annotate", "next", str(project), *ONE_WORKER)
     state = Project(project).read()
@@ -179,7 +184,8 @@ def test_simulate_runs_rounds_from_a_model_of_its_own_classes_and_a_rerun_contin
     assert len(project.read().rounds) == 2 and again.count("trained on") == 2  # nothing more to do
     state = project.read()
     assert [m.version for m in state.models] == [0, 1]
-    assert read_dataset(Path(state.models[1].folder) / "dataset.json").labels == {"background": 0, **own}
+    new_model = project.resolved_path(state.models[1].folder)
+    assert read_dataset(new_model / "dataset.json").labels == {"background": 0, **own}
     drafted = state.rounds[1].cases[0]
     descriptions = (project.case_folder(2, drafted) / "labels.txt").read_text()
     assert '"liver"' in descriptions and '"spleen"' in descriptions and '"right_kidney"' not in descriptions

@@ -180,6 +180,20 @@ class Project:
             yield state
             self.write(state)
 
+    def stored_path(self, path: str | os.PathLike[str]) -> str:
+        """How the state file records ``path``: relative to the project folder when it lies inside
+        it (the models a retrain makes, say), so that the project can be moved or copied whole;
+        absolute otherwise."""
+        resolved = Path(path).resolve()
+        try:
+            return resolved.relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            return str(resolved)
+
+    def resolved_path(self, stored: str) -> Path:
+        """The file or folder a path of the state file names (see :meth:`stored_path`)."""
+        return self.folder / stored
+
     def round_folder(self, number: int) -> Path:
         return self.folder / "rounds" / f"{number:03d}"
 

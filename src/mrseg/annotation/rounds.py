@@ -77,8 +77,8 @@ def init_project(folder: Path, images: Sequence[str | os.PathLike[str]], model: 
     if not folds:
         raise InputError(f"{model}: not an nnU-Net model folder with a trained fold (fold_*/checkpoint_final.pth)")
     cases = collect_cases(list(images)).cases
-    state = ProjectState(settings, [ModelVersion(0, str(Path(model).resolve()), now(), 0, folds[0])],
-                         {c.name: CaseState(c.name, str(c.path.resolve())) for c in cases})
+    state = ProjectState(settings, [ModelVersion(0, project.stored_path(model), now(), 0, folds[0])],
+                         {c.name: CaseState(c.name, project.stored_path(c.path)) for c in cases})
     folder.mkdir(parents=True, exist_ok=True)
     with project.locked():
         if project.exists():
@@ -87,11 +87,11 @@ def init_project(folder: Path, images: Sequence[str | os.PathLike[str]], model: 
     return state
 
 
-def _model_classes(folder: str, settings: Settings) -> dict[str, int]:
+def _model_classes(folder: Path, settings: Settings) -> dict[str, int]:
     from mrseg.classes import resolve_classes
     from mrseg.model.plans import read_dataset
 
-    foreground = read_dataset(Path(folder) / "dataset.json").foreground
+    foreground = read_dataset(folder / "dataset.json").foreground
     return resolve_classes(settings.classes, foreground) if settings.classes else dict(foreground)
 
 
@@ -101,13 +101,14 @@ def _predict(project: Project, state: ProjectState, cases: Sequence[CaseState], 
 
     version = state.model
     out = project.predictions_folder(version.version)
-    classes = _model_classes(version.folder, state.settings)
-    spec = ModelSpec(Path(version.folder), name=f"v{version.version}", folds=(version.fold,), step=state.settings.step,
+    model_folder = project.resolved_path(version.folder)
+    classes = _model_classes(model_folder, state.settings)
+    spec = ModelSpec(model_folder, name=f"v{version.version}", folds=(version.fold,), step=state.settings.step,
                      precision=state.settings.precision)
     outputs = OutputSpec.with_classes(out, classes if state.settings.classes else None, output_type="nifti")
     cluster = replace(cluster or ClusterSpec(), dashboard=False)  # nobody is shown a round's dashboard address
     result = run_cohort(out, CohortPlan(spec, outputs, retries=1), cluster,
-                        cases=[CaseSpec(Path(c.image), c.case) for c in cases])
+                        cases=[CaseSpec(project.resolved_path(c.image), c.case) for c in cases])
     uncertainty = {}
     for case in cases:
         row = result.manifest.rows.get(case.case)
@@ -180,7 +181,7 @@ def next_round(project: Project, *, cluster: Any = None, batch: int | None = Non
 
 def _hand_out(project: Project, state: ProjectState, chosen: Sequence[CaseState], scores: dict[str, float]) -> None:
     version = state.models[chosen[0].draft_model or 0] if chosen else state.model
-    classes = _model_classes(version.folder, state.settings)
+    classes = _model_classes(project.resolved_path(version.folder), state.settings)
     names = {value: name for name, value in classes.items()}
     out = project.predictions_folder(version.version)
     for case in chosen:
@@ -191,7 +192,7 @@ def _hand_out(project: Project, state: ProjectState, chosen: Sequence[CaseState]
                 entry.status, entry.reason = "rejected", _failure(out, case.case)
                 log.error("%s: no draft (%s); rejected", case.case, entry.reason)
                 continue
-            write_draft_files(Path(case.image), read_image(draft_path), names,
+            write_draft_files(project.resolved_path(case.image), read_image(draft_path), names,
                               project.case_folder(entry.round or 0, case.case))
             entry.status, entry.drafted = "in_correction", now()
             if entry.uncertainty is None:
@@ -266,7 +267,7 @@ def submit(project: Project, case: str, path: Path) -> dict[str, Any]:
                          "see mrseg annotate status")
     folder = project.case_folder(entry.round or 0, case)
     draft = read_image(folder / "draft.nii.gz")
-    classes = _model_classes(state.models[entry.draft_model or 0].folder, state.settings)
+    classes = _model_classes(project.resolved_path(state.models[entry.draft_model or 0].folder), state.settings)
     corrected = read_correction(path, draft.geometry, classes)
     effort = measure_effort(draft, corrected, classes)
     write_image(corrected, project.folder / "accepted" / f"{case}.nii.gz")
@@ -317,6 +318,7 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         if not accepted:
             raise InputError(f"{project.folder}: no accepted case yet; submit corrections first")
         source = state.model
+        source_folder = project.resolved_path(source.folder)
         number = source.version + 1
         models = project.models_folder()
         for stale in list(models.glob(f".v{number}.*")) + ([models / f"v{number}"] if (models / f"v{number}").exists()
@@ -324,23 +326,24 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
             shutil.rmtree(stale, ignore_errors=True)  # a killed retrain's half-copied model
         clock = time.perf_counter()
         folders = NnunetFolders.under(project.folder / "training")
-        cases = [DatasetCase(image=c.image, label=str(project.folder / "accepted" / f"{c.case}.nii.gz"), name=c.case)
+        cases = [DatasetCase(image=str(project.resolved_path(c.image)),
+                             label=str(project.folder / "accepted" / f"{c.case}.nii.gz"), name=c.case)
                  for c in accepted]
         _announce(on_step, f"dataset of {len(cases)} accepted case(s)")
         planning = planning or PlanningOptions(processes=1)
-        inputs = _training_inputs(cases, source.folder, planning)
+        inputs = _training_inputs(cases, source_folder, planning)
         inputs_file = folders.preprocessed / f"Dataset{DATASET_ID:03d}_annotation" / "mrseg_inputs.json"
         if inputs_file.is_file() and json.loads(inputs_file.read_text()) == inputs:
             _announce(on_step, "same cases, model and planning as the last preprocessing (a killed retrain): reused")
         else:
             inputs_file.unlink(missing_ok=True)
             # the new version keeps the classes (and values) of the model whose drafts were corrected
-            labels = read_dataset(Path(source.folder) / "dataset.json").foreground
+            labels = read_dataset(source_folder / "dataset.json").foreground
             build_dataset(cases, folders.raw, dataset_id=DATASET_ID, name="annotation", overwrite=True, labels=labels)
             _announce(on_step, "planning and preprocessing (network and spacing of the current model)")
-            plan_and_preprocess(folders, DATASET_ID, planning, transfer_from=source.folder)
+            plan_and_preprocess(folders, DATASET_ID, planning, transfer_from=source_folder)
             write_bytes_atomic(inputs_file, json.dumps(inputs))  # only once preprocessing is whole
-        options = replace(training or TrainingOptions(), init_from=source.folder, init_fold=_fold(source.fold),
+        options = replace(training or TrainingOptions(), init_from=source_folder, init_fold=_fold(source.fold),
                           validate=False)
         _announce(on_step, f"training from model v{source.version}")
         trained = train_fold(folders, DATASET_ID, "all", options)
@@ -348,14 +351,14 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
         leave_out = ("*.png", "debug.json", "*.txt", "checkpoint_latest.pth", "checkpoint_best.pth", ".*.part")
         shutil.copytree(trained, staging, ignore=shutil.ignore_patterns(*leave_out))
         os.replace(staging, models / f"v{number}")
-        version = ModelVersion(number, str((models / f"v{number}").resolve()), now(), len(accepted), "all",
+        version = ModelVersion(number, project.stored_path(models / f"v{number}"), now(), len(accepted), "all",
                                round(time.perf_counter() - clock, 1))
         with project.changing() as fresh:
             fresh.models.append(version)
         return version
 
 
-def _training_inputs(cases: Sequence[Any], model_folder: str, planning: Any) -> dict[str, Any]:
+def _training_inputs(cases: Sequence[Any], model_folder: Path, planning: Any) -> dict[str, Any]:
     """What a preprocessed training set was made from: each image and accepted label map (path,
     size, modification time), the starting model and the planning options."""
     def stamp(path: str) -> list[Any]:

@@ -151,10 +151,10 @@ def _retrain(args: argparse.Namespace) -> int:
     from mrseg.annotation import Project, retrain
 
     training, planning = _training(args)
-    version = retrain(Project(args.project), training=training, planning=planning,
-                      on_step=lambda text: print(text, file=sys.stderr))
+    project = Project(args.project)
+    version = retrain(project, training=training, planning=planning, on_step=lambda text: print(text, file=sys.stderr))
     print(f"model v{version.version}: trained on {version.accepted_cases} accepted case(s) in {version.seconds} s, "
-          f"{version.folder}")
+          f"{project.resolved_path(version.folder)}")
     return 0
 
 

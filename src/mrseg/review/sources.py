@@ -209,7 +209,8 @@ class AnnotationSource:
             version = entry.draft_model or 0
             if version not in names:
                 try:
-                    foreground = read_dataset(Path(state.models[version].folder) / "dataset.json").foreground
+                    model = self.project.resolved_path(state.models[version].folder)
+                    foreground = read_dataset(model / "dataset.json").foreground
                     names[version] = {value: name for name, value in foreground.items()}
                 except Exception:  # a model folder gone: show the labels by number
                     names[version] = {}
