@@ -47,13 +47,14 @@ def attempt_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
 
 
-def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
-    """Poll ``condition()`` every 50 ms until it is true; fail the test after ``timeout`` seconds."""
+def wait_for(condition, timeout: float = 120.0, what: str = "condition", every: float = 0.05) -> None:
+    """Poll ``condition()`` every ``every`` seconds until it is true; fail the test after ``timeout``
+    seconds. A costly condition (a folder walk) deserves a longer interval on 2 cores."""
     limit = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > limit:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def gone(pid: int) -> bool:

@@ -85,7 +85,7 @@ def test_two_rounds_move_every_case_through_its_states_and_a_killed_retrain_is_f
     ok("annotate", "reject", str(project), left[0], "--reason", "motion artefacts")
     process = mrseg_process("annotate", "retrain", str(project), "--epochs", "50", "--iterations", "5",
                             start_new_session=True)
-    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")), timeout=300,
+    wait_for(lambda: any((project / "training" / "nnUNet_results").rglob("training_log_*.txt")), timeout=300, every=0.5,
              what="nnU-Net's training to start")
     os.killpg(process.pid, signal.SIGKILL)  # the driver and nnU-Net's training process: the machine died
     process.communicate(timeout=60)
