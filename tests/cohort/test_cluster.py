@@ -68,6 +68,21 @@ def test_the_slurm_job_script_carries_every_option(tmp_path):
     assert "--nthreads 1" in worker and "--memory-limit 14.90GiB" in worker
 
 
+@pytest.mark.parametrize("dashboard", [True, False])
+def test_a_slurm_clusters_scheduler_serves_its_dashboard_only_when_asked_for(dashboard):
+    from distributed import Client
+
+    from mrseg.cohort.cluster import dashboard_link
+
+    spec = ClusterSpec(workers=1, slurm=True, dashboard=dashboard)
+    cluster = slurm_cluster(spec, scheduler_options={"dashboard_address": ":0", "host": "127.0.0.1"})
+    try:  # no job is submitted: the scheduler alone, as on a login node
+        with Client(cluster) as client:
+            assert (dashboard_link(client) is not None) == dashboard
+    finally:
+        cluster.close()
+
+
 def _dask_log_filters() -> list[str]:
     import logging
 

@@ -63,7 +63,7 @@ class ClusterSpec:
             as they are.
         slurm: start workers as Slurm jobs through ``dask-jobqueue``.
         slurm_options: ``SLURM_OPTIONS`` key → value.
-        dashboard: start the scheduler's dashboard (Bokeh) with a ``LocalCluster``: about 1.3 s of
+        dashboard: start the scheduler's dashboard (Bokeh) with a ``LocalCluster`` or Slurm: about 1.3 s of
             the driver's CPU per run, worth it where someone is shown the address (``mrseg cohort
             run`` prints it) and not where nobody is (an annotation round's drafts).
     """
@@ -171,8 +171,10 @@ def slurm_cluster(spec: ClusterSpec, **extra: Any) -> Any:
         directives.append(options.pop("job_extra"))
     memory = options.pop("memory", f"{4 * threads}GB")
     prologue = [f"export {name}={value}" for name, value in worker_environment(threads).items()]
+    # the scheduler runs here (the login node); its dashboard only when asked for, as with a LocalCluster
+    scheduler = {"dashboard": spec.dashboard and _has_dashboard(), **extra.pop("scheduler_options", {})}
     return SLURMCluster(cores=1, processes=1, job_cpu=threads, memory=memory, job_extra_directives=directives,
-                        job_script_prologue=prologue, **options, **extra)
+                        job_script_prologue=prologue, scheduler_options=scheduler, **options, **extra)
 
 
 @contextmanager
