@@ -130,8 +130,9 @@ def main() -> None:
         print(f"\nwhere the reference went, {image}:")
         for organ, where in organs.items():
             shares = ", ".join(f"{k} {v:.0%}" for k, v in where["labelled"].items())
+            holds = ", ".join(f"{k} {v:.0%}" for k, v in where["prediction holds"].items())
             print(f"  {organ:14s} {where['reference_voxels']:6d} voxels, predicted/reference volume "
-                  f"{where['volume_ratio']:.2f}; labelled {shares}")
+                  f"{where['volume_ratio']:.2f}; labelled {shares}; the prediction holds {holds}")
     print("\nremoved organ (T2 HASTE phantoms): labelled as that organ, mL (the organ's volume when present)")
     print("  " + ", ".join(f"{k} {v['labelled_ml']:.0f} ({v['organ_ml']:.0f})" for k, v in removal.items()))
     if args.json:
@@ -168,8 +169,9 @@ def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) ->
 
 
 def where_the_reference_went(predicted: np.ndarray, truth: np.ndarray, organs: tuple[str, ...]) -> dict[str, dict]:
-    """For each organ present in ``truth``: its voxel count, the predicted-to-reference volume ratio
-    and the share of its reference voxels labelled as each class (2 % or more)."""
+    """For each organ present in ``truth``: its voxel count, the predicted-to-reference volume ratio,
+    the share of its reference voxels labelled as each class, and what the voxels predicted as it
+    are in the reference (both 2 % or more: where it was missed, and where it was over-drawn)."""
     from mrseg.classes import BASE
     from mrseg.evaluation import labelled_as
 
@@ -179,10 +181,12 @@ def where_the_reference_went(predicted: np.ndarray, truth: np.ndarray, organs: t
         reference = truth == index
         count = int(reference.sum())
         if count:
-            shares = labelled_as(predicted, reference)
+            shares, holds = labelled_as(predicted, reference), labelled_as(truth, predicted == index)
             out[organ] = {"reference_voxels": count, "volume_ratio": float((predicted == index).sum() / count),
                           "labelled": {BASE.name_of(k) if k else "background": v
-                                       for k, v in shares.items() if v >= 0.02}}
+                                       for k, v in shares.items() if v >= 0.02},
+                          "prediction holds": {BASE.name_of(k) if k else "background": v
+                                               for k, v in holds.items() if v >= 0.02}}
     return out
 
 
