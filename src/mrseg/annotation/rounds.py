@@ -343,7 +343,7 @@ def retrain(project: Project, *, training: Any = None, planning: Any = None,
             _announce(on_step, "planning and preprocessing (network and spacing of the current model)")
             plan_and_preprocess(folders, DATASET_ID, planning, transfer_from=source_folder)
             write_bytes_atomic(inputs_file, json.dumps(inputs))  # only once preprocessing is whole
-        options = replace(training or TrainingOptions(), init_from=source_folder, init_fold=_fold(source.fold),
+        options = replace(training or TrainingOptions(), init_from=str(source_folder), init_fold=_fold(source.fold),
                           validate=False)
         _announce(on_step, f"training from model v{source.version}")
         trained = train_fold(folders, DATASET_ID, "all", options)
