@@ -191,13 +191,17 @@ def where_the_reference_went(predicted: np.ndarray, truth: np.ndarray, organs: t
         reference = truth == index
         count = int(reference.sum())
         if count:
-            shares, holds = labelled_as(predicted, reference), labelled_as(truth, predicted == index)
             out[organ] = {"reference_voxels": count, "volume_ratio": float((predicted == index).sum() / count),
-                          "labelled": {BASE.name_of(k) if k else "background": v
-                                       for k, v in shares.items() if v >= 0.02},
-                          "prediction holds": {BASE.name_of(k) if k else "background": v
-                                               for k, v in holds.items() if v >= 0.02}}
+                          "labelled": _named(labelled_as(predicted, reference)),
+                          "prediction holds": _named(labelled_as(truth, predicted == index))}
     return out
+
+
+def _named(shares: dict[int, float]) -> dict[str, float]:
+    """Label value → share, as class name → share, for the shares of 2 % or more."""
+    from mrseg.classes import BASE
+
+    return {BASE.name_of(k) if k else "background": v for k, v in shares.items() if v >= 0.02}
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:

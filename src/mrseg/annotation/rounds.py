@@ -366,7 +366,7 @@ def _training_inputs(cases: Sequence[Any], model_folder: Path, planning: Any) ->
         return [str(Path(path).resolve()), info.st_size, info.st_mtime_ns]
 
     return {"cases": [[case.name, stamp(case.image), stamp(case.label)] for case in cases],
-            "model": str(Path(model_folder).resolve()), "planning": json.loads(json.dumps(asdict(planning)))}
+            "model": str(model_folder.resolve()), "planning": json.loads(json.dumps(asdict(planning)))}
 
 
 def _fold(fold: str) -> int | str:

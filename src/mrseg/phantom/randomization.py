@@ -295,11 +295,9 @@ def random_case(
     """
     ranges = ranges or RandomizationRanges()
     recipe, rng = _recipe_and_crop_stream(seed, ranges, templates=len(templates))
-    synthesis = _synthesis_options(recipe)
-    removed = recipe["removed"]
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
-              "orientation": recipe["orientation"], "remove": removed, **synthesis}
+              "orientation": recipe["orientation"], "remove": recipe["removed"], **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
