@@ -80,6 +80,7 @@ def make_case(
     from_labels: Image | None = None,
     source: str | None = None,
     remove: Sequence[str] = (),
+    clutter: float = 0.0,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -99,12 +100,14 @@ def make_case(
         source: where ``from_labels`` came from, for the sidecar.
         remove: classes to leave out of the anatomy, their place filled with fat (postoperative
             anatomy, see :func:`~mrseg.phantom.tissues.without_classes`).
+        clutter: the share of the visceral fat filled with unlabelled soft tissue (vessels, lymph
+            nodes; see :func:`~mrseg.phantom.tissues.mesenteric_clutter`); 0 (default) leaves it even.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
-    from mrseg.phantom.tissues import to_classes, without_classes
+    from mrseg.phantom.tissues import mesenteric_clutter, to_classes, without_classes
 
     if modality not in SEQUENCES:
         raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {modality!r}")
@@ -139,6 +142,10 @@ def make_case(
     if remove:
         tissues = tissues.with_array(without_classes(np.asarray(tissues.array), remove))
         metadata.update(removed=list(remove))
+    if clutter:
+        tissues = tissues.with_array(mesenteric_clutter(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
+                                                        fraction=clutter, seed=seed))
+        metadata.update(clutter=clutter)
 
     options = SynthesisOptions(modality=modality, sequence=sequence, random_contrast=random_contrast, **synthesis)
     image = synthesize(tissues, options, seed=seed)

@@ -21,6 +21,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   anatomy voxel or, for ``centred_crop_share`` of the crops, around one of the abdominal organs
   of ``crop_centres`` (a small abdominal field of view whose top is spleen and liver dome, not
   lung), and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
+* mesenteric clutter, for ``clutter_share`` of the cases: blobs of unlabelled soft tissue in
+  the visceral fat (vessels, lymph nodes), so that the fat beside an organ is not always even;
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -106,6 +108,9 @@ class RandomizationRanges:
             likewise.
         liver_fat_fraction: the range of such a liver's fat fraction.
         pancreas_fat_fraction: the range of such a pancreas's fat fraction.
+        clutter_share: share of cases whose visceral fat holds blobs of unlabelled soft tissue
+            (:func:`~mrseg.phantom.tissues.mesenteric_clutter`); 0 by default, likewise.
+        clutter_fraction: the range of the share of the visceral fat such a case fills.
     """
 
     random_contrast_share: float = 0.45
@@ -137,6 +142,8 @@ class RandomizationRanges:
     fatty_organ_share: float = 0.0
     liver_fat_fraction: tuple[float, float] = (0.0, 0.35)
     pancreas_fat_fraction: tuple[float, float] = (0.0, 0.3)
+    clutter_share: float = 0.0
+    clutter_fraction: tuple[float, float] = (0.1, 0.5)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -148,7 +155,7 @@ class RandomizationRanges:
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
-                     "fat_suppression_share", "fatty_organ_share"):
+                     "fat_suppression_share", "fatty_organ_share", "clutter_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -157,14 +164,14 @@ class RandomizationRanges:
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
-                     "pancreas_fat_fraction"):
+                     "pancreas_fat_fraction", "clutter_fraction"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "slab_mm"):
             if getattr(self, name)[0] <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("fat_suppression", "liver_fat_fraction", "pancreas_fat_fraction"):
+        for name in ("fat_suppression", "liver_fat_fraction", "pancreas_fat_fraction", "clutter_fraction"):
             if getattr(self, name)[1] > 1:
                 raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
         if self.crop_fraction[1] > 1:
@@ -258,6 +265,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     if fatty.random() < ranges.fatty_organ_share:
         recipe["liver_fat_fraction"] = float(fatty.uniform(*ranges.liver_fat_fraction))
         recipe["pancreas_fat_fraction"] = float(fatty.uniform(*ranges.pancreas_fat_fraction))
+    cluttered = np.random.default_rng([seed, 0x5EED, 7])  # the visceral fat's clutter
+    if cluttered.random() < ranges.clutter_share:
+        recipe["clutter"] = float(cluttered.uniform(*ranges.clutter_fraction))
     return recipe, rng
 
 
@@ -297,7 +307,8 @@ def random_case(
     recipe, rng = _recipe_and_crop_stream(seed, ranges, templates=len(templates))
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
-              "orientation": recipe["orientation"], "remove": recipe["removed"], **_synthesis_options(recipe)}
+              "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
+              **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from mrseg.classes import BASE
 from mrseg.errors import InputError
@@ -129,6 +130,10 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     ("heart_myocardium", "heart", 0.8, 1030, 50, 0.0, 45, 110),
     # thrombus lining a diseased aorta (part of the aorta class; it does not enhance)
     ("aortic_thrombus", "aorta", 0.8, 950, 60, 0.0, 50, 55),
+    # the mesentery's unlabelled soft tissue in the visceral fat (small vessels, lymph nodes, collapsed
+    # loops, fibrous strands), fat and water sharing its voxels: grey on fat and water images, dark on
+    # opposed phase; see mesenteric_clutter
+    ("mesentery", None, 0.85, 500, 65, 0.45, -30, -10),
 ]
 
 # Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
@@ -200,3 +205,52 @@ def without_classes(tissue_map: np.ndarray, class_names: Iterable[str], *, fill:
         if tissue.class_name is not None and tissue.class_index in removed:
             lut[tissue.index] = TISSUE_INDEX[fill]
     return lut[tissue_map]
+
+
+def mesenteric_clutter(
+    tissue_map: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    *,
+    fraction: float,
+    seed: int,
+    blob_mm: float = 5.0,
+) -> np.ndarray:
+    """The tissue map with ``fraction`` of its visceral fat turned into unlabelled soft tissue.
+
+    Real visceral fat is not one bright, even tissue: vessels, lymph nodes, collapsed loops and
+    strands fill it, darker than fat on a fat image and brighter on opposed phase. A phantom
+    whose fat is even teaches a model that anything soft beside an organ is that organ. Here a
+    smooth random field (Gaussian, ``blob_mm`` across) picks blobs of the visceral fat: the
+    ``fraction`` with the highest values becomes ``mesentery`` (fat and soft tissue mixed), and
+    the highest third of those ``muscle`` (soft tissue, the blobs' cores). Both are label 0, so
+    the 40-class labels do not change.
+
+    Args:
+        tissue_map: integer tissue labels (numpy order).
+        spacing_zyx: voxel size in mm, numpy order.
+        fraction: the share of the visceral fat to fill, 0..1.
+        seed: seed of the random field.
+        blob_mm: standard deviation of the field's smoothing, mm.
+
+    Returns:
+        A new tissue map (same dtype and shape).
+
+    Raises:
+        InputError: ``fraction`` outside [0, 1] or ``blob_mm`` not positive.
+    """
+    if not (0 <= fraction <= 1):
+        raise InputError(f"fraction is the share of the visceral fat to fill, in [0, 1], got {fraction!r}")
+    if not blob_mm > 0:
+        raise InputError(f"blob_mm must be a positive size in mm, got {blob_mm!r}")
+    fat = tissue_map == TISSUE_INDEX["visceral_fat"]
+    out = tissue_map.copy()
+    if fraction == 0 or not fat.any():
+        return out
+    rng = np.random.default_rng(seed)
+    sigma = [blob_mm / s for s in spacing_zyx]
+    field = ndimage.gaussian_filter(rng.standard_normal(tissue_map.shape, dtype=np.float32), sigma)
+    values = field[fat]
+    mixed, core = np.quantile(values, [1 - fraction, 1 - fraction / 3])
+    out[fat & (field >= mixed)] = TISSUE_INDEX["mesentery"]
+    out[fat & (field >= core)] = TISSUE_INDEX["muscle"]
+    return out
