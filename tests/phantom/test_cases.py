@@ -109,6 +109,22 @@ def test_phantom_command_fluids_and_organ_fat(tmp_path, caplog):
     assert "liver_fat_fraction is a fraction in [0, 1]" in caplog.text and not out.exists()
 
 
+def test_phantom_command_clutter(tmp_path, caplog):
+    common = ["phantom", "-n", "1", "--sequence", "dixon_fat", "--fov", "abdomen", "--seed", "3",
+              "--spacing", "4", "4", "4"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*common, "-o", str(tmp_path / "cluttered"), "--clutter", "0.4"]) == 0
+    plain, cluttered = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "cluttered"))
+    labels = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array
+    np.testing.assert_array_equal(read_image(tmp_path / "cluttered" / "phantom_0003_labels.nii.gz").array, labels)
+    fat = ndimage.binary_erosion(labels == 0, iterations=2) & (plain > 500)
+    assert np.median(cluttered[fat]) < np.median(plain[fat])  # darker blobs in the bright fat
+    assert json.loads((tmp_path / "cluttered" / "phantom_0003.json").read_text())["clutter"] == 0.4
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--clutter", "2"]) == 2
+    assert "fraction is the share of the visceral fat" in caplog.text and not out.exists()
+
+
 def test_phantom_from_real_labels(shared_data, tmp_path):
     source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0

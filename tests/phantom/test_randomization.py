@@ -155,6 +155,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"fat_suppressed_sequences": ("t2_tse", "dixon_fat")}, "fat_suppressed_sequences may only hold"),
     ({"fatty_organ_share": 2.0}, "fatty_organ_share is a share"),
     ({"liver_fat_fraction": (0.1, 1.1)}, "liver_fat_fraction is a fraction, at most 1"),
+    ({"clutter_share": 1.5}, "clutter_share is a share"),
+    ({"clutter_fraction": (0.2, 1.5)}, "clutter_fraction is a fraction, at most 1"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -255,7 +257,7 @@ def test_fat_suppression_draws_touch_only_the_chosen_mr_physics_cases_and_leave_
 
 def test_case_recipe_is_what_random_case_draws():
     ranges = RandomizationRanges(**COARSE_FIELDS, fat_suppression_share=1.0, fatty_organ_share=0.5, fluid_share=0.5,
-                                 random_contrast_share=0.0, ct_share=0.0)
+                                 clutter_share=0.5, random_contrast_share=0.0, ct_share=0.0)
     seed = next(s for s in range(50) if "fat_suppression" in case_recipe(s, ranges))
     drawn = random_case(seed, ranges=ranges).metadata["randomization"]
     if drawn["crop"] is not None:
@@ -293,3 +295,25 @@ def test_fatty_organ_draws_change_the_liver_and_pancreas_and_leave_every_other_d
         assert liver.sum() > 50
         # opposed phase: the fat cancels water, the liver darkens; CT: fat lowers the liver's HU
         assert np.median(after.image.array[liver]) < np.median(before.image.array[liver]) - 10
+
+
+def test_clutter_draws_fill_the_visceral_fat_and_leave_every_other_draw_and_label():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "gamma_log_sd": 0.0, "template_share": 0.0,
+              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0, "ct_share": 0.0}
+    plain = RandomizationRanges(**fields)
+    cluttered = RandomizationRanges(clutter_share=1.0, clutter_fraction=(0.3, 0.4), **fields)
+    seed = next(s for s in range(50) if case_recipe(s, plain)["sequence"] == "dixon_fat")
+    before, after = random_case(seed, ranges=plain), random_case(seed, ranges=cluttered)
+    recipe = after.metadata["randomization"]
+    assert 0.3 <= recipe["clutter"] <= 0.4 and after.metadata["clutter"] == recipe["clutter"]
+    assert {k: v for k, v in recipe.items() if k != "clutter"} == before.metadata["randomization"]
+    np.testing.assert_array_equal(after.labels.array, before.labels.array)
+    # on a Dixon fat image the bright fat gets darker blobs (the same noise: only the tissue changed);
+    # the organs, away from their edges, stay as they were
+    bright_fat = (before.labels.array == 0) & (before.image.array > 0.5 * MR_SCALE)
+    darker = after.image.array < 0.8 * before.image.array
+    assert (darker & bright_fat).sum() > 300
+    organs = ndimage.binary_erosion(before.labels.array > 0, iterations=2)
+    assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
+    shares = [case_recipe(s, RandomizationRanges(clutter_share=0.5)).get("clutter") for s in range(200)]
+    assert 0.35 < np.mean([c is not None for c in shares]) < 0.65

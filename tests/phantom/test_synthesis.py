@@ -636,3 +636,15 @@ def test_random_contrast_gives_paired_tissues_one_intensity():
         right = image.array[deep(tissues, "right_kidney_cortex", 1)].mean()
         left = image.array[deep(tissues, "left_kidney_cortex", 1)].mean()
         assert left == pytest.approx(right, rel=0.05, abs=0.01 * MR_SCALE)
+
+
+def test_mesentery_lies_between_fat_and_soft_tissue_and_cancels_on_opposed_phase():
+    def signal(sequence: str, tissue: str) -> float:
+        return abs(float(tissue_signals(SynthesisOptions(sequence=sequence))[TISSUE_INDEX[tissue]]))
+
+    for sequence in ("t1_in", "dixon_fat", "t2_haste", "t2_tse"):
+        assert signal(sequence, "muscle") < signal(sequence, "mesentery") < signal(sequence, "visceral_fat"), sequence
+    # fat and water share its voxels: India ink, darker than either pure tissue
+    assert signal("t1_opp", "mesentery") < min(signal("t1_opp", "muscle"), signal("t1_opp", "visceral_fat"))
+    ct = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
+    assert ct[TISSUE_INDEX["visceral_fat"]] < ct[TISSUE_INDEX["mesentery"]] < ct[TISSUE_INDEX["muscle"]]

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="the liver's fat fraction, 0-1 (steatosis about 0.05-0.4; default 0.04)")
     p.add_argument("--pancreas-fat", type=float, metavar="FRACTION",
                    help="the pancreas's fat fraction, 0-1 (default 0.06)")
+    p.add_argument("--clutter", type=float, default=0.0, metavar="FRACTION",
+                   help="the share of the visceral fat filled with unlabelled soft tissue (vessels, lymph nodes), "
+                        "0-1 (default 0: even fat)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
+                clutter=args.clutter,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)
