@@ -228,14 +228,11 @@ class SynthesisOptions:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (math.isfinite(self.field_strength) and self.field_strength > 0):
             raise InputError(f"field_strength must be a positive number of tesla, got {self.field_strength!r}")
-        for name in ("bile", "gastric_content"):
+        for name, kind in (("bile", "concentration"), ("gastric_content", "concentration"),
+                           ("liver_fat_fraction", "fraction"), ("pancreas_fat_fraction", "fraction")):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
-                raise InputError(f"{name} is a concentration in [0, 1] (or None for the catalogue's), got {value!r}")
-        for name in ("liver_fat_fraction", "pancreas_fat_fraction"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
-                raise InputError(f"{name} is a fraction in [0, 1] (or None for the catalogue's), got {value!r}")
+                raise InputError(f"{name} is a {kind} in [0, 1] (or None for the catalogue's), got {value!r}")
         if not (math.isfinite(self.fat_suppression) and 0 <= self.fat_suppression <= 1):
             raise InputError(f"fat_suppression is the share of fat signal removed, in [0, 1], "
                              f"got {self.fat_suppression!r}")
