@@ -317,3 +317,13 @@ def test_clutter_draws_fill_the_visceral_fat_and_leave_every_other_draw_and_labe
     assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
     shares = [case_recipe(s, RandomizationRanges(clutter_share=0.5)).get("clutter") for s in range(200)]
     assert 0.35 < np.mean([c is not None for c in shares]) < 0.65
+
+
+def test_clutter_leaves_a_removed_organs_bed_even_fat():
+    common = {"seed": 3, "sequence": "dixon_fat", "spacing": (5.0, 5.0, 6.0), "remove": ["liver"]}
+    intact = make_case(seed=3, sequence="dixon_fat", spacing=(5.0, 5.0, 6.0))
+    plain, cluttered = make_case(**common), make_case(**common, clutter=0.5)
+    bed = ndimage.binary_erosion(intact.labels.array == BASE.index_of("liver"), iterations=2)
+    assert bed.sum() > 100
+    np.testing.assert_allclose(cluttered.image.array[bed], plain.image.array[bed], atol=0.05 * MR_SCALE)
+    assert (cluttered.image.array != plain.image.array).any()  # the clutter is elsewhere

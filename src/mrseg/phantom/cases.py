@@ -139,13 +139,13 @@ def make_case(
             )
             tissues = resample_labels(tissues, grid)
         metadata.update(source=source or "labels")
-    if remove:
-        tissues = tissues.with_array(without_classes(np.asarray(tissues.array), remove))
-        metadata.update(removed=list(remove))
-    if clutter:
+    if clutter:  # before the removal: an emptied organ's bed stays even fat, not soft tissue in its shape
         tissues = tissues.with_array(mesenteric_clutter(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
                                                         fraction=clutter, seed=seed))
         metadata.update(clutter=clutter)
+    if remove:
+        tissues = tissues.with_array(without_classes(np.asarray(tissues.array), remove))
+        metadata.update(removed=list(remove))
 
     options = SynthesisOptions(modality=modality, sequence=sequence, random_contrast=random_contrast, **synthesis)
     image = synthesize(tissues, options, seed=seed)
