@@ -71,18 +71,25 @@ def test_phantom_command_writes_image_labels_and_sidecar(tmp_path):
     np.testing.assert_array_equal(read_image(again / "phantom_0007.nii.gz").array, image.array)
 
 
-def test_phantom_command_fat_suppression(tmp_path, caplog):
-    common = ["phantom", "-n", "1", "--sequence", "t2_tse", "--fov", "abdomen", "--seed", "3",
+def _phantom_pair(tmp_path, sequence: str, *flags: str):
+    """``mrseg phantom`` of one abdomen twice, plain and with ``flags``: the command's arguments,
+    both images, the varied case's labels and its sidecar."""
+    common = ["phantom", "-n", "1", "--sequence", sequence, "--fov", "abdomen", "--seed", "3",
               "--spacing", "4", "4", "4"]
     assert main([*common, "-o", str(tmp_path / "plain")]) == 0
-    assert main([*common, "-o", str(tmp_path / "spir"), "--fat-suppression", "0.95"]) == 0
-    plain, spir = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "spir"))
-    labels = read_image(tmp_path / "spir" / "phantom_0003_labels.nii.gz").array
+    assert main([*common, "-o", str(tmp_path / "varied"), *flags]) == 0
+    plain, varied = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "varied"))
+    labels = read_image(tmp_path / "varied" / "phantom_0003_labels.nii.gz").array
+    sidecar = json.loads((tmp_path / "varied" / "phantom_0003.json").read_text())
+    return common, plain, varied, labels, sidecar
+
+
+def test_phantom_command_fat_suppression(tmp_path, caplog):
+    _, plain, spir, labels, sidecar = _phantom_pair(tmp_path, "t2_tse", "--fat-suppression", "0.95")
     spleen = labels == BASE.index_of("spleen")
     assert np.median(spir[spleen]) == pytest.approx(np.median(plain[spleen]), rel=0.05)  # water kept
     fat = (labels == 0) & (plain > 400)  # unlabelled and bright on T2 TSE: fat
     assert fat.sum() > 1000 and np.median(spir[fat]) < 0.25 * np.median(plain[fat])
-    sidecar = json.loads((tmp_path / "spir" / "phantom_0003.json").read_text())
     assert "0.95" in json.dumps(sidecar)
     out = tmp_path / "ct"
     assert main(["phantom", "-o", str(out), "--modality", "ct", "--fat-suppression", "0.9"]) == 2
@@ -90,19 +97,14 @@ def test_phantom_command_fat_suppression(tmp_path, caplog):
 
 
 def test_phantom_command_fluids_and_organ_fat(tmp_path, caplog):
-    common = ["phantom", "-n", "1", "--sequence", "dixon_fat", "--fov", "abdomen", "--seed", "3",
-              "--spacing", "4", "4", "4"]
-    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
-    assert main([*common, "-o", str(tmp_path / "fatty"), "--liver-fat", "0.3", "--pancreas-fat", "0.25",
-                 "--bile", "1", "--gastric-content", "0.8"]) == 0
-    plain, fatty = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "fatty"))
-    labels = read_image(tmp_path / "fatty" / "phantom_0003_labels.nii.gz").array
+    common, plain, fatty, labels, sidecar = _phantom_pair(
+        tmp_path, "dixon_fat", "--liver-fat", "0.3", "--pancreas-fat", "0.25", "--bile", "1",
+        "--gastric-content", "0.8")
     for organ in ("liver", "pancreas"):  # brighter on the Dixon fat image
         inside = ndimage.binary_erosion(labels == BASE.index_of(organ))
         assert np.median(fatty[inside]) > 2 * np.median(plain[inside]) + 10, organ
     spleen = labels == BASE.index_of("spleen")
     assert np.median(fatty[spleen]) == pytest.approx(np.median(plain[spleen]), abs=1.0)  # untouched
-    sidecar = json.loads((tmp_path / "fatty" / "phantom_0003.json").read_text())
     assert sidecar["synthesis"]["liver_fat_fraction"] == 0.3 and sidecar["synthesis"]["gastric_content"] == 0.8
     out = tmp_path / "bad"
     assert main([*common, "-o", str(out), "--liver-fat", "1.5"]) == 2
@@ -110,16 +112,11 @@ def test_phantom_command_fluids_and_organ_fat(tmp_path, caplog):
 
 
 def test_phantom_command_clutter(tmp_path, caplog):
-    common = ["phantom", "-n", "1", "--sequence", "dixon_fat", "--fov", "abdomen", "--seed", "3",
-              "--spacing", "4", "4", "4"]
-    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
-    assert main([*common, "-o", str(tmp_path / "cluttered"), "--clutter", "0.4"]) == 0
-    plain, cluttered = (read_image(tmp_path / d / "phantom_0003.nii.gz").array for d in ("plain", "cluttered"))
-    labels = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array
-    np.testing.assert_array_equal(read_image(tmp_path / "cluttered" / "phantom_0003_labels.nii.gz").array, labels)
+    common, plain, cluttered, labels, sidecar = _phantom_pair(tmp_path, "dixon_fat", "--clutter", "0.4")
+    np.testing.assert_array_equal(read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array, labels)
     fat = ndimage.binary_erosion(labels == 0, iterations=2) & (plain > 500)
     assert np.median(cluttered[fat]) < np.median(plain[fat])  # darker blobs in the bright fat
-    assert json.loads((tmp_path / "cluttered" / "phantom_0003.json").read_text())["clutter"] == 0.4
+    assert sidecar["clutter"] == 0.4
     out = tmp_path / "bad"
     assert main([*common, "-o", str(out), "--clutter", "2"]) == 2
     assert "fraction is the share of the visceral fat" in caplog.text and not out.exists()
