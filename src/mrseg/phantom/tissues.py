@@ -218,11 +218,12 @@ def mesenteric_clutter(
     """The tissue map with ``fraction`` of its visceral fat turned into unlabelled soft tissue.
 
     Real visceral fat is not one bright, even tissue: vessels, lymph nodes, collapsed loops and
-    strands fill it, darker than fat on a fat image and brighter on opposed phase. A phantom
-    whose fat is even teaches a model that anything soft beside an organ is that organ. Here a
-    smooth random field (Gaussian, ``blob_mm`` across) picks blobs of the visceral fat: the
-    ``fraction`` with the highest values becomes ``mesentery`` (fat and soft tissue mixed), and
-    the highest third of those ``muscle`` (soft tissue, the blobs' cores). Both are label 0, so
+    strands fill it, darker than fat on a fat image and dark on opposed phase where fat and water
+    share voxels. A phantom whose fat is even teaches a model that anything soft beside an organ
+    is that organ. Here a random field smoothed by a Gaussian (standard deviation ``blob_mm``)
+    picks blobs of the visceral fat: the ``fraction`` with the highest values becomes
+    ``mesentery`` (fat and soft tissue mixed), and the highest third of those ``muscle`` (soft
+    tissue, the blobs' cores). Both are label 0, so
     the 40-class labels do not change.
 
     Args:
@@ -249,8 +250,7 @@ def mesenteric_clutter(
     rng = np.random.default_rng(seed)
     sigma = [blob_mm / s for s in spacing_zyx]
     field = ndimage.gaussian_filter(rng.standard_normal(tissue_map.shape, dtype=np.float32), sigma)
-    values = field[fat]
-    mixed, core = np.quantile(values, [1 - fraction, 1 - fraction / 3])
+    mixed, core = np.quantile(field[fat], [1 - fraction, 1 - fraction / 3])
     out[fat & (field >= mixed)] = TISSUE_INDEX["mesentery"]
     out[fat & (field >= core)] = TISSUE_INDEX["muscle"]
     return out
