@@ -150,6 +150,7 @@ RANDOMIZATION_SHARES = {
     "fat_suppression_share": "share of the t1_in, t2_haste and t2_tse cases with spectral fat suppression",
     "fatty_organ_share": "share of cases whose liver and pancreas hold a random fat fraction (steatosis)",
     "clutter_share": "share of cases whose visceral fat holds blobs of unlabelled soft tissue (vessels, nodes)",
+    "perirenal_share": "share of cases whose kidneys lie in a perirenal space of its own, greyer fat",
 }
 
 

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--clutter", type=float, default=0.0, metavar="FRACTION",
                    help="the share of the visceral fat filled with unlabelled soft tissue (vessels, lymph nodes), "
                         "0-1 (default 0: even fat)")
+    p.add_argument("--perirenal", type=float, nargs=2, metavar=("MARGIN_MM", "RISE_MM"),
+                   help="give each kidney's perirenal space (MARGIN_MM around it, RISE_MM above it) its own, "
+                        "greyer fat (default: plain visceral fat)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 random_contrast=args.random_contrast, from_labels=labels, source=args.from_labels,
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
-                clutter=args.clutter,
+                clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)

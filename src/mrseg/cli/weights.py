@@ -1,4 +1,4 @@
-"""``mrseg weights``: list, install, import, verify and remove models in the model store."""
+"""``mrseg weights``: list, install, import, verify and remove models in the model store; average model folders."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ log = logging.getLogger("mrseg")
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "weights",
-        help="list, install, import, verify and remove models in the weights store",
+        help="list, install, import, verify and remove models in the weights store; average model folders",
         description=(
             "The weights store ($MRSEG_HOME, default ~/.mrseg) holds models by name. 'install' downloads a "
             "published model (progress, resume, retries), checks its sha256 and installs it atomically; "
             "'import' installs a zip or model folder you already have (offline). $MRSEG_MIRROR is the base URL "
-            "of a mirror serving the published archives by file name; $MRSEG_OFFLINE=1 forbids downloads."
+            "of a mirror serving the published archives by file name; $MRSEG_OFFLINE=1 forbids downloads. "
+            "'average' writes the weight-space average of model folders fine-tuned from one model (a model "
+            "and its fine-tune: WiSE-FT; several fine-tunes: a model soup) as a new model folder."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -33,6 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                          ("verify", "re-check every file of an installed model against its install record"),
                          ("remove", "delete an installed model")):
         actions.add_parser(action, help=text).add_argument("name")
+    average = actions.add_parser("average", help="average the weights of model folders fine-tuned from one model")
+    average.add_argument("folders", nargs="+", metavar="MODEL_DIR",
+                         help="two or more model folders with the same labels, folds and plans")
+    average.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    average.add_argument("--shares", type=float, nargs="+", metavar="W",
+                         help="one weight per folder, divided by their sum (default: equal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.name}: every file matches its install record")
         elif args.action == "remove":
             print(f"removed {store.remove(args.name)}")
+        elif args.action == "average":
+            from mrseg.training.averaging import average_models  # only here: training is heavier to import
+
+            print(average_models(args.folders, out=args.out, shares=args.shares))
     except MrsegError as err:
         log.error("%s", err)
         return 2

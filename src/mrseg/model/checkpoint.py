@@ -106,6 +106,18 @@ def head_channels(weights: dict[str, Any]) -> int | None:
     return int(weights[max(heads)[1]].shape[0])
 
 
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole checkpoint dictionary, read safely and memory-mapped (as :func:`load_checkpoint` reads it).
+
+    Raises:
+        ModelError: missing file, unsafe or corrupt content, or no ``network_weights``.
+    """
+    path = Path(path)
+    raw = _read(path)
+    _network_weights(raw, path)
+    return dict(raw)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint's metadata safely (``weights_only=True`` plus the numpy scalar allowance).
 

@@ -81,6 +81,7 @@ def make_case(
     source: str | None = None,
     remove: Sequence[str] = (),
     clutter: float = 0.0,
+    perirenal: tuple[float, float] | None = None,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -102,12 +103,15 @@ def make_case(
             anatomy, see :func:`~mrseg.phantom.tissues.without_classes`).
         clutter: the share of the visceral fat filled with unlabelled soft tissue (vessels, lymph
             nodes; see :func:`~mrseg.phantom.tissues.mesenteric_clutter`); 0 (default) leaves it even.
+        perirenal: ``(margin_mm, rise_mm)``: each kidney's perirenal space (around it by the
+            margin, above it by the rise) holds its own tissue, ``perirenal_fat`` (see
+            :func:`~mrseg.phantom.tissues.perirenal_fat`); None (default): plain visceral fat.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
-    from mrseg.phantom.tissues import mesenteric_clutter, to_classes, without_classes
+    from mrseg.phantom.tissues import mesenteric_clutter, perirenal_fat, to_classes, without_classes
 
     if modality not in SEQUENCES:
         raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {modality!r}")
@@ -139,6 +143,12 @@ def make_case(
             )
             tissues = resample_labels(tissues, grid)
         metadata.update(source=source or "labels")
+    if perirenal is not None:  # before the clutter and the removal: a removed kidney leaves its space behind
+        margin_mm, rise_mm = perirenal
+        superior = tuple(float(c) for c in tissues.geometry.direction_matrix[2, ::-1])
+        tissues = tissues.with_array(perirenal_fat(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
+                                                   superior, margin_mm=margin_mm, rise_mm=rise_mm))  # type: ignore[arg-type]
+        metadata.update(perirenal={"margin_mm": margin_mm, "rise_mm": rise_mm})
     if clutter:  # before the removal: an emptied organ's bed stays even fat, not soft tissue in its shape
         tissues = tissues.with_array(mesenteric_clutter(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
                                                         fraction=clutter, seed=seed))

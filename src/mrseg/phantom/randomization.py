@@ -23,6 +23,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   lung), and sometimes a thin slab of a few centimetres, like a breath-hold abdominal MR;
 * mesenteric clutter, for ``clutter_share`` of the cases: blobs of unlabelled soft tissue in
   the visceral fat (vessels, lymph nodes), so that the fat beside an organ is not always even;
+* the perirenal space, for ``perirenal_share`` of the cases: the fat around and above each
+  kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -111,6 +113,10 @@ class RandomizationRanges:
         clutter_share: share of cases whose visceral fat holds blobs of unlabelled soft tissue
             (:func:`~mrseg.phantom.tissues.mesenteric_clutter`); 0 by default, likewise.
         clutter_fraction: the range of the share of the visceral fat such a case fills.
+        perirenal_share: share of cases whose kidneys lie in a perirenal space of its own tissue
+            (:func:`~mrseg.phantom.tissues.perirenal_fat`); 0 by default, likewise.
+        perirenal_margin_mm: the range of how far that space reaches around a kidney, mm.
+        perirenal_rise_mm: the range of how far it reaches above a kidney, mm.
     """
 
     random_contrast_share: float = 0.45
@@ -144,6 +150,9 @@ class RandomizationRanges:
     pancreas_fat_fraction: tuple[float, float] = (0.0, 0.3)
     clutter_share: float = 0.0
     clutter_fraction: tuple[float, float] = (0.1, 0.5)
+    perirenal_share: float = 0.0
+    perirenal_margin_mm: tuple[float, float] = (2.0, 12.0)
+    perirenal_rise_mm: tuple[float, float] = (10.0, 40.0)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -155,7 +164,7 @@ class RandomizationRanges:
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
-                     "fat_suppression_share", "fatty_organ_share", "clutter_share"):
+                     "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -164,7 +173,7 @@ class RandomizationRanges:
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
-                     "pancreas_fat_fraction", "clutter_fraction"):
+                     "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -268,6 +277,10 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     cluttered = np.random.default_rng([seed, 0x5EED, 7])  # the visceral fat's clutter
     if cluttered.random() < ranges.clutter_share:
         recipe["clutter"] = float(cluttered.uniform(*ranges.clutter_fraction))
+    perirenal = np.random.default_rng([seed, 0x5EED, 8])  # the kidneys' own fat
+    if perirenal.random() < ranges.perirenal_share:
+        recipe["perirenal"] = [float(perirenal.uniform(*ranges.perirenal_margin_mm)),
+                               float(perirenal.uniform(*ranges.perirenal_rise_mm))]
     return recipe, rng
 
 
@@ -308,6 +321,7 @@ def random_case(
     common = {"seed": seed, "modality": recipe["modality"], "sequence": recipe["sequence"],
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
               "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
+              "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]

@@ -4,8 +4,10 @@
 - :mod:`mrseg.training.nnunet`: planning, preprocessing and training one fold with nnunetv2's
   own planner and trainer, each step in its own process.
 - :mod:`mrseg.training.crossval`: all five folds and one validation Dice table.
+- :mod:`mrseg.training.averaging`: weight-space averages of a model and its fine-tunes.
 """
 
+from mrseg.training.averaging import average_models
 from mrseg.training.crossval import CrossValidation, run_cross_validation, validation_report
 from mrseg.training.dataset import DatasetCase, build_dataset, cases_from_csv, cases_from_folder
 from mrseg.training.nnunet import (
@@ -19,8 +21,8 @@ from mrseg.training.nnunet import (
 )
 
 __all__ = [
-    "CrossValidation", "DatasetCase", "NnunetFolders", "PlanningOptions", "TrainingOptions", "build_dataset",
-    "cases_from_csv", "cases_from_folder", "check_transfer_compatible", "extend_splits",
+    "CrossValidation", "DatasetCase", "NnunetFolders", "PlanningOptions", "TrainingOptions", "average_models",
+    "build_dataset", "cases_from_csv", "cases_from_folder", "check_transfer_compatible", "extend_splits",
     "plan_and_preprocess",
     "run_cross_validation", "train_fold", "validation_report",
 ]
