@@ -122,6 +122,21 @@ def test_phantom_command_clutter(tmp_path, caplog):
     assert "fraction is the share of the visceral fat" in caplog.text and not out.exists()
 
 
+def test_phantom_command_perirenal_space(tmp_path, caplog):
+    common, plain, spaced, labels, sidecar = _phantom_pair(tmp_path, "dixon_fat", "--perirenal", "6", "25")
+    np.testing.assert_array_equal(read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array, labels)
+    kidneys = np.isin(labels, [BASE.index_of("left_kidney"), BASE.index_of("right_kidney")])
+    distance_mm = ndimage.distance_transform_edt(~kidneys, sampling=(4.0, 4.0, 4.0))
+    greyer = spaced < 0.9 * plain
+    assert (greyer & (labels == 0)).sum() > 500
+    # only within the margin plus the rise of a kidney (and one voxel's diagonal for the grid)
+    assert distance_mm[greyer].max() <= 6 + 25 + 4 * np.sqrt(3)
+    assert sidecar["perirenal"] == {"margin_mm": 6.0, "rise_mm": 25.0}
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--perirenal", "-2", "25"]) == 2
+    assert "margin_mm and rise_mm are sizes in mm" in caplog.text and not out.exists()
+
+
 def test_phantom_from_real_labels(shared_data, tmp_path):
     source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0

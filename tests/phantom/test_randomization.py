@@ -157,6 +157,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"liver_fat_fraction": (0.1, 1.1)}, "liver_fat_fraction is a fraction, at most 1"),
     ({"clutter_share": 1.5}, "clutter_share is a share"),
     ({"clutter_fraction": (0.2, 1.5)}, "clutter_fraction is a fraction, at most 1"),
+    ({"perirenal_share": -0.1}, "perirenal_share is a share"),
+    ({"perirenal_rise_mm": (30.0, 10.0)}, "perirenal_rise_mm must be a range"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -327,3 +329,44 @@ def test_clutter_leaves_a_removed_organs_bed_even_fat():
     assert bed.sum() > 100
     np.testing.assert_allclose(cluttered.image.array[bed], plain.image.array[bed], atol=0.05 * MR_SCALE)
     assert (cluttered.image.array != plain.image.array).any()  # the clutter is elsewhere
+
+
+def test_perirenal_draws_give_the_kidneys_their_space_and_leave_every_other_draw_and_label():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "gamma_log_sd": 0.0, "template_share": 0.0,
+              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0, "ct_share": 0.0, "axial_share": 1.0}
+    plain = RandomizationRanges(**fields)
+    spaced = RandomizationRanges(perirenal_share=1.0, perirenal_margin_mm=(5.0, 6.0), perirenal_rise_mm=(30.0, 35.0),
+                                 **fields)
+    seed = next(s for s in range(50) if case_recipe(s, plain)["sequence"] == "dixon_fat")
+    before, after = random_case(seed, ranges=plain), random_case(seed, ranges=spaced)
+    recipe = after.metadata["randomization"]
+    margin, rise = recipe["perirenal"]
+    assert 5.0 <= margin <= 6.0 and 30.0 <= rise <= 35.0
+    assert after.metadata["perirenal"] == {"margin_mm": margin, "rise_mm": rise}
+    assert {k: v for k, v in recipe.items() if k != "perirenal"} == before.metadata["randomization"]
+    np.testing.assert_array_equal(after.labels.array, before.labels.array)
+    # on the Dixon fat image the fat round each kidney darkens, and above the left one's upper pole
+    # (the liver caps the right one); the organs stay
+    greyer = (after.image.array < 0.9 * before.image.array) & (before.labels.array == 0)
+    for side in ("left_kidney", "right_kidney"):
+        kidney = before.labels.array == BASE.index_of(side)
+        assert (greyer & ndimage.binary_dilation(kidney, iterations=1)).sum() > 5, side
+    kidney = before.labels.array == BASE.index_of("left_kidney")
+    top = np.nonzero(kidney.any(axis=(1, 2)))[0].max()  # the grid is LPS: z runs towards the head
+    above = np.zeros_like(kidney)
+    above[top + 1:top + 5] = ndimage.binary_dilation(kidney.any(axis=0), iterations=1)[None]
+    assert (greyer & above).sum() > 5
+    organs = ndimage.binary_erosion(before.labels.array > 0, iterations=2)
+    assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
+    shares = [case_recipe(s, RandomizationRanges(perirenal_share=0.5)).get("perirenal") for s in range(200)]
+    assert 0.35 < np.mean([c is not None for c in shares]) < 0.65
+
+
+def test_a_removed_kidney_leaves_its_perirenal_space_behind():
+    common = {"seed": 3, "sequence": "dixon_fat", "spacing": (4.0, 4.0, 4.0), "remove": ["left_kidney"]}
+    intact = make_case(seed=3, sequence="dixon_fat", spacing=(4.0, 4.0, 4.0))
+    plain, spaced = make_case(**common), make_case(**common, perirenal=(6.0, 20.0))
+    bed = ndimage.binary_dilation(intact.labels.array == BASE.index_of("left_kidney"), iterations=2)
+    darker = spaced.image.array < 0.9 * plain.image.array
+    assert (darker & bed).sum() > 20  # the empty fossa keeps its greyer fat
+    assert spaced.metadata["perirenal"] == {"margin_mm": 6.0, "rise_mm": 20.0}

@@ -648,3 +648,14 @@ def test_mesentery_lies_between_fat_and_soft_tissue_and_cancels_on_opposed_phase
     assert signal("t1_opp", "mesentery") < min(signal("t1_opp", "muscle"), signal("t1_opp", "visceral_fat"))
     ct = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
     assert ct[TISSUE_INDEX["visceral_fat"]] < ct[TISSUE_INDEX["mesentery"]] < ct[TISSUE_INDEX["muscle"]]
+
+
+def test_perirenal_fat_is_greyer_than_the_visceral_fat_on_fat_images_and_on_ct_like_fat():
+    def signal(sequence: str, tissue: str) -> float:
+        return abs(float(tissue_signals(SynthesisOptions(sequence=sequence))[TISSUE_INDEX[tissue]]))
+
+    for sequence in ("t1_in", "dixon_fat"):
+        assert signal(sequence, "mesentery") < signal(sequence, "perirenal_fat") < signal(sequence, "visceral_fat")
+    assert signal("dixon_water", "perirenal_fat") > signal("dixon_water", "visceral_fat")
+    ct = tissue_signals(SynthesisOptions(modality="ct", sequence="native"))
+    assert ct[TISSUE_INDEX["visceral_fat"]] < ct[TISSUE_INDEX["perirenal_fat"]] < -50  # still fat

@@ -1,4 +1,4 @@
-"""The tissue catalogue: organs removed from a tissue map, clutter in the visceral fat."""
+"""The tissue catalogue: organs removed from a tissue map, clutter in the visceral fat, the perirenal space."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from mrseg.classes import BASE
 from mrseg.errors import InputError
-from mrseg.phantom.tissues import TISSUE_INDEX, mesenteric_clutter, to_classes, without_classes
+from mrseg.phantom.tissues import TISSUE_INDEX, mesenteric_clutter, perirenal_fat, to_classes, without_classes
 
 
 def test_removing_a_class_removes_all_its_tissues_and_nothing_else():
@@ -71,3 +71,67 @@ def test_clutter_follows_its_seed_and_none_leaves_the_map_as_it_was():
 def test_clutter_options_are_checked(options, message):
     with pytest.raises(InputError, match=message):
         mesenteric_clutter(_fat_around_an_organ(), (2.0, 2.0, 2.0), seed=0, **options)
+
+
+def _kidneys_in_fat() -> np.ndarray:
+    """Fat (z, y, x) with a left kidney (cortex round a medulla), a right one, a liver above the
+    right kidney and muscle above the left one; z runs towards the head."""
+    tissue_map = np.full((40, 30, 60), TISSUE_INDEX["visceral_fat"], dtype=np.uint8)
+    tissue_map[10:20, 10:20, 36:46] = TISSUE_INDEX["left_kidney_cortex"]
+    tissue_map[13:17, 13:17, 39:43] = TISSUE_INDEX["left_kidney_medulla"]
+    tissue_map[12:18, 10:20, 12:22] = TISSUE_INDEX["right_kidney_cortex"]
+    tissue_map[24:30, 8:22, 10:24] = TISSUE_INDEX["liver"]
+    tissue_map[28:32, 8:22, 34:48] = TISSUE_INDEX["muscle"]
+    return tissue_map
+
+
+def test_perirenal_space_wraps_each_kidney_reaches_up_and_changes_only_fat():
+    tissue_map = _kidneys_in_fat()
+    spacing_zyx = (3.0, 2.0, 2.0)
+    spaced = perirenal_fat(tissue_map, spacing_zyx, (1.0, 0.0, 0.0), margin_mm=4.0, rise_mm=24.0)
+    changed = spaced != tissue_map
+    assert set(np.unique(spaced[changed]).tolist()) == {TISSUE_INDEX["perirenal_fat"]}
+    assert (tissue_map[changed] == TISSUE_INDEX["visceral_fat"]).all()  # organs and muscle stay
+    np.testing.assert_array_equal(to_classes(spaced), to_classes(tissue_map))
+    z, _, x = np.nonzero(changed)
+    left, right = x >= 30, x < 30
+    # around the left kidney (z 10-19): 4 mm is one slice below it, 8 slices (24 mm) plus one above it,
+    # but no higher than the muscle at z 28; two voxels (4 mm) to either side in x
+    assert z[left].min() == 9 and z[left].max() == 27
+    assert x[left].min() == 34 and x[left].max() == 47
+    # the right kidney's space rises into the liver's way and stops there (the liver stays liver)
+    assert z[right].min() == 11 and z[right].max() == 23
+    assert (spaced[24:30, 8:22, 10:24] == TISSUE_INDEX["liver"]).all()
+    # nothing below the kidneys beyond the margin, nothing between them
+    assert not changed[:9].any() and not changed[:, :, 25:33].any()
+
+
+def test_perirenal_space_follows_the_head_direction_of_the_grid():
+    tissue_map = _kidneys_in_fat()
+    upright = perirenal_fat(tissue_map, (3.0, 2.0, 2.0), (1.0, 0.0, 0.0), margin_mm=4.0, rise_mm=24.0)
+    flipped = perirenal_fat(tissue_map[::-1], (3.0, 2.0, 2.0), (-1.0, 0.0, 0.0), margin_mm=4.0, rise_mm=24.0)
+    np.testing.assert_array_equal(flipped[::-1], upright)
+    # a head direction along y sweeps the space along y instead
+    sideways = perirenal_fat(tissue_map, (3.0, 2.0, 2.0), (0.0, 1.0, 0.0), margin_mm=0.0, rise_mm=10.0)
+    z, y, _ = np.nonzero(sideways != tissue_map)
+    assert z.min() >= 10 and z.max() <= 19 and y.min() >= 20 and y.max() <= 24
+
+
+def test_perirenal_space_of_no_size_or_without_kidneys_changes_nothing():
+    tissue_map = _kidneys_in_fat()
+    np.testing.assert_array_equal(perirenal_fat(tissue_map, (3.0, 2.0, 2.0), (1.0, 0.0, 0.0), margin_mm=0.0,
+                                                rise_mm=0.0), tissue_map)
+    no_kidneys = without_classes(tissue_map, ["left_kidney", "right_kidney"])
+    np.testing.assert_array_equal(perirenal_fat(no_kidneys, (3.0, 2.0, 2.0), (1.0, 0.0, 0.0), margin_mm=5.0,
+                                                rise_mm=20.0), no_kidneys)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"margin_mm": -1.0, "rise_mm": 10.0}, "margin_mm and rise_mm are sizes in mm and must be >= 0"),
+    ({"margin_mm": 2.0, "rise_mm": float("nan")}, "margin_mm and rise_mm are sizes in mm and must be >= 0"),
+    ({"margin_mm": 2.0, "rise_mm": 10.0, "superior_zyx": (1.0, 1.0, 0.0)}, "superior_zyx must be a unit vector"),
+])
+def test_perirenal_options_are_checked(options, message):
+    options = {"superior_zyx": (1.0, 0.0, 0.0), **options}
+    with pytest.raises(InputError, match=message):
+        perirenal_fat(_kidneys_in_fat(), (3.0, 2.0, 2.0), **options)
