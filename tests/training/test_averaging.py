@@ -85,6 +85,23 @@ def test_the_averaged_folder_loads_and_a_share_of_one_predicts_as_its_source(tmp
     assert load_model(halfway).folds == ("0", "1")
 
 
+def test_nnunets_own_predictor_loads_the_averaged_folder_and_agrees(tmp_path, two_models, monkeypatch):
+    import nnunetv2.inference.predict_from_raw_data as predict_module
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from mrseg.inference import Segmenter
+    from parity import nnunet_labels, nnunet_predictor, phantom_image
+
+    # nnU-Net's lookup by name imports trainers that need a torchvision CPU torch cannot load here
+    monkeypatch.setattr(predict_module, "recursive_find_trainer_class_by_name",
+                        lambda name: {"nnUNetTrainer": nnUNetTrainer}[name])
+    averaged = average_models(list(two_models), out=tmp_path / "avg")
+    image = phantom_image("LPS")
+    theirs = nnunet_labels(nnunet_predictor(averaged, folds=(0, 1)), image, reorient_to_lps=False)
+    ours = Segmenter(averaged, folds=[0, 1], precision="fp32", orientation=None).segment(image).array
+    assert (ours == theirs).mean() > 0.999 and len(np.unique(ours)) > 2
+
+
 @pytest.mark.parametrize("shares, match", [
     ([1.0], "got 1 shares for 2 model folders"),
     ([1.0, -0.5], "non-negative numbers with a positive sum"),

@@ -145,9 +145,9 @@ def make_case(
         metadata.update(source=source or "labels")
     if perirenal is not None:  # before the clutter and the removal: a removed kidney leaves its space behind
         margin_mm, rise_mm = perirenal
-        superior = tuple(float(c) for c in tissues.geometry.direction_matrix[2, ::-1])
+        superior = [float(c) for c in tissues.geometry.direction_matrix[2, ::-1]]  # the head's way, numpy order
         tissues = tissues.with_array(perirenal_fat(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
-                                                   superior, margin_mm=margin_mm, rise_mm=rise_mm))  # type: ignore[arg-type]
+                                                   superior, margin_mm=margin_mm, rise_mm=rise_mm))
         metadata.update(perirenal={"margin_mm": margin_mm, "rise_mm": rise_mm})
     if clutter:  # before the removal: an emptied organ's bed stays even fat, not soft tissue in its shape
         tissues = tissues.with_array(mesenteric_clutter(np.asarray(tissues.array), tissues.geometry.spacing_zyx,

@@ -13,7 +13,7 @@ cortex brighter than medulla). They give realistic contrast, not quantitative ac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -261,8 +261,8 @@ def mesenteric_clutter(
 
 def perirenal_fat(
     tissue_map: np.ndarray,
-    spacing_zyx: tuple[float, float, float],
-    superior_zyx: tuple[float, float, float],
+    spacing_zyx: Sequence[float],
+    superior_zyx: Sequence[float],
     *,
     margin_mm: float,
     rise_mm: float,

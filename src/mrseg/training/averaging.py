@@ -165,8 +165,8 @@ def _write_average(paths: Sequence[Path], fractions: Sequence[float], target: Pa
                     raise ModelError(f"{path}: {key} differs from {paths[0]}'s and cannot be averaged")
             averaged[key] = value.clone()
         done[alias] = averaged[key]
-    checkpoint = {key: checkpoints[0][key] for key in ("trainer_name", "inference_allowed_mirroring_axes", "init_args")
-                  if key in checkpoints[0]}
+    kept = ("trainer_name", "inference_allowed_mirroring_axes", "init_args")  # what loading a model reads
+    checkpoint: dict[str, Any] = {key: checkpoints[0][key] for key in kept if key in checkpoints[0]}
     checkpoint["network_weights"] = averaged
     temporary = target.with_name(target.name + ".partial")
     torch.save(checkpoint, temporary)
