@@ -299,26 +299,39 @@ def test_fatty_organ_draws_change_the_liver_and_pancreas_and_leave_every_other_d
         assert np.median(after.image.array[liver]) < np.median(before.image.array[liver]) - 10
 
 
-def test_clutter_draws_fill_the_visceral_fat_and_leave_every_other_draw_and_label():
+def _dixon_fat_case_with(key: str, varied: dict, **fields_extra):
+    """One generated abdomen on a Dixon fat image, drawn plainly and with the ``varied`` ranges.
+
+    Checks what every such lever must keep: its draw ``key`` is the only new one in the recipe,
+    the labels are the same, and the organs away from their edges look the same. Returns both
+    cases and the draw.
+    """
     fields = {**COARSE_FIELDS, "crop_share": 0.0, "gamma_log_sd": 0.0, "template_share": 0.0,
-              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0, "ct_share": 0.0}
+              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0, "ct_share": 0.0, **fields_extra}
     plain = RandomizationRanges(**fields)
-    cluttered = RandomizationRanges(clutter_share=1.0, clutter_fraction=(0.3, 0.4), **fields)
     seed = next(s for s in range(50) if case_recipe(s, plain)["sequence"] == "dixon_fat")
-    before, after = random_case(seed, ranges=plain), random_case(seed, ranges=cluttered)
+    before, after = random_case(seed, ranges=plain), random_case(seed, ranges=RandomizationRanges(**varied, **fields))
     recipe = after.metadata["randomization"]
-    assert 0.3 <= recipe["clutter"] <= 0.4 and after.metadata["clutter"] == recipe["clutter"]
-    assert {k: v for k, v in recipe.items() if k != "clutter"} == before.metadata["randomization"]
+    assert {k: v for k, v in recipe.items() if k != key} == before.metadata["randomization"]
     np.testing.assert_array_equal(after.labels.array, before.labels.array)
-    # on a Dixon fat image the bright fat gets darker blobs (the same noise: only the tissue changed);
-    # the organs, away from their edges, stay as they were
+    organs = ndimage.binary_erosion(before.labels.array > 0, iterations=2)
+    assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
+    return before, after, recipe[key]
+
+
+def _drawn_share(key: str, **ranges) -> float:
+    """The share of 200 seeds whose recipe holds the draw ``key``."""
+    return float(np.mean([key in case_recipe(s, RandomizationRanges(**ranges)) for s in range(200)]))
+
+
+def test_clutter_draws_fill_the_visceral_fat_and_leave_every_other_draw_and_label():
+    before, after, clutter = _dixon_fat_case_with("clutter", {"clutter_share": 1.0, "clutter_fraction": (0.3, 0.4)})
+    assert 0.3 <= clutter <= 0.4 and after.metadata["clutter"] == clutter
+    # on a Dixon fat image the bright fat gets darker blobs (the same noise: only the tissue changed)
     bright_fat = (before.labels.array == 0) & (before.image.array > 0.5 * MR_SCALE)
     darker = after.image.array < 0.8 * before.image.array
     assert (darker & bright_fat).sum() > 300
-    organs = ndimage.binary_erosion(before.labels.array > 0, iterations=2)
-    assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
-    shares = [case_recipe(s, RandomizationRanges(clutter_share=0.5)).get("clutter") for s in range(200)]
-    assert 0.35 < np.mean([c is not None for c in shares]) < 0.65
+    assert 0.35 < _drawn_share("clutter", clutter_share=0.5) < 0.65
 
 
 def test_clutter_leaves_a_removed_organs_bed_even_fat():
@@ -332,21 +345,12 @@ def test_clutter_leaves_a_removed_organs_bed_even_fat():
 
 
 def test_perirenal_draws_give_the_kidneys_their_space_and_leave_every_other_draw_and_label():
-    fields = {**COARSE_FIELDS, "crop_share": 0.0, "gamma_log_sd": 0.0, "template_share": 0.0,
-              "fields_of_view": ("abdomen",), "random_contrast_share": 0.0, "ct_share": 0.0, "axial_share": 1.0}
-    plain = RandomizationRanges(**fields)
-    spaced = RandomizationRanges(perirenal_share=1.0, perirenal_margin_mm=(5.0, 6.0), perirenal_rise_mm=(30.0, 35.0),
-                                 **fields)
-    seed = next(s for s in range(50) if case_recipe(s, plain)["sequence"] == "dixon_fat")
-    before, after = random_case(seed, ranges=plain), random_case(seed, ranges=spaced)
-    recipe = after.metadata["randomization"]
-    margin, rise = recipe["perirenal"]
+    varied = {"perirenal_share": 1.0, "perirenal_margin_mm": (5.0, 6.0), "perirenal_rise_mm": (30.0, 35.0)}
+    before, after, (margin, rise) = _dixon_fat_case_with("perirenal", varied, axial_share=1.0)
     assert 5.0 <= margin <= 6.0 and 30.0 <= rise <= 35.0
     assert after.metadata["perirenal"] == {"margin_mm": margin, "rise_mm": rise}
-    assert {k: v for k, v in recipe.items() if k != "perirenal"} == before.metadata["randomization"]
-    np.testing.assert_array_equal(after.labels.array, before.labels.array)
     # on the Dixon fat image the fat round each kidney darkens, and above the left one's upper pole
-    # (the liver caps the right one); the organs stay
+    # (the liver caps the right one)
     greyer = (after.image.array < 0.9 * before.image.array) & (before.labels.array == 0)
     for side in ("left_kidney", "right_kidney"):
         kidney = before.labels.array == BASE.index_of(side)
@@ -356,10 +360,7 @@ def test_perirenal_draws_give_the_kidneys_their_space_and_leave_every_other_draw
     above = np.zeros_like(kidney)
     above[top + 1:top + 5] = ndimage.binary_dilation(kidney.any(axis=0), iterations=1)[None]
     assert (greyer & above).sum() > 5
-    organs = ndimage.binary_erosion(before.labels.array > 0, iterations=2)
-    assert not (np.abs(after.image.array - before.image.array) > 0.05 * MR_SCALE)[organs].any()
-    shares = [case_recipe(s, RandomizationRanges(perirenal_share=0.5)).get("perirenal") for s in range(200)]
-    assert 0.35 < np.mean([c is not None for c in shares]) < 0.65
+    assert 0.35 < _drawn_share("perirenal", perirenal_share=0.5) < 0.65
 
 
 def test_a_removed_kidney_leaves_its_perirenal_space_behind():
