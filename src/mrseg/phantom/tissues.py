@@ -308,8 +308,10 @@ def perirenal_fat(
         box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(found, reach))
         swept = np.zeros(kidney[box].shape, dtype=bool)
         steps = int(np.ceil(rise_mm / spacing.min())) + 1
-        for t in np.linspace(0.0, rise_mm, steps):
-            swept |= _shifted(kidney[box], np.rint(t * up / spacing).astype(int))
+        # steps finer than the coarser axes round to the same voxel offset: shift by each once
+        offsets = {tuple(np.rint(t * up / spacing).astype(int)) for t in np.linspace(0.0, rise_mm, steps)}
+        for offset in offsets:
+            swept |= _shifted(kidney[box], np.array(offset))
         space = ndimage.distance_transform_edt(~swept, sampling=spacing) <= margin_mm
         region = out[box]
         region[space & (region == fat)] = TISSUE_INDEX["perirenal_fat"]
