@@ -1,11 +1,13 @@
-"""Plans handling of mrseg.training.nnunet without nnU-Net processes: transfer learning's plans."""
+"""mrseg.training.nnunet without nnU-Net processes: transfer learning's plans, the training options."""
 
 from __future__ import annotations
 
 import pytest
 
 from model_factory import make_plans
-from mrseg.training.nnunet import CONFIGURATION, transfer_plans
+from mrseg.cli import main
+from mrseg.errors import InputError
+from mrseg.training.nnunet import CONFIGURATION, LOSSES, TrainingOptions, transfer_plans
 
 
 def configuration(plans: dict) -> dict:
@@ -31,3 +33,18 @@ def test_a_spacing_asked_for_is_kept_with_the_source_network(transpose):
     assert configuration(plans)["architecture"] == configuration(source)["architecture"]
     assert configuration(plans)["patch_size"] == [32, 48, 48]  # in voxels: it now covers less of the body
     assert plans["transpose_forward"] == list(transpose)
+
+
+def test_an_unknown_loss_is_refused_with_the_choices():
+    with pytest.raises(InputError, match="unknown training loss 'focal': choose one of dice_ce, dice_topk10"):
+        TrainingOptions(loss="focal")
+    assert TrainingOptions().loss == "dice_ce"  # nnU-Net's default
+
+
+def test_mrseg_train_offers_exactly_the_losses_training_knows(capsys):
+    from mrseg.cli.train import LOSSES as offered
+
+    assert offered == LOSSES
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--id", "1", "--loss", "focal"])
+    assert refused.value.code == 2 and "invalid choice: 'focal'" in capsys.readouterr().err

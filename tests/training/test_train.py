@@ -28,7 +28,7 @@ from mrseg.training import (
     run_cross_validation,
     train_fold,
 )
-from mrseg.training.nnunet import fold_is_trained
+from mrseg.training.nnunet import LOSSES, fold_is_trained
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def trained(phantom_folder, tmp_path_factory):
     return folders, result
 
 
-def _checkpoint(model: Path, fold: int = 0, name: str = "checkpoint_final.pth") -> dict:
+def _checkpoint(model: Path, fold: int | str = 0, name: str = "checkpoint_final.pth") -> dict:
     return torch.load(model / f"fold_{fold}" / name, map_location="cpu", weights_only=False)
 
 
@@ -146,6 +146,22 @@ def test_a_source_with_another_class_count_keeps_all_but_its_head(trained, phant
             assert torch.equal(value, weights[key]), key
     log = "".join(p.read_text() for p in (model / "fold_0").glob("training_log_*.txt"))
     assert "segmentation head" in log and "starts from random weights" in log
+
+
+def test_the_topk_loss_is_nnunets_own_and_the_checkpoint_keeps_the_trainer_name(trained):
+    """The same first batch on the same starting weights (seed 0), once with each loss: the mean
+    cross-entropy of the hardest 10 % of voxels exceeds that of all voxels, the Dice terms agree."""
+    folders, _ = trained
+    first_loss = {}
+    for loss in LOSSES:
+        options = TrainingOptions(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1, validate=False,
+                                  seed=0, loss=loss)
+        checkpoint = _checkpoint(train_fold(folders, 21, "all", options), fold="all")
+        assert checkpoint["trainer_name"] == "nnUNetTrainerNoMirroring"  # loads as before, here and in nnU-Net
+        first_loss[loss] = checkpoint["logging"]["train_losses"][0]
+    assert first_loss["dice_topk10"] > first_loss["dice_ce"]
+    log = max(folders.results.joinpath(*FOLD_ALL).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns)
+    assert "loss: dice_topk10 (nnUNetTrainerDiceTopK10Loss's)" in log.read_text()
 
 
 def test_incompatible_sources_and_bad_options_are_explained(trained):

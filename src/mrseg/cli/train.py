@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+LOSSES = ("dice_ce", "dice_topk10")  # mrseg.training.nnunet.LOSSES, without importing the training stack
+
 log = logging.getLogger("mrseg")
 
 
@@ -36,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--mirroring", action="store_true",
                    help="mirror augmentation (off by default: left/right structures must not swap)")
+    p.add_argument("--loss", choices=LOSSES, default="dice_ce",
+                   help="nnU-Net's loss: dice_ce (default) or dice_topk10 (Dice plus the cross-entropy of the "
+                        "hardest 10 %% of voxels, for classes of a few voxels)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="target spacing in mm")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size")
     p.add_argument("--base-features", type=int, metavar="N", help="features of the first stage (default 32)")
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations,
         initial_lr=args.lr, device=args.device, seed=args.seed, mirroring=args.mirroring,
         augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
-        validate=not args.no_validate, resume=args.resume, save_every=args.save_every,
+        validate=not args.no_validate, resume=args.resume, save_every=args.save_every, loss=args.loss,
     )
     folds: list[int | str] = [f if f == "all" else int(f) for f in args.folds]
 

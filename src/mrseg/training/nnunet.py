@@ -39,6 +39,9 @@ PLANS_NAME = "mrsegPlans"
 CONFIGURATION = "3d_fullres"
 """The nnU-Net configuration trained (the only one mrseg predicts with)."""
 
+LOSSES = ("dice_ce", "dice_topk10")
+"""Training losses, each nnU-Net's own (:attr:`TrainingOptions.loss`)."""
+
 
 @dataclass(frozen=True)
 class PlanningOptions:
@@ -87,6 +90,12 @@ class TrainingOptions:
         init_fold: which fold of ``init_from`` to start from (0–4, or ``"all"``).
         validate: predict the fold's validation cases at the end (nnU-Net's own validation).
         save_every: write checkpoint_latest.pth every this many epochs.
+        loss: ``"dice_ce"`` (nnU-Net's default: soft Dice plus cross-entropy) or ``"dice_topk10"``
+            (nnU-Net's ``nnUNetTrainerDiceTopK10Loss``: soft Dice plus the cross-entropy of the 10 %
+            hardest voxels of each batch). A class of a few voxels among ~10^5 gives plain
+            cross-entropy almost no gradient, and once its softmax is near zero the Dice term gives
+            none either; its voxels are always among the hardest 10 %. The checkpoint still names
+            the trainer (the loss plays no part in predicting).
         resume: continue the fold's interrupted run from its ``checkpoint_latest.pth`` (weights,
             optimizer, epoch, learning-rate schedule and logs, as nnU-Net's ``--c``); a fresh start
             where there is none, nothing to do where the fold is trained (``fold_is_trained``). Long
@@ -108,6 +117,11 @@ class TrainingOptions:
     validate: bool = True
     save_every: int = 50
     resume: bool = False
+    loss: str = "dice_ce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown training loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
 
     @property
     def trainer_name(self) -> str:

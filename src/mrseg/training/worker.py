@@ -161,6 +161,20 @@ def _trainer_class(name: str) -> Any:
     return nnUNetTrainer
 
 
+def _use_loss(trainer: Any, loss: str) -> None:
+    """Have ``trainer`` build nnU-Net's own loss of that name (:data:`~mrseg.training.nnunet.LOSSES`)
+    when it initialises; the trainer class, and so the name its checkpoints carry, stays the same."""
+    if loss == "dice_ce":
+        return  # the trainer's own
+    from types import MethodType
+
+    from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerTopkLoss import nnUNetTrainerDiceTopK10Loss
+
+    variant = {"dice_topk10": nnUNetTrainerDiceTopK10Loss}[loss]
+    trainer._build_loss = MethodType(variant._build_loss, trainer)
+    trainer.print_to_log_file(f"loss: {loss} ({variant.__name__}'s)")
+
+
 def _save_checkpoints_whole(trainer: Any) -> None:
     """Make ``trainer`` write each checkpoint beside its name, then rename it into place.
 
@@ -219,6 +233,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.num_val_iterations_per_epoch = options.val_iterations_per_epoch
     trainer.initial_lr = options.initial_lr
     trainer.save_every = options.save_every
+    _use_loss(trainer, options.loss)
     _save_checkpoints_whole(trainer)
     notes: list[str] = []
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
