@@ -203,6 +203,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2, help="initial SGD learning rate")
     parser.add_argument("--loss", choices=LOSSES, default="dice_ce",
                         help="nnU-Net's training loss (dice_topk10: cross-entropy of the hardest 10 %% of voxels)")
+    parser.add_argument("--class-weight", nargs=2, action="append", metavar=("CLASS", "WEIGHT"), default=[],
+                        help="weigh this class's voxels so in the cross-entropy term (others 1); repeatable")
     parser.add_argument("--augmentation-processes", type=int, default=1,
                         help="nnU-Net augmentation workers (0: in the training process)")
     parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
@@ -250,7 +252,8 @@ def main() -> None:
     training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
                                save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
                                augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
-                               init_from=str(args.init_from) if args.init_from else None, loss=args.loss)
+                               init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
+                               class_weights={name: float(weight) for name, weight in args.class_weight})
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,

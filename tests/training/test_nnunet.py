@@ -41,6 +41,20 @@ def test_an_unknown_loss_is_refused_with_the_choices():
     assert TrainingOptions().loss == "dice_ce"  # nnU-Net's default
 
 
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_class_weight_must_be_positive(weight):
+    with pytest.raises(InputError, match=f"class weight {weight} for liver: give a positive number"):
+        TrainingOptions(class_weights={"liver": weight})
+
+
+def test_mrseg_train_explains_a_class_weight_that_is_not_a_number(tmp_path, caplog):
+    assert main(["train", "--id", "1", "--root", str(tmp_path), "--class-weight", "liver", "lots"]) == 2
+    assert "--class-weight CLASS WEIGHT: the weight must be a number, got lots" in caplog.text
+    assert main(["train", "--id", "1", "--root", str(tmp_path), "--class-weight", "liver", "0"]) == 2
+    assert "class weight 0.0 for liver: give a positive number" in caplog.text
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_mrseg_train_offers_exactly_the_losses_training_knows(capsys):
     from mrseg.cli.train import LOSSES as offered
 

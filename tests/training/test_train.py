@@ -148,20 +148,36 @@ def test_a_source_with_another_class_count_keeps_all_but_its_head(trained, phant
     assert "segmentation head" in log and "starts from random weights" in log
 
 
-def test_the_topk_loss_is_nnunets_own_and_the_checkpoint_keeps_the_trainer_name(trained):
-    """The same first batch on the same starting weights (seed 0), once with each loss: the mean
-    cross-entropy of the hardest 10 % of voxels exceeds that of all voxels, the Dice terms agree."""
+def test_the_losses_are_nnunets_own_and_the_checkpoint_keeps_the_trainer_name(trained):
+    """The same first batch on the same starting weights (seed 0) with each loss: the mean
+    cross-entropy of the hardest 10 % of voxels exceeds that of all voxels (the Dice terms agree),
+    and class weights change the cross-entropy's mean."""
     folders, _ = trained
-    first_loss = {}
-    for loss in LOSSES:
+    runs = {"dice_ce": {}, "dice_topk10": {}, "weighted": {"class_weights": {"liver": 20.0, "spleen": 5.0}}}
+    first_loss, logs = {}, {}
+    for run, options in runs.items():
         options = TrainingOptions(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1, validate=False,
-                                  seed=0, loss=loss)
+                                  seed=0, loss=run if run in LOSSES else "dice_ce", **options)
         checkpoint = _checkpoint(train_fold(folders, 21, "all", options), fold="all")
         assert checkpoint["trainer_name"] == "nnUNetTrainerNoMirroring"  # loads as before, here and in nnU-Net
-        first_loss[loss] = checkpoint["logging"]["train_losses"][0]
+        first_loss[run] = checkpoint["logging"]["train_losses"][0]
+        log = max(folders.results.joinpath(*FOLD_ALL).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns)
+        logs[run] = log.read_text()
     assert first_loss["dice_topk10"] > first_loss["dice_ce"]
-    log = max(folders.results.joinpath(*FOLD_ALL).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns)
-    assert "loss: dice_topk10 (nnUNetTrainerDiceTopK10Loss's)" in log.read_text()
+    assert first_loss["weighted"] != pytest.approx(first_loss["dice_ce"], abs=1e-4)
+    assert "loss: dice_topk10 (nnUNetTrainerDiceTopK10Loss's)" in logs["dice_topk10"]
+    assert "cross-entropy class weights: liver 20, spleen 5" in logs["weighted"]
+    assert "class weights" not in logs["dice_ce"] and "loss:" not in logs["dice_ce"]
+
+
+def test_a_class_weight_for_a_class_the_dataset_lacks_is_refused_before_planning(trained):
+    folders, _ = trained
+    options = TrainingOptions(epochs=1, class_weights={"livr": 5.0})
+    with pytest.raises(InputError, match="class weight for livr: Dataset021_Tiny has no such class "
+                                         r"\(its classes: spleen, right_kidney, "):
+        run_cross_validation(folders, 21, folds=[0], planning=TINY_PLANS, training=options)
+    with pytest.raises(InputError, match="class weight for livr"):
+        train_fold(folders, 21, "all", options)
 
 
 def test_incompatible_sources_and_bad_options_are_explained(trained):

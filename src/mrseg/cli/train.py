@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--loss", choices=LOSSES, default="dice_ce",
                    help="nnU-Net's loss: dice_ce (default) or dice_topk10 (Dice plus the cross-entropy of the "
                         "hardest 10 %% of voxels, for classes of a few voxels)")
+    p.add_argument("--class-weight", nargs=2, action="append", default=[], metavar=("CLASS", "WEIGHT"),
+                   help="weigh this class's voxels so in the cross-entropy term (others 1), for a class the "
+                        "network gives up on; repeatable")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="target spacing in mm")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size")
     p.add_argument("--base-features", type=int, metavar="N", help="features of the first stage (default 32)")
@@ -85,18 +88,25 @@ def run(args: argparse.Namespace) -> int:
         base_features=args.base_features, max_features=args.max_features, batch_size=args.batch_size,
         memory_target_gb=args.memory_target, processes=args.processes,
     )
-    training = TrainingOptions(
-        epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations,
-        initial_lr=args.lr, device=args.device, seed=args.seed, mirroring=args.mirroring,
-        augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
-        validate=not args.no_validate, resume=args.resume, save_every=args.save_every, loss=args.loss,
-    )
+    try:
+        class_weights = {name: float(weight) for name, weight in args.class_weight}
+    except ValueError:
+        log.error("--class-weight CLASS WEIGHT: the weight must be a number, got %s",
+                  " ".join(weight for _, weight in args.class_weight))
+        return 2
     folds: list[int | str] = [f if f == "all" else int(f) for f in args.folds]
 
     def fold_done(fold: int | str, model: Path) -> None:
         log.warning("fold %s trained: %s", fold, model)
 
     try:
+        training = TrainingOptions(
+            epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations,
+            initial_lr=args.lr, device=args.device, seed=args.seed, mirroring=args.mirroring,
+            augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
+            validate=not args.no_validate, resume=args.resume, save_every=args.save_every, loss=args.loss,
+            class_weights=class_weights,
+        )
         result = run_cross_validation(folders, args.id, folds=folds, planning=planning, training=training,
                                       plan=not args.no_plan, on_fold=fold_done)
     except MrsegError as err:

@@ -21,7 +21,7 @@ from mrseg.training.nnunet import (
     NnunetFolders,
     PlanningOptions,
     TrainingOptions,
-    check_enough_cases,
+    check_training,
     plan_and_preprocess,
     train_fold,
 )
@@ -50,7 +50,7 @@ def run_cross_validation(
 
     The report is written when the folds trained validated their cases (``training.validate``).
     """
-    check_enough_cases(folders, dataset_id, folds)  # before planning, which takes a while
+    check_training(folders, dataset_id, folds, training)  # before planning, which takes a while
     if plan:
         plan_and_preprocess(folders, dataset_id, planning, transfer_from=training.init_from)
     model = None

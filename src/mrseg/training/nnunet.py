@@ -96,6 +96,11 @@ class TrainingOptions:
             cross-entropy almost no gradient, and once its softmax is near zero the Dice term gives
             none either; its voxels are always among the hardest 10 %. The checkpoint still names
             the trainer (the loss plays no part in predicting).
+        class_weights: class name → weight of its voxels in the cross-entropy term (every other
+            class 1; nnU-Net's own ``weight`` of its cross-entropy, normalised by the weights of
+            each batch's voxels). For a class the network has given up on: its softmax near zero
+            leaves the Dice term no gradient, and its few voxels give plain cross-entropy little.
+            The network then leans towards that class by about the weight where it is unsure.
         resume: continue the fold's interrupted run from its ``checkpoint_latest.pth`` (weights,
             optimizer, epoch, learning-rate schedule and logs, as nnU-Net's ``--c``); a fresh start
             where there is none, nothing to do where the fold is trained (``fold_is_trained``). Long
@@ -118,10 +123,14 @@ class TrainingOptions:
     save_every: int = 50
     resume: bool = False
     loss: str = "dice_ce"
+    class_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise InputError(f"unknown training loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        for name, weight in self.class_weights.items():
+            if not (np.isfinite(weight) and weight > 0):
+                raise InputError(f"class weight {weight} for {name}: give a positive number (1 leaves the class as is)")
 
     @property
     def trainer_name(self) -> str:
@@ -222,7 +231,7 @@ def train_fold(folders: NnunetFolders, dataset_id: int, fold: int | str,
     (dataset.json, plans.json, fold_k/checkpoint_final.pth), loadable by ``mrseg segment``
     and by nnU-Net's predictor.
     """
-    check_enough_cases(folders, dataset_id, [fold])
+    check_training(folders, dataset_id, [fold], options)
     if options.resume and (trained := finished_model(folders, dataset_id, fold, options.trainer_name)):
         log.info("%s: fold %s is trained (checkpoint_final.pth); nothing to resume", trained, fold)
         return trained  # no nnU-Net process (seconds of imports) to find that out
@@ -257,15 +266,29 @@ def raw_dataset_files(folders: NnunetFolders, dataset_id: int) -> list[Path]:
     return sorted(folders.raw.glob(f"Dataset{dataset_id:03d}_*/dataset.json"))
 
 
-def check_enough_cases(folders: NnunetFolders, dataset_id: int, folds: Sequence[int | str]) -> None:
-    """Folds 0–4 split the cases five ways: fewer than 5 cases is refused before any process starts."""
-    if all(fold == "all" for fold in folds):
-        return
+def check_training(folders: NnunetFolders, dataset_id: int, folds: Sequence[int | str],
+                   options: TrainingOptions) -> None:
+    """What the raw dataset can refuse before any process starts (planning takes a while).
+
+    Folds 0–4 split the cases five ways: fewer than 5 cases is refused. A class weight must name
+    one of the dataset's classes.
+    """
     for dataset_json in raw_dataset_files(folders, dataset_id):
-        cases = json.loads(dataset_json.read_text()).get("numTraining")
-        if isinstance(cases, int) and cases < 5:
+        dataset = json.loads(dataset_json.read_text())
+        cases = dataset.get("numTraining")
+        if any(fold != "all" for fold in folds) and isinstance(cases, int) and cases < 5:
             raise InputError(f"{dataset_json.parent.name} has {cases} cases; five-fold cross-validation needs at "
                              "least 5: add cases or train fold 'all'")
+        check_class_weights(options.class_weights, dataset.get("labels", {}), dataset_json.parent.name)
+
+
+def check_class_weights(weights: dict[str, float], labels: dict[str, Any], dataset: str) -> None:
+    """Every weighted class must be one of the dataset's (``labels``: its dataset.json's)."""
+    classes = [name for name in labels if name != "background"]
+    unknown = sorted(set(weights) - set(classes))
+    if unknown:
+        raise InputError(f"class weight for {', '.join(unknown)}: {dataset} has no such class "
+                         f"(its classes: {', '.join(classes)})")
 
 
 def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:

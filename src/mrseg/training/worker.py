@@ -175,6 +175,34 @@ def _use_loss(trainer: Any, loss: str) -> None:
     trainer.print_to_log_file(f"loss: {loss} ({variant.__name__}'s)")
 
 
+def _weigh_classes(trainer: Any, weights: dict[str, float], labels: dict[str, Any]) -> None:
+    """Have the cross-entropy term of ``trainer``'s loss weigh each named class's voxels so (the
+    rest 1): nnU-Net's own ``weight`` of its cross-entropy, set on the loss the trainer builds."""
+    if not weights:
+        return
+    import numpy as np
+    import torch
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    from mrseg.training.nnunet import check_class_weights
+
+    check_class_weights(weights, labels, "the preprocessed dataset")
+
+    per_label = np.ones(max(int(v) for v in labels.values()) + 1, dtype=np.float32)
+    for name, weight in weights.items():
+        per_label[int(labels[name])] = weight
+    build = trainer._build_loss
+
+    def build_weighted() -> Any:
+        loss = build()
+        inner = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+        inner.ce.weight = torch.from_numpy(per_label).to(trainer.device)  # nn.CrossEntropyLoss's own buffer
+        return loss
+
+    trainer._build_loss = build_weighted
+    trainer.print_to_log_file("cross-entropy class weights: " + ", ".join(f"{k} {v:g}" for k, v in weights.items()))
+
+
 def _save_checkpoints_whole(trainer: Any) -> None:
     """Make ``trainer`` write each checkpoint beside its name, then rename it into place.
 
@@ -234,6 +262,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.initial_lr = options.initial_lr
     trainer.save_every = options.save_every
     _use_loss(trainer, options.loss)
+    _weigh_classes(trainer, options.class_weights, dataset_json["labels"])
     _save_checkpoints_whole(trainer)
     notes: list[str] = []
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
