@@ -7,7 +7,7 @@ import pytest
 from model_factory import make_plans
 from mrseg.cli import main
 from mrseg.errors import InputError
-from mrseg.training.nnunet import CONFIGURATION, LOSSES, TrainingOptions, transfer_plans
+from mrseg.training.nnunet import CONFIGURATION, LOSSES, TrainingOptions, check_class_weights, transfer_plans
 
 
 def configuration(plans: dict) -> dict:
@@ -45,6 +45,21 @@ def test_an_unknown_loss_is_refused_with_the_choices():
 def test_a_class_weight_must_be_positive(weight):
     with pytest.raises(InputError, match=f"class weight {weight} for liver: give a positive number"):
         TrainingOptions(class_weights={"liver": weight})
+
+
+def test_a_class_weight_must_name_one_of_the_datasets_classes():
+    labels = {"background": 0, "liver": 1, "spleen": 2}
+    refusal = r"class weight for livr: Dataset021_Tiny has no such class \(its classes: liver, spleen\)"
+    with pytest.raises(InputError, match=refusal):
+        check_class_weights({"livr": 5.0, "spleen": 2.0}, labels, "Dataset021_Tiny")
+    check_class_weights({"liver": 5.0}, labels, "Dataset021_Tiny")
+
+
+def test_class_weights_are_refused_for_region_based_labels():
+    labels = {"background": 0, "liver": 1, "liver_and_vessels": [1, 2]}
+    with pytest.raises(InputError, match="Dataset031_Regions has region-based labels"):
+        check_class_weights({"liver": 5.0}, labels, "Dataset031_Regions")
+    check_class_weights({}, labels, "Dataset031_Regions")  # no weights, nothing to refuse
 
 
 def test_mrseg_train_explains_a_class_weight_that_is_not_a_number(tmp_path, caplog):

@@ -283,7 +283,12 @@ def check_training(folders: NnunetFolders, dataset_id: int, folds: Sequence[int 
 
 
 def check_class_weights(weights: dict[str, float], labels: dict[str, Any], dataset: str) -> None:
-    """Every weighted class must be one of the dataset's (``labels``: its dataset.json's)."""
+    """Every weighted class must be one of the dataset's (``labels``: its dataset.json's), and each
+    label one class: region-based labels (lists) train with per-region binary cross-entropy, which
+    has no class weights."""
+    if weights and any(not isinstance(value, int) for value in labels.values()):
+        raise InputError(f"class weights: {dataset} has region-based labels, whose loss has no class "
+                         "weights; train without --class-weight")
     classes = [name for name in labels if name != "background"]
     unknown = sorted(set(weights) - set(classes))
     if unknown:
