@@ -155,6 +155,8 @@ RANDOMIZATION_SHARES = {
 
 
 def main() -> None:
+    from mrseg.classes import BASE
+    from mrseg.errors import InputError
     from mrseg.phantom.anatomy import FOVS
     from mrseg.phantom.randomization import RandomizationRanges
     from mrseg.training import (
@@ -167,7 +169,7 @@ def main() -> None:
         plan_and_preprocess,
         train_fold,
     )
-    from mrseg.training.nnunet import LOSSES
+    from mrseg.training.nnunet import LOSSES, check_class_weights
 
     defaults = RandomizationRanges()  # the randomisation options default to its values
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +223,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.redraw_generated and not args.skip_synthesis:
         parser.error("--redraw-generated redraws the work folder's cases: use it with --skip-synthesis")
+    try:  # before synthesis and planning, which take minutes
+        training = TrainingOptions(
+            epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
+            save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
+            augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
+            init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
+            class_weights={name: float(weight) for name, weight in args.class_weight})
+        check_class_weights(training.class_weights, {name: i for i, name in enumerate(("background", *BASE.names))},
+                            "the demo dataset")
+    except InputError as err:  # a ValueError too: first
+        parser.error(str(err))
+    except ValueError:
+        parser.error("--class-weight CLASS WEIGHT: the weight must be a number")
 
     started = time.time()
     cases_dir = args.work / "cases"
@@ -249,11 +264,6 @@ def main() -> None:
         if added:
             print(f"{len(added)} added cases spread over the folds of the existing split")
     planned_s = time.time() - started
-    training = TrainingOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
-                               save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
-                               augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
-                               init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
-                               class_weights={name: float(weight) for name, weight in args.class_weight})
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,

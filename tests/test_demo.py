@@ -7,6 +7,8 @@ runs only where the weights are absent (a build without them).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,19 @@ def test_an_unknown_bundled_model_is_refused():
     with pytest.raises(ModelError, match="unknown bundled model 'nope'; bundled: demo"):
         bundled_model_folder("nope")
     assert resolve_model_folder("some/folder") == Path("some/folder")
+
+
+@pytest.mark.parametrize(("weight", "refusal"), [
+    (["liver", "lots"], "--class-weight CLASS WEIGHT: the weight must be a number"),
+    (["livr", "3"], "class weight for livr: the demo dataset has no such class (its classes: spleen, "),
+    (["liver", "0"], "class weight 0.0 for liver: give a positive number"),
+])
+def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_path, weight, refusal):
+    """Synthesis and planning take minutes: a weight that training would refuse is refused first."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--class-weight", *weight],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert refusal in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists()
