@@ -155,7 +155,6 @@ RANDOMIZATION_SHARES = {
 
 
 def main() -> None:
-    from mrseg.classes import BASE
     from mrseg.errors import InputError
     from mrseg.phantom.anatomy import FOVS
     from mrseg.phantom.randomization import RandomizationRanges
@@ -169,6 +168,7 @@ def main() -> None:
         plan_and_preprocess,
         train_fold,
     )
+    from mrseg.training.dataset import dataset_json
     from mrseg.training.nnunet import LOSSES, check_class_weights
 
     defaults = RandomizationRanges()  # the randomisation options default to its values
@@ -230,8 +230,7 @@ def main() -> None:
             augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
             init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
             class_weights={name: float(weight) for name, weight in args.class_weight})
-        check_class_weights(training.class_weights, {name: i for i, name in enumerate(("background", *BASE.names))},
-                            "the demo dataset")
+        check_class_weights(training.class_weights, dataset_json(0, "MrsegDemo")["labels"], "the demo dataset")
     except InputError as err:  # a ValueError too: first
         parser.error(str(err))
     except ValueError:

@@ -240,7 +240,7 @@ def build_dataset(
 def dataset_json(num_training: int, name: str, labels: Mapping[str, int] | None = None) -> dict[str, object]:
     """nnU-Net v2's dataset.json for one input channel and the 40 classes (or ``labels``)."""
     table: dict[str, int] = {"background": 0}
-    table.update(labels if labels is not None else {c.name: c.index for c in BASE.classes})
+    table.update(labels if labels is not None else BASE.foreground)
     return {
         "name": name,
         "description": "assembled by mrseg dataset build: "
