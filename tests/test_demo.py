@@ -7,12 +7,14 @@ runs only where the weights are absent (a build without them).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mrseg.classes import BASE
 from mrseg.cli import main
 from mrseg.demo import run_demo
 from mrseg.errors import ModelError
@@ -93,3 +95,94 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
     assert done.returncode == 2
     assert refusal in done.stderr and "Traceback" not in done.stderr
     assert not work.exists()
+
+
+COMPARE = Path(__file__).resolve().parents[1] / "scripts" / "compare_demo_models.py"
+CONTRASTS = ("phantom ct native", "phantom mr t2_haste", "phantom mr t2_tse fat-suppressed")
+
+
+def demo_evaluation(phantom=0.72, found=38, goal=(0.82, 0.80, 0.75, 0.58), ct=0.68, aorta=0.50, heart=0.81,
+                    removed_ml=380.0):
+    """What ``evaluate_demo_model.py --json`` writes, cut to what the comparison reads: 40 classes per
+    phantom contrast (``found`` of them above 0, mean ``phantom``), two field-of-view versions of the
+    real MR whose means are ``goal``."""
+    adrenals = ["right_adrenal_gland", "left_adrenal_gland"]
+    names = [name for name in BASE.foreground if name not in adrenals] + adrenals  # the adrenals score 0 first
+    per_class = {name: (phantom * 40 / found if i < found else 0.0) for i, name in enumerate(names)}
+    versions = {version: dict(zip(("liver", "spleen", "right_kidney", "left_kidney"),
+                                  (dice + shift for dice in goal)))
+                for version, shift in (("as acquired", 0.01), ("1 voxel off z low", -0.01))}
+    return {**dict.fromkeys(CONTRASTS, per_class),
+            "real MR field-of-view versions": versions,
+            "real ct/example_ct.nii.gz": {"liver": ct, "spleen": ct},
+            "real ct/thorax_cta.nii.gz": {"aorta": aorta, "heart": heart},
+            "removed organ": {"liver": {"labelled_ml": removed_ml}}}
+
+
+def compare(tmp_path, reference, *candidates, options=()):
+    files = []
+    for name, evaluation in (("reference", reference), *candidates):
+        (tmp_path / f"{name}.json").write_text(json.dumps(evaluation))
+        files.append(str(tmp_path / f"{name}.json") if name == "reference" else f"{name}={tmp_path / name}.json")
+    return subprocess.run([sys.executable, str(COMPARE), *files, *options], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_compare_demo_models_adopts_a_candidate_that_keeps_every_criterion(tmp_path):
+    done = compare(tmp_path, demo_evaluation(), ("same", demo_evaluation()),
+                   ("better", demo_evaluation(phantom=0.74, found=40, goal=(0.85, 0.81, 0.76, 0.70))))
+    assert done.returncode == 0, done.stderr
+    assert "same: adopt\n" in done.stdout and "better: adopt\n" in done.stdout
+    assert "| ct native | 0.720 (38) | 0.720 (38) | 0.740 (40) |" in done.stdout
+    assert "| real MR goal mean | 0.7375 | 0.7375 | 0.7800 |" in done.stdout
+    assert "| liver / spleen / R kidney / L kidney | 0.820 / 0.800 / 0.750 / 0.580 |" in done.stdout
+    assert "every contrast kept, 40 classes found" in done.stdout
+
+
+@pytest.mark.parametrize(("change", "fails", "why"), [
+    ({"phantom": 0.714}, "1", "ct native 0.714 < 0.720"),
+    ({"found": 37}, "1", "ct native 37 classes < 38"),
+    ({"aorta": 0.44}, "2", "aorta 0.440 (≥ 0.45)"),
+    ({"heart": 0.79}, "2", "heart 0.7900 (≥ 0.8)"),
+    ({"goal": (0.81, 0.79, 0.74, 0.57)}, "3", "goal mean 0.7275 (≥ 0.7375)"),
+    ({"goal": (0.90, 0.74, 0.80, 0.60)}, "3", "down more than 0.05: spleen -0.060"),
+    ({"ct": 0.66}, "4", "example_ct 0.660 (≥ 0.668)"),
+    ({"removed_ml": 1600.0}, "4", "removed liver 1600 mL (< 1500)"),
+])
+def test_compare_demo_models_names_the_criterion_a_candidate_fails(tmp_path, change, fails, why):
+    done = compare(tmp_path, demo_evaluation(), ("cand", demo_evaluation(**change)))
+    assert done.returncode == 0, done.stderr
+    assert f"cand: not adopted (fails {fails})" in done.stdout
+    assert f"{fails}. FAIL: " in done.stdout and why in done.stdout
+    assert done.stdout.count("FAIL") == 1
+
+
+def test_compare_demo_models_goal_tolerance_lowers_the_real_mr_bar_only(tmp_path):
+    lower = demo_evaluation(goal=(0.81, 0.79, 0.74, 0.57), heart=0.79)
+    done = compare(tmp_path, demo_evaluation(), ("cand", lower), options=["--goal-tolerance", "0.02"])
+    assert "3. pass: goal mean 0.7275 (≥ 0.7175)" in done.stdout
+    assert "cand: not adopted (fails 2)" in done.stdout
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot be read (No such file or directory)"),
+    ("x", "not JSON"),
+    ("{}", "not an evaluation of the demo model (no 'real MR field-of-view versions')"),
+])
+def test_compare_demo_models_refuses_a_file_that_is_not_an_evaluation(tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    (tmp_path / "good.json").write_text(json.dumps(demo_evaluation()))
+    done = subprocess.run([sys.executable, str(COMPARE), str(tmp_path / "good.json"), f"cand={bad}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {bad}: {message}; make one with scripts/evaluate_demo_model.py --json FILE\n"
+
+
+def test_compare_demo_models_refuses_a_candidate_without_the_references_contrasts(tmp_path):
+    partial = demo_evaluation()
+    del partial["phantom mr t2_haste"]
+    done = compare(tmp_path, demo_evaluation(), ("cand", partial))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "cand: no 'phantom mr t2_haste' results, which the reference has" in done.stderr
