@@ -19,7 +19,17 @@ candidate since v30 was judged by, written down before each run:
 ``--goal-tolerance`` exists for a bar set from measured seed scatter (see the model card's
 "Seed scatter" section); set it in writing before a candidate is judged, not after.
 
+``--seed-pair A,B`` (repeatable; names of runs given, ``reference`` included) names two runs of
+one recipe that differ only in the training seed. With two or more pairs it prints the per-run
+scatter s = sqrt(mean over pairs of d² / 2) of the real MR's goal mean and of each goal organ
+(d: the difference within a pair), and judges every later pair's recipe against the first pair's
+by criterion 3 read by seeds: the two-run goal mean at least the first pair's minus 2 s, and no
+goal organ's two-run mean more than 2 s of that organ below the first pair's (the difference of
+two two-run means has SD s).
+
     python scripts/compare_demo_models.py /work/eval_v011.json v39=/work/eval_v39.json v40=/work/eval_v40.json
+    python scripts/compare_demo_models.py /work/eval_v011.json v45=... v39=... v46=... v40=... v43=... \
+        --seed-pair reference,v45 --seed-pair v39,v46 --seed-pair v40,v43
 
 Exit status 0 when every candidate was read and judged (adopted or not), 2 on an unreadable file.
 """
@@ -147,6 +157,52 @@ def table(runs: list[tuple[str, Evaluation]]) -> list[str]:
     return lines
 
 
+def goal_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """The real MR's goal mean and each goal organ: what seed scatter is measured on."""
+    return {"goal mean": goal_mean(evaluation), **goal_organs(evaluation)}
+
+
+def seed_scatter(pairs: list[tuple[Evaluation, Evaluation]]) -> dict[str, float]:
+    """Per-run scatter of each goal metric from pairs of runs that differ only in the seed."""
+    metrics = [(goal_metrics(a), goal_metrics(b)) for a, b in pairs]
+    return {key: mean((a[key] - b[key]) ** 2 / 2 for a, b in metrics) ** 0.5 for key in metrics[0][0]}
+
+
+def judge_by_seeds(reference: tuple[Evaluation, Evaluation], candidate: tuple[Evaluation, Evaluation],
+                   scatter: dict[str, float]) -> Criterion:
+    """Criterion 3 on two-run means, with the bars 2 s from ``seed_scatter``."""
+    def two_run_mean(pair: tuple[Evaluation, Evaluation]) -> dict[str, float]:
+        a, b = (goal_metrics(run) for run in pair)
+        return {key: (a[key] + b[key]) / 2 for key in a}
+
+    ours, theirs = two_run_mean(candidate), two_run_mean(reference)
+    bar = theirs["goal mean"] - 2 * scatter["goal mean"]
+    dropped = [f"{organ} {ours[organ] - theirs[organ]:+.3f} (2 s = {2 * scatter[organ]:.3f})"
+               for organ in GOAL_ORGANS if ours[organ] < theirs[organ] - 2 * scatter[organ]]
+    return Criterion(3, ours["goal mean"] >= bar and not dropped,
+                     f"two-run goal mean {ours['goal mean']:.4f} (≥ {theirs['goal mean']:.4f} − 2 s = {bar:.4f})"
+                     + (f"; down more than 2 s: {', '.join(dropped)}" if dropped else ""))
+
+
+def scatter_report(runs: dict[str, Evaluation], pairs: list[tuple[str, str]]) -> list[str]:
+    """The seed pairs' goal metrics, the scatter, and each later pair judged against the first."""
+    keys = list(goal_metrics(runs[pairs[0][0]]))
+    lines = ["| seed pair | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for a, b in pairs:
+        ours, theirs = goal_metrics(runs[a]), goal_metrics(runs[b])
+        lines.append(f"| {a}, {b}: mean (d) | " + " | ".join(
+            f"{(ours[k] + theirs[k]) / 2:.4f} ({ours[k] - theirs[k]:+.4f})" for k in keys) + " |")
+    scatter = seed_scatter([(runs[a], runs[b]) for a, b in pairs])
+    lines.append("| per-run scatter s (2 s) | " + " | ".join(
+        f"{scatter[k]:.4f} ({2 * scatter[k]:.4f})" for k in keys) + " |")
+    first = (runs[pairs[0][0]], runs[pairs[0][1]])
+    for a, b in pairs[1:]:
+        criterion = judge_by_seeds(first, (runs[a], runs[b]), scatter)
+        lines.append(f"\n{a},{b} against {','.join(pairs[0])} by seeds: "
+                     f"3. {'pass' if criterion.passed else 'FAIL'}: {criterion.detail}")
+    return lines
+
+
 class NotAnEvaluation(Exception):
     """A file given is not what ``evaluate_demo_model.py --json`` writes."""
 
@@ -173,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults = Thresholds()
     for name in Thresholds.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--seed-pair", action="append", default=[], metavar="A,B",
+                        help="two runs (names given, or 'reference') of one recipe that differ only in the seed")
     args = parser.parse_args(argv)
     limits = Thresholds(**{name: getattr(args, name) for name in Thresholds.__dataclass_fields__})
     named = [given.partition("=") for given in args.candidates]
@@ -190,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     except NotAnEvaluation as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    pairs = [tuple(given.split(",")) for given in args.seed_pair]
+    for given, pair in zip(args.seed_pair, pairs):
+        unknown = [name for name in pair if name not in dict(runs)]
+        if len(pair) != 2 or unknown or pair[0] == pair[1]:
+            parser.error(f"--seed-pair {given!r}: give two different runs named above as A,B"
+                         + (f" ({unknown[0]!r} is not one)" if unknown else ""))
+    if len(pairs) == 1:
+        parser.error("--seed-pair: give at least two pairs (the reference recipe's and a candidate's)")
     print("\n".join(table(runs)))
     for name, evaluation in runs[1:]:
         criteria = judge(runs[0][1], evaluation, limits)
@@ -198,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: {verdict}")
         for criterion in criteria:
             print(f"  {criterion.number}. {'pass' if criterion.passed else 'FAIL'}: {criterion.detail}")
+    if pairs:
+        print("\nSeed scatter of the real MR's goal metrics\n")
+        print("\n".join(scatter_report(dict(runs), pairs)))
     return 0
 
 

@@ -186,3 +186,36 @@ def test_compare_demo_models_refuses_a_candidate_without_the_references_contrast
     done = compare(tmp_path, demo_evaluation(), ("cand", partial))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "cand: no 'phantom mr t2_haste' results, which the reference has" in done.stderr
+
+
+def shifted(by):
+    return demo_evaluation(goal=tuple(dice + by for dice in (0.82, 0.80, 0.75, 0.58)))
+
+
+@pytest.mark.parametrize(("candidate_shift", "verdict"), [
+    (0.0, "3. pass: two-run goal mean 0.7275 (≥ 0.7475 − 2 s = 0.7192)"),
+    (-0.01, "3. FAIL: two-run goal mean 0.7175 (≥ 0.7475 − 2 s = 0.7192); down more than 2 s: "
+            "liver -0.030 (2 s = 0.028), spleen -0.030 (2 s = 0.028)"),
+])
+def test_compare_demo_models_judges_a_recipe_by_seed_pairs(tmp_path, candidate_shift, verdict):
+    # Each pair differs by 0.02 on every goal metric: s = sqrt(mean(0.02² / 2)) = 0.0141, 2 s = 0.0283.
+    done = compare(tmp_path, shifted(0.0), ("again", shifted(0.02)), ("a", shifted(candidate_shift)),
+                   ("b", shifted(candidate_shift - 0.02)), options=["--seed-pair", "reference,again",
+                                                                     "--seed-pair", "a,b"])
+    assert done.returncode == 0, done.stderr
+    assert "| per-run scatter s (2 s) | 0.0141 (0.0283) | 0.0141 (0.0283) |" in done.stdout
+    assert "| reference, again: mean (d) | 0.7475 (-0.0200) | 0.8300 (-0.0200) |" in done.stdout
+    assert f"a,b against reference,again by seeds: {verdict}" in done.stdout
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    (["reference,again", "a,nobody"], "--seed-pair 'a,nobody': give two different runs named above as A,B "
+                                      "('nobody' is not one)"),
+    (["reference,reference", "a,again"], "--seed-pair 'reference,reference': give two different runs"),
+    (["reference,again"], "--seed-pair: give at least two pairs"),
+])
+def test_compare_demo_models_refuses_seed_pairs_it_cannot_use(tmp_path, pairs, message):
+    options = [option for pair in pairs for option in ("--seed-pair", pair)]
+    done = compare(tmp_path, shifted(0.0), ("again", shifted(0.02)), ("a", shifted(0.0)), options=options)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert message in done.stderr
