@@ -31,7 +31,8 @@ two two-run means has SD s).
     python scripts/compare_demo_models.py /work/eval_v011.json v45=... v39=... v46=... v40=... v43=... \
         --seed-pair reference,v45 --seed-pair v39,v46 --seed-pair v40,v43
 
-Exit status 0 when every candidate was read and judged (adopted or not), 2 on an unreadable file.
+Exit status 0 when every candidate was read and judged (adopted or not), 2 on an unreadable file
+or a --seed-pair that names runs not given.
 """
 
 from __future__ import annotations
