@@ -169,13 +169,15 @@ def seed_scatter(pairs: list[tuple[Evaluation, Evaluation]]) -> dict[str, float]
     return {key: mean((a[key] - b[key]) ** 2 / 2 for a, b in metrics) ** 0.5 for key in metrics[0][0]}
 
 
+def two_run_mean(pair: tuple[Evaluation, Evaluation]) -> dict[str, float]:
+    """Each goal metric averaged over the two runs of a seed pair."""
+    a, b = (goal_metrics(run) for run in pair)
+    return {key: (a[key] + b[key]) / 2 for key in a}
+
+
 def judge_by_seeds(reference: tuple[Evaluation, Evaluation], candidate: tuple[Evaluation, Evaluation],
                    scatter: dict[str, float]) -> Criterion:
     """Criterion 3 on two-run means, with the bars 2 s from ``seed_scatter``."""
-    def two_run_mean(pair: tuple[Evaluation, Evaluation]) -> dict[str, float]:
-        a, b = (goal_metrics(run) for run in pair)
-        return {key: (a[key] + b[key]) / 2 for key in a}
-
     ours, theirs = two_run_mean(candidate), two_run_mean(reference)
     bar = theirs["goal mean"] - 2 * scatter["goal mean"]
     dropped = [f"{organ} {ours[organ] - theirs[organ]:+.3f} (2 s = {2 * scatter[organ]:.3f})"
@@ -190,9 +192,9 @@ def scatter_report(runs: dict[str, Evaluation], pairs: list[tuple[str, str]]) ->
     keys = list(goal_metrics(runs[pairs[0][0]]))
     lines = ["| seed pair | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for a, b in pairs:
-        ours, theirs = goal_metrics(runs[a]), goal_metrics(runs[b])
+        both, one, other = two_run_mean((runs[a], runs[b])), goal_metrics(runs[a]), goal_metrics(runs[b])
         lines.append(f"| {a}, {b}: mean (d) | " + " | ".join(
-            f"{(ours[k] + theirs[k]) / 2:.4f} ({ours[k] - theirs[k]:+.4f})" for k in keys) + " |")
+            f"{both[k]:.4f} ({one[k] - other[k]:+.4f})" for k in keys) + " |")
     scatter = seed_scatter([(runs[a], runs[b]) for a, b in pairs])
     lines.append("| per-run scatter s (2 s) | " + " | ".join(
         f"{scatter[k]:.4f} ({2 * scatter[k]:.4f})" for k in keys) + " |")
