@@ -139,6 +139,10 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once_and
     settings = ["--model", "demo", "--workers", "1", "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
     args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), *settings]
     driver = mrseg_process(*args)
+    wait_for(lambda: any(e["event"] == "start" for e in events(out)), what="the first case to start")
+    second = run_mrseg(*args)  # one driver per cohort: the second is refused and writes nothing
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    assert f"another cohort run (pid {driver.pid} on " in second.stderr and "is working on this cohort" in second.stderr
     wait_for(lambda: sum(e["event"] == "end" for e in events(out)) >= 2, what="two finished cases")
     driver.send_signal(signal.SIGKILL)
     driver.communicate(timeout=30)
@@ -146,6 +150,8 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once_and
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=60, what="the workers to exit with their driver")
     done_before = {e["case"] for e in events(out) if e["event"] == "end" and e["status"] == "segmented"}
     assert 2 <= len(done_before) < 5
+    # The driver may die while rewriting its manifest: a young half-written copy beside it must not outlive the rerun.
+    (out / f".{MANIFEST_FILE}.k3j9x1.part").write_text("case,input\ncase0")
 
     rerun = run_mrseg(*args)
     assert rerun.returncode == 0, rerun.stderr

@@ -397,3 +397,15 @@ def test_leftovers_of_killed_writers_go_once_old_and_everything_else_stays(tmp_p
     assert sorted(remove_leftovers(tmp_path)) == sorted(old)
     assert not any(p.exists() for p in old) and all(p.exists() for p in kept)
     assert remove_leftovers(tmp_path, older_than_s=0.0) == [young]
+
+
+def test_leftovers_of_named_files_go_at_any_age_and_other_writers_leftovers_stay(tmp_path):
+    from mrseg.io.files import remove_leftovers
+
+    ours = [tmp_path / ".cohort_manifest.csv.k3j9.part", tmp_path / ".cohort.json.a1.part"]
+    theirs = [tmp_path / ".case_seg.nii.gz.x1.part", tmp_path / ".cohort_manifest.csv.bak", tmp_path / "cohort.json"]
+    for path in ours + theirs:
+        path.write_text("half")  # all written just now: a plain sweep would keep every one
+    assert sorted(remove_leftovers(tmp_path, older_than_s=0.0, of=("cohort_manifest.csv", "cohort.json"))) == \
+        sorted(ours)
+    assert all(p.exists() for p in theirs)

@@ -20,7 +20,7 @@ Example:
 from mrseg.cohort.cluster import ClusterSpec, open_client, parse_slurm_options, slurm_cluster
 from mrseg.cohort.manifest import AttemptLog, Manifest, ManifestRow, summarize
 from mrseg.cohort.plan import CohortPlan, read_plan
-from mrseg.cohort.runner import CohortResult, prepare_cohort, run_cohort
+from mrseg.cohort.runner import CohortResult, run_cohort
 
 __all__ = ["AttemptLog", "ClusterSpec", "CohortPlan", "CohortResult", "Manifest", "ManifestRow", "open_client",
-           "parse_slurm_options", "prepare_cohort", "read_plan", "run_cohort", "slurm_cluster", "summarize"]
+           "parse_slurm_options", "read_plan", "run_cohort", "slurm_cluster", "summarize"]

@@ -12,28 +12,41 @@
 
 Killing the driver or the whole cluster at any moment loses nothing: a case's outputs are committed
 by the case pipeline together with its record, and the next run starts from the records.
+
+One driver at a time works on a cohort folder: it holds ``OUTDIR/.cohort.lock`` (an ``flock`` the
+kernel drops when the driver dies, :class:`~mrseg.io.locks.FileLock`) from step 1 to 3, so a second
+driver is refused with one line, and the next driver removes what a killed one was writing (a
+manifest or plan half written beside the real one) whatever its age.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from mrseg.cohort.cluster import ClusterSpec, open_client
-from mrseg.cohort.manifest import AttemptLog, CohortSummary, Manifest, ManifestRow, summarize
-from mrseg.cohort.plan import CohortPlan, settle_plan
+from mrseg.cohort.manifest import MANIFEST_FILE, AttemptLog, CohortSummary, Manifest, ManifestRow, summarize
+from mrseg.cohort.plan import PLAN_FILE, CohortPlan, settle_plan
+from mrseg.cohort.qc import QC_PLOT, QC_REPORT, QC_TABLE
 from mrseg.cohort.worker import TransientCaseError, segment_case
-from mrseg.errors import ModelError
+from mrseg.errors import InputError, ModelError
+from mrseg.io.files import remove_leftovers
+from mrseg.io.locks import FileLock
 from mrseg.pipeline import CaseSpec, clean_output_folder
 from mrseg.report.records import CaseRecord, read_case_record
 
 log = logging.getLogger(__name__)
 
 RowCallback = Callable[[ManifestRow], None]
+
+DRIVER_LOCK = ".cohort.lock"
+DRIVER_FILES = (MANIFEST_FILE, PLAN_FILE, QC_TABLE, QC_REPORT, QC_PLOT)
+"""The files only a cohort's driver writes (workers write case outputs and the attempts log)."""
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,34 @@ class CohortResult:
     submitted: int
 
 
-def prepare_cohort(out_dir: Path, plan: CohortPlan, cases: Iterable[CaseSpec] = (), *,
-                   retry_failed: bool = False) -> tuple[Manifest, AttemptLog]:
+@contextlib.contextmanager
+def driver_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the cohort's driver lock for the block, having removed what a killed driver was writing.
+
+    Raises:
+        InputError: another live driver holds it.
+    """
+    lock = FileLock(out_dir / DRIVER_LOCK)
+    if not lock.acquire():
+        owner = lock.owner()
+        raise InputError(f"{out_dir}: another cohort run ({owner.describe() if owner else 'another process'}) is "
+                         "working on this cohort; wait for it to finish (mrseg cohort status) or stop it")
+    try:
+        for leftover in remove_leftovers(out_dir, older_than_s=0.0, of=DRIVER_FILES):
+            log.info("removed %s, left by a driver that was killed while writing it", leftover.name)
+        yield
+    finally:
+        lock.release()
+
+
+def _prepare_cohort(out_dir: Path, plan: CohortPlan, cases: Iterable[CaseSpec] = (), *,
+                    retry_failed: bool = False) -> tuple[Manifest, AttemptLog]:
     """Settle the plan, add ``cases`` and reconcile every row with its case record (step 1–2 of the
-    module docstring); writes the manifest.
+    module docstring); writes the manifest. The caller holds the :func:`driver_lock`.
 
     Raises:
         InputError: another cohort's settings in ``out_dir``, or a case name clash.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     settle_plan(plan, out_dir)
     clean_output_folder(out_dir)
     manifest = Manifest.read(out_dir)
@@ -93,51 +125,62 @@ def run_cohort(
         refresh_seconds: how often the manifest is rewritten while cases run.
 
     Raises:
-        InputError: see :func:`prepare_cohort`; ModelError: the model folder is not usable.
+        InputError: another cohort's settings in ``out_dir``, a case name clash, or another driver
+        working on the cohort; ModelError: the model folder is not usable.
     """
     clock = time.perf_counter()
     cluster.check_available()
     _check_model(plan)
-    manifest, attempts = prepare_cohort(out_dir, plan, cases, retry_failed=retry_failed)
-    todo = manifest.with_status("pending")
-    if not todo:
-        return CohortResult(manifest, summarize(manifest, attempts), time.perf_counter() - clock, 0)
-    cluster = cluster.for_cases(len(todo))
-    _, threads = cluster.sizes()
-    model = replace(plan.model, threads=threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with driver_lock(out_dir):
+        manifest, attempts = _prepare_cohort(out_dir, plan, cases, retry_failed=retry_failed)
+        todo = manifest.with_status("pending")
+        submitted = 0
+        if todo:
+            try:
+                submitted = _run_cases(todo, manifest, attempts, plan, cluster.for_cases(len(todo)),
+                                       on_start=on_start, on_result=on_result, refresh_seconds=refresh_seconds)
+            finally:
+                attempts.update()
+                manifest.write()
+            clean_output_folder(out_dir)
+    return CohortResult(manifest, summarize(manifest, attempts), time.perf_counter() - clock, submitted)
+
+
+def _run_cases(todo: list[ManifestRow], manifest: Manifest, attempts: AttemptLog, plan: CohortPlan,
+               cluster: ClusterSpec, *, on_start: Callable[[Any, int], None] | None, on_result: RowCallback | None,
+               refresh_seconds: float) -> int:
+    """Submit ``todo`` (step 3 of the module docstring), collect the results into ``manifest`` as they
+    arrive, and return how many cases were submitted."""
     from distributed import as_completed
 
-    futures: list[Any] = []
-    try:
-        with open_client(cluster, retries=plan.retries) as client:
-            futures = [client.submit(segment_case, row.spec(), model, plan.outputs, retries=plan.retries, pure=False,
-                                     key=f"mrseg-{row.case}-{uuid.uuid4().hex[:8]}") for row in todo]
-            rows = {future.key: row for future, row in zip(futures, todo)}
-            if on_start is not None:
-                on_start(client, len(futures))
-            results = as_completed(futures, with_results=True, raise_errors=False)
-            last_write = time.monotonic()
-            while not results.is_empty():
-                batch = results.next_batch(block=False) if results.has_ready() else []
-                if batch:
-                    attempts.update()
-                else:
-                    time.sleep(0.1)
-                for future, outcome in batch:
-                    row = rows[future.key]
-                    _apply_result(row, future.exception() if future.status == "error" else outcome, plan, attempts)
-                    if on_result is not None:
-                        on_result(row)
-                if time.monotonic() - last_write >= refresh_seconds or results.is_empty():
-                    attempts.update()
-                    _refresh_running(manifest, attempts)
-                    manifest.write()
-                    last_write = time.monotonic()
-    finally:
-        attempts.update()
-        manifest.write()
-    clean_output_folder(out_dir)
-    return CohortResult(manifest, summarize(manifest, attempts), time.perf_counter() - clock, len(futures))
+    _, threads = cluster.sizes()
+    model = replace(plan.model, threads=threads)
+    with open_client(cluster, retries=plan.retries) as client:
+        futures = [client.submit(segment_case, row.spec(), model, plan.outputs, retries=plan.retries, pure=False,
+                                 key=f"mrseg-{row.case}-{uuid.uuid4().hex[:8]}") for row in todo]
+        rows = {future.key: row for future, row in zip(futures, todo)}
+        if on_start is not None:
+            on_start(client, len(futures))
+        results = as_completed(futures, with_results=True, raise_errors=False)
+        last_write = time.monotonic()
+        while not results.is_empty():
+            batch = results.next_batch(block=False) if results.has_ready() else []
+            if batch:
+                attempts.update()
+            else:
+                time.sleep(0.1)
+            for future, outcome in batch:
+                row = rows[future.key]
+                _apply_result(row, future.exception() if future.status == "error" else outcome, plan, attempts)
+                if on_result is not None:
+                    on_result(row)
+            if time.monotonic() - last_write >= refresh_seconds or results.is_empty():
+                attempts.update()
+                _refresh_running(manifest, attempts)
+                manifest.write()
+                last_write = time.monotonic()
+    return len(futures)
 
 
 def _check_model(plan: CohortPlan) -> None:
@@ -226,4 +269,4 @@ def _refresh_running(manifest: Manifest, attempts: AttemptLog) -> None:
             row.status = "running" if tries[-1].finished is None else row.status
 
 
-__all__ = ["CohortResult", "prepare_cohort", "run_cohort"]
+__all__ = ["DRIVER_LOCK", "CohortResult", "driver_lock", "run_cohort"]

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -291,15 +291,24 @@ LEFTOVER_AGE_S = 3600.0
 finishes in seconds): :func:`remove_leftovers` removes them."""
 
 
-def remove_leftovers(folder: str | os.PathLike[str], *, older_than_s: float = LEFTOVER_AGE_S) -> list[Path]:
+def remove_leftovers(folder: str | os.PathLike[str], *, older_than_s: float = LEFTOVER_AGE_S,
+                     of: Iterable[str] | None = None) -> list[Path]:
     """Remove what killed atomic writers left in ``folder``: hidden ``.NAME.XXXX.part`` files and
     folders (:func:`write_atomic`, :func:`write_image`), with a ``suffix`` after ``.part`` too, and
-    ``.writing-`` items, older than ``older_than_s``. Returns what was removed."""
+    ``.writing-`` items, older than ``older_than_s``. Returns what was removed.
+
+    Args:
+        of: only the leftovers of these file names (``NAME``), for a caller that holds the lock of
+            every writer of them and so may remove their leftovers of any age.
+    """
     limit = time.time() - older_than_s
+    prefixes = None if of is None else tuple(f".{name}." for name in of)
     removed = []
     for item in Path(folder).glob(".*"):
         if not (item.name.endswith(".part") or ".part." in item.name or ".writing-" in item.name):
             continue  # not a writer's temporary name (``.part`` last, or before write_atomic's suffix)
+        if prefixes is not None and not item.name.startswith(prefixes):
+            continue
         try:
             if item.lstat().st_mtime >= limit:
                 continue  # perhaps a live writer's
