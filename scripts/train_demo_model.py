@@ -151,6 +151,7 @@ RANDOMIZATION_SHARES = {
     "fatty_organ_share": "share of cases whose liver and pancreas hold a random fat fraction (steatosis)",
     "clutter_share": "share of cases whose visceral fat holds blobs of unlabelled soft tissue (vessels, nodes)",
     "perirenal_share": "share of cases whose kidneys lie in a perirenal space of its own, greyer fat",
+    "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
 }
 
 

@@ -137,6 +137,17 @@ def test_phantom_command_perirenal_space(tmp_path, caplog):
     assert "margin_mm and rise_mm are sizes in mm" in caplog.text and not out.exists()
 
 
+def test_phantom_command_aortic_ectasia(tmp_path, caplog):
+    common, plain, wide, labels, sidecar = _phantom_pair(tmp_path, "t1_in", "--ectasia", "6")
+    aorta = BASE.index_of("aorta")
+    slim = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array == aorta
+    assert (labels == aorta).sum() > 1.3 * slim.sum() and (labels == aorta)[slim].all()
+    assert sidecar["ectasia_mm"] == 6.0
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--ectasia", "-1"]) == 2
+    assert "widen_mm is a size in mm" in caplog.text and not out.exists()
+
+
 def test_phantom_from_real_labels(shared_data, tmp_path):
     source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0

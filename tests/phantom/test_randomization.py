@@ -159,6 +159,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"clutter_fraction": (0.2, 1.5)}, "clutter_fraction is a fraction, at most 1"),
     ({"perirenal_share": -0.1}, "perirenal_share is a share"),
     ({"perirenal_rise_mm": (30.0, 10.0)}, "perirenal_rise_mm must be a range"),
+    ({"ectasia_share": 1.5}, "ectasia_share is a share"),
+    ({"ectasia_mm": (8.0, 2.0)}, "ectasia_mm must be a range"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -371,3 +373,21 @@ def test_a_removed_kidney_leaves_its_perirenal_space_behind():
     darker = spaced.image.array < 0.9 * plain.image.array
     assert (darker & bed).sum() > 20  # the empty fossa keeps its greyer fat
     assert spaced.metadata["perirenal"] == {"margin_mm": 6.0, "rise_mm": 20.0}
+
+
+def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_the_lungs():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": ("thorax",)}
+    plain = RandomizationRanges(**fields)
+    wide = RandomizationRanges(**fields, ectasia_share=1.0, ectasia_mm=(5.0, 6.0))
+    before, after = random_case(4, ranges=plain), random_case(4, ranges=wide)
+    recipe = after.metadata["randomization"]
+    assert {k: v for k, v in recipe.items() if k != "ectasia"} == before.metadata["randomization"]
+    assert 5.0 <= recipe["ectasia"] <= 6.0 and after.metadata["ectasia_mm"] == recipe["ectasia"]
+    aorta = BASE.index_of("aorta")
+    old, new = before.labels.array, after.labels.array
+    assert (new == aorta).sum() > 1.3 * (old == aorta).sum()
+    changed = new != old
+    assert (new[changed] == aorta).all()  # only the aorta gains
+    lost = {BASE.name_of(int(i)) if i else "background" for i in np.unique(old[changed])}
+    assert lost <= {"background", "left_lung", "right_lung"}, lost
+    assert 0.35 < _drawn_share("ectasia", ectasia_share=0.5) < 0.65

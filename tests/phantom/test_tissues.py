@@ -7,7 +7,14 @@ import pytest
 
 from mrseg.classes import BASE
 from mrseg.errors import InputError
-from mrseg.phantom.tissues import TISSUE_INDEX, mesenteric_clutter, perirenal_fat, to_classes, without_classes
+from mrseg.phantom.tissues import (
+    TISSUE_INDEX,
+    aortic_ectasia,
+    mesenteric_clutter,
+    perirenal_fat,
+    to_classes,
+    without_classes,
+)
 
 
 def test_removing_a_class_removes_all_its_tissues_and_nothing_else():
@@ -135,3 +142,44 @@ def test_perirenal_options_are_checked(options, message):
     options = {"superior_zyx": (1.0, 0.0, 0.0), **options}
     with pytest.raises(InputError, match=message):
         perirenal_fat(_kidneys_in_fat(), (3.0, 2.0, 2.0), **options)
+
+
+def _aorta_beside_spine_and_lung() -> np.ndarray:
+    """A 2 mm aorta of radius 5 voxels (lumen, thrombus on its right half) running along z, with
+    lung on its left, the spine behind it and fat elsewhere."""
+    t = np.full((12, 40, 40), TISSUE_INDEX["visceral_fat"], dtype=np.uint8)
+    t[:, :, 26:] = TISSUE_INDEX["left_lung"]
+    t[:, 27:, :] = TISSUE_INDEX["spine_cortex"]
+    _, y, x = np.ogrid[:12, :40, :40]
+    inside = np.broadcast_to((y - 20) ** 2 + (x - 20) ** 2 <= 25, t.shape)
+    t[inside] = TISSUE_INDEX["aorta"]
+    t[inside & np.broadcast_to(x < 18, t.shape)] = TISSUE_INDEX["aortic_thrombus"]
+    return t
+
+
+def test_ectasia_widens_the_aorta_into_fat_and_lung_only_and_keeps_its_thrombus_at_the_wall():
+    tissue_map = _aorta_beside_spine_and_lung()
+    wide = aortic_ectasia(tissue_map, (2.0, 2.0, 2.0), widen_mm=6.0)
+    aorta = BASE.index_of("aorta")
+    before, after = to_classes(tissue_map) == aorta, to_classes(wide) == aorta
+    assert (after >= before).all() and (wide[before] == tissue_map[before]).all()  # the old aorta stays as it was
+    changed = wide != tissue_map
+    claimed = set(np.unique(tissue_map[changed]).tolist())
+    assert claimed == {TISSUE_INDEX["visceral_fat"], TISSUE_INDEX["left_lung"]}  # never the spine
+    # 6 mm is 3 voxels: the radius goes from 5 to 8 voxels in front, not into the spine behind (y >= 27)
+    row = after[6, :, 20]
+    assert np.nonzero(row)[0].min() == 12 and np.nonzero(row)[0].max() == 26
+    column = after[6, 20, :]
+    assert np.nonzero(column)[0].min() == 12 and np.nonzero(column)[0].max() == 28
+    # the widened wall takes the tissue nearest to it: thrombus on the right, lumen on the left
+    assert wide[6, 20, 12] == TISSUE_INDEX["aortic_thrombus"] and wide[6, 20, 28] == TISSUE_INDEX["aorta"]
+
+
+def test_ectasia_of_no_width_or_without_an_aorta_changes_nothing_and_a_negative_one_is_refused():
+    tissue_map = _aorta_beside_spine_and_lung()
+    np.testing.assert_array_equal(aortic_ectasia(tissue_map, (2.0, 2.0, 2.0), widen_mm=0.0), tissue_map)
+    no_aorta = without_classes(tissue_map, ["aorta"])
+    np.testing.assert_array_equal(aortic_ectasia(no_aorta, (2.0, 2.0, 2.0), widen_mm=5.0), no_aorta)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="widen_mm is a size in mm and must be >= 0"):
+            aortic_ectasia(tissue_map, (2.0, 2.0, 2.0), widen_mm=bad)

@@ -82,6 +82,7 @@ def make_case(
     remove: Sequence[str] = (),
     clutter: float = 0.0,
     perirenal: tuple[float, float] | None = None,
+    ectasia: float = 0.0,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -106,12 +107,14 @@ def make_case(
         perirenal: ``(margin_mm, rise_mm)``: each kidney's perirenal space (around it by the
             margin, above it by the rise) holds its own tissue, ``perirenal_fat`` (see
             :func:`~mrseg.phantom.tissues.perirenal_fat`); None (default): plain visceral fat.
+        ectasia: mm by which the aorta is widened all round along its whole length (see
+            :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
-    from mrseg.phantom.tissues import mesenteric_clutter, perirenal_fat, to_classes, without_classes
+    from mrseg.phantom.tissues import aortic_ectasia, mesenteric_clutter, perirenal_fat, to_classes, without_classes
 
     if modality not in SEQUENCES:
         raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {modality!r}")
@@ -143,6 +146,10 @@ def make_case(
             )
             tissues = resample_labels(tissues, grid)
         metadata.update(source=source or "labels")
+    if ectasia:  # before the removal: a removed aorta takes its widened wall with it
+        tissues = tissues.with_array(aortic_ectasia(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
+                                                    widen_mm=ectasia))
+        metadata.update(ectasia_mm=ectasia)
     if perirenal is not None:  # before the clutter and the removal: a removed kidney leaves its space behind
         margin_mm, rise_mm = perirenal
         superior = [float(c) for c in tissues.geometry.direction_matrix[2, ::-1]]  # the head's way, numpy order

@@ -25,6 +25,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   the visceral fat (vessels, lymph nodes), so that the fat beside an organ is not always even;
 * the perirenal space, for ``perirenal_share`` of the cases: the fat around and above each
   kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
+* aortic ectasia, for ``ectasia_share`` of the cases: the aorta widened all round along its whole
+  length, as in older subjects, so that a wide aorta is drawn at its own width;
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -117,6 +119,10 @@ class RandomizationRanges:
             (:func:`~mrseg.phantom.tissues.perirenal_fat`); 0 by default, likewise.
         perirenal_margin_mm: the range of how far that space reaches around a kidney, mm.
         perirenal_rise_mm: the range of how far it reaches above a kidney, mm.
+        ectasia_share: share of cases whose aorta is widened along its whole length
+            (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
+        ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
+            thorax for the phantom's 18-23 mm).
     """
 
     random_contrast_share: float = 0.45
@@ -153,6 +159,8 @@ class RandomizationRanges:
     perirenal_share: float = 0.0
     perirenal_margin_mm: tuple[float, float] = (2.0, 12.0)
     perirenal_rise_mm: tuple[float, float] = (10.0, 40.0)
+    ectasia_share: float = 0.0
+    ectasia_mm: tuple[float, float] = (2.0, 8.0)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -164,7 +172,8 @@ class RandomizationRanges:
     def __post_init__(self) -> None:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
-                     "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share"):
+                     "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
+                     "ectasia_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -173,7 +182,8 @@ class RandomizationRanges:
                              f"{self.random_contrast_share} + {self.ct_share}")
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
-                     "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm"):
+                     "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
+                     "ectasia_mm"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -281,6 +291,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     if perirenal.random() < ranges.perirenal_share:
         recipe["perirenal"] = [float(perirenal.uniform(*ranges.perirenal_margin_mm)),
                                float(perirenal.uniform(*ranges.perirenal_rise_mm))]
+    ectatic = np.random.default_rng([seed, 0x5EED, 9])  # the aorta's width
+    if ectatic.random() < ranges.ectasia_share:
+        recipe["ectasia"] = float(ectatic.uniform(*ranges.ectasia_mm))
     return recipe, rng
 
 
@@ -322,6 +335,7 @@ def random_case(
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
               "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
               "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
+              "ectasia": recipe.get("ectasia", 0.0),
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
