@@ -231,7 +231,9 @@ def main() -> None:
             augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
             init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
             class_weights={name: float(weight) for name, weight in args.class_weight})
-        check_class_weights(training.class_weights, dataset_json(0, "MrsegDemo")["labels"], "the demo dataset")
+        labels = dataset_json(0, "MrsegDemo")["labels"]
+        assert isinstance(labels, dict)
+        check_class_weights(training.class_weights, labels, "the demo dataset")
     except InputError as err:  # a ValueError too: first
         parser.error(str(err))
     except ValueError:
