@@ -292,9 +292,7 @@ def aortic_ectasia(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *, wide
     if widen_mm == 0 or not aorta.any():
         return out
     spacing = np.asarray(spacing_zyx, dtype=np.float64)
-    reach = np.ceil(widen_mm / spacing).astype(int) + 1
-    found = np.nonzero(aorta)
-    box = tuple(slice(max(int(f.min()) - r, 0), int(f.max()) + r + 1) for f, r in zip(found, reach))
+    box = _box_around(aorta, widen_mm, spacing)
     distance, nearest = ndimage.distance_transform_edt(~aorta[box], sampling=spacing, return_indices=True)
     claimable = np.isin(tissue_map[box], [TISSUE_INDEX[name] for name in ECTASIA_CLAIMS])
     grow = claimable & (distance <= widen_mm)
@@ -346,10 +344,7 @@ def perirenal_fat(
         kidney = np.isin(tissue_map, [t.index for t in TISSUES if t.class_name == side])
         if not kidney.any():
             continue
-        # work inside the kidney's box grown by the reach, so a large map costs no more than a small one
-        reach = np.ceil((margin_mm + rise_mm) / spacing).astype(int) + 1
-        found = np.nonzero(kidney)
-        box = tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(found, reach))
+        box = _box_around(kidney, margin_mm + rise_mm, spacing)
         swept = np.zeros(kidney[box].shape, dtype=bool)
         steps = int(np.ceil(rise_mm / spacing.min())) + 1
         # steps finer than the coarser axes round to the same voxel offset: shift by each once
@@ -360,6 +355,13 @@ def perirenal_fat(
         region = out[box]
         region[space & (region == fat)] = TISSUE_INDEX["perirenal_fat"]
     return out
+
+
+def _box_around(mask: np.ndarray, reach_mm: float, spacing: np.ndarray) -> tuple[slice, ...]:
+    """The box of ``mask``'s voxels grown by ``reach_mm`` (and a voxel) on every side, clipped at the
+    array's start, so that work near a structure costs no more on a large map than on a small one."""
+    reach = np.ceil(reach_mm / spacing).astype(int) + 1
+    return tuple(slice(max(int(i.min()) - r, 0), int(i.max()) + r + 1) for i, r in zip(np.nonzero(mask), reach))
 
 
 def _shifted(mask: np.ndarray, offset: np.ndarray) -> np.ndarray:
