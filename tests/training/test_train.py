@@ -7,6 +7,11 @@ transfer learning must start from the source weights exactly.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,8 +224,11 @@ import sys
 from pathlib import Path
 from mrseg.training import NnunetFolders, TrainingOptions, train_fold
 folders = NnunetFolders.under(Path(sys.argv[1]))
-train_fold(folders, int(sys.argv[2]), "all", TrainingOptions(epochs=int(sys.argv[3]), iterations_per_epoch=2,
-           val_iterations_per_epoch=1, validate=False, save_every=1, seed=0))
+import json
+options = dict(epochs=int(sys.argv[3]), iterations_per_epoch=2, val_iterations_per_epoch=1, validate=False,
+               save_every=1, seed=0)
+options.update(json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
+train_fold(folders, int(sys.argv[2]), "all", TrainingOptions(**options))
 """
 
 
@@ -230,26 +238,25 @@ FOLD_ALL = ("Dataset021_Tiny", "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres
 def _kill_fresh_run_after(folders: NnunetFolders, epochs: int, done: int) -> Path:
     """Start a fresh (not resumed) training run of fold "all" in its own process and SIGKILL it
     once its checkpoint_latest.pth holds ``done`` epochs; returns the fold folder."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     run = subprocess.Popen([sys.executable, "-c", RUN_AND_WAIT, str(folders.raw.parent), "21", str(epochs)],
                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fold = folders.results.joinpath(*FOLD_ALL)
-    deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline and run.poll() is None:  # a run that ended early: stop waiting
-            latest = fold / "checkpoint_latest.pth"
-            if latest.is_file() and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= done:
-                break
-            time.sleep(0.5)
+        _wait_for_epochs(run, fold, done)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(timeout=30)
     return fold
+
+
+def _wait_for_epochs(run: subprocess.Popen, fold: Path, done: int) -> None:
+    """Until the run's checkpoint_latest.pth holds ``done`` epochs, the run ended or 300 s passed."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None:  # a run that ended early: stop waiting
+        latest = fold / "checkpoint_latest.pth"
+        if latest.is_file() and torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"] >= done:
+            return
+        time.sleep(0.5)
 
 
 def _tiny_run(epochs: int, resume: bool) -> TrainingOptions:
@@ -294,6 +301,55 @@ def test_a_killed_fresh_run_over_a_finished_one_is_resumed_not_taken_for_it(trai
     train_fold(folders, 21, "all", _tiny_run(6, resume=True))
     final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert len(final["logging"]["train_losses"]) == 6
+
+
+def _second_epoch_begun(fold: Path) -> bool:
+    """Whether nnU-Net's log shows epoch 1's opening lines (its number, then its learning rate)."""
+    log = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
+    return ": Epoch 1 " in log and "Current learning rate" in log.split(": Epoch 1 ", 1)[1]
+
+
+def _live_processes_in_session(session: int) -> list[int]:
+    """The pids of the processes of ``session`` that still run (zombies aside), read from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, _group, sid = stat.read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):  # the process ended while the table was read
+            continue
+        if int(sid) == session and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
+def test_a_training_run_whose_caller_is_killed_stops_with_it(trained):
+    """SIGKILL only the process that called train_fold, not its session, just after an epoch began:
+    the worker process that trains, and nnU-Net's augmentation worker it started, must be gone
+    within 5 s, not train on unseen. (Without the watch the worker only died at the end of the
+    epoch, its first print into the dead caller's pipe; the epochs here take longer than 5 s.)"""
+    folders, _ = trained
+    long_epochs = json.dumps({"iterations_per_epoch": 80, "augmentation_processes": 1})
+    run = subprocess.Popen([sys.executable, "-c", RUN_AND_WAIT, str(folders.raw.parent), "21", "50", long_epochs],
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fold = folders.results.joinpath(*FOLD_ALL)
+    try:
+        _wait_for_epochs(run, fold, done=1)
+        while not _second_epoch_begun(fold) and run.poll() is None:
+            time.sleep(0.1)  # once its first lines are printed, the epoch runs silently for a while
+        assert run.poll() is None, "the run ended before it could be killed"
+        assert len(_live_processes_in_session(run.pid)) >= 3  # the caller, its worker, an augmentation worker
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while _live_processes_in_session(run.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _live_processes_in_session(run.pid) == []
+    finally:
+        try:
+            os.killpg(run.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_a_final_checkpoint_older_than_the_latest_is_a_stopped_later_run(tmp_path):

@@ -297,7 +297,8 @@ def check_class_weights(weights: dict[str, float], labels: dict[str, Any], datas
 
 
 def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:
-    """Run one worker step in a fresh process; its last stdout line is a JSON report.
+    """Run one worker step in a fresh process, which reports (JSON) through a file; the worker
+    stops by itself should this process be killed (:func:`mrseg.training.worker.stop_when_orphaned`).
 
     Raises:
         InputError / ModelError: as the worker reported them (the message names the cause).
@@ -316,7 +317,7 @@ def run_step(spec: dict[str, Any], folders: NnunetFolders) -> StepResult:
     env.setdefault("nnUNet_def_n_proc", str(max(1, min(8, os.cpu_count() or 1))))
     with tempfile.TemporaryDirectory(prefix="mrseg-step-") as tmp:
         spec_file, report_file = Path(tmp) / "spec.json", Path(tmp) / "report.json"
-        spec_file.write_text(json.dumps({**spec, "report": str(report_file)}))
+        spec_file.write_text(json.dumps({**spec, "report": str(report_file), "caller_pid": os.getpid()}))
         done = subprocess.run([sys.executable, "-m", "mrseg.training.worker", str(spec_file)], env=env,
                               capture_output=True, text=True)
         output = done.stdout + done.stderr

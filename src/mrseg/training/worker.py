@@ -3,11 +3,14 @@
 Started by :func:`mrseg.training.nnunet.run_step` with nnU-Net's folders in the environment.
 The spec names the step (``plan`` or ``train``) and its arguments; the report (JSON) goes to
 the file the spec names, errors included, so the caller can raise them with their message.
+The spec also names the caller's pid: a worker whose caller is gone (killed by a signal, by the
+out-of-memory killer) stops itself and the processes it started, rather than train on unseen.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import traceback
@@ -15,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mrseg.errors import InputError, MrsegError
+
+ORPHANED_EXIT = 3
+"""The exit status of a worker that stopped because its caller was gone."""
 
 INITIAL_CHECKPOINT = "checkpoint_initial.pth"
 """Written into the fold folder when training starts from another model: the starting weights."""
@@ -27,6 +33,28 @@ POOL_MODULES = [
     "nnunetv2.inference.export_prediction",
 ]
 """What nnU-Net's pools run (integrity check, fingerprint, preprocessing, validation export)."""
+
+
+def stop_when_orphaned(caller_pid: int, every_s: float = 1.0) -> None:
+    """Watch, from a daemon thread, that the process that started this one is still its parent;
+    once it is not, kill the processes this one started (nnU-Net's augmentation workers) and exit.
+
+    A caller killed with SIGTERM or SIGKILL does not take its child with it: the worker would
+    train on, unseen, and write checkpoints into the fold folder that a rerun with ``--resume``
+    is about to train in. The fork server, if any, exits by itself once this process is gone.
+    """
+    import multiprocessing
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == caller_pid:
+            time.sleep(every_s)
+        for child in multiprocessing.active_children():
+            child.kill()
+        os._exit(ORPHANED_EXIT)
+
+    threading.Thread(target=watch, name="mrseg-stop-when-orphaned", daemon=True).start()
 
 
 def start_pools_from_a_fork_server() -> None:
@@ -329,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text())
     report_file = Path(spec["report"])
+    if spec.get("caller_pid"):
+        stop_when_orphaned(int(spec["caller_pid"]))
     if spec["step"] == "plan" and spec.get("options", {}).get("processes", 1) <= 1:
         run_pools_in_threads()
     else:
