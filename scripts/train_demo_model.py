@@ -195,6 +195,9 @@ def main() -> None:
     parser.add_argument("--fat-suppressed-sequence", action="append", choices=defaults.fat_suppressed_sequences,
                         help="a sequence --fat-suppression-share applies to, repeatable; "
                              f"default: {', '.join(defaults.fat_suppressed_sequences)}")
+    parser.add_argument("--ectasia-modality", action="append", choices=defaults.ectasia_modalities,
+                        help="draw ectasia only for this modality (repeatable); "
+                             f"default: {', '.join(defaults.ectasia_modalities)}")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
@@ -249,7 +252,8 @@ def main() -> None:
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence
-                                                                    or defaults.fat_suppressed_sequences))
+                                                                    or defaults.fat_suppressed_sequences),
+                                     ectasia_modalities=tuple(args.ectasia_modality or defaults.ectasia_modalities))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")

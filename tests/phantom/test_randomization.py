@@ -161,6 +161,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"perirenal_rise_mm": (30.0, 10.0)}, "perirenal_rise_mm must be a range"),
     ({"ectasia_share": 1.5}, "ectasia_share is a share"),
     ({"ectasia_mm": (8.0, 2.0)}, "ectasia_mm must be a range"),
+    ({"ectasia_modalities": ("pet",)}, "ectasia_modalities must name"),
+    ({"ectasia_modalities": ()}, "ectasia_modalities must name"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -391,3 +393,16 @@ def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_
     lost = {BASE.name_of(int(i)) if i else "background" for i in np.unique(old[changed])}
     assert lost <= {"background", "left_lung", "right_lung"}, lost
     assert 0.35 < _drawn_share("ectasia", ectasia_share=0.5) < 0.65
+
+
+def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():
+    both = RandomizationRanges(ct_share=0.5, ectasia_share=0.5)
+    ct_only = RandomizationRanges(ct_share=0.5, ectasia_share=0.5, ectasia_modalities=("ct",))
+    plain = RandomizationRanges(ct_share=0.5)
+    drawn = {"mr": 0, "ct": 0}
+    for seed in range(120):
+        recipe = case_recipe(seed, ct_only)
+        expected = case_recipe(seed, both if recipe["modality"] == "ct" else plain)
+        assert recipe == expected, seed
+        drawn[recipe["modality"]] += "ectasia" in recipe
+    assert drawn["mr"] == 0 and drawn["ct"] > 10

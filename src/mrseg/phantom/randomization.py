@@ -25,8 +25,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   the visceral fat (vessels, lymph nodes), so that the fat beside an organ is not always even;
 * the perirenal space, for ``perirenal_share`` of the cases: the fat around and above each
   kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
-* aortic ectasia, for ``ectasia_share`` of the cases: the aorta widened all round along its whole
-  length, as in older subjects, so that a wide aorta is drawn at its own width;
+* aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
+  the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
+  is drawn at its own width;
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -54,7 +55,7 @@ from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.phantom.anatomy import FOVS
 from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
-from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, SEQUENCES
+from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MODALITIES, SEQUENCES
 
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
 # the CT phases this draw chooses between; the arterial phase came later and is drawn apart
@@ -123,6 +124,8 @@ class RandomizationRanges:
             (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
         ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
             thorax for the phantom's 18-23 mm).
+        ectasia_modalities: the modalities ectasia is drawn for (both by default; ``("ct",)``
+            keeps every MR case as it is without ectasia and draws each CT case as with both).
     """
 
     random_contrast_share: float = 0.45
@@ -161,6 +164,7 @@ class RandomizationRanges:
     perirenal_rise_mm: tuple[float, float] = (10.0, 40.0)
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
+    ectasia_modalities: tuple[str, ...] = MODALITIES
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -205,6 +209,9 @@ class RandomizationRanges:
         if unsuppressible:
             raise InputError(f"fat_suppressed_sequences may only hold {', '.join(FAT_SUPPRESSIBLE)}, "
                              f"got {', '.join(unsuppressible)}")
+        if not self.ectasia_modalities or not set(self.ectasia_modalities) <= set(MODALITIES):
+            raise InputError(f"ectasia_modalities must name at least one of {', '.join(MODALITIES)}, "
+                             f"got {self.ectasia_modalities!r}")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
         if not self.fields_of_view or not set(self.fields_of_view) <= set(FOVS):
@@ -292,7 +299,7 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
         recipe["perirenal"] = [float(perirenal.uniform(*ranges.perirenal_margin_mm)),
                                float(perirenal.uniform(*ranges.perirenal_rise_mm))]
     ectatic = np.random.default_rng([seed, 0x5EED, 9])  # the aorta's width
-    if ectatic.random() < ranges.ectasia_share:
+    if ectatic.random() < ranges.ectasia_share and recipe["modality"] in ranges.ectasia_modalities:
         recipe["ectasia"] = float(ectatic.uniform(*ranges.ectasia_mm))
     return recipe, rng
 
