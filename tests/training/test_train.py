@@ -220,11 +220,11 @@ def test_too_few_cases_for_five_folds_is_explained(trained, phantom_folder):
 
 
 RUN_AND_WAIT = """
+import json
 import sys
 from pathlib import Path
 from mrseg.training import NnunetFolders, TrainingOptions, train_fold
 folders = NnunetFolders.under(Path(sys.argv[1]))
-import json
 options = dict(epochs=int(sys.argv[3]), iterations_per_epoch=2, val_iterations_per_epoch=1, validate=False,
                save_every=1, seed=0)
 options.update(json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
@@ -335,7 +335,8 @@ def test_a_training_run_whose_caller_is_killed_stops_with_it(trained):
     fold = folders.results.joinpath(*FOLD_ALL)
     try:
         _wait_for_epochs(run, fold, done=1)
-        while not _second_epoch_begun(fold) and run.poll() is None:
+        deadline = time.monotonic() + 120
+        while not _second_epoch_begun(fold) and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)  # once its first lines are printed, the epoch runs silently for a while
         assert run.poll() is None, "the run ended before it could be killed"
         assert len(_live_processes_in_session(run.pid)) >= 3  # the caller, its worker, an augmentation worker
