@@ -152,6 +152,7 @@ RANDOMIZATION_SHARES = {
     "clutter_share": "share of cases whose visceral fat holds blobs of unlabelled soft tissue (vessels, nodes)",
     "perirenal_share": "share of cases whose kidneys lie in a perirenal space of its own, greyer fat",
     "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
+    "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
 }
 
 

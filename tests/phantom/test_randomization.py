@@ -12,6 +12,7 @@ from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Image
 from mrseg.io.resample import resample_labels
+from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE
 from mrseg.phantom.cases import make_case, write_case
 from mrseg.phantom.randomization import (
     RandomizationRanges,
@@ -162,6 +163,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"ectasia_share": 1.5}, "ectasia_share is a share"),
     ({"ectasia_mm": (8.0, 2.0)}, "ectasia_mm must be a range"),
     ({"ectasia_modalities": ("pet",)}, "ectasia_modalities must name"),
+    ({"thrombus_share": -0.1}, "thrombus_share is a share"),
+    ({"thrombus_hu": (140.0, 40.0)}, "thrombus_hu must be a range"),
     ({"ectasia_modalities": ()}, "ectasia_modalities must name"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
@@ -393,6 +396,29 @@ def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_
     lost = {BASE.name_of(int(i)) if i else "background" for i in np.unique(old[changed])}
     assert lost <= {"background", "left_lung", "right_lung"}, lost
     assert 0.35 < _drawn_share("ectasia", ectasia_share=0.5) < 0.65
+
+
+def test_thrombus_draws_change_only_the_thrombus_ct_number_of_ct_cases():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": ("trunk",),
+              "ct_share": 1.0, "random_contrast_share": 0.0}
+    for seed in range(40):  # a subject whose aorta has thrombus (30 % of them)
+        plain = random_case(seed, ranges=RandomizationRanges(**fields))
+        if plain.metadata["anatomy"]["aortic_disease"] < AORTIC_DISEASE_SHARE:
+            break
+    dense = random_case(seed, ranges=RandomizationRanges(**fields, thrombus_share=1.0, thrombus_hu=(120.0, 130.0)))
+    recipe = dense.metadata["randomization"]
+    assert {k: v for k, v in recipe.items() if k != "thrombus_hu"} == plain.metadata["randomization"]
+    assert 120.0 <= recipe["thrombus_hu"] <= 130.0
+    assert np.array_equal(dense.labels.array, plain.labels.array)
+    # the same noise: the image only brightens (55 HU -> 120-130 HU, blurred by the slice profile),
+    # and most inside the aorta
+    rise = dense.image.array.astype(np.float64) - plain.image.array
+    assert rise.min() > -1e-3 and rise.max() > 10
+    labels = dense.labels.array
+    by_class = {int(c): rise[labels == c].mean() for c in np.unique(labels[rise > 1e-3])}
+    assert max(by_class, key=by_class.get) == BASE.index_of("aorta"), by_class
+    assert _drawn_share("thrombus_hu", thrombus_share=1.0, ct_share=0.5) < 0.7  # CT cases only
+    assert _drawn_share("thrombus_hu", thrombus_share=1.0, ct_share=0.5) > 0.3
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

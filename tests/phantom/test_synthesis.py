@@ -272,6 +272,23 @@ def test_fat_suppression_is_refused_out_of_range_or_where_it_means_nothing(optio
 
 # --- CT -----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("phase", ["native", "contrast", "arterial"])
+def test_the_thrombus_takes_the_ct_number_it_is_given_in_every_phase(phase):
+    given = tissue_signals(SynthesisOptions(modality="ct", sequence=phase, thrombus_hu=110.0))
+    catalogue = tissue_signals(SynthesisOptions(modality="ct", sequence=phase))
+    thrombus = TISSUE_INDEX["aortic_thrombus"]
+    assert given[thrombus] == pytest.approx(110.0)
+    assert catalogue[thrombus] in (pytest.approx(50.0), pytest.approx(55.0))
+    others = np.arange(len(given)) != thrombus
+    assert np.array_equal(given[others], catalogue[others])
+
+
+@pytest.mark.parametrize("value", [float("nan"), 400.0, -150.0])
+def test_a_thrombus_ct_number_out_of_range_is_refused(value):
+    with pytest.raises(InputError, match="thrombus_hu is a thrombus's CT number"):
+        SynthesisOptions(modality="ct", thrombus_hu=value)
+
+
 def test_ct_hounsfield_units_and_noise(phantom):
     native = synthesize(phantom, SynthesisOptions(modality="ct", sequence="native", ct_noise_hu=15.0), seed=1)
     contrast = synthesize(phantom, SynthesisOptions(modality="ct", sequence="contrast", ct_noise_hu=15.0), seed=1)

@@ -28,6 +28,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
+* the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
+  ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
+  a generated subject has aortic disease, and only in CT);
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -126,6 +129,10 @@ class RandomizationRanges:
             thorax for the phantom's 18-23 mm).
         ectasia_modalities: the modalities ectasia is drawn for (both by default; ``("ct",)``
             keeps every MR case as it is without ectasia and draws each CT case as with both).
+        thrombus_share: share of cases whose aortic thrombus takes a CT number from
+            ``thrombus_hu`` (:attr:`~mrseg.phantom.synthesis.SynthesisOptions.thrombus_hu`); 0 by
+            default, likewise.
+        thrombus_hu: the range of that CT number, HU.
     """
 
     random_contrast_share: float = 0.45
@@ -165,6 +172,8 @@ class RandomizationRanges:
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
     ectasia_modalities: tuple[str, ...] = MODALITIES
+    thrombus_share: float = 0.0
+    thrombus_hu: tuple[float, float] = (40.0, 140.0)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -177,7 +186,7 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "ectasia_share"):
+                     "ectasia_share", "thrombus_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -187,7 +196,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "ectasia_mm"):
+                     "ectasia_mm", "thrombus_hu"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -301,6 +310,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     ectatic = np.random.default_rng([seed, 0x5EED, 9])  # the aorta's width
     if ectatic.random() < ranges.ectasia_share and recipe["modality"] in ranges.ectasia_modalities:
         recipe["ectasia"] = float(ectatic.uniform(*ranges.ectasia_mm))
+    thrombus = np.random.default_rng([seed, 0x5EED, 10])  # the aortic thrombus's CT number
+    if thrombus.random() < ranges.thrombus_share and recipe["modality"] == "ct":
+        recipe["thrombus_hu"] = float(thrombus.uniform(*ranges.thrombus_hu))
     return recipe, rng
 
 
@@ -308,7 +320,7 @@ def _synthesis_options(recipe: dict[str, Any]) -> dict[str, Any]:
     """The :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields a recipe sets."""
     options = {"field_strength": recipe["field_strength"], "slice_thickness": recipe["slice_thickness"]}
     options.update({name: recipe[name] for name in ("bile", "gastric_content", "fat_suppression",
-                                                     "liver_fat_fraction", "pancreas_fat_fraction")
+                                                     "liver_fat_fraction", "pancreas_fat_fraction", "thrombus_hu")
                     if name in recipe})
     if recipe["modality"] == "mr":
         options.update(bias_field=recipe["bias_field"], noise=recipe["noise"])

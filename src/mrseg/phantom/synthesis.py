@@ -188,6 +188,10 @@ class SynthesisOptions:
             component's signal that spectral fat suppression removes (0, the default: none;
             0.85–0.98 in a clinical fat-suppressed scan). The image keeps the unsuppressed
             sequence's scale.
+        thrombus_hu: CT only in effect: the CT number of the thrombus lining a diseased aorta,
+            in every phase (a thrombus does not enhance); None (default) keeps the catalogue's
+            50 HU native and 55 HU after contrast. Real mural thrombus and thrombosed false
+            lumens lie between about 30 and 140 HU.
 
     Raises:
         InputError: an unknown modality or sequence, or an option out of range.
@@ -208,6 +212,7 @@ class SynthesisOptions:
     liver_fat_fraction: float | None = None
     pancreas_fat_fraction: float | None = None
     fat_suppression: float = 0.0
+    thrombus_hu: float | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in SEQUENCES:
@@ -233,6 +238,9 @@ class SynthesisOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a {kind} in [0, 1] (or None for the catalogue's), got {value!r}")
+        if self.thrombus_hu is not None and not (math.isfinite(self.thrombus_hu) and -100 <= self.thrombus_hu <= 300):
+            raise InputError(f"thrombus_hu is a thrombus's CT number, in [-100, 300] HU (or None for the "
+                             f"catalogue's), got {self.thrombus_hu!r}")
         if not (math.isfinite(self.fat_suppression) and 0 <= self.fat_suppression <= 1):
             raise InputError(f"fat_suppression is the share of fat signal removed, in [0, 1], "
                              f"got {self.fat_suppression!r}")
@@ -326,12 +334,12 @@ def _property_table() -> dict[str, np.ndarray]:
 
 
 def _properties(options: SynthesisOptions) -> dict[str, np.ndarray]:
-    """The property table with the options' fluid make-up and organ fat applied (the catalogue's
-    if none is set)."""
+    """The property table with the options' fluid make-up, organ fat and thrombus applied (the
+    catalogue's if none is set)."""
     table = _property_table()
     fluids = {"gallbladder": options.bile, "stomach_content": options.gastric_content}
     fat = {"liver": options.liver_fat_fraction, "pancreas": options.pancreas_fat_fraction}
-    if all(c is None for c in (*fluids.values(), *fat.values())):
+    if all(c is None for c in (*fluids.values(), *fat.values(), options.thrombus_hu)):
         return table
     table = {name: column.copy() for name, column in table.items()}
     phases = ("hu", "hu_contrast", "hu_arterial")
@@ -352,6 +360,9 @@ def _properties(options: SynthesisOptions) -> dict[str, np.ndarray]:
         table["fat_fraction"][i] = fraction
         for phase in phases:
             table[phase][i] += FAT_HU_PER_FRACTION * added
+    if options.thrombus_hu is not None:
+        for phase in phases:
+            table[phase][TISSUE_INDEX["aortic_thrombus"]] = options.thrombus_hu
     return table
 
 
