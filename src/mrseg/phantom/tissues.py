@@ -287,7 +287,7 @@ def aortic_ectasia(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *, wide
     """
     if not widen_mm >= 0:
         raise InputError(f"widen_mm is a size in mm and must be >= 0, got {widen_mm!r}")
-    aorta = np.isin(tissue_map, [TISSUE_INDEX["aorta"], TISSUE_INDEX["aortic_thrombus"]])
+    aorta = np.isin(tissue_map, [t.index for t in TISSUES if t.class_name == "aorta"])  # lumen and thrombus
     out = tissue_map.copy()
     if widen_mm == 0 or not aorta.any():
         return out
