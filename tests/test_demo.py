@@ -164,6 +164,18 @@ def test_compare_demo_models_goal_tolerance_lowers_the_real_mr_bar_only(tmp_path
     assert "cand: not adopted (fails 2)" in done.stdout
 
 
+def test_the_bundled_weights_evaluation_ships_beside_them_and_reads_as_a_reference(tmp_path):
+    """``evaluation.json`` in the demo model folder is ``evaluate_demo_model.py --json`` of the bundled
+    weights: the comparison reads it, and a candidate scoring the same is adopted by every criterion."""
+    shipped = Path(__file__).resolve().parents[1] / "src" / "mrseg" / "models" / "demo" / "evaluation.json"
+    evaluation = json.loads(shipped.read_text())
+    assert {*CONTRASTS, "real ct/thorax_cta.nii.gz", "real MR field-of-view versions"} <= evaluation.keys()
+    assert all(len(evaluation[contrast]) == 40 for contrast in CONTRASTS)
+    done = compare(tmp_path, evaluation, ("same", evaluation))
+    assert done.returncode == 0, done.stderr
+    assert "same: adopt\n" in done.stdout and done.stdout.count("pass:") == 4
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (None, "cannot be read (No such file or directory)"),
     ("x", "not JSON"),
