@@ -171,7 +171,7 @@ def main() -> None:
         train_fold,
     )
     from mrseg.training.dataset import dataset_json
-    from mrseg.training.nnunet import LOSSES, check_class_weights
+    from mrseg.training.nnunet import LOSSES, check_class_weights, class_weights_from_pairs
 
     defaults = RandomizationRanges()  # the randomisation options default to its values
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,14 +234,12 @@ def main() -> None:
             save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
             augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
             init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
-            class_weights={name: float(weight) for name, weight in args.class_weight})
+            class_weights=class_weights_from_pairs(args.class_weight))
         labels = dataset_json(0, "MrsegDemo")["labels"]
         assert isinstance(labels, dict)
         check_class_weights(training.class_weights, labels, "the demo dataset")
-    except InputError as err:  # a ValueError too: first
+    except InputError as err:
         parser.error(str(err))
-    except ValueError:
-        parser.error("--class-weight CLASS WEIGHT: the weight must be a number")
 
     started = time.time()
     cases_dir = args.work / "cases"

@@ -55,6 +55,17 @@ def test_a_class_weight_must_name_one_of_the_datasets_classes():
     check_class_weights({"liver": 5.0}, labels, "Dataset021_Tiny")
 
 
+def test_class_weight_pairs_become_numbers_and_a_bad_one_is_named():
+    """``--class-weight CLASS WEIGHT`` of the CLI and of the demo script are parsed by one function."""
+    from mrseg.training.nnunet import class_weights_from_pairs
+
+    assert class_weights_from_pairs([("liver", "2.5"), ("spleen", "1e1"), ("liver", "3")]) == {"liver": 3.0,
+                                                                                             "spleen": 10.0}
+    assert class_weights_from_pairs([]) == {}
+    with pytest.raises(InputError, match="the weight must be a number, got lots, x$"):
+        class_weights_from_pairs([("liver", "lots"), ("spleen", "4"), ("aorta", "x")])
+
+
 def test_class_weights_are_refused_for_region_based_labels():
     labels = {"background": 0, "liver": 1, "liver_and_vessels": [1, 2]}
     with pytest.raises(InputError, match="Dataset031_Regions has region-based labels"):

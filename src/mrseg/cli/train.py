@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mrseg.errors import MrsegError
     from mrseg.training.crossval import run_cross_validation
-    from mrseg.training.nnunet import NnunetFolders, PlanningOptions, TrainingOptions
+    from mrseg.training.nnunet import NnunetFolders, PlanningOptions, TrainingOptions, class_weights_from_pairs
 
     if args.root:
         folders = NnunetFolders.under(args.root)
@@ -89,10 +89,9 @@ def run(args: argparse.Namespace) -> int:
         memory_target_gb=args.memory_target, processes=args.processes,
     )
     try:
-        class_weights = {name: float(weight) for name, weight in args.class_weight}
-    except ValueError:
-        log.error("--class-weight CLASS WEIGHT: the weight must be a number, got %s",
-                  " ".join(weight for _, weight in args.class_weight))
+        class_weights = class_weights_from_pairs(args.class_weight)
+    except MrsegError as err:
+        log.error("%s", err)
         return 2
     folds: list[int | str] = [f if f == "all" else int(f) for f in args.folds]
 

@@ -282,6 +282,28 @@ def check_training(folders: NnunetFolders, dataset_id: int, folds: Sequence[int 
         check_class_weights(options.class_weights, dataset.get("labels", {}), dataset_json.parent.name)
 
 
+def class_weights_from_pairs(pairs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """``--class-weight CLASS WEIGHT`` pairs as class name → weight (the last of a repeated class wins).
+
+    Raises:
+        InputError: naming every weight that is not a number.
+
+    Example:
+        >>> class_weights_from_pairs([("right_adrenal_gland", "10"), ("left_adrenal_gland", "10")])
+        {'right_adrenal_gland': 10.0, 'left_adrenal_gland': 10.0}
+    """
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    weights = {name: number(weight) for name, weight in pairs}
+    if bad := [weight for name, weight in pairs if number(weight) is None]:
+        raise InputError(f"--class-weight CLASS WEIGHT: the weight must be a number, got {', '.join(bad)}")
+    return {name: weight for name, weight in weights.items() if weight is not None}
+
+
 def check_class_weights(weights: dict[str, float], labels: dict[str, Any], dataset: str) -> None:
     """Every weighted class must be one of the dataset's (``labels``: its dataset.json's), and each
     label one class: region-based labels (lists) train with per-region binary cross-entropy, which
