@@ -898,7 +898,7 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
     aorta_s = d.u("aorta_scale", 0.9, 1.1)
     # the arch runs back over the left main bronchus; the descending aorta lies to the left of the
     # vertebral bodies in the thorax and reaches the front of the spine at the aortic hiatus
-    aorta = d.jitter([(4, -26, 305), (-6, -26, 350), (-4, -22, 382), (10, -8, 402), (24, 20, 396), (28, 42, 364),
+    aorta = d.jitter([(4, -38, 305), (-6, -32, 350), (-4, -22, 382), (10, -8, 402), (24, 20, 396), (28, 42, 364),
                       (27, 40, 300), (15, 22, 245), (9, 6, 190), (9, 1, 140), (11, -2, 90), (5, -4, 55)], 1.5)
     tubes["aorta"] = _tube(aorta, np.array([13, 13, 12, 11.5, 11, 10.5, 10.5, 10, 9.5, 9.5, 9, 8.5]) * aorta_s)
     ivc = d.jitter([(-12, 6, 35), (-22, 4, 62), (-26, 2, 100), (-27, 1, 150), (-28, 6, 200), (-24, 2, 240),
