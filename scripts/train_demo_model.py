@@ -42,6 +42,13 @@ model fine-tuned on them:
 
 A run stopped (killed, out of time) continues from its last checkpoint (every --save-every
 epochs) with the same command plus ``--skip-synthesis --skip-planning --resume``.
+
+Two trainings on one set of cases (training seeds 8001 and 8002 on case seeds 8000-8249): make
+and plan the cases once, then train each seed into its own model folder:
+
+    python scripts/train_demo_model.py --work /tmp/demo --cases 250 --seed 8000 ... --skip-training
+    python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --skip-planning ... \
+        --training-seed 8001 --out /tmp/demo_a
 """
 
 from __future__ import annotations
@@ -200,7 +207,12 @@ def main() -> None:
                         help="draw ectasia only for this modality (repeatable); "
                              f"default: {', '.join(defaults.ectasia_modalities)}")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
-    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1000,
+                        help="first case seed (case i: seed + i), and the training seed unless --training-seed")
+    parser.add_argument("--training-seed", type=int,
+                        help="nnU-Net's training seed, when it is not --seed (two trainings on one set of cases)")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="stop after synthesis and planning; train later with --skip-synthesis --skip-planning")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--base-features", type=int, default=16)
@@ -228,10 +240,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.redraw_generated and not args.skip_synthesis:
         parser.error("--redraw-generated redraws the work folder's cases: use it with --skip-synthesis")
+    if args.skip_training and (args.out or args.skip_planning):
+        parser.error("--skip-training stops after synthesis and planning: drop --out and --skip-planning")
     try:  # before synthesis and planning, which take minutes
         training = TrainingOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations_per_epoch=5,
-            save_every=args.save_every, seed=args.seed, initial_lr=args.lr, resume=args.resume,
+            save_every=args.save_every, seed=args.seed if args.training_seed is None else args.training_seed,
+            initial_lr=args.lr, resume=args.resume,
             augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
             init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
             class_weights=class_weights_from_pairs(args.class_weight))
@@ -269,6 +284,11 @@ def main() -> None:
         if added:
             print(f"{len(added)} added cases spread over the folds of the existing split")
     planned_s = time.time() - started
+    if args.skip_training:
+        print(json.dumps({"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s,
+                          "cases": len(list(cases_dir.glob("*.json"))), "preprocessed": str(folders.preprocessed)},
+                         indent=2))
+        return
     model = train_fold(folders, 500, 0, training)
     trained_s = time.time() - started
     report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,

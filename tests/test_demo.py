@@ -97,6 +97,32 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
     assert not work.exists()
 
 
+def test_train_demo_model_refuses_skip_training_with_an_output_folder(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--skip-training", "--out",
+                           str(tmp_path / "model")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--skip-training stops after synthesis and planning" in done.stderr
+    assert not work.exists() and not (tmp_path / "model").exists()
+
+
+def test_train_demo_model_can_stop_after_synthesis_and_planning(tmp_path):
+    """``--skip-training`` makes and plans the cases once, for trainings with other seeds to share."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--cases", "5", "--seed", "300",
+                           "--fov", "abdomen", "--crop-share", "0", "--template-share", "0", "--spacing", "12",
+                           "--patch-size", "16", "16", "16", "--skip-training"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    assert report["cases"] == 5 and report["synthesis_s"] > 0
+    preprocessed = Path(report["preprocessed"])
+    assert (preprocessed / "Dataset500_MrsegDemo" / "mrsegPlans.json").is_file()
+    assert len(list((work / "cases").glob("*_labels.nii.gz"))) == 5
+    assert not list(work.rglob("fold_0"))  # nothing trained
+
+
 COMPARE = Path(__file__).resolve().parents[1] / "scripts" / "compare_demo_models.py"
 CONTRASTS = ("phantom ct native", "phantom mr t2_haste", "phantom mr t2_tse fat-suppressed")
 
