@@ -896,8 +896,9 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
 
     # ---- vessels and the oesophagus
     aorta_s = d.u("aorta_scale", 0.9, 1.1)
-    # the arch runs back over the left main bronchus; the descending aorta lies to the left of the
-    # vertebral bodies in the thorax and reaches the front of the spine at the aortic hiatus
+    # the root (the aortic valve) sits in the middle of the heart, among its chambers; the ascending
+    # aorta rises to the right; the arch runs back over the left main bronchus; the descending aorta
+    # lies to the left of the vertebral bodies in the thorax and reaches their front at the hiatus
     aorta = d.jitter([(4, -38, 305), (-6, -32, 350), (-4, -22, 382), (10, -8, 402), (24, 20, 396), (28, 42, 364),
                       (27, 40, 300), (15, 22, 245), (9, 6, 190), (9, 1, 140), (11, -2, 90), (5, -4, 55)], 1.5)
     tubes["aorta"] = _tube(aorta, np.array([13, 13, 12, 11.5, 11, 10.5, 10.5, 10, 9.5, 9.5, 9, 8.5]) * aorta_s)

@@ -292,16 +292,16 @@ def class_weights_from_pairs(pairs: Sequence[Sequence[str]]) -> dict[str, float]
         >>> class_weights_from_pairs([("right_adrenal_gland", "10"), ("left_adrenal_gland", "10")])
         {'right_adrenal_gland': 10.0, 'left_adrenal_gland': 10.0}
     """
-    def number(text: str) -> float | None:
+    weights: dict[str, float] = {}
+    bad = []
+    for name, text in pairs:
         try:
-            return float(text)
+            weights[name] = float(text)
         except ValueError:
-            return None
-
-    weights = {name: number(weight) for name, weight in pairs}
-    if bad := [weight for name, weight in pairs if number(weight) is None]:
+            bad.append(text)
+    if bad:
         raise InputError(f"--class-weight CLASS WEIGHT: the weight must be a number, got {', '.join(bad)}")
-    return {name: weight for name, weight in weights.items() if weight is not None}
+    return weights
 
 
 def check_class_weights(weights: dict[str, float], labels: dict[str, Any], dataset: str) -> None:
