@@ -284,17 +284,16 @@ def main() -> None:
         if added:
             print(f"{len(added)} added cases spread over the folds of the existing split")
     planned_s = time.time() - started
+    report: dict[str, object] = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s}
     if args.skip_training:
-        print(json.dumps({"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s,
-                          "cases": len(list(cases_dir.glob("*.json"))), "preprocessed": str(folders.preprocessed)},
-                         indent=2))
+        report.update(cases=len(list(cases_dir.glob("*.json"))), preprocessed=str(folders.preprocessed))
+        print(json.dumps(report, indent=2))
         return
     model = train_fold(folders, 500, 0, training)
-    trained_s = time.time() - started
-    report = {"synthesis_s": synthesis_s, "planning_s": planned_s - synthesis_s, "training_s": trained_s - planned_s,
-              "cases": json.loads((model / "dataset.json").read_text())["numTraining"],  # what it trained on
-              "templates": [str(t) for t in args.template], "epochs": args.epochs,
-              "iterations_per_epoch": args.iterations, "model_folder": str(model)}
+    report.update(training_s=time.time() - started - planned_s,
+                  cases=json.loads((model / "dataset.json").read_text())["numTraining"],  # what it trained on
+                  templates=[str(t) for t in args.template], epochs=args.epochs,
+                  iterations_per_epoch=args.iterations, model_folder=str(model))
     summary = model / "fold_0" / "validation" / "summary.json"
     if summary.is_file():
         report["validation_mean_dice"] = json.loads(summary.read_text())["foreground_mean"]["Dice"]
