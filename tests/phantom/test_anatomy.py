@@ -362,10 +362,13 @@ def test_kidney_spleen_and_gallbladder_heights_vary_between_subjects():
 
 
 def test_descending_aorta_lies_left_of_the_vertebral_bodies_beside_the_heart():
-    """In the thorax the descending aorta runs down the left side of the vertebral bodies, not in
-    front of them (it reaches the front of the spine only at the aortic hiatus)."""
-    for seed in (3, 7, 11):
-        labels = generate_anatomy(seed=seed, fov="thorax", spacing=(2.0, 2.0, 2.0)).labels
+    """In the thorax of a subject whose aorta is not unfolded (a turn near 0 degrees), the
+    descending aorta runs down the left side of the vertebral bodies, not in front of them (it
+    reaches the front of the spine only at the aortic hiatus)."""
+    for seed in (15, 24, 28):
+        anatomy = generate_anatomy(seed=seed, fov="thorax", spacing=(2.0, 2.0, 2.0))
+        assert abs(anatomy.parameters["descending_aorta_turn_deg"]) < 5, seed
+        labels = anatomy.labels
         assert labels.geometry.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # axial LPS: (z, y, x)
         behind_front, left_of_centre = [], []
         for axial in labels.array[(labels.array == idx("heart")).any(axis=(1, 2))]:
@@ -380,6 +383,47 @@ def test_descending_aorta_lies_left_of_the_vertebral_bodies_beside_the_heart():
         assert len(behind_front) > 30, seed
         assert abs(np.median(behind_front)) < 8, (seed, np.median(behind_front))  # level with the spine's front
         assert np.median(left_of_centre) > 20, (seed, np.median(left_of_centre))  # beside the vertebral body
+
+
+def _lower_descending_aorta_left_of_spine_mm(labels: np.ndarray) -> float:
+    """Median, over the axial slices below the heart's middle where the aorta is one vessel, of
+    how far the aorta's centre lies left of the spine's centre (mm; 2 mm voxels)."""
+    heart = np.flatnonzero((labels == idx("heart")).any(axis=(1, 2)))
+    lefts = []
+    for axial in labels[: (heart.min() + heart.max()) // 2]:
+        components, count = ndimage.label(axial == idx("aorta"))
+        spine = np.argwhere(axial == idx("spine"))
+        if count == 1 and len(spine):
+            lefts.append((ndimage.center_of_mass(components)[1] - spine[:, 1].mean()) * 2.0)
+    assert len(lefts) > 40
+    return float(np.median(lefts))
+
+
+def test_descending_aorta_unfolds_about_the_spine_without_cutting_its_neighbours(monkeypatch):
+    """Subjects differ in how far their lower descending aorta has unfolded towards and past the
+    midline (older aortas lie in front of the vertebral bodies): the turn moves it by the drawn
+    angle's sense and size, and neither the aorta nor the oesophagus it displaces loses volume."""
+    from mrseg.phantom import anatomy as anatomy_module
+
+    def draw(seed: int) -> tuple[float, float, dict[str, int]]:
+        a = generate_anatomy(seed=seed, fov="thorax", spacing=(2.0, 2.0, 2.0))
+        volumes = {name: int((a.labels.array == idx(name)).sum()) for name in ("aorta", "esophagus")}
+        return a.parameters["descending_aorta_turn_deg"], _lower_descending_aorta_left_of_spine_mm(a.labels.array), \
+            volumes
+
+    for seed in (14, 13, 11):  # turned -40, -36 (to or past the midline) and +15 degrees (outwards)
+        turn, left, volumes = draw(seed)
+        with monkeypatch.context() as m:
+            m.setattr(anatomy_module, "DESCENDING_AORTA_TURN_DEG", (0.0, 0.0))
+            _, left_unturned, volumes_unturned = draw(seed)
+        assert abs(turn) > 14, (seed, turn)
+        assert left_unturned > 8, (seed, left_unturned)  # unturned: left of the midline
+        assert np.sign(left - left_unturned) == np.sign(turn), (seed, left, left_unturned)
+        assert abs(left - left_unturned) > 0.3 * abs(turn), (seed, left, left_unturned)  # ~0.45 mm per degree
+        if turn < -30:
+            assert left < 0, (seed, left)  # at or past the midline, in front of the vertebral bodies
+        for name, volume in volumes.items():
+            assert volume == pytest.approx(volumes_unturned[name], rel=0.02), (seed, name)
 
 
 def test_aortic_root_lies_in_the_middle_of_the_heart():

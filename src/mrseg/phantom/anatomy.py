@@ -729,6 +729,14 @@ with mural thrombus, or a dissection's thrombosed false lumen): in a CT angiogra
 a bright crescent or disc inside a grey vessel that is still the aorta."""
 # the stretch lies in the descending aorta: below the aortic root (z 305), above the bifurcation
 _AORTIC_DISEASE_Z = (80.0, 300.0)
+DESCENDING_AORTA_TURN_DEG = (-40.0, 15.0)
+"""Range of the angle (degrees) by which each subject's descending thoracic aorta is turned about
+the axis of the vertebral bodies, from its young adult's place at their left front (negative:
+towards and past the midline, in front of the spine). With age the aorta lengthens and unfolds,
+and its lower thoracic part comes to lie in front of the vertebral bodies or to their right."""
+# the turn fades in below the arch and out into the abdominal aorta: heights (mm) where it is
+# nothing, full, full, nothing
+_AORTA_TURN_Z = (100.0, 170.0, 290.0, 350.0)
 # SD (x, y, z) of the centres of the kidneys, spleen and gallbladder about their mean places: their
 # height varies by about a vertebral level between subjects and breath holds
 _ORGAN_SPREAD_MM = np.array([3.0, 3.0, 10.0])
@@ -1001,6 +1009,13 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
     aortic_disease = None
     if (disease := _draw_aortic_disease(d, tubes["aorta"])) is not None:
         tubes["aorta"], aortic_disease = disease
+    # drawn after the aortic disease, for the same reason
+    turn = _descending_aorta_turn(d, tubes["aorta"], spine)
+    tubes["aorta"] = turn(tubes["aorta"])
+    if aortic_disease is not None:
+        aortic_disease = (turn(aortic_disease[0]), aortic_disease[1])
+    tubes["esophagus"] = _pushed_clear(tubes["esophagus"], tubes["aorta"], gap_mm=1.0,
+                                       heights=(_AORTA_TURN_Z[0], _AORTA_TURN_Z[-1]))
     return _Subject(
         to_subject=to_subject, parameters=d.parameters, body=body, fat=fat, skin=2.0, cavity=cavity,
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
@@ -1036,6 +1051,51 @@ def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, tuple[_Tube, tu
     shift = (radii * share * eccentric)[:, None] * np.array([np.cos(angle), np.sin(angle), 0.0])
     lumen = _Tube(aorta.points + shift, np.maximum(radii * (1.0 - share), 0.5), np.zeros_like(radii))
     return _Tube(aorta.points, radii, aorta.gas), (lumen, (centre - half, centre + half))
+
+
+def _descending_aorta_turn(d: _Draw, aorta: _Tube, spine: dict[str, Array]) -> Callable[[_Tube], _Tube]:
+    """Draw the angle of :data:`DESCENDING_AORTA_TURN_DEG` and return the turn it makes: each point
+    of a tube sampled like ``aorta`` (the aorta itself, a diseased stretch's lumen) turned about the
+    vertebral bodies' axis, by the full angle between the heights of ``_AORTA_TURN_Z`` and fading
+    to none above and below; the ascending aorta and the arch (before the arch's top) stay put.
+
+    Turning about the spine's axis keeps the aorta's distance from the vertebral bodies.
+    """
+    angle = np.deg2rad(d.u("descending_aorta_turn_deg", *DESCENDING_AORTA_TURN_DEG))
+    z = aorta.points[:, 2]
+    theta = angle * np.interp(z, _AORTA_TURN_Z, [0.0, 1.0, 1.0, 0.0])
+    theta[: int(np.argmax(z))] = 0.0
+    axis_y = np.interp(z, spine["z"], spine["yb"])
+    cos, sin = np.cos(theta), np.sin(theta)
+
+    def turn(tube: _Tube) -> _Tube:
+        # (left, front) of each point from the axis; a positive angle turns front towards left
+        left, front = tube.points[:, 0], axis_y - tube.points[:, 1]
+        points = tube.points.copy()
+        points[:, 0] = front * sin + left * cos
+        points[:, 1] = axis_y - (front * cos - left * sin)
+        return _Tube(points, tube.radii, tube.gas)
+
+    return turn
+
+
+def _pushed_clear(tube: _Tube, obstacle: _Tube, *, gap_mm: float, heights: tuple[float, float]) -> _Tube:
+    """``tube`` with each point between ``heights`` (mm) moved sideways, in its axial plane, out of
+    ``obstacle``, so that the two keep ``gap_mm`` between their walls: a vessel displaces the soft
+    tube beside it."""
+    points = tube.points.copy()
+    for i, (p, r) in enumerate(zip(tube.points, tube.radii)):
+        if not heights[0] < p[2] < heights[1]:
+            continue
+        near = np.abs(obstacle.points[:, 2] - p[2]) < 3.0
+        for q, rq in zip(obstacle.points[near], obstacle.radii[near]):
+            offset = points[i, :2] - q[:2]
+            distance = float(np.hypot(*offset))
+            clearance = r + rq + gap_mm
+            if distance < clearance:
+                direction = offset / distance if distance > 1e-6 else np.array([-1.0, 0.0])
+                points[i, :2] = q[:2] + direction * clearance
+    return _Tube(points, tube.radii, tube.gas)
 
 
 # The mediastinum's unlabelled structures, as (tube, tissue, control points, radii): what
