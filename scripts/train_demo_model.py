@@ -160,6 +160,8 @@ RANDOMIZATION_SHARES = {
     "perirenal_share": "share of cases whose kidneys lie in a perirenal space of its own, greyer fat",
     "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
     "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
+    "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "
+                             "(extraperitoneal fat)",
 }
 
 

@@ -148,6 +148,20 @@ def test_phantom_command_aortic_ectasia(tmp_path, caplog):
     assert "widen_mm is a size in mm" in caplog.text and not out.exists()
 
 
+def test_phantom_command_extraperitoneal_fat(tmp_path, caplog):
+    common, plain, kept_off, labels, sidecar = _phantom_pair(tmp_path, "t1_in", "--extraperitoneal", "8")
+    liver = BASE.index_of("liver")
+    before = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array == liver
+    after = labels == liver
+    assert after[before].sum() == after.sum() and 0.7 * before.sum() < after.sum() < 0.97 * before.sum()
+    # where the liver gave way to fat, a T1 in-phase image is brighter (fat is bright on T1)
+    assert np.median(kept_off[before & ~after]) > 1.3 * np.median(plain[before & ~after])
+    assert sidecar["extraperitoneal_mm"] == 8.0
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--extraperitoneal", "-1"]) == 2
+    assert "margin_mm is a thickness in mm" in caplog.text and not out.exists()
+
+
 def test_phantom_from_real_labels(shared_data, tmp_path):
     source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0

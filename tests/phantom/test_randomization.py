@@ -161,6 +161,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"perirenal_share": -0.1}, "perirenal_share is a share"),
     ({"perirenal_rise_mm": (30.0, 10.0)}, "perirenal_rise_mm must be a range"),
     ({"ectasia_share": 1.5}, "ectasia_share is a share"),
+    ({"extraperitoneal_share": -0.1}, "extraperitoneal_share is a share"),
+    ({"extraperitoneal_mm": (9.0, 2.0)}, "extraperitoneal_mm must be a range"),
     ({"ectasia_mm": (8.0, 2.0)}, "ectasia_mm must be a range"),
     ({"ectasia_modalities": ("pet",)}, "ectasia_modalities must name"),
     ({"thrombus_share": -0.1}, "thrombus_share is a share"),
@@ -419,6 +421,22 @@ def test_thrombus_draws_change_only_the_thrombus_ct_number_of_ct_cases():
     assert max(by_class, key=by_class.get) == BASE.index_of("aorta"), by_class
     assert _drawn_share("thrombus_hu", thrombus_share=1.0, ct_share=0.5) < 0.7  # CT cases only
     assert _drawn_share("thrombus_hu", thrombus_share=1.0, ct_share=0.5) > 0.3
+
+
+def test_extraperitoneal_draws_keep_the_organs_off_the_wall_and_leave_every_other_draw():
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": ("abdomen",)}
+    plain = RandomizationRanges(**fields)
+    kept_off = RandomizationRanges(**fields, extraperitoneal_share=1.0, extraperitoneal_mm=(8.0, 9.0))
+    before, after = random_case(4, ranges=plain), random_case(4, ranges=kept_off)
+    recipe = after.metadata["randomization"]
+    assert {k: v for k, v in recipe.items() if k != "extraperitoneal"} == before.metadata["randomization"]
+    assert 8.0 <= recipe["extraperitoneal"] <= 9.0 and after.metadata["extraperitoneal_mm"] == recipe["extraperitoneal"]
+    old, new = before.labels.array, after.labels.array
+    changed = new != old
+    assert (new[changed] == 0).all()  # organs only give way to fat
+    lost = {BASE.name_of(int(i)) for i in np.unique(old[changed])}
+    assert "liver" in lost and lost <= {"liver", "spleen", "gallbladder", "stomach", "colon"}, lost
+    assert 0.35 < _drawn_share("extraperitoneal", extraperitoneal_share=0.5) < 0.65
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

@@ -1,4 +1,5 @@
-"""The tissue catalogue: organs removed from a tissue map, clutter in the visceral fat, the perirenal space."""
+"""The tissue catalogue: organs removed from a tissue map, clutter in the visceral fat, the perirenal space,
+aortic ectasia, extraperitoneal fat."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mrseg.errors import InputError
 from mrseg.phantom.tissues import (
     TISSUE_INDEX,
     aortic_ectasia,
+    extraperitoneal_fat,
     mesenteric_clutter,
     perirenal_fat,
     to_classes,
@@ -183,3 +185,43 @@ def test_ectasia_of_no_width_or_without_an_aorta_changes_nothing_and_a_negative_
     for bad in (-1.0, float("nan")):
         with pytest.raises(InputError, match="widen_mm is a size in mm and must be >= 0"):
             aortic_ectasia(tissue_map, (2.0, 2.0, 2.0), widen_mm=bad)
+
+
+def _liver_and_bowel_against_the_wall() -> np.ndarray:
+    """A slab (4 slices, 2 mm voxels): the wall's muscle in columns 0-3, then liver in columns
+    4-19 with a bubble of bowel gas at column 5 in a stomach at rows 0-3, small bowel with its own
+    gas at rows 16-19, and a kidney at rows 12-15."""
+    t = np.full((4, 20, 20), TISSUE_INDEX["visceral_fat"], np.uint8)
+    t[:, :, :4] = TISSUE_INDEX["muscle"]
+    t[:, 4:12, 4:] = TISSUE_INDEX["liver"]
+    t[:, :4, 4:] = TISSUE_INDEX["stomach_wall"]
+    t[:, 1:3, 5] = TISSUE_INDEX["bowel_gas"]
+    t[:, 12:16, 4:] = TISSUE_INDEX["left_kidney_cortex"]
+    t[:, 16:, 4:] = TISSUE_INDEX["small_bowel_wall"]
+    t[:, 17:19, 5] = TISSUE_INDEX["bowel_gas"]
+    return t
+
+
+def test_extraperitoneal_fat_keeps_the_peritoneal_organs_off_the_wall_and_nothing_else():
+    tissue_map = _liver_and_bowel_against_the_wall()
+    kept_off = extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=4.0)
+    assert kept_off.dtype == tissue_map.dtype and kept_off is not tissue_map
+    fat = TISSUE_INDEX["visceral_fat"]
+    # 4 mm is two 2-mm columns: the liver and the stomach (its gas too) start at column 6
+    assert (kept_off[:, 4:12, 4:6] == fat).all() and (kept_off[:, 4:12, 6:] == TISSUE_INDEX["liver"]).all()
+    assert (kept_off[:, :4, 4:6] == fat).all() and (kept_off[:, :4, 6:] == TISSUE_INDEX["stomach_wall"]).all()
+    # the kidney (retroperitoneal), the small bowel and its gas, and the wall itself stay
+    for rows in (slice(12, 16), slice(16, 20)):
+        np.testing.assert_array_equal(kept_off[:, rows], tissue_map[:, rows])
+    assert (kept_off[:, :, :4] == TISSUE_INDEX["muscle"]).all()
+    assert (to_classes(kept_off) == BASE.index_of("liver")).sum() == 4 * 8 * 14
+
+
+def test_extraperitoneal_fat_of_no_thickness_or_without_a_wall_changes_nothing_and_a_negative_one_is_refused():
+    tissue_map = _liver_and_bowel_against_the_wall()
+    np.testing.assert_array_equal(extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=0.0), tissue_map)
+    no_wall = np.where(tissue_map == TISSUE_INDEX["muscle"], TISSUE_INDEX["visceral_fat"], tissue_map).astype(np.uint8)
+    np.testing.assert_array_equal(extraperitoneal_fat(no_wall, (2.0, 2.0, 2.0), margin_mm=6.0), no_wall)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="margin_mm is a thickness in mm and must be >= 0"):
+            extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=bad)

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")
+    p.add_argument("--extraperitoneal", type=float, default=0.0, metavar="MM",
+                   help="keep the liver, spleen, gallbladder, stomach and colon MM off the body wall's muscle, "
+                        "with extraperitoneal fat between (default 0: they reach it)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
-                ectasia=args.ectasia,
+                ectasia=args.ectasia, extraperitoneal=args.extraperitoneal,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)

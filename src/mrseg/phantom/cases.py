@@ -83,6 +83,7 @@ def make_case(
     clutter: float = 0.0,
     perirenal: tuple[float, float] | None = None,
     ectasia: float = 0.0,
+    extraperitoneal: float = 0.0,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -109,12 +110,22 @@ def make_case(
             :func:`~mrseg.phantom.tissues.perirenal_fat`); None (default): plain visceral fat.
         ectasia: mm by which the aorta is widened all round along its whole length (see
             :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
+        extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
+            and colon off the body wall's muscle (see
+            :func:`~mrseg.phantom.tissues.extraperitoneal_fat`); 0 (default): they reach it.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
     from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
-    from mrseg.phantom.tissues import aortic_ectasia, mesenteric_clutter, perirenal_fat, to_classes, without_classes
+    from mrseg.phantom.tissues import (
+        aortic_ectasia,
+        extraperitoneal_fat,
+        mesenteric_clutter,
+        perirenal_fat,
+        to_classes,
+        without_classes,
+    )
 
     if modality not in SEQUENCES:
         raise InputError(f"modality must be one of {', '.join(SEQUENCES)}, got {modality!r}")
@@ -150,6 +161,10 @@ def make_case(
         tissues = tissues.with_array(aortic_ectasia(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
                                                     widen_mm=ectasia))
         metadata.update(ectasia_mm=ectasia)
+    if extraperitoneal:  # before the clutter: the layer is plain fat
+        tissues = tissues.with_array(extraperitoneal_fat(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
+                                                         margin_mm=extraperitoneal))
+        metadata.update(extraperitoneal_mm=extraperitoneal)
     if perirenal is not None:  # before the clutter and the removal: a removed kidney leaves its space behind
         margin_mm, rise_mm = perirenal
         superior = [float(c) for c in tissues.geometry.direction_matrix[2, ::-1]]  # the head's way, numpy order

@@ -28,6 +28,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
+* extraperitoneal fat, for ``extraperitoneal_share`` of the cases: a layer of fat between the
+  body wall's muscle and the liver, spleen, gallbladder, stomach and colon, so that the bright
+  band round a real liver is not liver;
 * the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
   ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
   a generated subject has aortic disease, and only in CT);
@@ -133,6 +136,10 @@ class RandomizationRanges:
             ``thrombus_hu`` (:attr:`~mrseg.phantom.synthesis.SynthesisOptions.thrombus_hu`); 0 by
             default, likewise.
         thrombus_hu: the range of that CT number, HU.
+        extraperitoneal_share: share of cases whose organs lie off the body wall by a layer of
+            extraperitoneal fat (:func:`~mrseg.phantom.tissues.extraperitoneal_fat`); 0 by
+            default, likewise.
+        extraperitoneal_mm: the range of that layer's thickness, mm.
     """
 
     random_contrast_share: float = 0.45
@@ -174,6 +181,8 @@ class RandomizationRanges:
     ectasia_modalities: tuple[str, ...] = MODALITIES
     thrombus_share: float = 0.0
     thrombus_hu: tuple[float, float] = (40.0, 140.0)
+    extraperitoneal_share: float = 0.0
+    extraperitoneal_mm: tuple[float, float] = (2.0, 10.0)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -186,7 +195,7 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "ectasia_share", "thrombus_share"):
+                     "ectasia_share", "thrombus_share", "extraperitoneal_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -196,7 +205,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "ectasia_mm", "thrombus_hu"):
+                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -313,6 +322,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     thrombus = np.random.default_rng([seed, 0x5EED, 10])  # the aortic thrombus's CT number
     if thrombus.random() < ranges.thrombus_share and recipe["modality"] == "ct":
         recipe["thrombus_hu"] = float(thrombus.uniform(*ranges.thrombus_hu))
+    extraperitoneal = np.random.default_rng([seed, 0x5EED, 11])  # the fat between the wall and the organs
+    if extraperitoneal.random() < ranges.extraperitoneal_share:
+        recipe["extraperitoneal"] = float(extraperitoneal.uniform(*ranges.extraperitoneal_mm))
     return recipe, rng
 
 
@@ -354,7 +366,7 @@ def random_case(
               "random_contrast": recipe["random_contrast"], "spacing": tuple(recipe["spacing"]),
               "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
               "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
-              "ectasia": recipe.get("ectasia", 0.0),
+              "ectasia": recipe.get("ectasia", 0.0), "extraperitoneal": recipe.get("extraperitoneal", 0.0),
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
