@@ -382,14 +382,21 @@ def test_a_removed_kidney_leaves_its_perirenal_space_behind():
     assert spaced.metadata["perirenal"] == {"margin_mm": 6.0, "rise_mm": 20.0}
 
 
-def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_the_lungs():
-    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": ("thorax",)}
-    plain = RandomizationRanges(**fields)
-    wide = RandomizationRanges(**fields, ectasia_share=1.0, ectasia_mm=(5.0, 6.0))
-    before, after = random_case(4, ranges=plain), random_case(4, ranges=wide)
+def _generated_case_with(key: str, fov: str, varied: dict):
+    """Case seed 4, a generated subject in ``fov`` without crop, drawn plainly and with the
+    ``varied`` ranges; checks that the draw ``key`` is the only new one in the recipe. Returns
+    both cases and the draw."""
+    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": (fov,)}
+    before = random_case(4, ranges=RandomizationRanges(**fields))
+    after = random_case(4, ranges=RandomizationRanges(**fields, **varied))
     recipe = after.metadata["randomization"]
-    assert {k: v for k, v in recipe.items() if k != "ectasia"} == before.metadata["randomization"]
-    assert 5.0 <= recipe["ectasia"] <= 6.0 and after.metadata["ectasia_mm"] == recipe["ectasia"]
+    assert {k: v for k, v in recipe.items() if k != key} == before.metadata["randomization"]
+    return before, after, recipe[key]
+
+
+def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_the_lungs():
+    before, after, widen = _generated_case_with("ectasia", "thorax", {"ectasia_share": 1.0, "ectasia_mm": (5.0, 6.0)})
+    assert 5.0 <= widen <= 6.0 and after.metadata["ectasia_mm"] == widen
     aorta = BASE.index_of("aorta")
     old, new = before.labels.array, after.labels.array
     assert (new == aorta).sum() > 1.3 * (old == aorta).sum()
@@ -424,13 +431,9 @@ def test_thrombus_draws_change_only_the_thrombus_ct_number_of_ct_cases():
 
 
 def test_extraperitoneal_draws_keep_the_organs_off_the_wall_and_leave_every_other_draw():
-    fields = {**COARSE_FIELDS, "crop_share": 0.0, "template_share": 0.0, "fields_of_view": ("abdomen",)}
-    plain = RandomizationRanges(**fields)
-    kept_off = RandomizationRanges(**fields, extraperitoneal_share=1.0, extraperitoneal_mm=(8.0, 9.0))
-    before, after = random_case(4, ranges=plain), random_case(4, ranges=kept_off)
-    recipe = after.metadata["randomization"]
-    assert {k: v for k, v in recipe.items() if k != "extraperitoneal"} == before.metadata["randomization"]
-    assert 8.0 <= recipe["extraperitoneal"] <= 9.0 and after.metadata["extraperitoneal_mm"] == recipe["extraperitoneal"]
+    before, after, margin = _generated_case_with("extraperitoneal", "abdomen",
+                                                 {"extraperitoneal_share": 1.0, "extraperitoneal_mm": (8.0, 9.0)})
+    assert 8.0 <= margin <= 9.0 and after.metadata["extraperitoneal_mm"] == margin
     old, new = before.labels.array, after.labels.array
     changed = new != old
     assert (new[changed] == 0).all()  # organs only give way to fat
