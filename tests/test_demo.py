@@ -81,6 +81,9 @@ def test_an_unknown_bundled_model_is_refused():
     assert resolve_model_folder("some/folder") == Path("some/folder")
 
 
+TRAIN_DEMO = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+
+
 @pytest.mark.parametrize(("weight", "refusal"), [
     (["liver", "lots"], "--class-weight CLASS WEIGHT: the weight must be a number"),
     (["livr", "3"], "class weight for livr: the demo dataset has no such class (its classes: spleen, "),
@@ -88,9 +91,8 @@ def test_an_unknown_bundled_model_is_refused():
 ])
 def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_path, weight, refusal):
     """Synthesis and planning take minutes: a weight that training would refuse is refused first."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
     work = tmp_path / "work"
-    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--class-weight", *weight],
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), "--work", str(work), "--class-weight", *weight],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert refusal in done.stderr and "Traceback" not in done.stderr
@@ -98,9 +100,8 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
 
 
 def test_train_demo_model_refuses_skip_training_with_an_output_folder(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
     work = tmp_path / "work"
-    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--skip-training", "--out",
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), "--work", str(work), "--skip-training", "--out",
                            str(tmp_path / "model")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--skip-training stops after synthesis and planning" in done.stderr
     assert not work.exists() and not (tmp_path / "model").exists()
@@ -108,9 +109,8 @@ def test_train_demo_model_refuses_skip_training_with_an_output_folder(tmp_path):
 
 def test_train_demo_model_can_stop_after_synthesis_and_planning(tmp_path):
     """``--skip-training`` makes and plans the cases once, for trainings with other seeds to share."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
     work = tmp_path / "work"
-    done = subprocess.run([sys.executable, str(script), "--work", str(work), "--cases", "5", "--seed", "300",
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), "--work", str(work), "--cases", "5", "--seed", "300",
                            "--fov", "abdomen", "--crop-share", "0", "--template-share", "0", "--spacing", "12",
                            "--patch-size", "16", "16", "16", "--skip-training"],
                           capture_output=True, text=True, timeout=300)
