@@ -162,6 +162,7 @@ RANDOMIZATION_SHARES = {
     "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
     "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "
                              "(extraperitoneal fat)",
+    "subject_scale_share": "share of cases whose subject is drawn at another size (--subject-scale)",
 }
 
 
@@ -196,6 +197,9 @@ def main() -> None:
     parser.add_argument("--ct-enhancement", type=float, nargs=2, default=defaults.ct_enhancement,
                         metavar=("LOW", "HIGH"),
                         help="range of the multiplier of the contrast agent's enhancement in CT")
+    parser.add_argument("--subject-scale", type=float, nargs=2, default=defaults.subject_scale,
+                        metavar=("LOW", "HIGH"),
+                        help="range of the size factor on every length of a --subject-scale-share case")
     parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
                              f"default: {', '.join(defaults.fields_of_view)}")
@@ -255,6 +259,14 @@ def main() -> None:
         labels = dataset_json(0, "MrsegDemo")["labels"]
         assert isinstance(labels, dict)
         check_class_weights(training.class_weights, labels, "the demo dataset")
+        ranges = RandomizationRanges(**{share: getattr(args, share) for share in RANDOMIZATION_SHARES},
+                                     ct_enhancement=tuple(args.ct_enhancement),
+                                     subject_scale=tuple(args.subject_scale),
+                                     fields_of_view=tuple(args.fov or defaults.fields_of_view),
+                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres),
+                                     fat_suppressed_sequences=tuple(args.fat_suppressed_sequence
+                                                                    or defaults.fat_suppressed_sequences),
+                                     ectasia_modalities=tuple(args.ectasia_modality or defaults.ectasia_modalities))
     except InputError as err:
         parser.error(str(err))
 
@@ -263,13 +275,6 @@ def main() -> None:
     if not args.skip_synthesis:
         if not args.add_cases:
             shutil.rmtree(cases_dir, ignore_errors=True)
-        ranges = RandomizationRanges(**{share: getattr(args, share) for share in RANDOMIZATION_SHARES},
-                                     ct_enhancement=tuple(args.ct_enhancement),
-                                     fields_of_view=tuple(args.fov or defaults.fields_of_view),
-                                     crop_centres=tuple(args.crop_centre or defaults.crop_centres),
-                                     fat_suppressed_sequences=tuple(args.fat_suppressed_sequence
-                                                                    or defaults.fat_suppressed_sequences),
-                                     ectasia_modalities=tuple(args.ectasia_modality or defaults.ectasia_modalities))
         synthesise(cases_dir, args.cases, args.template, seed=args.seed, ranges=ranges, names_from_seed=args.add_cases)
     if args.redraw_generated:
         print(f"{redraw_generated_cases(cases_dir, args.template)} generated-subject cases drawn again")

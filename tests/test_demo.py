@@ -99,6 +99,19 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
     assert not work.exists()
 
 
+@pytest.mark.parametrize(("flags", "refusal"), [
+    (["--subject-scale", "1.05", "0.85"], "subject_scale must be a range (low, high)"),
+    (["--subject-scale-share", "1.5"], "subject_scale_share is a share"),
+])
+def test_train_demo_model_refuses_bad_ranges_before_it_synthesises(tmp_path, flags, refusal):
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), "--work", str(work), *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert refusal in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists()
+
+
 def test_train_demo_model_refuses_skip_training_with_an_output_folder(tmp_path):
     work = tmp_path / "work"
     done = subprocess.run([sys.executable, str(TRAIN_DEMO), "--work", str(work), "--skip-training", "--out",

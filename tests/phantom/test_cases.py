@@ -162,6 +162,38 @@ def test_phantom_command_extraperitoneal_fat(tmp_path, caplog):
     assert "margin_mm is a thickness in mm" in caplog.text and not out.exists()
 
 
+def test_phantom_command_smaller_subject(tmp_path, caplog):
+    common, _, _, labels, sidecar = _phantom_pair(tmp_path, "t1_in", "--scale", "0.85")
+    plain = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz")
+    small = read_image(tmp_path / "varied" / "phantom_0003_labels.nii.gz")
+    assert small.geometry.spacing == plain.geometry.spacing == (4.0, 4.0, 4.0)  # the grid keeps its spacing
+    for name in ("liver", "right_kidney", "spleen"):  # every length 0.85 times: volumes 0.61 times
+        label = BASE.index_of(name)
+        assert (labels == label).sum() / (plain.array == label).sum() == pytest.approx(0.85 ** 3, rel=0.08)
+    assert sidecar["scale"] == 0.85
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--scale", "0"]) == 2
+    assert "scale is a factor on the subject's size" in caplog.text and not out.exists()
+
+
+def test_a_scaled_template_keeps_its_centre_and_the_grid_its_spacing(shared_data):
+    source = read_image(shared_data / "labels" / "example_ct__ref40.nii.gz")
+    common = {"seed": 1, "modality": "ct", "sequence": "native", "from_labels": source, "spacing": (4.0, 4.0, 4.0)}
+    plain, large = make_case(**common), make_case(**common, scale=1.2)
+    assert large.labels.geometry.spacing == (4.0, 4.0, 4.0)
+    liver = BASE.index_of("liver")
+
+    def centre(case):
+        inside = np.argwhere(case.labels.array == liver)[:, ::-1].mean(axis=0)
+        return (case.labels.geometry.affine_lps @ np.append(inside, 1.0))[:3]
+
+    assert (large.labels.array == liver).sum() / (plain.labels.array == liver).sum() == pytest.approx(1.2 ** 3,
+                                                                                                      rel=0.08)
+    grid_centre = plain.labels.geometry.affine_lps @ np.append((np.array(plain.labels.geometry.shape[::-1]) - 1) / 2, 1)
+    # the liver moves away from the grid's centre by the factor
+    np.testing.assert_allclose(centre(large) - grid_centre[:3], 1.2 * (centre(plain) - grid_centre[:3]), atol=6.0)
+
+
 def test_phantom_from_real_labels(shared_data, tmp_path):
     source = shared_data / "labels" / "example_mr_sm__ref40.nii.gz"
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--modality", "ct", "--from-labels", str(source)]) == 0

@@ -163,6 +163,9 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"ectasia_share": 1.5}, "ectasia_share is a share"),
     ({"extraperitoneal_share": -0.1}, "extraperitoneal_share is a share"),
     ({"extraperitoneal_mm": (9.0, 2.0)}, "extraperitoneal_mm must be a range"),
+    ({"subject_scale_share": 1.1}, "subject_scale_share is a share"),
+    ({"subject_scale": (1.05, 0.85)}, "subject_scale must be a range"),
+    ({"subject_scale": (0.3, 1.0)}, "subject_scale is a size factor within"),
     ({"ectasia_mm": (8.0, 2.0)}, "ectasia_mm must be a range"),
     ({"ectasia_modalities": ("pet",)}, "ectasia_modalities must name"),
     ({"thrombus_share": -0.1}, "thrombus_share is a share"),
@@ -440,6 +443,17 @@ def test_extraperitoneal_draws_keep_the_organs_off_the_wall_and_leave_every_othe
     lost = {BASE.name_of(int(i)) for i in np.unique(old[changed])}
     assert "liver" in lost and lost <= {"liver", "spleen", "gallbladder", "stomach", "colon"}, lost
     assert 0.35 < _drawn_share("extraperitoneal", extraperitoneal_share=0.5) < 0.65
+
+
+def test_subject_scale_draws_shrink_the_subject_on_the_same_grid_and_leave_every_other_draw():
+    before, after, factor = _generated_case_with("subject_scale", "abdomen",
+                                                 {"subject_scale_share": 1.0, "subject_scale": (0.85, 0.86)})
+    assert 0.85 <= factor <= 0.86 and after.metadata["scale"] == factor
+    assert after.labels.geometry.spacing == before.labels.geometry.spacing
+    liver = BASE.index_of("liver")
+    ratio = (after.labels.array == liver).sum() / (before.labels.array == liver).sum()
+    assert ratio == pytest.approx(factor ** 3, rel=0.08)
+    assert 0.35 < _drawn_share("subject_scale", subject_scale_share=0.5) < 0.65
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

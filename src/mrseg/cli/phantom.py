@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--extraperitoneal", type=float, default=0.0, metavar="MM",
                    help="keep the liver, spleen, gallbladder, stomach and colon MM off the body wall's muscle, "
                         "with extraperitoneal fat between (default 0: they reach it)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR",
+                   help="the subject's size, a factor on every length, 0.5-2 (0.9: a smaller person; the grid "
+                        "keeps its spacing; default 1)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
-                ectasia=args.ectasia, extraperitoneal=args.extraperitoneal,
+                ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)

@@ -84,6 +84,7 @@ def make_case(
     perirenal: tuple[float, float] | None = None,
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
+    scale: float = 1.0,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -113,6 +114,10 @@ def make_case(
         extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
             and colon off the body wall's muscle (see
             :func:`~mrseg.phantom.tissues.extraperitoneal_fat`); 0 (default): they reach it.
+        scale: the subject's size, as a factor on every length (a smaller or a larger person):
+            the anatomy is laid out on a grid of ``spacing / scale`` and then given ``spacing``
+            about the grid's centre, so the acquisition grid keeps its spacing; 1 (default)
+            leaves the subject or label map at its own size.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
@@ -132,6 +137,8 @@ def make_case(
     sequence = sequence or SEQUENCES[modality][0]
     if sequence not in SEQUENCES[modality]:
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
+    if not (np.isfinite(scale) and 0.5 <= scale <= 2.0):
+        raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
     rng = np.random.default_rng(seed)
     metadata: dict[str, Any] = {"seed": seed, "modality": modality, "sequence": sequence}
 
@@ -139,24 +146,28 @@ def make_case(
         if fov not in FOVS:
             raise InputError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
         spacing = spacing or (2.0, 2.0, 2.0)
-        grid = grid_covering(default_grid(fov, spacing=spacing), spacing=spacing, orientation=orientation or "LPS",
+        laid_out = _divided(spacing, scale)
+        grid = grid_covering(default_grid(fov, spacing=laid_out), spacing=laid_out, orientation=orientation or "LPS",
                              rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
-        if spacing is not None or orientation is not None:
+        if spacing is not None or orientation is not None or scale != 1.0:
             from mrseg.io.orientation import orientation_code
 
             grid = grid_covering(
                 from_labels.geometry,
-                spacing=spacing or from_labels.geometry.spacing,
+                spacing=_divided(spacing or from_labels.geometry.spacing, scale),
                 orientation=orientation or orientation_code(from_labels.geometry),
                 rng=rng,
             )
             tissues = resample_labels(tissues, grid)
         metadata.update(source=source or "labels")
+    if scale != 1.0:  # first: every later step works in the scaled subject's millimetres
+        tissues = Image(tissues.array, scaled_about_centre(tissues.geometry, scale))
+        metadata.update(scale=scale)
     if ectasia:  # before the removal: a removed aorta takes its widened wall with it
         tissues = tissues.with_array(aortic_ectasia(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
                                                     widen_mm=ectasia))
@@ -189,6 +200,21 @@ def make_case(
                   "direction": list(g.direction), "orientation": orientation or "as input"},
     )
     return PhantomCase(image, labels, metadata)
+
+
+def scaled_about_centre(geometry: Geometry, factor: float) -> Geometry:
+    """``geometry`` with its spacing multiplied by ``factor`` and its centre where it was: what
+    its voxels show becomes ``factor`` times as large in the world."""
+    shape_xyz = np.asarray(geometry.shape[::-1], dtype=float)
+    centre = (geometry.affine_lps @ np.append((shape_xyz - 1) / 2, 1.0))[:3]
+    spacing = np.asarray(geometry.spacing, dtype=float) * factor
+    origin = centre - geometry.direction_matrix @ (spacing * (shape_xyz - 1) / 2)
+    return Geometry(shape=geometry.shape, spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+                    origin=tuple(float(o) for o in origin), direction=geometry.direction)  # type: ignore[arg-type]
+
+
+def _divided(spacing: Sequence[float], factor: float) -> tuple[float, float, float]:
+    return tuple(float(s) / factor for s in spacing)  # type: ignore[return-value]
 
 
 def write_case(case: PhantomCase, out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:

@@ -31,6 +31,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * extraperitoneal fat, for ``extraperitoneal_share`` of the cases: a layer of fat between the
   body wall's muscle and the liver, spleen, gallbladder, stomach and colon, so that the bright
   band round a real liver is not liver;
+* the subject's size, for ``subject_scale_share`` of the cases: every length of the subject (or
+  template) times a factor drawn from ``subject_scale``, so that smaller and larger people than
+  the phantom's one build are seen at the model's grid (the acquisition grid keeps its spacing);
 * the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
   ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
   a generated subject has aortic disease, and only in CT);
@@ -140,6 +143,9 @@ class RandomizationRanges:
             extraperitoneal fat (:func:`~mrseg.phantom.tissues.extraperitoneal_fat`); 0 by
             default, likewise.
         extraperitoneal_mm: the range of that layer's thickness, mm.
+        subject_scale_share: share of cases whose subject (generated or template) is drawn at
+            another size (``make_case``'s ``scale``); 0 by default, likewise.
+        subject_scale: the range of that size factor on every length, within [0.5, 2].
     """
 
     random_contrast_share: float = 0.45
@@ -183,6 +189,8 @@ class RandomizationRanges:
     thrombus_hu: tuple[float, float] = (40.0, 140.0)
     extraperitoneal_share: float = 0.0
     extraperitoneal_mm: tuple[float, float] = (2.0, 10.0)
+    subject_scale_share: float = 0.0
+    subject_scale: tuple[float, float] = (0.85, 1.05)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -195,7 +203,8 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "ectasia_share", "thrombus_share", "extraperitoneal_share"):
+                     "ectasia_share", "thrombus_share", "extraperitoneal_share",
+                     "subject_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -205,7 +214,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm"):
+                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -215,6 +224,8 @@ class RandomizationRanges:
         for name in ("fat_suppression", "liver_fat_fraction", "pancreas_fat_fraction", "clutter_fraction"):
             if getattr(self, name)[1] > 1:
                 raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
+        if not 0.5 <= self.subject_scale[0] <= self.subject_scale[1] <= 2.0:
+            raise InputError(f"subject_scale is a size factor within [0.5, 2], got {self.subject_scale!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
@@ -325,6 +336,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     extraperitoneal = np.random.default_rng([seed, 0x5EED, 11])  # the fat between the wall and the organs
     if extraperitoneal.random() < ranges.extraperitoneal_share:
         recipe["extraperitoneal"] = float(extraperitoneal.uniform(*ranges.extraperitoneal_mm))
+    sized = np.random.default_rng([seed, 0x5EED, 12])  # the subject's size
+    if sized.random() < ranges.subject_scale_share:
+        recipe["subject_scale"] = float(sized.uniform(*ranges.subject_scale))
     return recipe, rng
 
 
@@ -367,6 +381,7 @@ def random_case(
               "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
               "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
               "ectasia": recipe.get("ectasia", 0.0), "extraperitoneal": recipe.get("extraperitoneal", 0.0),
+              "scale": recipe.get("subject_scale", 1.0),
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
