@@ -22,6 +22,8 @@ from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import direction_from_code, rotation_matrix
 
 OBLIQUE = "oblique"
+SCALE_LIMITS = (0.5, 2.0)
+"""The smallest and the largest subject size factor (``make_case``'s ``scale``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +139,7 @@ def make_case(
     sequence = sequence or SEQUENCES[modality][0]
     if sequence not in SEQUENCES[modality]:
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
-    if not (np.isfinite(scale) and 0.5 <= scale <= 2.0):
+    if not (np.isfinite(scale) and SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]):
         raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
     rng = np.random.default_rng(seed)
     metadata: dict[str, Any] = {"seed": seed, "modality": modality, "sequence": sequence}

@@ -63,7 +63,7 @@ from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.phantom.anatomy import FOVS
-from mrseg.phantom.cases import OBLIQUE, PhantomCase, make_case
+from mrseg.phantom.cases import OBLIQUE, SCALE_LIMITS, PhantomCase, make_case
 from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MODALITIES, SEQUENCES
 
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
@@ -224,7 +224,7 @@ class RandomizationRanges:
         for name in ("fat_suppression", "liver_fat_fraction", "pancreas_fat_fraction", "clutter_fraction"):
             if getattr(self, name)[1] > 1:
                 raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
-        if not 0.5 <= self.subject_scale[0] <= self.subject_scale[1] <= 2.0:
+        if not SCALE_LIMITS[0] <= self.subject_scale[0] <= self.subject_scale[1] <= SCALE_LIMITS[1]:
             raise InputError(f"subject_scale is a size factor within [0.5, 2], got {self.subject_scale!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
