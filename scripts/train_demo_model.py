@@ -163,6 +163,8 @@ RANDOMIZATION_SHARES = {
     "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "
                              "(extraperitoneal fat)",
     "subject_scale_share": "share of cases whose subject is drawn at another size (--subject-scale)",
+    "layered_aorta_share": "share of the generated subjects' cases whose descending aorta is diseased, its bright "
+                           "lumen a cap along one wall beside grey thrombus (a dissection's look)",
 }
 
 
@@ -212,6 +214,9 @@ def main() -> None:
     parser.add_argument("--ectasia-modality", action="append", choices=defaults.ectasia_modalities,
                         help="draw ectasia only for this modality (repeatable); "
                              f"default: {', '.join(defaults.ectasia_modalities)}")
+    parser.add_argument("--layered-aorta-modality", action="append", choices=defaults.layered_aorta_modalities,
+                        help="draw the layered aorta only for this modality (repeatable); "
+                             f"default: {', '.join(defaults.layered_aorta_modalities)}")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic spacing in mm")
     parser.add_argument("--seed", type=int, default=1000,
                         help="first case seed (case i: seed + i), and the training seed unless --training-seed")
@@ -266,7 +271,9 @@ def main() -> None:
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence
                                                                     or defaults.fat_suppressed_sequences),
-                                     ectasia_modalities=tuple(args.ectasia_modality or defaults.ectasia_modalities))
+                                     ectasia_modalities=tuple(args.ectasia_modality or defaults.ectasia_modalities),
+                                     layered_aorta_modalities=tuple(args.layered_aorta_modality
+                                                                    or defaults.layered_aorta_modalities))
     except InputError as err:
         parser.error(str(err))
 

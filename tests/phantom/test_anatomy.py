@@ -317,6 +317,57 @@ def test_aortic_disease_changes_nothing_but_the_aorta(monkeypatch):
     assert diseased.parameters == healthy.parameters
 
 
+def test_a_layered_lumen_is_a_cap_along_one_wall_cut_off_by_a_straight_border():
+    """In some diseased aortas the open lumen is a segment of the vessel's section (a dissection's
+    true lumen beside the false one, or contrast layered over unenhanced blood): at the stretch's
+    middle the bright lumen and the grey rest of the vessel lie on either side of a nearly straight
+    border across the drawn direction, the lumen taking about the drawn share of the diameter."""
+    from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE, AORTIC_LAYERED_LUMEN_SHARE
+
+    lumen_tissue, thrombus_tissue = TISSUE_INDEX["aorta"], TISSUE_INDEX["aortic_thrombus"]
+    kinds = {"layered": 0, "disc": 0}
+    for seed in (1, 6, 8, 12, 14):  # the diseased subjects among seeds 0-14
+        anatomy = generate_anatomy(seed=seed, fov="abdomen", spacing=(1.5, 1.5, 1.5))
+        tissues, parameters = anatomy.tissues.array, anatomy.parameters
+        assert parameters["aortic_disease"] < AORTIC_DISEASE_SHARE, seed
+        layered = parameters["aortic_lumen_layered"] < AORTIC_LAYERED_LUMEN_SHARE
+        kinds["layered" if layered else "disc"] += 1
+        thrombus = tissues == thrombus_tissue
+        z = int(np.argmax(thrombus.sum(axis=(1, 2))))  # near the stretch's middle
+        pieces, _ = ndimage.label(thrombus[z] | (tissues[z] == lumen_tissue))
+        vessel = pieces == pieces[thrombus[z]].max()  # the diseased aorta's section
+        lumen, rest = vessel & (tissues[z] == lumen_tissue), vessel & thrombus[z]
+        angle = parameters["aortic_layer_angle_rad"]
+        # (row, column) = (y, x): the projection of each voxel on the drawn direction, mm
+        towards = np.array([np.sin(angle), np.cos(angle)]) * 1.5
+        along_lumen, along_rest = np.argwhere(lumen) @ towards, np.argwhere(rest) @ towards
+        separated = np.mean(along_lumen[:, None] > along_rest[None, :])
+        if layered:
+            assert separated > 0.99, (seed, separated)  # one side of a straight border
+            extent = np.ptp(np.concatenate([along_lumen, along_rest]))
+            cap = np.ptp(along_lumen) / extent
+            assert abs(cap - parameters["aortic_layer_share_of_diameter"]) < 0.08, (seed, cap)
+        else:
+            assert separated < 0.95, (seed, separated)  # a disc inside the thrombus: rest on both sides
+    assert kinds["layered"] >= 2 and kinds["disc"] >= 1, kinds
+
+
+def test_a_layered_aorta_on_request_changes_nothing_but_the_aorta():
+    """``layered_aorta`` gives a healthy subject the diseased aorta with a layered lumen and keeps
+    every draw: only the aorta's voxels and its thrombus change."""
+    from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE
+
+    seed = 0  # a healthy subject
+    plain = generate_anatomy(seed=seed, fov="abdomen", spacing=(3.0, 3.0, 3.0))
+    layered = generate_anatomy(seed=seed, fov="abdomen", spacing=(3.0, 3.0, 3.0), layered_aorta=True)
+    assert plain.parameters["aortic_disease"] >= AORTIC_DISEASE_SHARE
+    assert layered.parameters == plain.parameters
+    vessel = [TISSUE_INDEX["aorta"], TISSUE_INDEX["aortic_thrombus"]]
+    changed = layered.tissues.array != plain.tissues.array
+    assert np.isin(layered.tissues.array[changed], vessel).all()
+    assert (layered.tissues.array == TISSUE_INDEX["aortic_thrombus"]).sum() * 27e-3 > 3.0  # mL
+
+
 def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     """Real kidneys lie in perirenal fat, a ring that the model must learn is not kidney: no
     liver, spleen or bowel within the drawn fat margin, and the margin grows with visceral fat."""

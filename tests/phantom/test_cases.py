@@ -176,6 +176,29 @@ def test_phantom_command_smaller_subject(tmp_path, caplog):
     assert "scale is a factor on the subject's size" in caplog.text and not out.exists()
 
 
+def test_phantom_command_layered_aorta(tmp_path, caplog):
+    """``--layered-aorta``: a CT angiography's diseased aorta with a bright cap beside grey
+    thrombus, the whole vessel still labelled aorta; refused for a label map, nothing written."""
+    common = ["phantom", "-n", "1", "--modality", "ct", "--sequence", "arterial", "--fov", "abdomen",
+              "--seed", "0", "--spacing", "3", "3", "3"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*common, "-o", str(tmp_path / "layered"), "--layered-aorta"]) == 0
+    aorta = BASE.index_of("aorta")
+    grey_share = {}
+    for name in ("plain", "layered"):
+        image = read_image(tmp_path / name / "phantom_0000.nii.gz").array
+        labels = read_image(tmp_path / name / "phantom_0000_labels.nii.gz").array
+        inner = ndimage.binary_erosion(labels == aorta)  # away from the wall's partial volume
+        grey_share[name] = float(np.mean(image[inner] < 150))  # thrombus 55 HU; the lumen about 350 HU
+    assert grey_share["plain"] < 0.02 and grey_share["layered"] > 0.1, grey_share
+    sidecar = json.loads((tmp_path / "layered" / "phantom_0000.json").read_text())
+    assert sidecar["layered_aorta"] is True
+    out = tmp_path / "bad"
+    labelmap = str(tmp_path / "plain" / "phantom_0000_labels.nii.gz")
+    assert main([*common, "-o", str(out), "--layered-aorta", "--from-labels", labelmap]) == 2
+    assert "layered_aorta draws a generated subject's aortic disease" in caplog.text and not out.exists()
+
+
 def test_a_scaled_template_keeps_its_centre_and_the_grid_its_spacing(shared_data):
     source = read_image(shared_data / "labels" / "example_ct__ref40.nii.gz")
     common = {"seed": 1, "modality": "ct", "sequence": "native", "from_labels": source, "spacing": (4.0, 4.0, 4.0)}

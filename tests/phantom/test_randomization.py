@@ -171,6 +171,7 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"thrombus_share": -0.1}, "thrombus_share is a share"),
     ({"thrombus_hu": (140.0, 40.0)}, "thrombus_hu must be a range"),
     ({"ectasia_modalities": ()}, "ectasia_modalities must name"),
+    ({"layered_aorta_modalities": ("pet",)}, "layered_aorta_modalities must name"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -454,6 +455,29 @@ def test_subject_scale_draws_shrink_the_subject_on_the_same_grid_and_leave_every
     ratio = (after.labels.array == liver).sum() / (before.labels.array == liver).sum()
     assert ratio == pytest.approx(factor ** 3, rel=0.08)
     assert 0.35 < _drawn_share("subject_scale", subject_scale_share=0.5) < 0.65
+
+
+def test_layered_aorta_draws_give_a_generated_subject_the_layered_lumen_and_leave_every_other_draw():
+    before, after, layered = _generated_case_with("layered_aorta", "abdomen", {"layered_aorta_share": 1.0})
+    assert layered is True and after.metadata["layered_aorta"] is True
+    assert after.metadata["anatomy"] == before.metadata["anatomy"]  # the subject's own draws, every one
+    old, new = before.labels.array, after.labels.array
+    changed = new != old
+    aorta = BASE.index_of("aorta")
+    if before.metadata["anatomy"]["aortic_disease"] >= AORTIC_DISEASE_SHARE:  # seed 4: a healthy subject
+        assert (new == aorta).sum() > (old == aorta).sum()  # the diseased stretch is dilated
+    # the aorta gains; the oesophagus beside it moves aside
+    assert changed.any() and (new[changed] == aorta).mean() > 0.9
+    assert set(np.unique(new[changed])) <= {0, aorta, BASE.index_of("esophagus")}
+    # drawn at about the share, for generated subjects only (a template's aorta is given)
+    assert 0.35 < _drawn_share("layered_aorta", layered_aorta_share=0.5) < 0.65
+    with_templates = [case_recipe(s, RandomizationRanges(layered_aorta_share=1.0, template_share=0.5), templates=1)
+                      for s in range(100)]
+    assert all(("layered_aorta" in r) == (r["template"] is None) for r in with_templates)
+    assert 20 < sum(r["template"] is None for r in with_templates) < 80
+    only_ct = _drawn_share("layered_aorta", layered_aorta_share=1.0, template_share=0.0, ct_share=0.5,
+                           layered_aorta_modalities=("ct",))
+    assert 0.3 < only_ct < 0.7
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

@@ -58,6 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR",
                    help="the subject's size, a factor on every length, 0.5-2 (0.9: a smaller person; the grid "
                         "keeps its spacing; default 1)")
+    p.add_argument("--layered-aorta", action="store_true",
+                   help="give each generated subject a diseased descending aorta whose bright lumen is a cap along "
+                        "one wall beside grey thrombus, as in a dissection (default: 30 %% of subjects are diseased, "
+                        "half of them so)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -81,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
+                layered_aorta=args.layered_aorta,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
 import numpy as np
@@ -128,6 +128,7 @@ def generate_anatomy(
     fov: str = "trunk",
     grid: Geometry | None = None,
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0),
+    layered_aorta: bool = False,
 ) -> Anatomy:
     """Draw one subject from ``seed`` and rasterise its tissue map.
 
@@ -138,6 +139,9 @@ def generate_anatomy(
         grid: the voxel grid to rasterise on (any orientation, spacing and extent); defaults to
             ``default_grid(fov, spacing=spacing)``.
         spacing: voxel size in mm (x, y, z) of the default grid; ignored when ``grid`` is given.
+        layered_aorta: give the subject a diseased descending aorta whose open lumen is layered
+            (see :data:`AORTIC_LAYERED_LUMEN_SHARE`) whatever its own two draws for that say;
+            every draw is made as usual, so the rest of the subject is the seed's.
 
     Returns:
         The tissue map and the subject's parameters.
@@ -156,7 +160,7 @@ def generate_anatomy(
         grid = default_grid(fov, spacing=spacing)
     elif fov not in _FOV_EXTENT:
         raise InputError(f"unknown field of view {fov!r}; valid: {', '.join(FOVS)}")
-    subject = _draw_subject(np.random.default_rng(int(seed)))
+    subject = _draw_subject(np.random.default_rng(int(seed)), layered_aorta=layered_aorta)
     canvas = _Canvas(grid, subject.to_subject)
     _paint_subject(canvas, subject)
     logger.debug("phantom anatomy seed %d rasterised on a %s grid", seed, "x".join(map(str, grid.shape)))
@@ -648,6 +652,16 @@ class _Bowel:
 
 
 @dataclass(frozen=True, eq=False)
+class _AorticDisease:
+    """A diseased stretch of the aorta: its open lumen, inside the thrombus that fills the stretch's
+    heights (mm); the lumen is the tube, kept only where ``lumen_side`` keeps when it is given."""
+
+    lumen: _Tube
+    heights: tuple[float, float]
+    lumen_side: Clip | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class _Subject:
     """Everything drawn for one subject, ready to paint (all in the subject frame)."""
 
@@ -671,8 +685,7 @@ class _Subject:
     lung_vessels: dict[str, list[_Tube]]  # lung tissue name → its vessel tree
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
-    # a diseased aorta's open lumen, inside its thrombus, and the diseased stretch's z range
-    aortic_disease: tuple[_Tube, tuple[float, float]] | None = None
+    aortic_disease: _AorticDisease | None = None
 
 
 class _Draw:
@@ -729,6 +742,14 @@ with mural thrombus, or a dissection's thrombosed false lumen): in a CT angiogra
 a bright crescent or disc inside a grey vessel that is still the aorta."""
 # the stretch lies in the descending aorta: below the aortic root (z 305), above the bifurcation
 _AORTIC_DISEASE_Z = (80.0, 300.0)
+AORTIC_LAYERED_LUMEN_SHARE = 0.5
+"""Share of diseased aortas whose open lumen is not a disc inside the thrombus but a segment of the
+vessel's section cut off by a nearly straight border, along one wall: a dissection's true lumen
+beside its grey false lumen, or contrast layered over unenhanced blood. In a CT angiography the
+aorta is then a bright cap on a grey disc of the same vessel."""
+AORTIC_LAYER_SHARE_OF_DIAMETER = (0.15, 0.5)
+"""Range of how much of the vessel's diameter, across the border, a layered lumen takes at the
+stretch's middle."""
 DESCENDING_AORTA_TURN_DEG = (-40.0, 15.0)
 """Range of the angle (degrees) by which each subject's descending thoracic aorta is turned about
 the axis of the vertebral bodies, from its young adult's place at their left front (negative:
@@ -800,8 +821,9 @@ def _scaled_knots(knots: Sequence[Sequence[float]], scale: float) -> list[list[f
     return out
 
 
-def _draw_subject(rng: np.random.Generator) -> _Subject:
-    """Draw every parameter and shape of one subject; the order of draws is fixed."""
+def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _Subject:
+    """Draw every parameter and shape of one subject; the order of draws is fixed. With
+    ``layered_aorta`` its aorta is diseased with a layered lumen, whatever those draws say."""
     d = _Draw(rng)
     # ---- pose and habitus
     height = d.u("height_scale", 0.94, 1.06)
@@ -1007,13 +1029,18 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
         organs[f"{name}_perirenal_fat"] = cast(_Ellipsoid, organs[f"{name}_kidney_cortex"]).grown(margin)
     # drawn after everything else, so that every earlier draw of a seed is what it was before
     aortic_disease = None
-    if (disease := _draw_aortic_disease(d, tubes["aorta"])) is not None:
+    if (disease := _draw_aortic_disease(d, tubes["aorta"], force=layered_aorta)) is not None:
         tubes["aorta"], aortic_disease = disease
     # drawn after the aortic disease, for the same reason
     turn = _descending_aorta_turn(d, tubes["aorta"], spine)
     tubes["aorta"] = turn(tubes["aorta"])
     if aortic_disease is not None:
-        aortic_disease = (turn(aortic_disease[0]), aortic_disease[1])
+        aortic_disease = replace(aortic_disease, lumen=turn(aortic_disease.lumen))
+    # drawn after the turn, for the same reason; made from the turned vessel
+    side = _layered_lumen_side(d, tubes["aorta"], aortic_disease.heights if aortic_disease else _AORTIC_DISEASE_Z,
+                               force=layered_aorta)
+    if aortic_disease is not None and side is not None:
+        aortic_disease = _AorticDisease(tubes["aorta"], aortic_disease.heights, side)
     tubes["esophagus"] = _pushed_clear(tubes["esophagus"], tubes["aorta"], gap_mm=1.0,
                                        heights=(_AORTA_TURN_Z[0], _AORTA_TURN_Z[-1]))
     return _Subject(
@@ -1025,14 +1052,15 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
     )
 
 
-def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, tuple[_Tube, tuple[float, float]]] | None:
-    """In :data:`AORTIC_DISEASE_SHARE` of subjects, a stretch of the descending aorta, dilated up to
-    1.9-fold and lined by thrombus: returns the dilated aorta, its open lumen and the stretch's z range.
+def _draw_aortic_disease(d: _Draw, aorta: _Tube, *, force: bool = False) -> tuple[_Tube, _AorticDisease] | None:
+    """In :data:`AORTIC_DISEASE_SHARE` of subjects (every one with ``force``), a stretch of the
+    descending aorta, dilated up to 1.9-fold and lined by thrombus: returns the dilated aorta, its
+    open lumen and the stretch's z range.
 
     The lumen is the aorta's own centreline, shifted off-centre and narrowed by the thrombus's share
     of the radius; both taper to nothing at the stretch's ends. All draws are made for every subject.
     """
-    present = d.u("aortic_disease", 0.0, 1.0) < AORTIC_DISEASE_SHARE
+    present = d.u("aortic_disease", 0.0, 1.0) < AORTIC_DISEASE_SHARE or force
     lo, hi = _AORTIC_DISEASE_Z
     centre = d.u("aortic_disease_centre_z_mm", lo + 30.0, hi - 30.0)
     half = d.u("aortic_disease_half_length_mm", 30.0, 80.0)
@@ -1043,14 +1071,53 @@ def _draw_aortic_disease(d: _Draw, aorta: _Tube) -> tuple[_Tube, tuple[_Tube, tu
     angle = d.u("aortic_lumen_angle_rad", 0.0, 2 * np.pi)
     if not present:
         return None
-    z = aorta.points[:, 2]
-    inside = np.abs(z - centre) < half  # within [lo, hi]: the ascending aorta starts above hi
-    bump = np.where(inside, np.cos(np.pi / 2 * (z - centre) / half) ** 2, 0.0)
+    # within [lo, hi]: the ascending aorta starts above hi
+    bump = _stretch_profile(aorta.points[:, 2], (centre - half, centre + half))
     radii = aorta.radii * (1.0 + (dilatation - 1.0) * bump)
     share = thrombus * bump
     shift = (radii * share * eccentric)[:, None] * np.array([np.cos(angle), np.sin(angle), 0.0])
     lumen = _Tube(aorta.points + shift, np.maximum(radii * (1.0 - share), 0.5), np.zeros_like(radii))
-    return _Tube(aorta.points, radii, aorta.gas), (lumen, (centre - half, centre + half))
+    return _Tube(aorta.points, radii, aorta.gas), _AorticDisease(lumen, (centre - half, centre + half))
+
+
+def _stretch_profile(z: Array, heights: tuple[float, float]) -> Array:
+    """How far along a diseased stretch's heights (mm) each of ``z`` is diseased: 1 at the
+    stretch's middle, fading as cos² to 0 at its ends and outside."""
+    centre, half = (heights[0] + heights[1]) / 2, (heights[1] - heights[0]) / 2
+    return np.where(np.abs(z - centre) < half, np.cos(np.pi / 2 * (z - centre) / half) ** 2, 0.0)
+
+
+def _layered_lumen_side(d: _Draw, aorta: _Tube, heights: tuple[float, float], *,
+                        force: bool = False) -> Clip | None:
+    """In :data:`AORTIC_LAYERED_LUMEN_SHARE` of diseased aortas (every one with ``force``), the
+    side of a straight border on which the open lumen lies (see the constant), else None.
+    ``aorta`` is the dilated vessel, ``heights`` the diseased stretch. All draws are made for
+    every subject.
+
+    The border crosses each axial section of the descending aorta square to the drawn direction,
+    at the drawn share of the diameter from the wall at the stretch's middle, and moves out to the
+    far wall at the stretch's ends, so the whole vessel is lumen again there.
+    """
+    layered = d.u("aortic_lumen_layered", 0.0, 1.0) < AORTIC_LAYERED_LUMEN_SHARE or force
+    share = d.u("aortic_layer_share_of_diameter", *AORTIC_LAYER_SHARE_OF_DIAMETER)
+    angle = d.u("aortic_layer_angle_rad", 0.0, 2 * np.pi)
+    if not layered:
+        return None
+    top = int(np.argmax(aorta.points[:, 2]))  # the arch's top: below it the aorta only descends
+    points, radii = aorta.points[top:], aorta.radii[top:]
+    order = np.argsort(points[:, 2])
+    z_knots, x_knots, y_knots, r_knots = points[order, 2], points[order, 0], points[order, 1], radii[order]
+    towards = (np.float32(np.cos(angle)), np.float32(np.sin(angle)))
+
+    def lumen_side(x: Array, y: Array, z: Array) -> Array:
+        # the border's signed distance from the centreline, towards the lumen: -r at the
+        # stretch's ends, r (1 - 2 share) at its middle
+        r = np.interp(z, z_knots, r_knots)
+        border = r * (-1.0 + _stretch_profile(z, heights) * (2.0 - 2.0 * share))
+        across = (x - np.interp(z, z_knots, x_knots)) * towards[0] + (y - np.interp(z, z_knots, y_knots)) * towards[1]
+        return across > border
+
+    return lumen_side
 
 
 def _descending_aorta_turn(d: _Draw, aorta: _Tube, spine: dict[str, Array]) -> Callable[[_Tube], _Tube]:
@@ -1361,10 +1428,11 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
         _fill_tube(canvas, subject.tubes[tissue], tissue, only_into=_SOFT_OR_MUSCLE)
         if tissue == "aorta" and subject.aortic_disease is not None:
             # thrombus fills the diseased stretch, then the open lumen is cut back out of it
-            lumen, (z0, z1) = subject.aortic_disease
+            disease = subject.aortic_disease
             _fill_tube(canvas, subject.tubes["aorta"], "aortic_thrombus", only_into=("aorta",),
-                       clips=[_between_heights(z0, z1)])
-            _fill_tube(canvas, lumen, "aorta", only_into=("aortic_thrombus",))
+                       clips=[_between_heights(*disease.heights)])
+            _fill_tube(canvas, disease.lumen, "aorta", only_into=("aortic_thrombus",),
+                       clips=[disease.lumen_side] if disease.lumen_side is not None else [])
     # the labelled vessels win where an unlabelled one would touch them; the heart keeps its shape
     outside_pericardium = _outside(subject.organs["pericardium"])
     for key, tissue, _, _ in _MEDIASTINUM:

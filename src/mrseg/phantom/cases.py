@@ -87,6 +87,7 @@ def make_case(
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
+    layered_aorta: bool = False,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -120,6 +121,10 @@ def make_case(
             the anatomy is laid out on a grid of ``spacing / scale`` and then given ``spacing``
             about the grid's centre, so the acquisition grid keeps its spacing; 1 (default)
             leaves the subject or label map at its own size.
+        layered_aorta: a generated subject's descending aorta diseased, its open lumen a cap along
+            one wall beside grey thrombus or false lumen, as in a dissection (see
+            :data:`~mrseg.phantom.anatomy.AORTIC_LAYERED_LUMEN_SHARE`); False (default): as the
+            seed draws it. Not for ``from_labels``.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
@@ -141,6 +146,9 @@ def make_case(
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
     if not (np.isfinite(scale) and SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]):
         raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
+    if layered_aorta and from_labels is not None:
+        raise InputError("layered_aorta draws a generated subject's aortic disease; a label map's aorta is "
+                         "given, leave layered_aorta off with from_labels")
     rng = np.random.default_rng(seed)
     metadata: dict[str, Any] = {"seed": seed, "modality": modality, "sequence": sequence}
 
@@ -151,9 +159,11 @@ def make_case(
         laid_out = _divided(spacing, scale)
         grid = grid_covering(default_grid(fov, spacing=laid_out), spacing=laid_out, orientation=orientation or "LPS",
                              rng=rng)
-        anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid)
+        anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
+        if layered_aorta:
+            metadata.update(layered_aorta=True)
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

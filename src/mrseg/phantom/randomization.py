@@ -34,6 +34,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * the subject's size, for ``subject_scale_share`` of the cases: every length of the subject (or
   template) times a factor drawn from ``subject_scale``, so that smaller and larger people than
   the phantom's one build are seen at the model's grid (the acquisition grid keeps its spacing);
+* a layered aortic lumen, for ``layered_aorta_share`` of the generated subjects (of the
+  modalities ``layered_aorta_modalities``): a diseased descending aorta whose bright lumen is a
+  cap along one wall beside grey thrombus or false lumen, as in a dissection;
 * the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
   ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
   a generated subject has aortic disease, and only in CT);
@@ -146,6 +149,10 @@ class RandomizationRanges:
         subject_scale_share: share of cases whose subject (generated or template) is drawn at
             another size (``make_case``'s ``scale``); 0 by default, likewise.
         subject_scale: the range of that size factor on every length, within [0.5, 2].
+        layered_aorta_share: share of the cases of a generated subject whose descending aorta is
+            diseased with a layered lumen (``make_case``'s ``layered_aorta``; without it 15 % of
+            subjects have one); 0 by default, likewise.
+        layered_aorta_modalities: the modalities it is drawn for (both by default).
     """
 
     random_contrast_share: float = 0.45
@@ -191,6 +198,8 @@ class RandomizationRanges:
     extraperitoneal_mm: tuple[float, float] = (2.0, 10.0)
     subject_scale_share: float = 0.0
     subject_scale: tuple[float, float] = (0.85, 1.05)
+    layered_aorta_share: float = 0.0
+    layered_aorta_modalities: tuple[str, ...] = MODALITIES
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -204,7 +213,7 @@ class RandomizationRanges:
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
                      "ectasia_share", "thrombus_share", "extraperitoneal_share",
-                     "subject_scale_share"):
+                     "subject_scale_share", "layered_aorta_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -238,9 +247,10 @@ class RandomizationRanges:
         if unsuppressible:
             raise InputError(f"fat_suppressed_sequences may only hold {', '.join(FAT_SUPPRESSIBLE)}, "
                              f"got {', '.join(unsuppressible)}")
-        if not self.ectasia_modalities or not set(self.ectasia_modalities) <= set(MODALITIES):
-            raise InputError(f"ectasia_modalities must name at least one of {', '.join(MODALITIES)}, "
-                             f"got {self.ectasia_modalities!r}")
+        for name in ("ectasia_modalities", "layered_aorta_modalities"):
+            modalities = getattr(self, name)
+            if not modalities or not set(modalities) <= set(MODALITIES):
+                raise InputError(f"{name} must name at least one of {', '.join(MODALITIES)}, got {modalities!r}")
         if self.removal_share > 0 and not self.removable:
             raise InputError("removal_share > 0 needs at least one removable class")
         if not self.fields_of_view or not set(self.fields_of_view) <= set(FOVS):
@@ -339,6 +349,10 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     sized = np.random.default_rng([seed, 0x5EED, 12])  # the subject's size
     if sized.random() < ranges.subject_scale_share:
         recipe["subject_scale"] = float(sized.uniform(*ranges.subject_scale))
+    layered = np.random.default_rng([seed, 0x5EED, 13])  # a generated subject's layered aortic lumen
+    if layered.random() < ranges.layered_aorta_share and recipe["modality"] in ranges.layered_aorta_modalities \
+            and recipe["template"] is None:
+        recipe["layered_aorta"] = True
     return recipe, rng
 
 
@@ -381,7 +395,7 @@ def random_case(
               "orientation": recipe["orientation"], "remove": recipe["removed"], "clutter": recipe.get("clutter", 0.0),
               "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
               "ectasia": recipe.get("ectasia", 0.0), "extraperitoneal": recipe.get("extraperitoneal", 0.0),
-              "scale": recipe.get("subject_scale", 1.0),
+              "scale": recipe.get("subject_scale", 1.0), "layered_aorta": recipe.get("layered_aorta", False),
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]
