@@ -165,6 +165,7 @@ RANDOMIZATION_SHARES = {
     "subject_scale_share": "share of cases whose subject is drawn at another size (--subject-scale)",
     "layered_aorta_share": "share of the generated subjects' cases whose descending aorta is diseased, its bright "
                            "lumen a cap along one wall beside grey thrombus (a dissection's look)",
+    "deformation_share": "share of cases whose anatomy is deformed smoothly at random (--deformation-mm)",
 }
 
 
@@ -202,6 +203,9 @@ def main() -> None:
     parser.add_argument("--subject-scale", type=float, nargs=2, default=defaults.subject_scale,
                         metavar=("LOW", "HIGH"),
                         help="range of the size factor on every length of a --subject-scale-share case")
+    parser.add_argument("--deformation-mm", type=float, nargs=2, default=defaults.deformation_mm,
+                        metavar=("LOW", "HIGH"),
+                        help="range of the displacement's SD (mm) of a --deformation-share case")
     parser.add_argument("--fov", action="append", choices=FOVS,
                         help="a generated subject's field of view, repeatable (repeat one to draw it more often); "
                              f"default: {', '.join(defaults.fields_of_view)}")
@@ -267,6 +271,7 @@ def main() -> None:
         ranges = RandomizationRanges(**{share: getattr(args, share) for share in RANDOMIZATION_SHARES},
                                      ct_enhancement=tuple(args.ct_enhancement),
                                      subject_scale=tuple(args.subject_scale),
+                                     deformation_mm=tuple(args.deformation_mm),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence

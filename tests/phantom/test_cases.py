@@ -199,6 +199,22 @@ def test_phantom_command_layered_aorta(tmp_path, caplog):
     assert "layered_aorta draws a generated subject's aortic disease" in caplog.text and not out.exists()
 
 
+def test_phantom_command_deformed_anatomy(tmp_path, caplog):
+    """``--deform MM``: the same subject, its organs moved by a smooth random field; image and
+    labels deformed alike (the liver's voxels keep the liver's intensity); a folding SD refused."""
+    common, plain, deformed, labels, sidecar = _phantom_pair(tmp_path, "t1_in", "--deform", "8")
+    plain_labels = read_image(tmp_path / "plain" / "phantom_0003_labels.nii.gz").array
+    liver = BASE.index_of("liver")
+    assert (labels == liver).sum() > 0 and ((labels == liver) != (plain_labels == liver)).sum() > 50
+    inner = ndimage.binary_erosion(labels == liver, iterations=1)
+    assert np.median(deformed[inner]) == pytest.approx(np.median(plain[ndimage.binary_erosion(plain_labels == liver)]),
+                                                       rel=0.1)
+    assert sidecar["deformation_mm"] == 8.0
+    out = tmp_path / "bad"
+    assert main([*common, "-o", str(out), "--deform", "30"]) == 2
+    assert "displacement_mm is an SD in mm" in caplog.text and not out.exists()
+
+
 def test_a_scaled_template_keeps_its_centre_and_the_grid_its_spacing(shared_data):
     source = read_image(shared_data / "labels" / "example_ct__ref40.nii.gz")
     common = {"seed": 1, "modality": "ct", "sequence": "native", "from_labels": source, "spacing": (4.0, 4.0, 4.0)}

@@ -172,6 +172,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"thrombus_hu": (140.0, 40.0)}, "thrombus_hu must be a range"),
     ({"ectasia_modalities": ()}, "ectasia_modalities must name"),
     ({"layered_aorta_modalities": ("pet",)}, "layered_aorta_modalities must name"),
+    ({"deformation_mm": (5.0, 25.0)}, "deformation_mm is the displacement's SD, at most 20 mm"),
+    ({"deformation_share": 2.0}, "deformation_share is a share"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -478,6 +480,21 @@ def test_layered_aorta_draws_give_a_generated_subject_the_layered_lumen_and_leav
     only_ct = _drawn_share("layered_aorta", layered_aorta_share=1.0, template_share=0.0, ct_share=0.5,
                            layered_aorta_modalities=("ct",))
     assert 0.3 < only_ct < 0.7
+
+
+def test_deformation_draws_move_the_organs_and_leave_every_other_draw():
+    before, after, sd = _generated_case_with("deformation_mm", "abdomen",
+                                             {"deformation_share": 1.0, "deformation_mm": (8.0, 9.0)})
+    assert 8.0 <= sd <= 9.0 and after.metadata["deformation_mm"] == sd
+    assert after.metadata["anatomy"] == before.metadata["anatomy"]
+    liver = BASE.index_of("liver")
+    old, new = before.labels.array == liver, after.labels.array == liver
+    assert 0.6 < new.sum() / old.sum() < 1.6 and (old != new).mean() > 0.005
+    assert 0.35 < _drawn_share("deformation_mm", deformation_share=0.5) < 0.65
+    # templates are deformed too
+    with_templates = [case_recipe(s, RandomizationRanges(deformation_share=1.0, template_share=1.0), templates=1)
+                      for s in range(20)]
+    assert all("deformation_mm" in r and r["template"] is not None for r in with_templates)
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

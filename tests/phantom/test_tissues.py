@@ -1,5 +1,5 @@
 """The tissue catalogue: organs removed from a tissue map, clutter in the visceral fat, the perirenal space,
-aortic ectasia, extraperitoneal fat."""
+aortic ectasia, extraperitoneal fat, smooth random deformation."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mrseg.phantom.tissues import (
     extraperitoneal_fat,
     mesenteric_clutter,
     perirenal_fat,
+    smoothly_deformed,
     to_classes,
     without_classes,
 )
@@ -225,3 +226,39 @@ def test_extraperitoneal_fat_of_no_thickness_or_without_a_wall_changes_nothing_a
     for bad in (-1.0, float("nan")):
         with pytest.raises(InputError, match="margin_mm is a thickness in mm and must be >= 0"):
             extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=bad)
+
+
+def test_a_smooth_deformation_moves_the_organs_against_each_other_and_keeps_them_whole():
+    """SynthSeg-style: each organ moves by up to a few SDs of the displacement, neighbours by
+    different amounts (the places vary relative to each other), every tissue stays one tissue,
+    an organ stays one piece of about its volume; the same seed gives the same field."""
+    from scipy import ndimage
+
+    from mrseg.phantom.anatomy import generate_anatomy
+
+    tissues = generate_anatomy(seed=3, fov="abdomen", spacing=(3.0, 3.0, 3.0)).tissues.array
+    spacing = (3.0, 3.0, 3.0)
+    deformed = smoothly_deformed(tissues, spacing, displacement_mm=8.0, seed=1)
+    assert deformed.dtype == tissues.dtype and deformed.shape == tissues.shape
+    assert np.array_equal(deformed, smoothly_deformed(tissues, spacing, displacement_mm=8.0, seed=1))
+    assert not np.array_equal(deformed, smoothly_deformed(tissues, spacing, displacement_mm=8.0, seed=2))
+    assert set(np.unique(deformed)) <= set(np.unique(tissues))
+    moves = {}
+    for name in ("liver", "spleen", "left_kidney_cortex", "right_kidney_cortex", "aorta"):
+        before, after = tissues == TISSUE_INDEX[name], deformed == TISSUE_INDEX[name]
+        assert 0.6 < after.sum() / before.sum() < 1.6, name
+        pieces, count = ndimage.label(after)
+        assert np.bincount(pieces.ravel())[1:].max() > 0.9 * after.sum(), name  # one piece
+        moves[name] = (np.argwhere(after).mean(0) - np.argwhere(before).mean(0)) * 3.0
+        assert np.linalg.norm(moves[name]) < 4 * 8.0 * np.sqrt(3), name
+    # the kidneys, 150 mm apart, do not move as one
+    assert np.linalg.norm(moves["left_kidney_cortex"] - moves["right_kidney_cortex"]) > 2.0
+    assert max(np.linalg.norm(m) for m in moves.values()) > 4.0
+
+
+def test_no_deformation_changes_nothing_and_a_folding_one_is_refused():
+    tissue_map = np.full((4, 5, 6), TISSUE_INDEX["liver"], dtype=np.uint8)
+    assert np.array_equal(smoothly_deformed(tissue_map, (2.0, 2.0, 2.0), displacement_mm=0.0, seed=0), tissue_map)
+    for bad in (-1.0, 25.0):
+        with pytest.raises(InputError, match="displacement_mm is an SD in mm"):
+            smoothly_deformed(tissue_map, (2.0, 2.0, 2.0), displacement_mm=bad, seed=0)

@@ -62,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="give each generated subject a diseased descending aorta whose bright lumen is a cap along "
                         "one wall beside grey thrombus, as in a dissection (default: 30 %% of subjects are diseased, "
                         "half of them so)")
+    p.add_argument("--deform", type=float, default=0.0, metavar="MM",
+                   help="deform the anatomy (generated or --from-labels) smoothly at random, the SD of the "
+                        "displacement in mm at control points 80 mm apart, 0-20 (default 0: none)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
-                layered_aorta=args.layered_aorta,
+                layered_aorta=args.layered_aorta, deformation_mm=args.deform,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)

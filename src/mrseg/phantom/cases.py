@@ -88,6 +88,7 @@ def make_case(
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
     layered_aorta: bool = False,
+    deformation_mm: float = 0.0,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -125,6 +126,10 @@ def make_case(
             one wall beside grey thrombus or false lumen, as in a dissection (see
             :data:`~mrseg.phantom.anatomy.AORTIC_LAYERED_LUMEN_SHARE`); False (default): as the
             seed draws it. Not for ``from_labels``.
+        deformation_mm: a smooth random deformation of the anatomy, generated or template, as
+            SynthSeg deforms its label maps: the SD of the displacement, mm, at control points
+            80 mm apart (see :func:`~mrseg.phantom.tissues.smoothly_deformed`); 0 (default):
+            none.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
@@ -135,6 +140,7 @@ def make_case(
         extraperitoneal_fat,
         mesenteric_clutter,
         perirenal_fat,
+        smoothly_deformed,
         to_classes,
         without_classes,
     )
@@ -180,6 +186,10 @@ def make_case(
     if scale != 1.0:  # first: every later step works in the scaled subject's millimetres
         tissues = Image(tissues.array, scaled_about_centre(tissues.geometry, scale))
         metadata.update(scale=scale)
+    if deformation_mm:  # before every tissue edit: the edits see the deformed anatomy
+        tissues = tissues.with_array(smoothly_deformed(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
+                                                       displacement_mm=deformation_mm, seed=seed))
+        metadata.update(deformation_mm=deformation_mm)
     if ectasia:  # before the removal: a removed aorta takes its widened wall with it
         tissues = tissues.with_array(aortic_ectasia(np.asarray(tissues.array), tissues.geometry.spacing_zyx,
                                                     widen_mm=ectasia))

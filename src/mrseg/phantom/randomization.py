@@ -37,6 +37,10 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * a layered aortic lumen, for ``layered_aorta_share`` of the generated subjects (of the
   modalities ``layered_aorta_modalities``): a diseased descending aorta whose bright lumen is a
   cap along one wall beside grey thrombus or false lumen, as in a dissection;
+* a smooth random deformation of the anatomy, generated or template, for ``deformation_share``
+  of the cases: the SD of the displacement drawn from ``deformation_mm`` (as SynthSeg deforms
+  its label maps), so that the organs' places relative to each other vary more than the
+  phantom's own draws make them;
 * the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
   ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
   a generated subject has aortic disease, and only in CT);
@@ -68,6 +72,7 @@ from mrseg.io.image import Geometry, Image
 from mrseg.phantom.anatomy import FOVS
 from mrseg.phantom.cases import OBLIQUE, SCALE_LIMITS, PhantomCase, make_case
 from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MODALITIES, SEQUENCES
+from mrseg.phantom.tissues import DEFORMATION_WAVELENGTH_MM
 
 FIELDS_OF_VIEW = ("thorax", "abdomen", "abdomen", "pelvis", "trunk")  # the abdomen twice as often
 # the CT phases this draw chooses between; the arterial phase came later and is drawn apart
@@ -153,6 +158,9 @@ class RandomizationRanges:
             diseased with a layered lumen (``make_case``'s ``layered_aorta``; without it 15 % of
             subjects have one); 0 by default, likewise.
         layered_aorta_modalities: the modalities it is drawn for (both by default).
+        deformation_share: share of cases whose anatomy is deformed smoothly at random
+            (``make_case``'s ``deformation_mm``); 0 by default, likewise.
+        deformation_mm: the range of the displacement's SD, mm (at most 20).
     """
 
     random_contrast_share: float = 0.45
@@ -200,6 +208,8 @@ class RandomizationRanges:
     subject_scale: tuple[float, float] = (0.85, 1.05)
     layered_aorta_share: float = 0.0
     layered_aorta_modalities: tuple[str, ...] = MODALITIES
+    deformation_share: float = 0.0
+    deformation_mm: tuple[float, float] = (3.0, 10.0)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -213,7 +223,7 @@ class RandomizationRanges:
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
                      "ectasia_share", "thrombus_share", "extraperitoneal_share",
-                     "subject_scale_share", "layered_aorta_share"):
+                     "subject_scale_share", "layered_aorta_share", "deformation_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -223,7 +233,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale"):
+                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale", "deformation_mm"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -235,6 +245,9 @@ class RandomizationRanges:
                 raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
         if not SCALE_LIMITS[0] <= self.subject_scale[0] <= self.subject_scale[1] <= SCALE_LIMITS[1]:
             raise InputError(f"subject_scale is a size factor within [0.5, 2], got {self.subject_scale!r}")
+        if self.deformation_mm[1] > DEFORMATION_WAVELENGTH_MM / 4:
+            raise InputError(f"deformation_mm is the displacement's SD, at most {DEFORMATION_WAVELENGTH_MM / 4:g} mm, "
+                             f"got {self.deformation_mm!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
@@ -353,6 +366,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     if layered.random() < ranges.layered_aorta_share and recipe["modality"] in ranges.layered_aorta_modalities \
             and recipe["template"] is None:
         recipe["layered_aorta"] = True
+    deformed = np.random.default_rng([seed, 0x5EED, 14])  # the anatomy's smooth deformation
+    if deformed.random() < ranges.deformation_share:
+        recipe["deformation_mm"] = float(deformed.uniform(*ranges.deformation_mm))
     return recipe, rng
 
 
@@ -396,6 +412,7 @@ def random_case(
               "perirenal": tuple(recipe["perirenal"]) if "perirenal" in recipe else None,
               "ectasia": recipe.get("ectasia", 0.0), "extraperitoneal": recipe.get("extraperitoneal", 0.0),
               "scale": recipe.get("subject_scale", 1.0), "layered_aorta": recipe.get("layered_aorta", False),
+              "deformation_mm": recipe.get("deformation_mm", 0.0),
               **_synthesis_options(recipe)}
     if recipe["template"] is not None:
         index = recipe["template"]

@@ -403,6 +403,65 @@ def extraperitoneal_fat(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *,
     return out
 
 
+DEFORMATION_WAVELENGTH_MM = 80.0
+"""Spacing of the control points of :func:`smoothly_deformed`'s random field: structures this
+far apart move on their own; nearer ones move together."""
+
+
+def smoothly_deformed(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *, displacement_mm: float,
+                      seed: int, wavelength_mm: float = DEFORMATION_WAVELENGTH_MM) -> np.ndarray:
+    """The tissue map under a smooth random deformation (as SynthSeg deforms its label maps).
+
+    The phantom draws its organs at nearly the same places relative to each other in every
+    subject, so a network trained on it labels by place: an organ where it usually lies. A random
+    displacement field, drawn on control points ``wavelength_mm`` apart (each component normal
+    with SD ``displacement_mm``) and interpolated cubically between them, moves the structures
+    against each other by up to a few times ``displacement_mm``; each voxel takes the tissue found
+    at its displaced point (nearest neighbour: tissues stay tissues, labels follow them).
+
+    Args:
+        tissue_map: integer tissue labels (numpy order).
+        spacing_zyx: voxel size in mm, numpy order.
+        displacement_mm: SD of each component of the displacement at the control points, mm
+            (>= 0; at most a quarter of ``wavelength_mm``, so that the map never folds over).
+        seed: the field follows from it.
+        wavelength_mm: spacing of the control points, mm (> 0).
+
+    Returns:
+        A new tissue map (same dtype and shape).
+
+    Raises:
+        InputError: a negative ``displacement_mm``, or one larger than a quarter of ``wavelength_mm``.
+    """
+    if not (wavelength_mm > 0 and 0 <= displacement_mm <= wavelength_mm / 4):
+        raise InputError(f"displacement_mm is an SD in mm between 0 and a quarter of the wavelength "
+                         f"({wavelength_mm / 4:g} mm), got {displacement_mm!r}")
+    if displacement_mm == 0:
+        return tissue_map.copy()
+    shape = np.array(tissue_map.shape)
+    spacing = np.asarray(spacing_zyx, dtype=np.float64)
+    controls = np.maximum(2, np.ceil(shape * spacing / wavelength_mm).astype(int) + 1)
+    rng = np.random.default_rng([seed, 0xDEF0])
+    # cubic-spline interpolation from the control points (spanning the map from its first to its
+    # last voxel) to every voxel, one axis at a time: weights[a] is (voxels, controls) along axis a
+    weights = [_spline_weights(int(c), int(n)) for c, n in zip(controls, shape)]
+    points = []
+    for axis in range(3):
+        coarse = rng.normal(0.0, displacement_mm / spacing[axis], tuple(controls))  # voxels along the axis
+        field = np.einsum("ia,jb,kc,abc->ijk", *weights, coarse, optimize=True).astype(np.float32)
+        field += np.arange(shape[axis], dtype=np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        points.append(field)
+    return ndimage.map_coordinates(tissue_map, points, order=0, mode="nearest").astype(tissue_map.dtype)
+
+
+def _spline_weights(controls: int, voxels: int) -> np.ndarray:
+    """(voxels, controls) weights of cubic-spline interpolation from ``controls`` evenly spaced
+    values to ``voxels`` evenly spaced points over the same span."""
+    where = np.linspace(0, controls - 1, voxels)
+    return np.stack([ndimage.map_coordinates(np.eye(controls)[j], [where], order=3, mode="nearest")
+                     for j in range(controls)], axis=1)
+
+
 def _box_around(mask: np.ndarray, reach_mm: float, spacing: np.ndarray) -> tuple[slice, ...]:
     """The box of ``mask``'s voxels grown by ``reach_mm`` (and a voxel) on every side, clipped at the
     array's start, so that work near a structure costs no more on a large map than on a small one."""
