@@ -744,7 +744,7 @@ a bright crescent or disc inside a grey vessel that is still the aorta."""
 _AORTIC_DISEASE_Z = (80.0, 300.0)
 AORTIC_LAYERED_LUMEN_SHARE = 0.5
 """Share of diseased aortas whose open lumen is not a disc inside the thrombus but a segment of the
-vessel's section cut off by a nearly straight border, along one wall: a dissection's true lumen
+vessel's section cut off by a straight border, along one wall: a dissection's true lumen
 beside its grey false lumen, or contrast layered over unenhanced blood. In a CT angiography the
 aorta is then a bright cap on a grey disc of the same vessel."""
 AORTIC_LAYER_SHARE_OF_DIAMETER = (0.15, 0.5)
