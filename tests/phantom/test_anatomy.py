@@ -320,7 +320,7 @@ def test_aortic_disease_changes_nothing_but_the_aorta(monkeypatch):
 def test_a_layered_lumen_is_a_cap_along_one_wall_cut_off_by_a_straight_border():
     """In some diseased aortas the open lumen is a segment of the vessel's section (a dissection's
     true lumen beside the false one, or contrast layered over unenhanced blood): at the stretch's
-    middle the bright lumen and the grey rest of the vessel lie on either side of a nearly straight
+    middle the bright lumen and the grey rest of the vessel lie on either side of a straight
     border across the drawn direction, the lumen taking about the drawn share of the diameter."""
     from mrseg.phantom.anatomy import AORTIC_DISEASE_SHARE, AORTIC_LAYERED_LUMEN_SHARE
 
