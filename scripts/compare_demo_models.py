@@ -3,8 +3,9 @@
 Reads the ``--json`` files of ``scripts/evaluate_demo_model.py``: the first is the reference
 (the bundled weights' evaluation), the others are candidates, each given as ``NAME=FILE``.
 Prints a Markdown table of what the model card reports (phantom means and classes found per
-contrast, the adrenals, the real MR's goal organs over its field-of-view versions, example_ct,
-the CTA's aorta and heart, the removed liver) and, per candidate, the four criteria every
+contrast, the adrenals, the deformed phantoms' range of means where every run has them (reported
+only), the real MR's goal organs over its field-of-view versions, example_ct, the CTA's aorta
+and heart, the removed liver) and, per candidate, the four criteria every
 candidate since v30 was judged by, written down before each run:
 
 1. every phantom contrast's mean Dice at least the reference's minus ``--phantom-tolerance``
@@ -52,6 +53,7 @@ REAL_MR_VERSIONS = "real MR field-of-view versions"
 EXAMPLE_CT = "real ct/example_ct.nii.gz"
 CTA = "real ct/thorax_cta.nii.gz"
 REMOVED = "removed organ"
+DEFORMED = "deformed phantoms"
 
 Evaluation = dict[str, Any]
 
@@ -149,6 +151,10 @@ def table(runs: list[tuple[str, Evaluation]]) -> list[str]:
         lines.append(row(f"{adrenal.replace('_', ' ')}, range over contrasts", lambda e, a=adrenal: (
             f"{min(e[c][a] for c in phantom_contrasts(reference)):.2f}–"
             f"{max(e[c][a] for c in phantom_contrasts(reference)):.2f}")))
+    if all(e.get(DEFORMED) for _, e in runs):  # reported, judged by no criterion
+        lines.append(row(f"deformed phantoms ({len(reference[DEFORMED])} contrasts), range of means",
+                         lambda e: "–".join(f"{f(mean(s.values()) for s in e[DEFORMED].values()):.3f}"
+                                            for f in (min, max))))
     lines.append(row("real MR goal mean", lambda e: f"{goal_mean(e):.4f}"))
     lines.append(row("liver / spleen / R kidney / L kidney",
                      lambda e: " / ".join(f"{dice:.3f}" for dice in goal_organs(e).values())))

@@ -10,6 +10,12 @@ heart mask lies on another grid and is resampled onto the CTA's).
 Fat-suppressed T2: the same held-out phantoms in T2 TSE with 95 % of the fat signal suppressed
 (the look of a T2-SPIR scan).
 
+Deformed phantoms (reported under "deformed phantoms", judged by nothing yet): the same held-out
+subjects in four contrasts with their anatomy deformed smoothly at random (``make_case``'s
+``deformation_mm``, 8 mm), so that organs lie off the places the phantom always gives them. The
+undeformed phantoms reward a model that labels by place as much as one that sees; real scans
+punish it, and these phantoms measure which of the two a change bought.
+
 Field-of-view versions of the real MR: the Dice of the goal organs (liver, spleen, kidneys) on the
 scan as acquired and on 7 crops of it (one voxel off each of the 6 faces of its signal, two off
 every in-plane face). The faces are those of the box of non-zero voxels, which nnU-Net crops to
@@ -47,6 +53,8 @@ GOAL_ORGANS = ("liver", "spleen", "right_kidney", "left_kidney")
 TRACED = (*GOAL_ORGANS, "gallbladder", "stomach")  # where their reference voxels went
 HELD_OUT_SEEDS = 90_000
 REMOVED = ("liver", "spleen", "right_kidney", "left_kidney")
+DEFORMED_CONTRASTS = (("ct", "arterial"), ("mr", "t1_in"), ("mr", "t2_haste"), ("mr", "dixon_water"))
+DEFORMED_MM = 8.0  # the SD of the deformed phantoms' displacement (see mrseg.phantom.tissues.smoothly_deformed)
 
 
 def main() -> None:
@@ -79,6 +87,15 @@ def main() -> None:
                 scores.setdefault(name, []).append(value)
         suffix = " fat-suppressed" if options.get("fat_suppression") else ""
         results[f"phantom {modality} {sequence}{suffix}"] = {k: float(np.mean(v)) for k, v in scores.items()}
+    deformed: dict[str, dict[str, float]] = {}
+    for modality, sequence in DEFORMED_CONTRASTS:
+        scores = {}
+        for i in range(args.cases):
+            case = make_case(seed=HELD_OUT_SEEDS + i, modality=modality, sequence=sequence, fov="trunk",
+                             spacing=(3.0, 3.0, 3.0), deformation_mm=DEFORMED_MM)
+            for name, value in per_class_dice(segmenter.run(case.image).labels.array, case.labels.array).items():
+                scores.setdefault(name, []).append(value)
+        deformed[f"{modality} {sequence}"] = {k: float(np.mean(v)) for k, v in scores.items()}
 
     real = {"mr/example_mr_sm.nii.gz": [("labels/example_mr_sm__ref40.nii.gz", None)],
             "ct/example_ct.nii.gz": [("labels/example_ct__ref40.nii.gz", None)],
@@ -125,6 +142,9 @@ def main() -> None:
         mean = float(np.mean(list(scores.values()))) if scores else float("nan")
         print(f"\n{name}: mean Dice {mean:.3f} over {len(scores)} classes")
         print("  " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    for name, scores in deformed.items():
+        print(f"\ndeformed phantom {name} ({DEFORMED_MM:g} mm): mean Dice {np.mean(list(scores.values())):.3f} "
+              f"over {len(scores)} classes")
     if versions:
         print(f"\nreal MR, goal organs over {len(versions)} field-of-view versions: mean "
               f"{np.mean([v['goal mean'] for v in versions.values()]):.4f}")
@@ -142,7 +162,7 @@ def main() -> None:
     print("  " + ", ".join(f"{k} {v['labelled_ml']:.0f} ({v['organ_ml']:.0f})" for k, v in removal.items()))
     if args.json:
         extra = {"removed organ": removal, "real MR field-of-view versions": versions,
-                 "where the reference went": traced}
+                 "where the reference went": traced, "deformed phantoms": deformed}
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown_table(results))

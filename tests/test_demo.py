@@ -205,6 +205,21 @@ def test_compare_demo_models_goal_tolerance_lowers_the_real_mr_bar_only(tmp_path
     assert "cand: not adopted (fails 2)" in done.stdout
 
 
+def test_compare_demo_models_reports_the_deformed_phantoms_and_judges_nothing_by_them(tmp_path):
+    """The deformed phantoms (organs off their usual places) are a row of the table when every run
+    has them, and change no verdict: a candidate far lower there is still adopted."""
+    def with_deformed(mean):
+        return {**demo_evaluation(), "deformed phantoms": {"ct arterial": {"liver": mean, "spleen": mean},
+                                                           "mr t1_in": {"liver": mean + 0.1, "spleen": mean + 0.1}}}
+
+    done = compare(tmp_path, with_deformed(0.6), ("cand", with_deformed(0.3)))
+    assert done.returncode == 0, done.stderr
+    assert "| deformed phantoms (2 contrasts), range of means | 0.600–0.700 | 0.300–0.400 |" in done.stdout
+    assert "cand: adopt\n" in done.stdout
+    done = compare(tmp_path, with_deformed(0.6), ("cand", demo_evaluation()))  # an older evaluation
+    assert done.returncode == 0 and "deformed phantoms" not in done.stdout
+
+
 def test_the_bundled_weights_evaluation_ships_beside_them_and_reads_as_a_reference(tmp_path):
     """``evaluation.json`` in the demo model folder is ``evaluate_demo_model.py --json`` of the bundled
     weights: the comparison reads it, and a candidate scoring the same is adopted by every criterion."""
@@ -212,6 +227,8 @@ def test_the_bundled_weights_evaluation_ships_beside_them_and_reads_as_a_referen
     evaluation = json.loads(shipped.read_text())
     assert {*CONTRASTS, "real ct/thorax_cta.nii.gz", "real MR field-of-view versions"} <= evaluation.keys()
     assert all(len(evaluation[contrast]) == 40 for contrast in CONTRASTS)
+    assert len(evaluation["deformed phantoms"]) == 4
+    assert all(len(scores) == 40 for scores in evaluation["deformed phantoms"].values())
     done = compare(tmp_path, evaluation, ("same", evaluation))
     assert done.returncode == 0, done.stderr
     assert "same: adopt\n" in done.stdout and done.stdout.count("pass:") == 4
