@@ -78,24 +78,12 @@ def main() -> None:
     segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32")  # a name (demo) or a folder
     results: dict[str, dict[str, float]] = {}
     for modality, sequence, options in CONTRASTS:
-        scores: dict[str, list[float]] = {}
-        for i in range(args.cases):
-            case = make_case(seed=HELD_OUT_SEEDS + i, modality=modality, sequence=sequence, fov="trunk",
-                             spacing=(3.0, 3.0, 3.0), **options)
-            predicted = segmenter.run(case.image).labels.array
-            for name, value in per_class_dice(predicted, case.labels.array).items():
-                scores.setdefault(name, []).append(value)
         suffix = " fat-suppressed" if options.get("fat_suppression") else ""
-        results[f"phantom {modality} {sequence}{suffix}"] = {k: float(np.mean(v)) for k, v in scores.items()}
-    deformed: dict[str, dict[str, float]] = {}
-    for modality, sequence in DEFORMED_CONTRASTS:
-        scores = {}
-        for i in range(args.cases):
-            case = make_case(seed=HELD_OUT_SEEDS + i, modality=modality, sequence=sequence, fov="trunk",
-                             spacing=(3.0, 3.0, 3.0), deformation_mm=DEFORMED_MM)
-            for name, value in per_class_dice(segmenter.run(case.image).labels.array, case.labels.array).items():
-                scores.setdefault(name, []).append(value)
-        deformed[f"{modality} {sequence}"] = {k: float(np.mean(v)) for k, v in scores.items()}
+        results[f"phantom {modality} {sequence}{suffix}"] = held_out_phantom_dice(
+            segmenter, args.cases, modality=modality, sequence=sequence, **options)
+    deformed = {f"{modality} {sequence}": held_out_phantom_dice(segmenter, args.cases, modality=modality,
+                                                                sequence=sequence, deformation_mm=DEFORMED_MM)
+                for modality, sequence in DEFORMED_CONTRASTS}
 
     real = {"mr/example_mr_sm.nii.gz": [("labels/example_mr_sm__ref40.nii.gz", None)],
             "ct/example_ct.nii.gz": [("labels/example_ct__ref40.nii.gz", None)],
@@ -166,6 +154,20 @@ def main() -> None:
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown_table(results))
+
+
+def held_out_phantom_dice(segmenter, cases: int, **case_options) -> dict[str, float]:
+    """Per-class Dice averaged over the first ``cases`` held-out subjects (trunk, 3 mm), each made
+    by ``make_case`` with ``case_options`` (modality, sequence, and any anatomy or contrast option)."""
+    from mrseg.demo import per_class_dice
+    from mrseg.phantom.cases import make_case
+
+    scores: dict[str, list[float]] = {}
+    for i in range(cases):
+        case = make_case(seed=HELD_OUT_SEEDS + i, fov="trunk", spacing=(3.0, 3.0, 3.0), **case_options)
+        for name, value in per_class_dice(segmenter.run(case.image).labels.array, case.labels.array).items():
+            scores.setdefault(name, []).append(value)
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) -> dict[str, dict[str, float]]:
