@@ -477,6 +477,53 @@ def test_descending_aorta_unfolds_about_the_spine_without_cutting_its_neighbours
             assert volume == pytest.approx(volumes_unturned[name], rel=0.02), (seed, name)
 
 
+def _aortic_places_mm(tissues: np.ndarray) -> tuple[dict[int, float], dict[int, float]]:
+    """Per axial slice (2 mm voxels) where the aorta is two vessels, the left-right place (mm) of
+    the ascending (front) and of the descending (back) one."""
+    ascending, descending = {}, {}
+    for z, axial in enumerate(tissues):
+        components, count = ndimage.label(axial == TISSUE_INDEX["aorta"])
+        if count != 2:
+            continue
+        (y0, x0), (y1, x1) = ndimage.center_of_mass(components > 0, components, (1, 2))
+        front, back = ((x0, x1) if y0 < y1 else (x1, x0))
+        ascending[z], descending[z] = front * 2.0, back * 2.0
+    return ascending, descending
+
+
+def test_the_ascending_aorta_and_arch_lie_where_the_drawn_shift_puts_them(monkeypatch):
+    """Between people the ascending aorta lies anywhere from right of the trachea to in front of
+    it, so the arch spans 1.5-4 cm from the ascending to the descending aorta: the drawn shift moves
+    the ascending aorta and the arch's branches to the left by its size above the root, and leaves
+    the root in the heart, the descending aorta and the aorta's volume as they were."""
+    from mrseg.phantom import anatomy as anatomy_module
+
+    def draw(shift: float) -> tuple[Anatomy, tuple[dict[int, float], dict[int, float]]]:
+        with monkeypatch.context() as m:
+            m.setattr(anatomy_module, "AORTIC_ARCH_SHIFT_MM", (shift, shift))
+            a = generate_anatomy(seed=3, fov="thorax", spacing=(2.0, 2.0, 2.0))
+        return a, _aortic_places_mm(a.tissues.array)
+
+    (right, (asc_r, desc_r)), (left, (asc_l, desc_l)) = draw(-5.0), draw(20.0)
+    assert right.parameters["aortic_arch_shift_mm"] == -5.0 and left.parameters["aortic_arch_shift_mm"] == 20.0
+    upper = sorted(set(asc_r) & set(asc_l))[-6:]  # the six highest slices below the arch
+    moved = np.array([asc_l[z] - asc_r[z] for z in upper])
+    # about 25 mm: the front vessel's highest slices hold some of the arch, whose shift fades
+    assert np.all((moved > 20.0) & (moved < 26.0)), moved
+    lower = sorted(set(desc_r) & set(desc_l))[:10]  # the descending aorta beside the heart
+    assert np.all(np.abs([desc_l[z] - desc_r[z] for z in lower]) < 1.0)
+    a_r, a_l = right.tissues.array, left.tissues.array
+    below_arch = min(upper) - 30  # 60 mm below: the aorta there is the root and the descending aorta
+    assert np.array_equal(a_r[:below_arch] == TISSUE_INDEX["aorta"], a_l[:below_arch] == TISSUE_INDEX["aorta"])
+    volume_r, volume_l = (int((a == TISSUE_INDEX["aorta"]).sum()) for a in (a_r, a_l))
+    assert volume_l == pytest.approx(volume_r, rel=0.03)
+    # the branches leave the arch where it now is: their lowest slices moved left with it
+    branches = [np.argwhere(a == TISSUE_INDEX["supra_aortic_artery"]) for a in (a_r, a_l)]
+    origin = max(b[:, 0].min() for b in branches)
+    x_r, x_l = (b[b[:, 0] <= origin + 2][:, 2].mean() * 2.0 for b in branches)
+    assert x_l - x_r > 15.0, (x_r, x_l)
+
+
 def test_aortic_root_lies_in_the_middle_of_the_heart():
     """The aortic valve sits in the middle of the heart, among its chambers, not on top of it and
     not at its back: in the real thorax CTA of ``../shared/data`` the ascending aorta begins 0.46 of

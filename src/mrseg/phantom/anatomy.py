@@ -758,6 +758,17 @@ and its lower thoracic part comes to lie in front of the vertebral bodies or to 
 # the turn fades in below the arch and out into the abdominal aorta: heights (mm) where it is
 # nothing, full, full, nothing
 _AORTA_TURN_Z = (100.0, 170.0, 290.0, 350.0)
+AORTIC_ARCH_SHIFT_MM = (-5.0, 20.0)
+"""Range of how far (mm) each subject's ascending aorta and arch lie towards the left of their
+mean place (negative: towards the right), the root in the heart and the descending aorta staying
+put: between people the ascending aorta lies anywhere from right of the trachea to in front of
+it, and the arch spans from about 1.5 to 4 cm across from the ascending to the descending aorta.
+The arch's branches move with it."""
+# heights (mm) over which the ascending aorta takes on the arch's shift, from none at the root to all
+_ARCH_SHIFT_Z = (320.0, 380.0)
+# centreline length (mm) over which the shift fades out beyond the arch's top and along a branch
+_ARCH_SHIFT_FADE_MM = 60.0
+_ARCH_BRANCHES = ("brachiocephalic_trunk", "left_common_carotid_artery", "left_subclavian_artery")
 # SD (x, y, z) of the centres of the kidneys, spleen and gallbladder about their mean places: their
 # height varies by about a vertebral level between subjects and breath holds
 _ORGAN_SPREAD_MM = np.array([3.0, 3.0, 10.0])
@@ -1041,6 +1052,13 @@ def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _
                                force=layered_aorta)
     if aortic_disease is not None and side is not None:
         aortic_disease = _AorticDisease(tubes["aorta"], aortic_disease.heights, side)
+    # drawn after the layered lumen, for the same reason
+    moved = _aortic_arch_shift(d, tubes["aorta"])
+    for key in _ARCH_BRANCHES:
+        tubes[key] = _moved_with_arch(tubes[key], tubes["aorta"], moved)
+    tubes["aorta"] = _moved_left(tubes["aorta"], moved)
+    if aortic_disease is not None:
+        aortic_disease = replace(aortic_disease, lumen=_moved_left(aortic_disease.lumen, moved))
     tubes["esophagus"] = _pushed_clear(tubes["esophagus"], tubes["aorta"], gap_mm=1.0,
                                        heights=(_AORTA_TURN_Z[0], _AORTA_TURN_Z[-1]))
     return _Subject(
@@ -1144,6 +1162,43 @@ def _descending_aorta_turn(d: _Draw, aorta: _Tube, spine: dict[str, Array]) -> C
         return _Tube(points, tube.radii, tube.gas)
 
     return turn
+
+
+def _arch_shift_weight(aorta: _Tube) -> Array:
+    """How much of the arch's shift each sample of ``aorta`` takes: none at the root, rising along
+    the ascending aorta to all of it at :data:`_ARCH_SHIFT_Z`'s top, all of it over the arch's top,
+    and fading to none :data:`_ARCH_SHIFT_FADE_MM` of centreline beyond it, where the aorta
+    descends."""
+    z = aorta.points[:, 2]
+    top = int(np.argmax(z))
+    weight = np.interp(z, _ARCH_SHIFT_Z, [0.0, 1.0])
+    beyond = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(aorta.points[top:], axis=0), axis=1))])
+    weight[top:] = np.interp(beyond, [0.0, _ARCH_SHIFT_FADE_MM], [1.0, 0.0])
+    return weight
+
+
+def _aortic_arch_shift(d: _Draw, aorta: _Tube) -> Array:
+    """Draw the shift of :data:`AORTIC_ARCH_SHIFT_MM` and return how far (mm) each sample of
+    ``aorta`` moves towards the left: the drawn distance times :func:`_arch_shift_weight`. Tubes
+    sampled like the aorta (a diseased stretch's lumen) move alike; the root and the descending
+    aorta stay put."""
+    return d.u("aortic_arch_shift_mm", *AORTIC_ARCH_SHIFT_MM) * _arch_shift_weight(aorta)
+
+
+def _moved_left(tube: _Tube, moved: Array) -> _Tube:
+    """``tube`` with each point moved towards the left by ``moved`` (mm, per point or one for all)."""
+    points = tube.points.copy()
+    points[:, 0] += moved
+    return _Tube(points, tube.radii, tube.gas)
+
+
+def _moved_with_arch(branch: _Tube, aorta: _Tube, moved: Array) -> _Tube:
+    """An arch branch moved by as much as the aorta (samples ``moved`` mm) moved where the branch
+    leaves it, the move fading to none :data:`_ARCH_SHIFT_FADE_MM` above its origin."""
+    origin = branch.points[0]
+    nearest = int(np.argmin(np.linalg.norm(aorta.points - origin, axis=1)))
+    fade = np.interp(branch.points[:, 2] - origin[2], [0.0, _ARCH_SHIFT_FADE_MM], [1.0, 0.0])
+    return _moved_left(branch, moved[nearest] * fade)
 
 
 def _pushed_clear(tube: _Tube, obstacle: _Tube, *, gap_mm: float, heights: tuple[float, float]) -> _Tube:
