@@ -524,6 +524,69 @@ def test_the_ascending_aorta_and_arch_lie_where_the_drawn_shift_puts_them(monkey
     assert x_l - x_r > 15.0, (x_r, x_l)
 
 
+RIB_TISSUES = [TISSUE_INDEX[name] for name in ("rib_cortex", "rib_marrow", "costal_cartilage")]
+
+
+@pytest.fixture(scope="module")
+def with_and_without_ribs() -> tuple[Anatomy, Anatomy]:
+    """One subject drawn with its rib cage, and painted again with the rib cage left out."""
+    from mrseg.phantom import anatomy as anatomy_module
+
+    with_ribs = generate_anatomy(seed=5, fov="trunk", spacing=(2.0, 2.0, 2.0))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(anatomy_module, "_paint_rib_cage", lambda *args: None)
+        without = generate_anatomy(seed=5, fov="trunk", spacing=(2.0, 2.0, 2.0))
+    return with_ribs, without
+
+
+def test_the_ribs_and_sternum_take_only_the_chest_wall_muscle_and_change_no_label(with_and_without_ribs):
+    """The rib cage is not one of the 40 classes: it replaces generic muscle in the chest wall and
+    nothing else, so every label stays what it was and the organs it encloses keep every voxel."""
+    with_ribs, without = with_and_without_ribs
+    ribs = np.isin(with_ribs.tissues.array, RIB_TISSUES)
+    assert ribs.sum() * 8 > 300_000  # mm³: twelve pairs of ribs, their cartilages and the sternum
+    assert np.all(without.tissues.array[ribs] == TISSUE_INDEX["muscle"])
+    assert np.array_equal(with_ribs.tissues.array[~ribs], without.tissues.array[~ribs])
+    assert np.array_equal(with_ribs.labels.array, without.labels.array)
+    assert list(with_ribs.parameters)[-4:] == ["rib_height_mm", "rib_thickness_mm", "rib_drop_mm",
+                                               "sternum_half_width_mm"]  # drawn after every other draw
+
+
+def test_twelve_ribs_on_each_side_slope_down_to_the_front_and_the_lowest_two_float(with_and_without_ribs):
+    """Each side has twelve bony ribs (the cortex and marrow, apart from their cartilages), each
+    lower at its front end than beside the spine; the 11th and 12th end at the flank, while the
+    upper ones turn into cartilage that reaches the sternum at the front, in the midline."""
+    tissues = with_and_without_ribs[0].tissues.array  # (z, y, x); y grows backwards, x to the left
+    bone = np.isin(tissues, RIB_TISSUES[:2])
+    body = np.argwhere(tissues != TISSUE_INDEX["air"])
+    middle_x = (body[:, 2].min() + body[:, 2].max()) / 2
+    for side in (slice(0, int(middle_x) - 12), slice(int(middle_x) + 12, None)):  # off the sternum
+        components, count = ndimage.label(bone[:, :, side])
+        pieces = (np.argwhere(components == label) for label in range(1, count + 1))
+        ribs = sorted((voxels for voxels in pieces if len(voxels) > 100),  # not a corner voxel cut off
+                      key=lambda voxels: voxels[:, 0].min())  # the 12th (lowest) first
+        assert len(ribs) == 12, len(ribs)
+        for number, voxels in zip(range(12, 0, -1), ribs):
+            back, front = voxels[voxels[:, 1] >= voxels[:, 1].max() - 3], voxels[voxels[:, 1] <= voxels[:, 1].min() + 3]
+            assert back[:, 0].mean() - front[:, 0].mean() > 10, number  # slices of 2 mm: > 20 mm lower
+        # the floating ribs' front ends lie behind the upper ribs' (front = small y)
+        fronts = [voxels[:, 1].min() for voxels in ribs]
+        assert min(fronts[:2]) > max(fronts[4:]) + 10, fronts
+    sternum = bone[:, :, int(middle_x) - 3:int(middle_x) + 4]
+    cartilage = tissues == TISSUE_INDEX["costal_cartilage"]
+    assert sternum.sum() * 8 > 15_000 and cartilage.sum() * 8 > 20_000
+
+
+def test_ribs_are_bright_on_ct_and_their_marrow_follows_fat_on_mr():
+    """On CT the ribs are bone (the cortex far above soft tissue); on MR their marrow is fatty and
+    their cortex gives no signal, like every other bone of the phantom."""
+    by_name = {t.name: t for t in TISSUES}
+    cortex, marrow, cartilage = by_name["rib_cortex"], by_name["rib_marrow"], by_name["costal_cartilage"]
+    assert cortex.hu > 500 and marrow.hu > 150 and cartilage.hu > by_name["muscle"].hu
+    assert cortex.class_name is marrow.class_name is cartilage.class_name is None
+    assert cortex.pd < 0.1 and marrow.fat_fraction > 0.4
+
+
 def test_aortic_root_lies_in_the_middle_of_the_heart():
     """The aortic valve sits in the middle of the heart, among its chambers, not on top of it and
     not at its back: in the real thorax CTA of ``../shared/data`` the ascending aorta begins 0.46 of

@@ -661,6 +661,16 @@ class _AorticDisease:
     lumen_side: Clip | None = None
 
 
+@dataclass(frozen=True)
+class _RibCage:
+    """The rib cage's drawn sizes (mm): see :func:`_paint_rib_cage`."""
+
+    height: float  # of each rib, along the body's axis
+    thickness: float  # of each rib and the sternum, out from the cavity's wall
+    drop: float  # how much lower a rib's front end lies than its back end (the first rib's less)
+    sternum_half_width: float
+
+
 @dataclass(frozen=True, eq=False)
 class _Subject:
     """Everything drawn for one subject, ready to paint (all in the subject frame)."""
@@ -686,6 +696,7 @@ class _Subject:
     liver_floor: tuple[float, float]  # height (mm) of the liver's lower edge at x = -60, y = -20, and its x slope
     bowel: _Bowel
     aortic_disease: _AorticDisease | None = None
+    ribs: _RibCage | None = None
 
 
 class _Draw:
@@ -758,6 +769,16 @@ and its lower thoracic part comes to lie in front of the vertebral bodies or to 
 # the turn fades in below the arch and out into the abdominal aorta: heights (mm) where it is
 # nothing, full, full, nothing
 _AORTA_TURN_Z = (100.0, 170.0, 290.0, 350.0)
+RIB_HEIGHT_MM = (10.0, 14.0)
+"""Range of each subject's rib height (mm, along the body's axis); the ribs lie one thoracic
+vertebra (24.5 mm) apart, so the intercostal spaces are the rest."""
+# the angle (degrees round the cavity's centre from the back) where each rib, 1st to 12th, ends;
+# where the ribs begin beside the spine; where they turn to costal cartilage
+_RIB_ENDS_DEG = (172.0, 172.0, 172.0, 172.0, 172.0, 172.0, 172.0, 160.0, 150.0, 140.0, 115.0, 85.0)
+_RIB_START_DEG = 22.0
+_RIB_CARTILAGE_DEG = 142.0
+_FIRST_THORACIC = 5  # the spine's body centres run from L5 up: index 5 is T12
+_UPPER_RIB_DROP = 0.55  # the first rib's drop, of the others' (the third's and below)
 AORTIC_ARCH_SHIFT_MM = (-5.0, 20.0)
 """Range of how far (mm) each subject's ascending aorta and arch lie towards the left of their
 mean place (negative: towards the right), the root in the heart and the descending aorta staying
@@ -1059,6 +1080,9 @@ def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _
     tubes["aorta"] = _moved_left(tubes["aorta"], moved)
     if aortic_disease is not None:
         aortic_disease = replace(aortic_disease, lumen=_moved_left(aortic_disease.lumen, moved))
+    # drawn after the arch's shift, for the same reason
+    ribs = _RibCage(height=d.u("rib_height_mm", *RIB_HEIGHT_MM), thickness=d.u("rib_thickness_mm", 6.0, 10.0),
+                    drop=d.u("rib_drop_mm", 60.0, 100.0), sternum_half_width=d.u("sternum_half_width_mm", 12.0, 18.0))
     tubes["esophagus"] = _pushed_clear(tubes["esophagus"], tubes["aorta"], gap_mm=1.0,
                                        heights=(_AORTA_TURN_Z[0], _AORTA_TURN_Z[-1]))
     return _Subject(
@@ -1066,7 +1090,7 @@ def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _
         crotch_z=crotch, thighs=(_zstack(_side_knots(thigh, 1.0)), _zstack(_side_knots(thigh, -1.0))),
         diaphragm=dia, spine=spine, sacrum=sacrum, sacral_canal=sacral_canal, pelvis=pelvis, muscles=muscles,
         organs=organs, tubes=tubes, lungs=lungs, lung_vessels=lung_vessels, liver_floor=(liver_tip, 0.28),
-        bowel=bowel, aortic_disease=aortic_disease,
+        bowel=bowel, aortic_disease=aortic_disease, ribs=ribs,
     )
 
 
@@ -1345,8 +1369,10 @@ def _paint_body(canvas: _Canvas, subject: _Subject) -> None:
 
 
 def _paint_skeleton(canvas: _Canvas, subject: _Subject) -> None:
-    """Bones overwrite whatever soft tissue is there."""
+    """Bones overwrite whatever soft tissue is there (the ribs only the chest wall's muscle)."""
     _paint_spine(canvas, subject)
+    if subject.ribs is not None:
+        _paint_rib_cage(canvas, subject, subject.ribs)
     _fill(canvas, subject.sacrum, "sacrum_cortex")
     _fill(canvas, subject.sacrum.grown(-2.5), "sacrum_marrow", only_into=("sacrum_cortex",))
     _fill(canvas, subject.sacral_canal, "spinal_canal", only_into=("sacrum_cortex", "sacrum_marrow"))
@@ -1440,6 +1466,57 @@ def _paint_spine(canvas: _Canvas, subject: _Subject) -> None:
     canvas.paint(box, tp, "spine_cortex")
     canvas.paint(box, tp & (reach <= tp_len - 2.0) & (dy_tp <= 3.5) & (np.abs(dz) <= 4.0), "spine_marrow")
     canvas.paint(box, canal & zmask, "spinal_canal")
+
+
+def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
+    """Twelve pairs of ribs and the sternum in the chest wall's muscle, just outside the body
+    cavity (in the thorax the parietal pleura, lower down the peritoneum over the liver and spleen)
+    and in front of the back muscles.
+
+    A rib is a band of the wall at an angle ``phi`` round the cavity's centre (0 at the back, 180
+    degrees at the front): its back end beside a thoracic vertebra's body, at that vertebra's
+    height, and every point of it ``drop (1 - cos phi) / 2`` lower, so that it slopes down to the
+    front. Each rib ends at its angle in :data:`_RIB_ENDS_DEG` (the floating 11th and 12th at the
+    flank) and turns to costal cartilage from :data:`_RIB_CARTILAGE_DEG` on; the upper seven reach
+    the sternum, a plate at the front from the first rib's to below the seventh rib's front end.
+    """
+    cavity, centres = subject.cavity, subject.spine["centres"]
+    thoracic = centres[_FIRST_THORACIC:_FIRST_THORACIC + 12]  # T12 ... T1, upwards
+    outer = cavity.grown(0.5 + ribs.thickness)
+    lo, hi = outer.bounds()
+    lo[2] = thoracic[0] - ribs.drop - ribs.height
+    hi[2] = min(hi[2], thoracic[-1] + ribs.height)
+    box = canvas.box(lo, hi)
+    if box is None:
+        return
+    x, y, z = box.x, box.y, box.z
+    wall = outer.inside(x, y, z) & ~cavity.grown(0.5).inside(x, y, z)
+    for side in ("left", "right"):  # the back muscles, painted later, lie behind the ribs
+        wall &= ~subject.muscles[f"{side}_autochthonous_muscle"].inside(x, y, z)
+    core = cavity.grown(ribs.thickness - 1.0).inside(x, y, z) & ~cavity.grown(2.0).inside(x, y, z)
+    across = x - cavity._at(cavity.xc, z)
+    phi = np.degrees(np.arctan2(np.abs(across), y - cavity._at(cavity.yc, z))).astype(np.float32)
+    # height along the rib's slope: constant along one rib, its back end's height; the short upper
+    # ribs drop less
+    drop = ribs.drop * np.interp(z, thoracic[-3:][::2], [1.0, _UPPER_RIB_DROP]).astype(np.float32)
+    along = z + drop / 2 * (1.0 - np.cos(np.radians(phi)))
+    level = np.interp(along, thoracic, np.arange(12.0)).astype(np.float32)
+    nearest = np.clip(np.round(level), 0, 11).astype(np.intp)
+    off = np.abs(along - thoracic[nearest].astype(np.float32))
+    number = 12 - nearest  # the 12th rib at T12 ... the first at T1
+    ends = np.asarray(_RIB_ENDS_DEG, dtype=np.float32)[number - 1]
+    rib = wall & (off <= ribs.height / 2) & (phi >= _RIB_START_DEG) & (phi <= ends)
+    rib &= (along >= thoracic[0] - ribs.height / 2) & (along <= thoracic[-1] + ribs.height / 2)
+    cartilage = rib & (phi >= _RIB_CARTILAGE_DEG)
+    canvas.paint(box, rib & ~cartilage, "rib_cortex", ("muscle",))
+    canvas.paint(box, rib & ~cartilage & core & (off <= ribs.height / 2 - 1.5), "rib_marrow", ("rib_cortex",))
+    canvas.paint(box, cartilage, "costal_cartilage", ("muscle",))
+    # the sternum: from the first rib's front end to 30 mm below the seventh's (the xiphoid)
+    top, bottom = thoracic[-1] - _UPPER_RIB_DROP * ribs.drop + ribs.height, thoracic[-7] - ribs.drop - 30.0
+    plate = wall & (y < cavity._at(cavity.yc, z)) & (np.abs(across) <= ribs.sternum_half_width)
+    plate &= (z >= np.float32(bottom)) & (z <= np.float32(top))
+    canvas.paint(box, plate, "rib_cortex", ("muscle", "costal_cartilage"))
+    canvas.paint(box, plate & core & (np.abs(across) <= ribs.sternum_half_width - 1.5), "rib_marrow", ("rib_cortex",))
 
 
 def _paint_muscles(canvas: _Canvas, subject: _Subject) -> None:

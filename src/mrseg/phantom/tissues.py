@@ -137,6 +137,11 @@ _ROWS: list[tuple[str, str | None, float, float, float, float, float, float]] = 
     # the fat inside each renal fascia, around the kidney and above it up to the adrenal, crossed by
     # septa and vessels: greyer than the visceral fat on a fat image; see perirenal_fat
     ("perirenal_fat", None, 0.88, 330, 75, 0.7, -75, -70),
+    # the rib cage and the sternum (not one of the classes): a thin cortex round fatty marrow, and the
+    # costal cartilages that join the ribs to the sternum (bright on CT only where they calcify)
+    ("rib_cortex", None, 0.05, 1000, 1, 0.0, 800, 800),
+    ("rib_marrow", None, 0.85, 420, 75, 0.55, 220, 230),
+    ("costal_cartilage", None, 0.7, 1050, 35, 0.0, 110, 115),
 ]
 
 # Arterial phase (CT angiography, about 25 s after injection), HU; a tissue not listed keeps
@@ -174,7 +179,7 @@ for _t in TISSUES:
         # except bones, whose bulk is marrow
         DEFAULT_TISSUE_OF_CLASS[_t.class_index] = _t.index
 for _t in TISSUES:
-    if _t.name.endswith("_marrow"):
+    if _t.name.endswith("_marrow") and _t.class_name is not None:
         DEFAULT_TISSUE_OF_CLASS[_t.class_index] = _t.index
 
 
