@@ -218,6 +218,17 @@ def test_extraperitoneal_fat_keeps_the_peritoneal_organs_off_the_wall_and_nothin
     assert (to_classes(kept_off) == BASE.index_of("liver")).sum() == 4 * 8 * 14
 
 
+def test_extraperitoneal_fat_keeps_the_organs_off_the_ribs_as_off_the_muscle():
+    """In the chest wall the liver and spleen lie against the ribs and costal cartilages: those are
+    the wall too."""
+    tissue_map = _liver_and_bowel_against_the_wall()
+    tissue_map[:, 4:8, :4] = TISSUE_INDEX["rib_cortex"]
+    tissue_map[:, 8:12, :4] = TISSUE_INDEX["costal_cartilage"]
+    kept_off = extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=4.0)
+    assert (kept_off[:, 4:12, 4:6] == TISSUE_INDEX["visceral_fat"]).all()
+    assert (kept_off[:, 4:12, 6:] == TISSUE_INDEX["liver"]).all()
+
+
 def test_extraperitoneal_fat_of_no_thickness_or_without_a_wall_changes_nothing_and_a_negative_one_is_refused():
     tissue_map = _liver_and_bowel_against_the_wall()
     np.testing.assert_array_equal(extraperitoneal_fat(tissue_map, (2.0, 2.0, 2.0), margin_mm=0.0), tissue_map)

@@ -362,6 +362,9 @@ def perirenal_fat(
     return out
 
 
+BODY_WALL_TISSUES = ("muscle", "rib_cortex", "rib_marrow", "costal_cartilage")
+"""The body wall's unlabelled tissues next to the organs: its muscle and, in the chest wall, the
+ribs and their cartilages."""
 EXTRAPERITONEAL_CLASSES = ("liver", "spleen", "gallbladder", "stomach", "colon")
 """The organs :func:`extraperitoneal_fat` keeps off the body wall: those that lie against it."""
 
@@ -376,7 +379,7 @@ def extraperitoneal_fat(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *,
     model's over-drawn real-MR liver, it did not cure it: see the model card, "Extraperitoneal
     fat".) Here every voxel of the organs of
     :data:`EXTRAPERITONEAL_CLASSES` (and the bowel gas among them) that lies within ``margin_mm``
-    of the generic ``muscle`` tissue becomes visceral fat; their labels shrink with them.
+    of the wall (:data:`BODY_WALL_TISSUES`) becomes visceral fat; their labels shrink with them.
 
     Args:
         tissue_map: integer tissue labels (numpy order).
@@ -398,7 +401,7 @@ def extraperitoneal_fat(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *,
     spacing = np.asarray(spacing_zyx, dtype=np.float64)
     box = _box_around(organs, margin_mm, spacing)
     region = out[box]
-    wall = region == TISSUE_INDEX["muscle"]
+    wall = np.isin(region, [TISSUE_INDEX[name] for name in BODY_WALL_TISSUES])
     if not wall.any():
         return out
     # the gas inside the stomach and colon goes with them (the small bowel's stays)
