@@ -371,6 +371,10 @@ class _ZStack:
         zt = np.arange(len(table)) * _TABLE_STEP + self.z0
         return np.interp(z, zt, table).astype(np.float32)
 
+    def centre(self, z: Array) -> tuple[Array | np.float32, Array | np.float32]:
+        """The cross-sections' centre (x, y) at heights ``z``."""
+        return self._at(self.xc, z), self._at(self.yc, z)
+
     def _power(self, u: Array) -> Array:
         if self.exponent == 2:
             return u * u
@@ -1494,8 +1498,9 @@ def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
     for side in ("left", "right"):  # the back muscles, painted later, lie behind the ribs
         wall &= ~subject.muscles[f"{side}_autochthonous_muscle"].inside(x, y, z)
     core = cavity.grown(ribs.thickness - 1.0).inside(x, y, z) & ~cavity.grown(2.0).inside(x, y, z)
-    across = x - cavity._at(cavity.xc, z)
-    phi = np.degrees(np.arctan2(np.abs(across), y - cavity._at(cavity.yc, z))).astype(np.float32)
+    centre_x, centre_y = cavity.centre(z)
+    across, behind = x - centre_x, y - centre_y
+    phi = np.degrees(np.arctan2(np.abs(across), behind)).astype(np.float32)
     # height along the rib's slope: constant along one rib, its back end's height; the short upper
     # ribs drop less
     drop = ribs.drop * np.interp(z, thoracic[-3:][::2], [1.0, _UPPER_RIB_DROP]).astype(np.float32)
@@ -1513,7 +1518,7 @@ def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
     canvas.paint(box, cartilage, "costal_cartilage", ("muscle",))
     # the sternum: from the first rib's front end to 30 mm below the seventh's (the xiphoid)
     top, bottom = thoracic[-1] - _UPPER_RIB_DROP * ribs.drop + ribs.height, thoracic[-7] - ribs.drop - 30.0
-    plate = wall & (y < cavity._at(cavity.yc, z)) & (np.abs(across) <= ribs.sternum_half_width)
+    plate = wall & (behind < 0) & (np.abs(across) <= ribs.sternum_half_width)
     plate &= (z >= np.float32(bottom)) & (z <= np.float32(top))
     canvas.paint(box, plate, "rib_cortex", ("muscle", "costal_cartilage"))
     canvas.paint(box, plate & core & (np.abs(across) <= ribs.sternum_half_width - 1.5), "rib_marrow", ("rib_cortex",))
