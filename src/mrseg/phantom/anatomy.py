@@ -783,6 +783,8 @@ _RIB_START_DEG = 22.0
 _RIB_CARTILAGE_DEG = 142.0
 _FIRST_THORACIC = 5  # the spine's body centres run from L5 up: index 5 is T12
 _UPPER_RIB_DROP = 0.55  # the first rib's drop, of the others' (the third's and below)
+_RIB_GAP_MM = 0.5  # between the body cavity and the ribs' inner surface
+_RIB_CORTEX_MM = 1.5  # round the marrow of the ribs and the sternum
 AORTIC_ARCH_SHIFT_MM = (-5.0, 20.0)
 """Range of how far (mm) each subject's ascending aorta and arch lie towards the left of their
 mean place (negative: towards the right), the root in the heart and the descending aorta staying
@@ -1486,7 +1488,8 @@ def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
     """
     cavity, centres = subject.cavity, subject.spine["centres"]
     thoracic = centres[_FIRST_THORACIC:_FIRST_THORACIC + 12]  # T12 ... T1, upwards
-    outer = cavity.grown(0.5 + ribs.thickness)
+    gap, cortex = _RIB_GAP_MM, _RIB_CORTEX_MM
+    outer = cavity.grown(gap + ribs.thickness)
     lo, hi = outer.bounds()
     lo[2] = thoracic[0] - ribs.drop - ribs.height
     hi[2] = min(hi[2], thoracic[-1] + ribs.height)
@@ -1494,16 +1497,16 @@ def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
     if box is None:
         return
     x, y, z = box.x, box.y, box.z
-    wall = outer.inside(x, y, z) & ~cavity.grown(0.5).inside(x, y, z)
+    wall = outer.inside(x, y, z) & ~cavity.grown(gap).inside(x, y, z)
     for side in ("left", "right"):  # the back muscles, painted later, lie behind the ribs
         wall &= ~subject.muscles[f"{side}_autochthonous_muscle"].inside(x, y, z)
-    core = cavity.grown(ribs.thickness - 1.0).inside(x, y, z) & ~cavity.grown(2.0).inside(x, y, z)
+    core = cavity.grown(gap + ribs.thickness - cortex).inside(x, y, z) & ~cavity.grown(gap + cortex).inside(x, y, z)
     centre_x, centre_y = cavity.centre(z)
     across, behind = x - centre_x, y - centre_y
     phi = np.degrees(np.arctan2(np.abs(across), behind)).astype(np.float32)
     # height along the rib's slope: constant along one rib, its back end's height; the short upper
     # ribs drop less
-    drop = ribs.drop * np.interp(z, thoracic[-3:][::2], [1.0, _UPPER_RIB_DROP]).astype(np.float32)
+    drop = ribs.drop * np.interp(z, thoracic[[-3, -1]], [1.0, _UPPER_RIB_DROP]).astype(np.float32)
     along = z + drop / 2 * (1.0 - np.cos(np.radians(phi)))
     level = np.interp(along, thoracic, np.arange(12.0)).astype(np.float32)
     nearest = np.clip(np.round(level), 0, 11).astype(np.intp)
@@ -1514,14 +1517,15 @@ def _paint_rib_cage(canvas: _Canvas, subject: _Subject, ribs: _RibCage) -> None:
     rib &= (along >= thoracic[0] - ribs.height / 2) & (along <= thoracic[-1] + ribs.height / 2)
     cartilage = rib & (phi >= _RIB_CARTILAGE_DEG)
     canvas.paint(box, rib & ~cartilage, "rib_cortex", ("muscle",))
-    canvas.paint(box, rib & ~cartilage & core & (off <= ribs.height / 2 - 1.5), "rib_marrow", ("rib_cortex",))
+    canvas.paint(box, rib & ~cartilage & core & (off <= ribs.height / 2 - cortex), "rib_marrow", ("rib_cortex",))
     canvas.paint(box, cartilage, "costal_cartilage", ("muscle",))
     # the sternum: from the first rib's front end to 30 mm below the seventh's (the xiphoid)
     top, bottom = thoracic[-1] - _UPPER_RIB_DROP * ribs.drop + ribs.height, thoracic[-7] - ribs.drop - 30.0
     plate = wall & (behind < 0) & (np.abs(across) <= ribs.sternum_half_width)
     plate &= (z >= np.float32(bottom)) & (z <= np.float32(top))
     canvas.paint(box, plate, "rib_cortex", ("muscle", "costal_cartilage"))
-    canvas.paint(box, plate & core & (np.abs(across) <= ribs.sternum_half_width - 1.5), "rib_marrow", ("rib_cortex",))
+    canvas.paint(box, plate & core & (np.abs(across) <= ribs.sternum_half_width - cortex), "rib_marrow",
+                 ("rib_cortex",))
 
 
 def _paint_muscles(canvas: _Canvas, subject: _Subject) -> None:
