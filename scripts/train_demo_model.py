@@ -166,6 +166,8 @@ RANDOMIZATION_SHARES = {
     "layered_aorta_share": "share of the generated subjects' cases whose descending aorta is diseased, its bright "
                            "lumen a cap along one wall beside grey thrombus (a dissection's look)",
     "deformation_share": "share of cases whose anatomy is deformed smoothly at random (--deformation-mm)",
+    "organ_scale_share": "share of the generated subjects' cases whose liver, spleen and kidneys each take a size "
+                         "factor of their own (--organ-scale)",
 }
 
 
@@ -203,6 +205,9 @@ def main() -> None:
     parser.add_argument("--subject-scale", type=float, nargs=2, default=defaults.subject_scale,
                         metavar=("LOW", "HIGH"),
                         help="range of the size factor on every length of a --subject-scale-share case")
+    parser.add_argument("--organ-scale", type=float, nargs=2, default=defaults.organ_scale,
+                        metavar=("LOW", "HIGH"),
+                        help="range of each organ's size factor on every length in an --organ-scale-share case")
     parser.add_argument("--deformation-mm", type=float, nargs=2, default=defaults.deformation_mm,
                         metavar=("LOW", "HIGH"),
                         help="range of the displacement's SD (mm) of a --deformation-share case")
@@ -272,6 +277,7 @@ def main() -> None:
                                      ct_enhancement=tuple(args.ct_enhancement),
                                      subject_scale=tuple(args.subject_scale),
                                      deformation_mm=tuple(args.deformation_mm),
+                                     organ_scale=tuple(args.organ_scale),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence

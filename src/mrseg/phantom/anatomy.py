@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
@@ -129,6 +129,7 @@ def generate_anatomy(
     grid: Geometry | None = None,
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0),
     layered_aorta: bool = False,
+    organ_scales: Mapping[str, float] | None = None,
 ) -> Anatomy:
     """Draw one subject from ``seed`` and rasterise its tissue map.
 
@@ -142,9 +143,14 @@ def generate_anatomy(
         layered_aorta: give the subject a diseased descending aorta whose open lumen is layered
             (see :data:`AORTIC_LAYERED_LUMEN_SHARE`) whatever its own two draws for that say;
             every draw is made as usual, so the rest of the subject is the seed's.
+        organ_scales: a factor on every length of some of the organs of :data:`SCALABLE_ORGANS`
+            (class name to factor, within :data:`ORGAN_SCALE_LIMITS`), on top of the size the
+            seed draws for them: organs smaller or larger for this body than the phantom's
+            build makes them. The liver keeps its dome under the diaphragm and its side at the
+            wall; the spleen and each kidney shrink or grow about their centre. No draw changes.
 
     Returns:
-        The tissue map and the subject's parameters.
+        The tissue map and the subject's parameters (the organ factors as ``NAME_size_factor``).
 
     Raises:
         InputError: for an unknown ``fov``, a bad spacing or a seed that is not a non-negative integer.
@@ -160,7 +166,9 @@ def generate_anatomy(
         grid = default_grid(fov, spacing=spacing)
     elif fov not in _FOV_EXTENT:
         raise InputError(f"unknown field of view {fov!r}; valid: {', '.join(FOVS)}")
-    subject = _draw_subject(np.random.default_rng(int(seed)), layered_aorta=layered_aorta)
+    organ_scales = dict(organ_scales or {})
+    check_organ_scales(organ_scales)
+    subject = _draw_subject(np.random.default_rng(int(seed)), layered_aorta=layered_aorta, organ_scales=organ_scales)
     canvas = _Canvas(grid, subject.to_subject)
     _paint_subject(canvas, subject)
     logger.debug("phantom anatomy seed %d rasterised on a %s grid", seed, "x".join(map(str, grid.shape)))
@@ -785,6 +793,10 @@ _FIRST_THORACIC = 5  # the spine's body centres run from L5 up: index 5 is T12
 _UPPER_RIB_DROP = 0.55  # the first rib's drop, of the others' (the third's and below)
 _RIB_GAP_MM = 0.5  # between the body cavity and the ribs' inner surface
 _RIB_CORTEX_MM = 1.5  # round the marrow of the ribs and the sternum
+SCALABLE_ORGANS = ("liver", "spleen", "right_kidney", "left_kidney")
+"""The organs whose size ``generate_anatomy``'s ``organ_scales`` can change, each on its own."""
+ORGAN_SCALE_LIMITS = (0.5, 1.5)
+"""The smallest and the largest factor ``organ_scales`` takes."""
 AORTIC_ARCH_SHIFT_MM = (-5.0, 20.0)
 """Range of how far (mm) each subject's ascending aorta and arch lie towards the left of their
 mean place (negative: towards the right), the root in the heart and the descending aorta staying
@@ -859,10 +871,27 @@ def _scaled_knots(knots: Sequence[Sequence[float]], scale: float) -> list[list[f
     return out
 
 
-def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _Subject:
+def check_organ_scales(organ_scales: Mapping[str, float]) -> None:
+    """Raise :class:`InputError` unless every key is one of :data:`SCALABLE_ORGANS` and every
+    factor lies within :data:`ORGAN_SCALE_LIMITS`."""
+    lo, hi = ORGAN_SCALE_LIMITS
+    for name, factor in organ_scales.items():
+        if name not in SCALABLE_ORGANS:
+            raise InputError(f"organ_scales: {name!r} cannot be scaled; scalable: {', '.join(SCALABLE_ORGANS)}")
+        if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and np.isfinite(factor)
+                                            and lo <= factor <= hi):
+            raise InputError(f"organ_scales: {name}'s factor must lie within [{lo:g}, {hi:g}], got {factor!r}")
+
+
+def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False,
+                  organ_scales: Mapping[str, float] | None = None) -> _Subject:
     """Draw every parameter and shape of one subject; the order of draws is fixed. With
-    ``layered_aorta`` its aorta is diseased with a layered lumen, whatever those draws say."""
+    ``layered_aorta`` its aorta is diseased with a layered lumen, whatever those draws say;
+    ``organ_scales`` multiplies the sizes drawn for the organs it names (no draw changes)."""
     d = _Draw(rng)
+    organ_scales = organ_scales or {}
+    for name, factor in organ_scales.items():
+        d.parameters[f"{name}_size_factor"] = round(float(factor), 6)
     # ---- pose and habitus
     height = d.u("height_scale", 0.94, 1.06)
     width = d.u("width_scale", 0.93, 1.07)
@@ -991,6 +1020,10 @@ def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _
     # ---- abdominal organs
     liver_s = d.u("liver_scale", 0.9, 1.1)
     liver_off = rng.normal(0, 4, 3)
+    liver_f = organ_scales.get("liver", 1.0)
+    # a smaller liver still fills the dome and meets the wall: the right lobe's top and side stay
+    liver_off = liver_off + (1.0 - liver_f) * liver_s * np.array([-80.0, 0.0, 74.0])
+    liver_s *= liver_f
     right_lobe = _Ellipsoid(np.array([-60.0, 2.0, 192.0]) + liver_off, np.array([80.0, 86.0, 74.0]) * liver_s,
                             _rotation(rx=rng.normal(0, 4), ry=rng.normal(0, 4) - 8, rz=rng.normal(0, 5)))
     left_lobe = _Ellipsoid(np.array([8.0, -42.0, 222.0]) + liver_off, np.array([62.0, 36.0, 30.0]) * liver_s,
@@ -1000,13 +1033,13 @@ def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False) -> _
     gb_s = d.u("gallbladder_scale", 0.8, 1.15)
     organs["gallbladder"] = _Ellipsoid(np.array([-42.0, -50.0, 136.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM,
                                        np.array([15.0, 14.0, 34.0]) * gb_s, _rotation(rx=-30, rz=rng.normal(0, 10)))
-    spleen_s = d.u("spleen_scale", 0.85, 1.15)
+    spleen_s = d.u("spleen_scale", 0.85, 1.15) * organ_scales.get("spleen", 1.0)
     # long axis along the posterolateral wall (running backwards and medially)
     organs["spleen"] = _Warped(_Ellipsoid(np.array([93.0, 44.0, 190.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM,
                                           np.array([24.0, 57.0, 48.0]) * spleen_s,
                                           _rotation(rx=15, rz=40 + rng.normal(0, 6))), _warp(rng, 4.0, 100.0))
     for s, name in _SIDES:
-        ks = d.u(f"{name}_kidney_scale", 0.93, 1.07)
+        ks = d.u(f"{name}_kidney_scale", 0.93, 1.07) * organ_scales.get(f"{name}_kidney", 1.0)
         # each kidney on its own: in some subjects the left lies lower than the right
         centre = np.array([s * 73.0, 43.0, 140.0 if s > 0 else 126.0]) + rng.normal(0, 1, 3) * _ORGAN_SPREAD_MM
         # upper pole medial and posterior, hilum facing forwards and medially

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,7 @@ def make_case(
     scale: float = 1.0,
     layered_aorta: bool = False,
     deformation_mm: float = 0.0,
+    organ_scales: Mapping[str, float] | None = None,
     **synthesis: Any,
 ) -> PhantomCase:
     """Make one synthetic case.
@@ -130,6 +131,10 @@ def make_case(
             SynthSeg deforms its label maps: the SD of the displacement, mm, at control points
             80 mm apart (see :func:`~mrseg.phantom.tissues.smoothly_deformed`); 0 (default):
             none.
+        organ_scales: a generated subject's liver, spleen or kidneys smaller or larger for its
+            body, as a factor on every length of each organ named (see
+            :func:`~mrseg.phantom.anatomy.generate_anatomy`); None (default): as the seed draws
+            them. Not for ``from_labels``.
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
@@ -152,6 +157,9 @@ def make_case(
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
     if not (np.isfinite(scale) and SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]):
         raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
+    if organ_scales and from_labels is not None:
+        raise InputError("organ_scales resizes a generated subject's organs; a label map's organs are given, "
+                         "leave organ_scales out with from_labels")
     if layered_aorta and from_labels is not None:
         raise InputError("layered_aorta draws a generated subject's aortic disease; a label map's aorta is "
                          "given, leave layered_aorta off with from_labels")
@@ -165,11 +173,14 @@ def make_case(
         laid_out = _divided(spacing, scale)
         grid = grid_covering(default_grid(fov, spacing=laid_out), spacing=laid_out, orientation=orientation or "LPS",
                              rng=rng)
-        anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta)
+        anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
+                                   organ_scales=organ_scales)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
         if layered_aorta:
             metadata.update(layered_aorta=True)
+        if organ_scales:
+            metadata.update(organ_scales=dict(organ_scales))
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

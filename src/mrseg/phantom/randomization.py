@@ -44,6 +44,10 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * the aortic thrombus's CT number, for ``thrombus_share`` of the cases: drawn from
   ``thrombus_hu`` instead of the catalogue's 50 HU, as real thrombus varies (it shows only where
   a generated subject has aortic disease, and only in CT);
+* the organs' sizes, for ``organ_scale_share`` of the generated subjects: the liver, the spleen
+  and each kidney smaller or larger for the body, each by its own factor from ``organ_scale``,
+  so that the network cannot read an organ's extent from the size of the body and its other
+  organs (a real patient's build and organs do not scale together);
 * the anatomy: a generated subject, or one of the given 40-class label maps used as a template;
   sometimes with an organ removed (postoperative anatomy: its place holds fat, its label is 0),
   so that the model learns to see an organ rather than to label the place where it usually lies.
@@ -69,7 +73,7 @@ import numpy as np
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
-from mrseg.phantom.anatomy import FOVS
+from mrseg.phantom.anatomy import FOVS, ORGAN_SCALE_LIMITS, SCALABLE_ORGANS
 from mrseg.phantom.cases import OBLIQUE, SCALE_LIMITS, PhantomCase, make_case
 from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MODALITIES, SEQUENCES
 from mrseg.phantom.tissues import DEFORMATION_WAVELENGTH_MM
@@ -161,6 +165,11 @@ class RandomizationRanges:
         deformation_share: share of cases whose anatomy is deformed smoothly at random
             (``make_case``'s ``deformation_mm``); 0 by default, likewise.
         deformation_mm: the range of the displacement's SD, mm (at most 20).
+        organ_scale_share: share of the cases of a generated subject whose liver, spleen and
+            kidneys each take a size factor of their own (``make_case``'s ``organ_scales``); 0
+            by default, likewise.
+        organ_scale: the range of those factors on every length of the organ, within
+            :data:`~mrseg.phantom.anatomy.ORGAN_SCALE_LIMITS`.
     """
 
     random_contrast_share: float = 0.45
@@ -210,6 +219,8 @@ class RandomizationRanges:
     layered_aorta_modalities: tuple[str, ...] = MODALITIES
     deformation_share: float = 0.0
     deformation_mm: tuple[float, float] = (3.0, 10.0)
+    organ_scale_share: float = 0.0
+    organ_scale: tuple[float, float] = (0.8, 1.05)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -223,7 +234,7 @@ class RandomizationRanges:
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
                      "ectasia_share", "thrombus_share", "extraperitoneal_share",
-                     "subject_scale_share", "layered_aorta_share", "deformation_share"):
+                     "subject_scale_share", "layered_aorta_share", "deformation_share", "organ_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -233,7 +244,8 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale", "deformation_mm"):
+                     "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale", "deformation_mm",
+                     "organ_scale"):
             low, high = getattr(self, name)
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise InputError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)!r}")
@@ -245,6 +257,9 @@ class RandomizationRanges:
                 raise InputError(f"{name} is a fraction, at most 1, got {getattr(self, name)!r}")
         if not SCALE_LIMITS[0] <= self.subject_scale[0] <= self.subject_scale[1] <= SCALE_LIMITS[1]:
             raise InputError(f"subject_scale is a size factor within [0.5, 2], got {self.subject_scale!r}")
+        if not ORGAN_SCALE_LIMITS[0] <= self.organ_scale[0] <= self.organ_scale[1] <= ORGAN_SCALE_LIMITS[1]:
+            lo, hi = ORGAN_SCALE_LIMITS
+            raise InputError(f"organ_scale is a size factor within [{lo:g}, {hi:g}], got {self.organ_scale!r}")
         if self.deformation_mm[1] > DEFORMATION_WAVELENGTH_MM / 4:
             raise InputError(f"deformation_mm is the displacement's SD, at most {DEFORMATION_WAVELENGTH_MM / 4:g} mm, "
                              f"got {self.deformation_mm!r}")
@@ -369,6 +384,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     deformed = np.random.default_rng([seed, 0x5EED, 14])  # the anatomy's smooth deformation
     if deformed.random() < ranges.deformation_share:
         recipe["deformation_mm"] = float(deformed.uniform(*ranges.deformation_mm))
+    sizes = np.random.default_rng([seed, 0x5EED, 15])  # a generated subject's organs for its body
+    if sizes.random() < ranges.organ_scale_share and recipe["template"] is None:
+        recipe["organ_scales"] = {name: float(sizes.uniform(*ranges.organ_scale)) for name in SCALABLE_ORGANS}
     return recipe, rng
 
 
@@ -414,6 +432,8 @@ def random_case(
               "scale": recipe.get("subject_scale", 1.0), "layered_aorta": recipe.get("layered_aorta", False),
               "deformation_mm": recipe.get("deformation_mm", 0.0),
               **_synthesis_options(recipe)}
+    if "organ_scales" in recipe:
+        common["organ_scales"] = recipe["organ_scales"]
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
