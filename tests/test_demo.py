@@ -104,6 +104,7 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
     (["--subject-scale-share", "1.5"], "subject_scale_share is a share"),
     (["--layered-aorta-share", "-0.1"], "layered_aorta_share is a share"),
     (["--deformation-mm", "5", "30"], "deformation_mm is the displacement's SD, at most 20 mm"),
+    (["--organ-scale", "0.3", "1.0"], "organ_scale is a size factor within"),
 ])
 def test_train_demo_model_refuses_bad_ranges_before_it_synthesises(tmp_path, flags, refusal):
     work = tmp_path / "work"

@@ -720,3 +720,40 @@ def test_same_seed_same_anatomy_different_seed_different():
     assert a.parameters != c.parameters and set(a.parameters) == set(c.parameters)
     # the subject does not depend on the grid it is drawn on
     assert generate_anatomy(seed=11, fov="pelvis", spacing=(6.0, 6.0, 6.0)).parameters == a.parameters
+
+
+def test_organ_scales_resize_only_the_named_organs_and_keep_every_draw():
+    """``organ_scales`` makes the named organs smaller or larger for the same body: the kidney's
+    volume goes with the factor's cube, the liver keeps its dome under the diaphragm and its side
+    at the wall, organs not named keep every voxel, and no draw of the seed changes."""
+    from mrseg.phantom.tissues import to_classes
+
+    plain = generate_anatomy(seed=3, fov="abdomen", spacing=(3.0, 3.0, 3.0))
+    scaled = generate_anatomy(seed=3, fov="abdomen", spacing=(3.0, 3.0, 3.0),
+                              organ_scales={"liver": 0.8, "right_kidney": 0.8, "spleen": 1.05})
+    assert {k: v for k, v in scaled.parameters.items() if not k.endswith("_size_factor")} == plain.parameters
+    assert scaled.parameters["liver_size_factor"] == 0.8
+    old, new = to_classes(plain.tissues.array), to_classes(scaled.tissues.array)
+
+    def volume(labels, name):
+        return int((labels == BASE.index_of(name)).sum())
+
+    assert volume(new, "right_kidney") / volume(old, "right_kidney") == pytest.approx(0.8 ** 3, rel=0.1)
+    assert volume(new, "spleen") / volume(old, "spleen") == pytest.approx(1.05 ** 3, rel=0.1)
+    assert 0.45 < volume(new, "liver") / volume(old, "liver") < 0.75  # 0.8^3, less what the dome clipped
+    for name in ("left_kidney", "gallbladder", "right_lung", "left_lung", "aorta", "spine"):
+        assert np.array_equal(old == BASE.index_of(name), new == BASE.index_of(name)), name
+    liver_old, liver_new = (np.argwhere(labels == BASE.index_of("liver")) for labels in (old, new))
+    # LPS grid: axis 0 runs up, axis 2 towards the patient's left
+    assert liver_new[:, 0].max() >= liver_old[:, 0].max() - 1  # still under the dome
+    assert liver_new[:, 2].min() <= liver_old[:, 2].min() + 1  # still at the right wall
+
+
+@pytest.mark.parametrize(("organ_scales", "message"), [
+    ({"stomach": 0.9}, "'stomach' cannot be scaled"),
+    ({"liver": 0.3}, "liver's factor must lie within"),
+    ({"left_kidney": float("nan")}, "left_kidney's factor must lie within"),
+])
+def test_organ_scales_are_checked(organ_scales, message):
+    with pytest.raises(InputError, match=message):
+        generate_anatomy(seed=0, fov="abdomen", spacing=(8.0, 8.0, 8.0), organ_scales=organ_scales)

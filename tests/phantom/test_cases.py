@@ -247,3 +247,31 @@ def test_labels_follow_from_tissues():
     case = make_case(seed=2, fov="pelvis", spacing=(4.0, 4.0, 4.0))
     assert case.labels.array.max() <= 40
     assert set(np.unique(to_classes(np.arange(10, dtype=np.uint8)))) <= set(range(41))
+
+
+def test_organ_scales_are_for_generated_subjects_and_recorded():
+    case = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), organ_scales={"left_kidney": 0.9})
+    assert case.metadata["organ_scales"] == {"left_kidney": 0.9}
+    assert case.metadata["anatomy"]["left_kidney_size_factor"] == 0.9
+    with pytest.raises(InputError, match="organ_scales resizes a generated subject's organs"):
+        make_case(seed=2, from_labels=case.labels, organ_scales={"left_kidney": 0.9})
+
+
+def test_phantom_command_organ_scale(tmp_path, caplog):
+    """``--organ-scale``: the named organ smaller for the same body, recorded in the sidecar; an
+    organ that cannot be scaled, a factor out of range or not a number: one line, exit 2, nothing written."""
+    common = ["phantom", "-n", "1", "--fov", "abdomen", "--seed", "5", "--spacing", "6", "6", "6"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*common, "-o", str(tmp_path / "small"), "--organ-scale", "spleen", "0.8"]) == 0
+    spleen = BASE.index_of("spleen")
+    volumes = {name: int((read_image(tmp_path / name / "phantom_0005_labels.nii.gz").array == spleen).sum())
+               for name in ("plain", "small")}
+    assert volumes["small"] < 0.75 * volumes["plain"], volumes
+    assert json.loads((tmp_path / "small" / "phantom_0005.json").read_text())["organ_scales"] == {"spleen": 0.8}
+    for bad, message in ((["stomach", "0.8"], "'stomach' cannot be scaled"),
+                         (["liver", "2"], "liver's factor must lie within"),
+                         (["liver", "small"], "--organ-scale takes an organ and a number")):
+        out = tmp_path / "bad"
+        caplog.clear()
+        assert main([*common, "-o", str(out), "--organ-scale", *bad]) == 2
+        assert message in caplog.text and not out.exists()

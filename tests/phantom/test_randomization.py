@@ -174,6 +174,9 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"layered_aorta_modalities": ("pet",)}, "layered_aorta_modalities must name"),
     ({"deformation_mm": (5.0, 25.0)}, "deformation_mm is the displacement's SD, at most 20 mm"),
     ({"deformation_share": 2.0}, "deformation_share is a share"),
+    ({"organ_scale_share": -0.5}, "organ_scale_share is a share"),
+    ({"organ_scale": (1.0, 0.9)}, "organ_scale must be a range"),
+    ({"organ_scale": (0.4, 1.0)}, "organ_scale is a size factor within"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -495,6 +498,23 @@ def test_deformation_draws_move_the_organs_and_leave_every_other_draw():
     with_templates = [case_recipe(s, RandomizationRanges(deformation_share=1.0, template_share=1.0), templates=1)
                       for s in range(20)]
     assert all("deformation_mm" in r and r["template"] is not None for r in with_templates)
+
+
+def test_organ_scale_draws_resize_a_generated_subjects_organs_and_leave_every_other_draw():
+    before, after, factors = _generated_case_with("organ_scales", "abdomen",
+                                                  {"organ_scale_share": 1.0, "organ_scale": (0.8, 0.85)})
+    assert set(factors) == {"liver", "spleen", "right_kidney", "left_kidney"}
+    assert all(0.8 <= f <= 0.85 for f in factors.values()) and len(set(factors.values())) == 4  # each its own
+    assert after.metadata["organ_scales"] == factors
+    assert after.labels.geometry == before.labels.geometry
+    for name in factors:
+        ratio = (after.labels.array == BASE.index_of(name)).sum() / (before.labels.array == BASE.index_of(name)).sum()
+        assert ratio < 0.8, (name, ratio)
+    assert 0.35 < _drawn_share("organ_scales", organ_scale_share=0.5, template_share=0.0) < 0.65
+    # for generated subjects only: a template's organs are given
+    with_templates = [case_recipe(s, RandomizationRanges(organ_scale_share=1.0, template_share=0.5), templates=1)
+                      for s in range(60)]
+    assert all(("organ_scales" in r) == (r["template"] is None) for r in with_templates)
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

@@ -65,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--deform", type=float, default=0.0, metavar="MM",
                    help="deform the anatomy (generated or --from-labels) smoothly at random, the SD of the "
                         "displacement in mm at control points 80 mm apart, 0-20 (default 0: none)")
+    p.add_argument("--organ-scale", nargs=2, action="append", metavar=("ORGAN", "FACTOR"), default=[],
+                   help="a generated subject's liver, spleen, right_kidney or left_kidney smaller or larger for its "
+                        "body, a factor on every length of the organ, 0.5-1.5; repeatable (default: as drawn)")
     p.add_argument("--from-labels", metavar="LABELMAP", help="synthesise from this 40-class label map")
 
 
@@ -75,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         log.error("--count must be at least 1, got %d", args.count)
+        return 2
+    try:
+        organ_scales = {organ: float(factor) for organ, factor in args.organ_scale}
+    except ValueError:
+        log.error("--organ-scale takes an organ and a number, got %s", " ".join(map(" ".join, args.organ_scale)))
         return 2
     try:
         labels = read_image(args.from_labels) if args.from_labels else None
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
-                layered_aorta=args.layered_aorta, deformation_mm=args.deform,
+                layered_aorta=args.layered_aorta, deformation_mm=args.deform, organ_scales=organ_scales,
             )
             name = f"{case_name(args.from_labels)}_synth_{i:04d}" if labels is not None else f"phantom_{seed:04d}"
             paths = write_case(case, args.out, name)
