@@ -7,7 +7,16 @@ import pytest
 from model_factory import make_plans
 from mrseg.cli import main
 from mrseg.errors import InputError
-from mrseg.training.nnunet import CONFIGURATION, LOSSES, TrainingOptions, check_class_weights, transfer_plans
+from mrseg.training.nnunet import (
+    CONFIGURATION,
+    LOSSES,
+    PlanningOptions,
+    TrainingOptions,
+    check_class_weights,
+    source_plans,
+    transfer_plans,
+    transferred_plans,
+)
 
 
 def configuration(plans: dict) -> dict:
@@ -33,6 +42,44 @@ def test_a_spacing_asked_for_is_kept_with_the_source_network(transpose):
     assert configuration(plans)["architecture"] == configuration(source)["architecture"]
     assert configuration(plans)["patch_size"] == [32, 48, 48]  # in voxels: it now covers less of the body
     assert plans["transpose_forward"] == list(transpose)
+
+
+def test_a_patch_and_batch_asked_for_apply_on_the_source_network():
+    """Starting from a model, its network comes along; a patch size, a batch size or a spacing
+    asked for still apply (a wider patch at a finer spacing keeps the body in view)."""
+    source = make_plans(patch_size=(32, 48, 48), spacing=(6.0, 6.0, 6.0))
+    target = make_plans(patch_size=(16, 32, 32), spacing=(3.0, 1.5, 1.5))
+    plans = transferred_plans(source, target, PlanningOptions(spacing=(5.0, 5.0, 5.0), patch_size=(32, 64, 64),
+                                                              batch_size=4, base_features=4, max_features=16))
+    assert configuration(plans)["architecture"] == configuration(source)["architecture"]
+    assert configuration(plans)["patch_size"] == [32, 64, 64] and configuration(plans)["batch_size"] == 4
+    assert configuration(plans)["spacing"] == [5.0, 5.0, 5.0]
+    assert configuration(transferred_plans(source, target, PlanningOptions()))["patch_size"] == [32, 48, 48]
+
+
+@pytest.mark.parametrize(("options", "refusal"), [
+    (PlanningOptions(patch_size=(33, 64, 64)), r"patch size \[33, 64, 64\] does not fit the network"),
+    (PlanningOptions(base_features=8), r"base features 8 differ from the network training starts from \(4-8-16\)"),
+    (PlanningOptions(max_features=320), r"max features 320 differ .* give 16"),
+])
+def test_what_the_source_network_cannot_take_is_refused(options, refusal):
+    source = make_plans(patch_size=(32, 48, 48), spacing=(6.0, 6.0, 6.0))
+    with pytest.raises(InputError, match=refusal):
+        transferred_plans(source, make_plans(), options)
+
+
+def test_the_source_plans_are_read_or_refused_in_one_line(tmp_path):
+    import json
+
+    with pytest.raises(InputError, match="cannot read the plans of the model to start from"):
+        source_plans(tmp_path)
+    no_fullres = make_plans()
+    no_fullres["configurations"] = {"2d": no_fullres["configurations"]["3d_fullres"]}
+    (tmp_path / "plans.json").write_text(json.dumps(no_fullres))
+    with pytest.raises(InputError, match="its plans.json has no 3d_fullres configuration"):
+        source_plans(tmp_path)
+    (tmp_path / "plans.json").write_text(json.dumps(make_plans()))
+    assert configuration(source_plans(tmp_path))["patch_size"] == [16, 32, 32]
 
 
 def test_an_unknown_loss_is_refused_with_the_choices():

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,8 +119,11 @@ def test_nnunets_own_predictor_loads_the_trained_model_and_agrees(trained, phant
 def test_transfer_learning_starts_from_the_source_weights(trained, phantom_folder, tmp_path):
     folders, result = trained
     build_dataset(cases_from_folder(phantom_folder)[:5], folders.raw, dataset_id=22, name="Transfer")
-    # at another spacing than the source's 6 mm: the network and its weights fit any
-    plan_and_preprocess(folders, 22, PlanningOptions(spacing=(7.5, 7.5, 7.5), processes=1),
+    source_plans = json.loads((result.model_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    steps = np.prod(source_plans["architecture"]["arch_kwargs"]["strides"], axis=0)
+    wider = tuple(int(p + s) for p, s in zip(source_plans["patch_size"], steps))  # one step more on each axis
+    # at another spacing than the source's 6 mm and with a wider patch: the network and its weights fit any
+    plan_and_preprocess(folders, 22, PlanningOptions(spacing=(7.5, 7.5, 7.5), patch_size=wider, processes=1),
                         transfer_from=result.model_folder)
     model = train_fold(folders, 22, 0, _start_from(result.model_folder))
     source = _checkpoint(result.model_folder)["network_weights"]
@@ -130,8 +134,7 @@ def test_transfer_learning_starts_from_the_source_weights(trained, phantom_folde
     trained = _checkpoint(model)["network_weights"]
     assert any(not torch.equal(source[k], trained[k]) for k in source)  # and training then moved them
     plans = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]
-    source_plans = json.loads((result.model_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
-    assert plans["architecture"] == source_plans["architecture"] and plans["patch_size"] == source_plans["patch_size"]
+    assert plans["architecture"] == source_plans["architecture"] and plans["patch_size"] == list(wider)
     assert source_plans["spacing"] == [6.0] * 3 and plans["spacing"] == [7.5] * 3
 
 

@@ -170,7 +170,9 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
 
     With ``transfer_from`` (a model folder) the network, patch size and spacing are taken from
     that model's plans instead, so its weights fit (the published model was fine-tuned on MR
-    from a CT model planned this way); a spacing in ``options`` is kept (the weights fit any).
+    from a CT model planned this way); a spacing, patch size or batch size in ``options`` is
+    kept (the weights fit any), features in ``options`` must be that network's
+    (:func:`transferred_plans`).
 
     Returns:
         The plans file written (``{PLANS_NAME}.json`` in the preprocessed dataset folder).
@@ -181,6 +183,9 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_id: int, options: Planni
     if not raw_dataset_files(folders, dataset_id):  # before seconds of nnU-Net imports
         raise InputError(f"no nnU-Net dataset with id {dataset_id} in {folders.raw}: build it first "
                          "(mrseg dataset build)")
+    if transfer_from is not None:  # a refusal now, not after the fingerprint
+        source = source_plans(transfer_from)
+        transferred_plans(source, source, options)
     spec = {"step": "plan", "dataset_id": dataset_id, "options": asdict(options),
             "transfer_from": str(transfer_from) if transfer_from else None}
     result = run_step(spec, folders)
@@ -413,6 +418,43 @@ def transfer_plans(source_plans: dict[str, Any], target_plans: dict[str, Any],
     if spacing is not None:
         config["spacing"] = [float(spacing[axis]) for axis in plans["transpose_forward"]]
     return plans
+
+
+def source_plans(model_folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The nnU-Net plans of a model folder training starts from.
+
+    Raises:
+        InputError: no readable ``plans.json`` with the 3d_fullres configuration.
+    """
+    path = Path(model_folder) / "plans.json"
+    try:
+        plans = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the plans of the model to start from ({err})") from err
+    if CONFIGURATION not in plans.get("configurations", {}):
+        raise InputError(f"{model_folder}: its plans.json has no {CONFIGURATION} configuration")
+    return plans
+
+
+def transferred_plans(source_plans: dict[str, Any], target_plans: dict[str, Any],
+                      options: PlanningOptions) -> dict[str, Any]:
+    """The plans of a training that starts from ``source_plans``' weights, with ``options``.
+
+    The network comes from the source (its weights must fit); the spacing, a patch size and a
+    batch size asked for in ``options`` apply on top of it, the patch checked against the source
+    network's strides. Features asked for must be the source network's.
+
+    Raises:
+        InputError: features other than the source network's, or a patch its strides do not divide.
+    """
+    source = source_plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]["features_per_stage"]
+    for asked, has, flag in ((options.base_features, source[0], "base"), (options.max_features, max(source), "max")):
+        if asked is not None and asked != has:
+            raise InputError(f"{flag} features {asked} differ from the network training starts from "
+                             f"({'-'.join(map(str, source))}): leave them out or give {has}")
+    plans = transfer_plans(source_plans, target_plans, spacing=options.spacing)
+    return apply_planning_overrides(plans, PlanningOptions(patch_size=options.patch_size,
+                                                           batch_size=options.batch_size))
 
 
 def apply_planning_overrides(plans: dict[str, Any], options: PlanningOptions) -> dict[str, Any]:

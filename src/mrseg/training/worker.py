@@ -118,7 +118,8 @@ def plan(spec: dict[str, Any]) -> dict[str, Any]:
         PLANS_NAME,
         PlanningOptions,
         apply_planning_overrides,
-        transfer_plans,
+        source_plans,
+        transferred_plans,
     )
 
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()}
@@ -143,12 +144,10 @@ def plan(spec: dict[str, Any]) -> dict[str, Any]:
     planner.plan_experiment()
     folder = Path(nnUNet_preprocessed) / name
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
-    plans = apply_planning_overrides(plans, options)
     if spec.get("transfer_from"):
-        source = json.loads((Path(spec["transfer_from"]) / "plans.json").read_text())
-        if CONFIGURATION not in source.get("configurations", {}):
-            raise InputError(f"{spec['transfer_from']}: its plans.json has no {CONFIGURATION} configuration")
-        plans = transfer_plans(source, plans, spacing=options.spacing)
+        plans = transferred_plans(source_plans(spec["transfer_from"]), plans, options)
+    else:
+        plans = apply_planning_overrides(plans, options)
     plans["plans_name"] = PLANS_NAME
     plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
     plans_file = folder / f"{PLANS_NAME}.json"
