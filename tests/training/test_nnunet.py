@@ -135,3 +135,22 @@ def test_mrseg_train_offers_exactly_the_losses_training_knows(capsys):
     with pytest.raises(SystemExit) as refused:
         main(["train", "--id", "1", "--loss", "focal"])
     assert refused.value.code == 2 and "invalid choice: 'focal'" in capsys.readouterr().err
+
+
+def test_mrseg_train_refuses_features_the_model_it_starts_from_lacks_before_planning(tmp_path, phantom_folder,
+                                                                                      caplog):
+    import json
+
+    from mrseg.training.dataset import build_dataset, cases_from_folder
+    from mrseg.training.nnunet import NnunetFolders
+
+    folders = NnunetFolders.under(tmp_path / "root")
+    build_dataset(cases_from_folder(phantom_folder)[:2], folders.raw, dataset_id=23, name="Refused")
+    source = tmp_path / "source_model"
+    source.mkdir()
+    (source / "plans.json").write_text(json.dumps(make_plans()))  # features 4-8-16
+    assert main(["train", "--id", "23", "--root", str(tmp_path / "root"), "--folds", "all", "--init-from", str(source),
+                 "--base-features", "32"]) == 2
+    assert "base features 32 differ from the network training starts from (4-8-16): leave them out or give 4" \
+        in caplog.text
+    assert not folders.preprocessed.exists() or not any(folders.preprocessed.iterdir())  # no fingerprint, no plans
