@@ -883,13 +883,11 @@ def check_organ_scales(organ_scales: Mapping[str, float]) -> None:
             raise InputError(f"organ_scales: {name}'s factor must lie within [{lo:g}, {hi:g}], got {factor!r}")
 
 
-def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool = False,
-                  organ_scales: Mapping[str, float] | None = None) -> _Subject:
+def _draw_subject(rng: np.random.Generator, *, layered_aorta: bool, organ_scales: Mapping[str, float]) -> _Subject:
     """Draw every parameter and shape of one subject; the order of draws is fixed. With
     ``layered_aorta`` its aorta is diseased with a layered lumen, whatever those draws say;
     ``organ_scales`` multiplies the sizes drawn for the organs it names (no draw changes)."""
     d = _Draw(rng)
-    organ_scales = organ_scales or {}
     for name, factor in organ_scales.items():
         d.parameters[f"{name}_size_factor"] = round(float(factor), 6)
     # ---- pose and habitus
