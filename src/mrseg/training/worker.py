@@ -328,14 +328,13 @@ def _load_source_weights(trainer: Any, source: Path, fold: int | str, plans: dic
     import torch
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
-    from mrseg.training.nnunet import check_transfer_compatible
+    from mrseg.training.nnunet import check_transfer_compatible, source_plans
 
     checkpoint = source / f"fold_{fold}" / "checkpoint_final.pth"
     if not checkpoint.is_file():
         raise InputError(f"{checkpoint} is missing: --init-from needs a model folder with fold_{fold}")
-    source_plans = json.loads((source / "plans.json").read_text())
     source_labels = json.loads((source / "dataset.json").read_text())["labels"]
-    notes = check_transfer_compatible(source_plans, plans, source_labels=source_labels,
+    notes = check_transfer_compatible(source_plans(source), plans, source_labels=source_labels,
                                       target_labels=dataset_json["labels"])
     for note in notes:
         trainer.print_to_log_file(note)
