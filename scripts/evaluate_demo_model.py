@@ -73,9 +73,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--markdown", type=Path, help="write the per-class table (model card) here")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                        help="scale test-time augmentation factors (default 1.0: the model's own grid)")
     args = parser.parse_args()
 
-    segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32")  # a name (demo) or a folder
+    # a name (demo) or a folder
+    segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32", scales=args.scales)
     results: dict[str, dict[str, float]] = {}
     for modality, sequence, options in CONTRASTS:
         suffix = " fat-suppressed" if options.get("fat_suppression") else ""

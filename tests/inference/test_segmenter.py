@@ -197,3 +197,53 @@ def test_bf16_without_native_support_warns(model_dir, monkeypatch, caplog):
     monkeypatch.setattr(segmenter, "cpu_has_native_bf16", lambda: False)
     assert Segmenter(model_dir(), precision="bf16").precision == "bf16"
     assert "no native bfloat16" in caplog.text
+
+
+@pytest.mark.parametrize(("scales", "message"), [
+    ((), r"scales: give at least one factor"),
+    ((0.4,), r"scales: every factor must lie in \[0.5, 2.0\], got 0.4"),
+    ((1.0, 2.5), r"scales: every factor must lie in \[0.5, 2.0\], got 2.5"),
+    ((1.0, 1.2, 1.0), r"scales: each factor once, got 1.0, 1.2, 1.0"),
+])
+def test_bad_scales_are_refused(model_dir, scales, message):
+    with pytest.raises(InputError, match=message):
+        Segmenter(model_dir(), scales=scales)
+
+
+def test_one_scale_is_the_image_shown_that_much_larger(segmenter):
+    """Scale 1.25 alone labels the image as the plain engine labels it with voxels 1.25 times larger."""
+    image = phantom_image("LPS", shape=(16, 40, 36), spacing=(1.3, 1.2, 3.5))
+    magnified = image.with_geometry(spacing=tuple(s * 1.25 for s in image.geometry.spacing))
+
+    scaled = Segmenter(segmenter.model, threads=1, scales=(1.25,)).run(image)
+    plain = segmenter.run(magnified)
+
+    assert scaled.labels.geometry == image.geometry
+    assert scaled.num_tiles == plain.num_tiles
+    # The same network grid; only the export differs (probabilities resampled instead of logits).
+    assert np.mean(scaled.labels.array == plain.labels.array) > 0.98
+    assert len(np.unique(scaled.labels.array)) >= 3
+
+
+def test_scales_average_the_class_probabilities(segmenter):
+    """Where the model's own grid and a 1.25 times finer one agree, the average keeps their label."""
+    image = phantom_image("oblique", shape=(16, 40, 36), spacing=(1.3, 1.2, 3.5))
+    magnified = image.with_geometry(spacing=tuple(s * 1.25 for s in image.geometry.spacing))
+    own = segmenter.run(image).labels.array
+    finer = segmenter.run(magnified).labels.array
+    ticks: list[tuple[int, int]] = []
+
+    both = Segmenter(segmenter.model, threads=1, scales=(1.0, 1.25), confidence=True).run(
+        image, on_tile=lambda done, total: ticks.append((done, total)))
+
+    assert both.labels.geometry == image.geometry
+    assert both.labels.array.dtype == np.uint8
+    assert both.num_tiles == segmenter.run(image).num_tiles + segmenter.run(magnified).num_tiles
+    assert ticks[-1] == (both.num_tiles, both.num_tiles) and len(ticks) == both.num_tiles
+    assert set(both.timings) == {"preprocess", "predict", "export", "confidence"}
+    assert set(both.confidence) and all(0 < v <= 1 for v in both.confidence.values())
+    agree = own == finer
+    assert agree.mean() > 0.5
+    assert np.mean(both.labels.array[agree] == own[agree]) > 0.99
+    # where they disagree the average takes one of the two (or, rarely, a third class)
+    assert np.mean((both.labels.array == own) | (both.labels.array == finer)) > 0.99

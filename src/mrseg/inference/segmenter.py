@@ -3,6 +3,8 @@
 Per image: repair non-finite voxels, reorient to LPS (the orientation the published
 MRSegmentator weights were trained in), preprocess, sliding-window prediction with every
 fold, export to labels, undo the reorientation. The result is on the input's exact grid.
+Optionally (``scales``) the prediction is repeated on finer or coarser network grids and the
+class probabilities averaged: scale test-time augmentation, a measuring tool for the demo model.
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ORIENTATION = "LPS"
 """Axis orientation the image is brought into before the network (as MRSegmentator does)."""
+
+SCALE_LIMITS = (0.5, 2.0)
+"""The smallest and largest factor of scale test-time augmentation (:class:`Segmenter`'s ``scales``)."""
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """``scales`` as a tuple, or :class:`InputError` naming what is wrong with them."""
+    factors = tuple(float(s) for s in scales)
+    if not factors:
+        raise InputError("scales: give at least one factor (1.0 is the model's own grid)")
+    low, high = SCALE_LIMITS
+    bad = [s for s in factors if not low <= s <= high]
+    if bad:
+        raise InputError(f"scales: every factor must lie in [{low}, {high}], got {', '.join(map(str, bad))}")
+    if len(set(factors)) != len(factors):
+        raise InputError(f"scales: each factor once, got {', '.join(map(str, factors))}")
+    return factors
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +175,11 @@ class Segmenter:
             :mod:`mrseg.inference.memory`).
         confidence: also measure, per class, the mean winning probability of its voxels
             (:attr:`Segmentation.confidence`; quality control's ``uncertain`` flag).
+        scales: scale test-time augmentation. ``(1.0,)`` (default) is nnU-Net's prediction on
+            the model's own grid; several factors run the network once per factor ``s`` on a
+            grid ``s`` times finer than the model's spacing (structures look ``s`` times larger)
+            and average the class probabilities (:meth:`_predict_over_scales`). Each factor
+            lies within :data:`SCALE_LIMITS`.
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
@@ -176,6 +200,7 @@ class Segmenter:
         precision: str = "auto",
         reuse_memory: bool = True,
         confidence: bool = False,
+        scales: Sequence[float] = (1.0,),
     ) -> None:
         import torch
 
@@ -203,6 +228,7 @@ class Segmenter:
             log.warning("--tta ignored: the checkpoint does not allow mirroring (trained without it)")
         self.reuse_memory = reuse_memory
         self.confidence = confidence
+        self.scales = check_scales(scales)
         conv_dtype = torch.bfloat16 if self.precision == "bf16" else None
         with _torch_threads(threads):
             self.networks = [InferenceUNet(n) for n in self.model.build_networks(self.device, conv_dtype=conv_dtype)]
@@ -250,57 +276,17 @@ class Segmenter:
                 oriented.append(image)
             arrays = oriented
 
-        import torch
-
+        preparing = time.perf_counter() - clock  # the repair and the reorientation count as preprocessing
         with _torch_threads(self.threads):
-            case = preprocess(
-                [image.array for image in arrays],
-                arrays[0].geometry.spacing_zyx,
-                plans=self.model.plans,
-                configuration=self.model.configuration,
-            )
-            timings["preprocess"] = time.perf_counter() - clock
+            predict = self._predict_one_grid if self.scales == (1.0,) else self._predict_over_scales
+            labels, num_tiles, sureness = predict([image.array for image in arrays], arrays[0].geometry.spacing_zyx,
+                                                  timings, on_tile)
+            timings["preprocess"] += preparing
             clock = time.perf_counter()
-            config = self.model.configuration
-            num_tiles = count_tiles(case.data.shape[1:], config.patch_size, self.step)
-            streamed = exports_in_slabs(case, config)
-            axis = stream_axis(case.data.shape[1:], config.patch_size) if streamed else 0
-            heads = self.model.dataset.num_segmentation_heads
-            export = SlabExport(case, plans=self.model.plans, configuration=config, num_heads=heads, axis=axis)
-            slabs = iter_logit_slabs(
-                torch.from_numpy(case.data),
-                self.networks,
-                patch_size=config.patch_size,
-                num_heads=heads,
-                step=self.step,
-                mirror_axes=self.mirror_axes,
-                device=self.device,
-                precision=self.precision,
-                accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
-                reuse_memory=self.reuse_memory,
-                axis=axis if streamed else -1,
-                on_tile=on_tile,
-            )
-            export_seconds = 0.0
-            sureness = ClassConfidence(heads) if self.confidence else None
-            confidence_seconds = 0.0
-            for lo, hi, slab in slabs:
-                start = time.perf_counter()
-                if sureness is not None:
-                    sureness.add(slab)
-                    confidence_seconds += time.perf_counter() - start
-                export.add(lo, hi, slab)
-                export_seconds += time.perf_counter() - start
-            timings["predict"] = time.perf_counter() - clock - export_seconds
-            clock = time.perf_counter()
-            labels = export.finish()
-            del export
         result = arrays[0].with_array(labels)
         if step is not None:
             result = step.undo_image(result)
-        timings["export"] = time.perf_counter() - clock + export_seconds - confidence_seconds
-        if sureness is not None:
-            timings["confidence"] = confidence_seconds
+        timings["export"] += time.perf_counter() - clock
         return Segmentation(
             labels=Image(np.ascontiguousarray(result.array), reference),
             timings=timings,
@@ -308,6 +294,119 @@ class Segmenter:
             repaired_voxels=repaired,
             confidence=sureness.means() if sureness is not None else {},
         )
+
+    def _predict_one_grid(
+        self, arrays: list[np.ndarray], spacing: tuple[float, float, float], timings: dict[str, float],
+        on_tile: Callable[[int, int], None] | None,
+    ) -> tuple[np.ndarray, int, ClassConfidence | None]:
+        """nnU-Net's prediction: the logits on the model's own grid, streamed into the label export."""
+        import torch
+
+        clock = time.perf_counter()
+        case = preprocess(arrays, spacing, plans=self.model.plans, configuration=self.model.configuration)
+        timings["preprocess"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        config = self.model.configuration
+        num_tiles = count_tiles(case.data.shape[1:], config.patch_size, self.step)
+        streamed = exports_in_slabs(case, config)
+        axis = stream_axis(case.data.shape[1:], config.patch_size) if streamed else 0
+        heads = self.model.dataset.num_segmentation_heads
+        export = SlabExport(case, plans=self.model.plans, configuration=config, num_heads=heads, axis=axis)
+        slabs = iter_logit_slabs(
+            torch.from_numpy(case.data),
+            self.networks,
+            patch_size=config.patch_size,
+            num_heads=heads,
+            step=self.step,
+            mirror_axes=self.mirror_axes,
+            device=self.device,
+            precision=self.precision,
+            accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
+            reuse_memory=self.reuse_memory,
+            axis=axis if streamed else -1,
+            on_tile=on_tile,
+        )
+        export_seconds = 0.0
+        sureness = ClassConfidence(heads) if self.confidence else None
+        confidence_seconds = 0.0
+        for lo, hi, slab in slabs:
+            start = time.perf_counter()
+            if sureness is not None:
+                sureness.add(slab)
+                confidence_seconds += time.perf_counter() - start
+            export.add(lo, hi, slab)
+            export_seconds += time.perf_counter() - start
+        timings["predict"] = time.perf_counter() - clock - export_seconds
+        clock = time.perf_counter()
+        labels = export.finish()
+        timings["export"] = time.perf_counter() - clock + export_seconds - confidence_seconds
+        if sureness is not None:
+            timings["confidence"] = confidence_seconds
+        return labels, num_tiles, sureness
+
+    def _predict_over_scales(
+        self, arrays: list[np.ndarray], spacing: tuple[float, float, float], timings: dict[str, float],
+        on_tile: Callable[[int, int], None] | None,
+    ) -> tuple[np.ndarray, int, ClassConfidence | None]:
+        """Scale test-time augmentation: the class probabilities averaged over several network grids.
+
+        At scale ``s`` the image is handed to preprocessing as if its voxels were ``s`` times
+        larger, so the network runs on a grid ``s`` times finer than the model's own spacing
+        and sees every structure ``s`` times larger. Each grid's softmax is resampled
+        (trilinear) onto the finest grid, where they are averaged one class at a time (float16
+        sums) and exported to the input grid as nnU-Net exports probabilities.
+        """
+        import torch
+
+        config = self.model.configuration
+        heads = self.model.dataset.num_segmentation_heads
+        clock = time.perf_counter()
+        cases = [preprocess(arrays, tuple(s * scale for s in spacing), plans=self.model.plans, configuration=config)
+                 for scale in self.scales]
+        timings["preprocess"] = time.perf_counter() - clock
+        fine = cases[int(np.argmax(self.scales))]
+        grid = tuple(int(n) for n in fine.data.shape[1:])
+        tiles = [count_tiles(case.data.shape[1:], config.patch_size, self.step) for case in cases]
+        clock = time.perf_counter()
+        resample_seconds = 0.0
+        average = torch.zeros((heads, *grid), dtype=torch.float16)
+        done = 0
+        for case, num_tiles in zip(cases, tiles):
+            offset = done
+            progress = None if on_tile is None else (
+                lambda i, _n, offset=offset: on_tile(offset + i, sum(tiles)))
+            slabs = list(iter_logit_slabs(
+                torch.from_numpy(case.data), self.networks, patch_size=config.patch_size, num_heads=heads,
+                step=self.step, mirror_axes=self.mirror_axes, device=self.device, precision=self.precision,
+                accumulator="float16", reuse_memory=self.reuse_memory, axis=-1, on_tile=progress,
+            ))
+            done += num_tiles
+            start = time.perf_counter()
+            logits = slabs[0][2] if len(slabs) == 1 else torch.cat([slab for _, _, slab in slabs], dim=1)
+            del slabs
+            probabilities = torch.softmax(logits.float(), dim=0)
+            del logits
+            for c in range(heads):
+                channel = probabilities[c]
+                if tuple(channel.shape) != grid:
+                    channel = torch.nn.functional.interpolate(
+                        channel[None, None], size=grid, mode="trilinear", align_corners=False)[0, 0]
+                average[c] += (channel / len(self.scales)).to(torch.float16)
+            del probabilities
+            resample_seconds += time.perf_counter() - start
+        timings["predict"] = time.perf_counter() - clock - resample_seconds
+        clock = time.perf_counter()
+        sureness = None
+        if self.confidence:
+            sureness = ClassConfidence(heads)
+            sureness.add(torch.log(average.float().clamp_min(1e-6)))  # its softmax is the average again
+            timings["confidence"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        export = SlabExport(fine, plans=self.model.plans, configuration=config, num_heads=heads, axis=0)
+        export.add(0, grid[0], average)
+        labels = export.finish()
+        timings["export"] = time.perf_counter() - clock + resample_seconds
+        return labels, sum(tiles), sureness
 
     def segment(self, images: Image | Sequence[Image]) -> Image:
         """Label map of one case on its input grid."""
