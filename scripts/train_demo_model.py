@@ -244,6 +244,9 @@ def main() -> None:
                         help="nnU-Net's training loss (dice_topk10: cross-entropy of the hardest 10 %% of voxels)")
     parser.add_argument("--class-weight", nargs=2, action="append", metavar=("CLASS", "WEIGHT"), default=[],
                         help="weigh this class's voxels so in the cross-entropy term (others 1); repeatable")
+    parser.add_argument("--scale-augmentation", type=float, nargs=3, metavar=("P", "LOW", "HIGH"),
+                        help="zoom augmentation: share of patches zoomed and the factor range (default nnU-Net's "
+                             "0.2 0.7 1.4)")
     parser.add_argument("--augmentation-processes", type=int, default=1,
                         help="nnU-Net augmentation workers (0: in the training process)")
     parser.add_argument("--skip-planning", action="store_true", help="reuse the planned, preprocessed dataset")
@@ -269,7 +272,8 @@ def main() -> None:
             initial_lr=args.lr, resume=args.resume,
             augmentation_processes=args.augmentation_processes, validate=not args.no_validate,
             init_from=str(args.init_from) if args.init_from else None, loss=args.loss,
-            class_weights=class_weights_from_pairs(args.class_weight))
+            class_weights=class_weights_from_pairs(args.class_weight),
+            scale_augmentation=tuple(args.scale_augmentation) if args.scale_augmentation else None)
         labels = dataset_json(0, "MrsegDemo")["labels"]
         assert isinstance(labels, dict)
         check_class_weights(training.class_weights, labels, "the demo dataset")

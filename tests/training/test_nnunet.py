@@ -10,9 +10,11 @@ from mrseg.errors import InputError
 from mrseg.training.nnunet import (
     CONFIGURATION,
     LOSSES,
+    NNUNET_SCALE_AUGMENTATION,
     PlanningOptions,
     TrainingOptions,
     check_class_weights,
+    check_scale_augmentation,
     source_plans,
     transfer_plans,
     transferred_plans,
@@ -154,3 +156,28 @@ def test_mrseg_train_refuses_features_the_model_it_starts_from_lacks_before_plan
     assert "base features 32 differ from the network training starts from (4-8-16): leave them out or give 4" \
         in caplog.text
     assert not folders.preprocessed.exists() or not any(folders.preprocessed.iterdir())  # no fingerprint, no plans
+
+
+@pytest.mark.parametrize(("setting", "refusal"), [
+    ((1.2, 0.7, 1.4), r"the probability must lie in \[0, 1\], got 1.2"),
+    ((0.5, 1.4, 1.1), r"0.5 <= low <= high <= 2, got 1.4 and 1.1"),
+    ((0.5, 0.4, 1.4), r"got 0.4 and 1.4"),
+    ((0.5, 0.7, 2.5), r"got 0.7 and 2.5"),
+    ((0.5, 0.7), r"give a probability and a factor range \(3 numbers\), got 2"),
+])
+def test_a_scale_augmentation_nnunet_cannot_draw_from_is_refused(setting, refusal):
+    with pytest.raises(InputError, match=refusal):
+        check_scale_augmentation(setting)
+    with pytest.raises(InputError, match=refusal):
+        TrainingOptions(scale_augmentation=setting)
+
+
+def test_nnunets_own_scale_augmentation_passes_its_own_check():
+    check_scale_augmentation(NNUNET_SCALE_AUGMENTATION)
+    assert TrainingOptions().scale_augmentation is None  # nnU-Net's own unless asked
+
+
+def test_mrseg_train_refuses_a_bad_scale_augmentation_before_writing(tmp_path, caplog):
+    assert main(["train", "--id", "1", "--root", str(tmp_path), "--scale-augmentation", "0.5", "1.4", "1.2"]) == 2
+    assert "scale augmentation: the factors must satisfy" in caplog.text
+    assert not any(tmp_path.iterdir())

@@ -178,6 +178,22 @@ def test_the_losses_are_nnunets_own_and_the_checkpoint_keeps_the_trainer_name(tr
     assert "class weights" not in logs["dice_ce"] and "loss:" not in logs["dice_ce"]
 
 
+def test_scale_augmentation_reaches_nnunets_spatial_transform(trained):
+    """Every patch zoomed by 1.6 (nnU-Net's own: a fifth, 0.7-1.4): the same seed's first batch
+    is another, so its loss differs, and the trainer's log says what it drew from."""
+    folders, _ = trained
+    first_loss, logs = {}, {}
+    for run, setting in {"nnunet": None, "zoomed": (1.0, 1.6, 1.6)}.items():
+        options = TrainingOptions(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1, validate=False,
+                                  seed=0, scale_augmentation=setting)
+        first_loss[run] = _checkpoint(train_fold(folders, 21, "all", options), fold="all")["logging"]["train_losses"][0]
+        log = max(folders.results.joinpath(*FOLD_ALL).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns)
+        logs[run] = log.read_text()
+    assert first_loss["zoomed"] != pytest.approx(first_loss["nnunet"], abs=1e-4)
+    assert "scale augmentation: probability 1, factors 1.6-1.6" in logs["zoomed"]
+    assert "scale augmentation" not in logs["nnunet"]
+
+
 def test_a_class_weight_for_a_class_the_dataset_lacks_is_refused_before_planning(trained):
     folders, _ = trained
     options = TrainingOptions(epochs=1, class_weights={"livr": 5.0})

@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--class-weight", nargs=2, action="append", default=[], metavar=("CLASS", "WEIGHT"),
                    help="weigh this class's voxels so in the cross-entropy term (others 1), for a class the "
                         "network gives up on; repeatable")
+    p.add_argument("--scale-augmentation", type=float, nargs=3, metavar=("P", "LOW", "HIGH"),
+                   help="zoom augmentation: share of patches zoomed and the factor range (default nnU-Net's: 0.2 "
+                        "0.7 1.4; larger factors show smaller structures)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="target spacing in mm")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size")
     p.add_argument("--base-features", type=int, metavar="N", help="features of the first stage (default 32)")
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             augmentation_processes=args.augmentation_processes, init_from=args.init_from, init_fold=args.init_fold,
             validate=not args.no_validate, resume=args.resume, save_every=args.save_every, loss=args.loss,
             class_weights=class_weights,
+            scale_augmentation=tuple(args.scale_augmentation) if args.scale_augmentation else None,
         )
         result = run_cross_validation(folders, args.id, folds=folds, planning=planning, training=training,
                                       plan=not args.no_plan, on_fold=fold_done)

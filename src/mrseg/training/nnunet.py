@@ -40,6 +40,12 @@ CONFIGURATION = "3d_fullres"
 """The nnU-Net configuration trained (the only one mrseg predicts with)."""
 
 LOSSES = ("dice_ce", "dice_topk10")
+
+NNUNET_SCALE_AUGMENTATION = (0.2, 0.7, 1.4)
+"""nnU-Net's own zoom augmentation: probability per patch and the range of the factor."""
+
+SCALE_AUGMENTATION_LIMITS = (0.5, 2.0)
+"""The smallest and largest zoom factor :attr:`TrainingOptions.scale_augmentation` may draw."""
 """Training losses, each nnU-Net's own (:attr:`TrainingOptions.loss`)."""
 
 
@@ -101,6 +107,11 @@ class TrainingOptions:
             each batch's voxels). For a class the network has given up on: its softmax near zero
             leaves the Dice term no gradient, and its few voxels give plain cross-entropy little.
             The network then leans towards that class by about the weight where it is unsure.
+        scale_augmentation: ``(probability, low, high)`` of the zoom in nnU-Net's spatial
+            augmentation: that share of the patches is resampled by one factor drawn uniformly
+            from ``[low, high]`` (larger factors show smaller structures). None keeps nnU-Net's
+            own (:data:`NNUNET_SCALE_AUGMENTATION`: 0.2, 0.7-1.4). A network trained on
+            subjects of one build learns their size; more zoom shows it more sizes.
         resume: continue the fold's interrupted run from its ``checkpoint_latest.pth`` (weights,
             optimizer, epoch, learning-rate schedule and logs, as nnU-Net's ``--c``); a fresh start
             where there is none, nothing to do where the fold is trained (``fold_is_trained``). Long
@@ -124,10 +135,13 @@ class TrainingOptions:
     resume: bool = False
     loss: str = "dice_ce"
     class_weights: dict[str, float] = field(default_factory=dict)
+    scale_augmentation: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise InputError(f"unknown training loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.scale_augmentation is not None:
+            check_scale_augmentation(self.scale_augmentation)
         for name, weight in self.class_weights.items():
             if not (np.isfinite(weight) and weight > 0):
                 raise InputError(f"class weight {weight} for {name}: give a positive number (1 leaves the class as is)")
@@ -307,6 +321,19 @@ def class_weights_from_pairs(pairs: Sequence[Sequence[str]]) -> dict[str, float]
     if bad:
         raise InputError(f"--class-weight CLASS WEIGHT: the weight must be a number, got {', '.join(bad)}")
     return weights
+
+
+def check_scale_augmentation(setting: Sequence[float]) -> None:
+    """Refuse a zoom augmentation ``(probability, low, high)`` that nnU-Net cannot draw from, in one line."""
+    if len(setting) != 3:
+        raise InputError(f"scale augmentation: give a probability and a factor range (3 numbers), got {len(setting)}")
+    probability, low, high = (float(v) for v in setting)
+    least, most = SCALE_AUGMENTATION_LIMITS
+    if not 0 <= probability <= 1:
+        raise InputError(f"scale augmentation: the probability must lie in [0, 1], got {probability:g}")
+    if not least <= low <= high <= most:
+        raise InputError(f"scale augmentation: the factors must satisfy {least:g} <= low <= high <= {most:g}, "
+                         f"got {low:g} and {high:g}")
 
 
 def check_class_weights(weights: dict[str, float], labels: dict[str, Any], dataset: str) -> None:

@@ -230,6 +230,28 @@ def _weigh_classes(trainer: Any, weights: dict[str, float], labels: dict[str, An
     trainer.print_to_log_file("cross-entropy class weights: " + ", ".join(f"{k} {v:g}" for k, v in weights.items()))
 
 
+def _zoom_patches(trainer: Any, setting: tuple[float, float, float] | None) -> None:
+    """Set the zoom of the spatial augmentation ``trainer`` builds (nnU-Net's own where None):
+    its probability per patch and factor range, on nnU-Net's ``SpatialTransform`` itself."""
+    if setting is None:
+        return
+    probability, low, high = setting
+    build = trainer.get_training_transforms
+
+    def build_zooming(*args: Any, **kwargs: Any) -> Any:
+        transforms = build(*args, **kwargs)
+        spatial = [t for t in getattr(transforms, "transforms", []) if type(t).__name__ == "SpatialTransform"]
+        if len(spatial) != 1:  # a change in nnU-Net's pipeline: say so rather than train without the zoom asked for
+            raise RuntimeError(f"scale augmentation: expected one SpatialTransform in nnU-Net's training "
+                               f"transforms, found {len(spatial)}")
+        spatial[0].p_scaling = float(probability)
+        spatial[0].scaling = (float(low), float(high))
+        return transforms
+
+    trainer.get_training_transforms = build_zooming
+    trainer.print_to_log_file(f"scale augmentation: probability {probability:g}, factors {low:g}-{high:g}")
+
+
 def _save_checkpoints_whole(trainer: Any) -> None:
     """Make ``trainer`` write each checkpoint beside its name, then rename it into place.
 
@@ -290,6 +312,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     trainer.save_every = options.save_every
     _use_loss(trainer, options.loss)
     _weigh_classes(trainer, options.class_weights, dataset_json["labels"])
+    _zoom_patches(trainer, options.scale_augmentation)
     _save_checkpoints_whole(trainer)
     notes: list[str] = []
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
