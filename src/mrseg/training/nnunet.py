@@ -40,13 +40,13 @@ CONFIGURATION = "3d_fullres"
 """The nnU-Net configuration trained (the only one mrseg predicts with)."""
 
 LOSSES = ("dice_ce", "dice_topk10")
+"""Training losses, each nnU-Net's own (:attr:`TrainingOptions.loss`)."""
 
 NNUNET_SCALE_AUGMENTATION = (0.2, 0.7, 1.4)
 """nnU-Net's own zoom augmentation: probability per patch and the range of the factor."""
 
 SCALE_AUGMENTATION_LIMITS = (0.5, 2.0)
 """The smallest and largest zoom factor :attr:`TrainingOptions.scale_augmentation` may draw."""
-"""Training losses, each nnU-Net's own (:attr:`TrainingOptions.loss`)."""
 
 
 @dataclass(frozen=True)
