@@ -229,8 +229,8 @@ def test_scales_average_the_class_probabilities(segmenter):
     """Where the model's own grid and a 1.25 times finer one agree, the average keeps their label."""
     image = phantom_image("oblique", shape=(16, 40, 36), spacing=(1.3, 1.2, 3.5))
     magnified = image.with_geometry(spacing=tuple(s * 1.25 for s in image.geometry.spacing))
-    own = segmenter.run(image).labels.array
-    finer = segmenter.run(magnified).labels.array
+    own_run, finer_run = segmenter.run(image), segmenter.run(magnified)
+    own, finer = own_run.labels.array, finer_run.labels.array
     ticks: list[tuple[int, int]] = []
 
     both = Segmenter(segmenter.model, threads=1, scales=(1.0, 1.25), confidence=True).run(
@@ -238,7 +238,7 @@ def test_scales_average_the_class_probabilities(segmenter):
 
     assert both.labels.geometry == image.geometry
     assert both.labels.array.dtype == np.uint8
-    assert both.num_tiles == segmenter.run(image).num_tiles + segmenter.run(magnified).num_tiles
+    assert both.num_tiles == own_run.num_tiles + finer_run.num_tiles
     assert ticks[-1] == (both.num_tiles, both.num_tiles) and len(ticks) == both.num_tiles
     assert set(both.timings) == {"preprocess", "predict", "export", "confidence"}
     assert set(both.confidence) and all(0 < v <= 1 for v in both.confidence.values())

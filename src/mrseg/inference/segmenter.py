@@ -300,7 +300,6 @@ class Segmenter:
         on_tile: Callable[[int, int], None] | None,
     ) -> tuple[np.ndarray, int, ClassConfidence | None]:
         """nnU-Net's prediction: the logits on the model's own grid, streamed into the label export."""
-        import torch
 
         clock = time.perf_counter()
         case = preprocess(arrays, spacing, plans=self.model.plans, configuration=self.model.configuration)
@@ -312,20 +311,7 @@ class Segmenter:
         axis = stream_axis(case.data.shape[1:], config.patch_size) if streamed else 0
         heads = self.model.dataset.num_segmentation_heads
         export = SlabExport(case, plans=self.model.plans, configuration=config, num_heads=heads, axis=axis)
-        slabs = iter_logit_slabs(
-            torch.from_numpy(case.data),
-            self.networks,
-            patch_size=config.patch_size,
-            num_heads=heads,
-            step=self.step,
-            mirror_axes=self.mirror_axes,
-            device=self.device,
-            precision=self.precision,
-            accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
-            reuse_memory=self.reuse_memory,
-            axis=axis if streamed else -1,
-            on_tile=on_tile,
-        )
+        slabs = self._logit_slabs(case, axis=axis if streamed else -1, on_tile=on_tile)
         export_seconds = 0.0
         sureness = ClassConfidence(heads) if self.confidence else None
         confidence_seconds = 0.0
@@ -343,6 +329,27 @@ class Segmenter:
         if sureness is not None:
             timings["confidence"] = confidence_seconds
         return labels, num_tiles, sureness
+
+    def _logit_slabs(self, case: Any, *, axis: int, on_tile: Callable[[int, int], None] | None) -> Iterator[Any]:
+        """The sliding window's summed logits of one preprocessed case, slab by slab along ``axis``
+        (-1: the whole volume at once), with this segmenter's networks and settings."""
+        import torch
+
+        config = self.model.configuration
+        return iter_logit_slabs(
+            torch.from_numpy(case.data),
+            self.networks,
+            patch_size=config.patch_size,
+            num_heads=self.model.dataset.num_segmentation_heads,
+            step=self.step,
+            mirror_axes=self.mirror_axes,
+            device=self.device,
+            precision=self.precision,
+            accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
+            reuse_memory=self.reuse_memory,
+            axis=axis,
+            on_tile=on_tile,
+        )
 
     def _predict_over_scales(
         self, arrays: list[np.ndarray], spacing: tuple[float, float, float], timings: dict[str, float],
@@ -375,11 +382,7 @@ class Segmenter:
             offset = done
             progress = None if on_tile is None else (
                 lambda i, _n, offset=offset: on_tile(offset + i, sum(tiles)))
-            slabs = list(iter_logit_slabs(
-                torch.from_numpy(case.data), self.networks, patch_size=config.patch_size, num_heads=heads,
-                step=self.step, mirror_axes=self.mirror_axes, device=self.device, precision=self.precision,
-                accumulator="float16", reuse_memory=self.reuse_memory, axis=-1, on_tile=progress,
-            ))
+            slabs = list(self._logit_slabs(case, axis=-1, on_tile=progress))
             done += num_tiles
             start = time.perf_counter()
             logits = slabs[0][2] if len(slabs) == 1 else torch.cat([slab for _, _, slab in slabs], dim=1)
