@@ -247,3 +247,48 @@ def test_scales_average_the_class_probabilities(segmenter):
     assert np.mean(both.labels.array[agree] == own[agree]) > 0.99
     # where they disagree the average takes one of the two (or, rarely, a third class)
     assert np.mean((both.labels.array == own) | (both.labels.array == finer)) > 0.99
+
+
+@pytest.fixture(scope="module")
+def ensemble_of_two_grids(segmenter, tmp_path_factory):
+    """The module's model (fold 0) with a member that is the same network planned 1.25 times finer."""
+    import json
+    import shutil
+
+    from mrseg.model import ENSEMBLE_FILE
+
+    folder = tmp_path_factory.mktemp("ensemble") / "model"
+    source = segmenter.model.folder
+    for place in (folder, folder / "members" / "finer"):
+        (place / "fold_0").mkdir(parents=True)
+        shutil.copyfile(source / "dataset.json", place / "dataset.json")
+        shutil.copyfile(source / "fold_0" / "checkpoint_final.pth", place / "fold_0" / "checkpoint_final.pth")
+    shutil.copyfile(source / "plans.json", folder / "plans.json")
+    plans = json.loads((source / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    config["spacing"] = [s / 1.25 for s in config["spacing"]]
+    (folder / "members" / "finer" / "plans.json").write_text(json.dumps(plans))
+    (folder / ENSEMBLE_FILE).write_text(json.dumps({"members": ["members/finer"]}))
+    return folder
+
+
+def test_an_ensemble_averages_its_members_each_on_its_own_grid(segmenter, ensemble_of_two_grids):
+    """A member planned 1.25 times finer sees what scale 1.25 shows the folder's own model: the
+    ensemble labels as scale test-time augmentation over (1.0, 1.25) does."""
+    image = phantom_image("oblique", shape=(16, 40, 36), spacing=(1.3, 1.2, 3.5))
+    ensemble = Segmenter(ensemble_of_two_grids, threads=1, confidence=True)
+    alone = Segmenter(ensemble_of_two_grids, threads=1, ensemble=False)
+    assert [m.configuration.spacing for m in ensemble.ensemble] == [
+        segmenter.model.configuration.spacing, tuple(s / 1.25 for s in segmenter.model.configuration.spacing)]
+    assert len(ensemble.member_networks) == 2 and alone.ensemble == (alone.model,) and alone.model.members == ()
+
+    both = ensemble.run(image)
+    scales = Segmenter(segmenter.model, threads=1, scales=(1.0, 1.25)).run(image)
+    own = segmenter.run(image)
+
+    assert both.labels.geometry == image.geometry and both.labels.array.dtype == np.uint8
+    assert both.num_tiles == scales.num_tiles > own.num_tiles
+    assert set(both.confidence) and all(0 < v <= 1 for v in both.confidence.values())
+    # the member's grid is the scaled grid up to rounding of the spacing: the same labels almost everywhere
+    assert np.mean(both.labels.array == scales.labels.array) > 0.99
+    assert np.array_equal(alone.run(image).labels.array, own.labels.array)

@@ -21,3 +21,25 @@ def test_other_settings_are_another_model(model_dir):
     assert fast is not usual and fast.settings["step"] == 0.8 and usual.settings["step"] == 0.5
     assert fast.settings["checkpoints"] == usual.settings["checkpoints"]
     assert fast.describe()["folds"] == ["0"] and fast.title == Path(model_dir()).name
+
+
+def test_an_ensembles_members_are_part_of_its_settings(tmp_path, model_dir):
+    """The member's checksum is in the settings the case records compare: a new member is another model."""
+    import json
+    import shutil
+
+    from mrseg.model import ENSEMBLE_FILE
+
+    folder = tmp_path / "ensemble"
+    shutil.copytree(model_dir(), folder)
+    shutil.copytree(model_dir(), folder / "members" / "twin")
+    (folder / ENSEMBLE_FILE).write_text(json.dumps({"members": ["members/twin"]}))
+    plain = load(ModelSpec(Path(model_dir()), folds=("0",)))
+    loaded = load(ModelSpec(folder, folds=("0",)))
+
+    (member,) = loaded.settings["members"]
+    assert member["folder"] == "members/twin" and member["configuration"] == "3d_fullres"
+    assert member["checkpoints"] == plain.settings["checkpoints"] | {"1": member["checkpoints"]["1"]}
+    assert set(member["checkpoints"]) == {"0", "1"}  # a member runs with all its folds
+    assert loaded.describe()["members"] == loaded.settings["members"]
+    assert "members" not in plain.settings and "members" not in plain.describe()

@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     for model, _ in models:
-        log.info("model %s, folds %s, step %.2f, device %s, precision %s, %d case(s)",
-                 model.segmenter.model.folder, ",".join(model.segmenter.model.folds), model.segmenter.step,
+        members = "".join(f" + member {m.folder.name} ({m.configuration.name})" for m in model.segmenter.model.members)
+        log.info("model %s, folds %s%s, step %.2f, device %s, precision %s, %d case(s)",
+                 model.segmenter.model.folder, ",".join(model.segmenter.model.folds), members, model.segmenter.step,
                  model.segmenter.device, model.segmenter.precision, len(found.cases))
 
     progress = _Progress(out, enabled=not args.no_progress and not args.quiet)

@@ -1,4 +1,5 @@
-"""``mrseg weights``: list, install, import, verify and remove models in the model store; average model folders."""
+"""``mrseg weights``: list, install, import, verify and remove models in the model store; average or ensemble
+model folders."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ log = logging.getLogger("mrseg")
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "weights",
-        help="list, install, import, verify and remove models in the weights store; average model folders",
+        help="list, install, import, verify and remove models in the weights store; average or ensemble model folders",
         description=(
             "The weights store ($MRSEG_HOME, default ~/.mrseg) holds models by name. 'install' downloads a "
             "published model (progress, resume, retries), checks its sha256 and installs it atomically; "
             "'import' installs a zip or model folder you already have (offline). $MRSEG_MIRROR is the base URL "
             "of a mirror serving the published archives by file name; $MRSEG_OFFLINE=1 forbids downloads. "
             "'average' writes the weight-space average of model folders fine-tuned from one model (a model "
-            "and its fine-tune: WiSE-FT; several fine-tunes: a model soup) as a new model folder."
+            "and its fine-tune: WiSE-FT; several fine-tunes: a model soup) as a new model folder. 'ensemble' "
+            "writes one model folder that runs several models, each on its own grid, and averages their class "
+            "probabilities (nnU-Net's ensembling of configurations)."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -41,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     average.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
     average.add_argument("--shares", type=float, nargs="+", metavar="W",
                          help="one weight per folder, divided by their sum (default: equal)")
+    ensemble = actions.add_parser("ensemble", help="one model folder that averages the probabilities of several models")
+    ensemble.add_argument("folders", nargs="+", metavar="MODEL_DIR",
+                          help="two or more model folders with the same labels and input channels (any grid); "
+                               "the first is the folder's own model, nnU-Net loads it alone")
+    ensemble.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    ensemble.add_argument("--half", action="store_true",
+                          help="store the weights in float16 (half the size; they still run in float32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
             from mrseg.training.averaging import average_models  # only here: training is heavier to import
 
             print(average_models(args.folders, out=args.out, shares=args.shares))
+        elif args.action == "ensemble":
+            from mrseg.model.ensemble import make_ensemble
+
+            print(make_ensemble(args.folders, out=args.out, half=args.half))
     except MrsegError as err:
         log.error("%s", err)
         return 2

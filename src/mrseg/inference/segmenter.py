@@ -3,13 +3,17 @@
 Per image: repair non-finite voxels, reorient to LPS (the orientation the published
 MRSegmentator weights were trained in), preprocess, sliding-window prediction with every
 fold, export to labels, undo the reorientation. The result is on the input's exact grid.
-Optionally (``scales``) the prediction is repeated on finer or coarser network grids and the
-class probabilities averaged: scale test-time augmentation, a measuring tool for the demo model.
+A model folder whose ``mrseg_ensemble.json`` names members trained on other grids is an
+ensemble: every member predicts on its own grid and the class probabilities are averaged (the
+bundled demo model is one). Optionally (``scales``) the prediction is repeated on finer or coarser
+network grids and averaged the same way: scale test-time augmentation, a measuring tool for the
+demo model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -178,8 +182,11 @@ class Segmenter:
         scales: scale test-time augmentation. ``(1.0,)`` (default) is nnU-Net's prediction on
             the model's own grid; several factors run the network once per factor ``s`` on a
             grid ``s`` times finer than the model's spacing (structures look ``s`` times larger)
-            and average the class probabilities (:meth:`_predict_over_scales`). Each factor
+            and average the class probabilities (:meth:`_predict_over_grids`). Each factor
             lies within :data:`SCALE_LIMITS`.
+        ensemble: average with the ensemble members the model folder names (its
+            ``mrseg_ensemble.json``; :func:`~mrseg.model.loader.load_model`), each on its own
+            grid, as :meth:`_predict_over_grids` does; False runs the folder's own model alone.
 
     Example:
         >>> seg = Segmenter("path/to/model", folds=[0], step=0.8)  # doctest: +SKIP
@@ -201,6 +208,7 @@ class Segmenter:
         reuse_memory: bool = True,
         confidence: bool = False,
         scales: Sequence[float] = (1.0,),
+        ensemble: bool = True,
     ) -> None:
         import torch
 
@@ -211,8 +219,12 @@ class Segmenter:
         # Only a folder is loaded here: a model name is resolved (and installed, where the caller
         # allows downloads) by mrseg.model.store before the engine is built.
         self.model = model if isinstance(model, Model) else load_model(
-            Path(model), folds=folds, checkpoint_name=checkpoint_name
+            Path(model), folds=folds, checkpoint_name=checkpoint_name, ensemble=ensemble
         )
+        if not ensemble and self.model.members:
+            self.model = dataclasses.replace(self.model, members=())
+        self.ensemble: tuple[Model, ...] = (self.model, *self.model.members)
+        """The models whose probabilities are averaged: the folder's own first, then its members."""
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):
             raise InputError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -223,6 +235,7 @@ class Segmenter:
         self.step = step
         self.threads = threads
         self.orientation = orientation
+        self.tta = tta
         self.mirror_axes = self.model.mirror_axes if tta else None
         if tta and self.model.mirror_axes is None:
             log.warning("--tta ignored: the checkpoint does not allow mirroring (trained without it)")
@@ -231,7 +244,10 @@ class Segmenter:
         self.scales = check_scales(scales)
         conv_dtype = torch.bfloat16 if self.precision == "bf16" else None
         with _torch_threads(threads):
-            self.networks = [InferenceUNet(n) for n in self.model.build_networks(self.device, conv_dtype=conv_dtype)]
+            self.member_networks = [
+                [InferenceUNet(n) for n in member.build_networks(self.device, conv_dtype=conv_dtype)]
+                for member in self.ensemble]
+        self.networks = self.member_networks[0]
 
     def run(
         self,
@@ -278,7 +294,8 @@ class Segmenter:
 
         preparing = time.perf_counter() - clock  # the repair and the reorientation count as preprocessing
         with _torch_threads(self.threads):
-            predict = self._predict_one_grid if self.scales == (1.0,) else self._predict_over_scales
+            one_grid = self.scales == (1.0,) and len(self.ensemble) == 1
+            predict = self._predict_one_grid if one_grid else self._predict_over_grids
             labels, num_tiles, sureness = predict([image.array for image in arrays], arrays[0].geometry.spacing_zyx,
                                                   timings, on_tile)
             timings["preprocess"] += preparing
@@ -311,7 +328,7 @@ class Segmenter:
         axis = stream_axis(case.data.shape[1:], config.patch_size) if streamed else 0
         heads = self.model.dataset.num_segmentation_heads
         export = SlabExport(case, plans=self.model.plans, configuration=config, num_heads=heads, axis=axis)
-        slabs = self._logit_slabs(case, axis=axis if streamed else -1, on_tile=on_tile)
+        slabs = self._logit_slabs(case, 0, axis=axis if streamed else -1, on_tile=on_tile)
         export_seconds = 0.0
         sureness = ClassConfidence(heads) if self.confidence else None
         confidence_seconds = 0.0
@@ -330,19 +347,23 @@ class Segmenter:
             timings["confidence"] = confidence_seconds
         return labels, num_tiles, sureness
 
-    def _logit_slabs(self, case: Any, *, axis: int, on_tile: Callable[[int, int], None] | None) -> Iterator[Any]:
-        """The sliding window's summed logits of one preprocessed case, slab by slab along ``axis``
-        (-1: the whole volume at once), with this segmenter's networks and settings."""
+    def _logit_slabs(
+        self, case: Any, member: int, *, axis: int, on_tile: Callable[[int, int], None] | None
+    ) -> Iterator[Any]:
+        """The sliding window's summed logits of one case preprocessed for ``self.ensemble[member]``,
+        slab by slab along ``axis`` (-1: the whole volume at once), with that member's networks
+        and this segmenter's settings."""
         import torch
 
-        config = self.model.configuration
+        model = self.ensemble[member]
+        config = model.configuration
         return iter_logit_slabs(
             torch.from_numpy(case.data),
-            self.networks,
+            self.member_networks[member],
             patch_size=config.patch_size,
-            num_heads=self.model.dataset.num_segmentation_heads,
+            num_heads=model.dataset.num_segmentation_heads,
             step=self.step,
-            mirror_axes=self.mirror_axes,
+            mirror_axes=model.mirror_axes if self.tta else None,
             device=self.device,
             precision=self.precision,
             accumulator="float16",  # as nnU-Net sums them: half the memory of float32 sums
@@ -351,38 +372,45 @@ class Segmenter:
             on_tile=on_tile,
         )
 
-    def _predict_over_scales(
+    def _predict_over_grids(
         self, arrays: list[np.ndarray], spacing: tuple[float, float, float], timings: dict[str, float],
         on_tile: Callable[[int, int], None] | None,
     ) -> tuple[np.ndarray, int, ClassConfidence | None]:
-        """Scale test-time augmentation: the class probabilities averaged over several network grids.
+        """The class probabilities averaged over several network grids: every ensemble member
+        at every scale factor.
 
-        At scale ``s`` the image is handed to preprocessing as if its voxels were ``s`` times
-        larger, so the network runs on a grid ``s`` times finer than the model's own spacing
-        and sees every structure ``s`` times larger. Each grid's softmax is resampled
-        (trilinear) onto the finest grid, where they are averaged one class at a time (float16
-        sums) and exported to the input grid as nnU-Net exports probabilities.
+        Each member preprocesses the image by its own plans (its spacing, normalisation and
+        crop). At scale ``s`` the image is handed to preprocessing as if its voxels were ``s``
+        times larger, so the network runs on a grid ``s`` times finer than the member's spacing
+        and sees every structure ``s`` times larger. Every grid covers the same cropped box, so
+        each grid's softmax is resampled (trilinear) onto the finest grid (most voxels), where
+        they are averaged one class at a time (float16 sums) and exported to the input grid as
+        nnU-Net exports probabilities, by the finest grid's member.
         """
         import torch
 
-        config = self.model.configuration
         heads = self.model.dataset.num_segmentation_heads
+        grids = [(member, scale) for member in range(len(self.ensemble)) for scale in self.scales]
         clock = time.perf_counter()
-        cases = [preprocess(arrays, tuple(s * scale for s in spacing), plans=self.model.plans, configuration=config)
-                 for scale in self.scales]
+        cases = []
+        for member, scale in grids:
+            model = self.ensemble[member]
+            cases.append(preprocess(arrays, tuple(s * scale for s in spacing), plans=model.plans,
+                                    configuration=model.configuration))
         timings["preprocess"] = time.perf_counter() - clock
-        fine = cases[int(np.argmax(self.scales))]
-        grid = tuple(int(n) for n in fine.data.shape[1:])
-        tiles = [count_tiles(case.data.shape[1:], config.patch_size, self.step) for case in cases]
+        finest = int(np.argmax([np.prod(case.data.shape[1:]) for case in cases]))
+        grid = tuple(int(n) for n in cases[finest].data.shape[1:])
+        tiles = [count_tiles(case.data.shape[1:], self.ensemble[member].configuration.patch_size, self.step)
+                 for case, (member, _) in zip(cases, grids)]
         clock = time.perf_counter()
         resample_seconds = 0.0
         average = torch.zeros((heads, *grid), dtype=torch.float16)
         done = 0
-        for case, num_tiles in zip(cases, tiles):
+        for case, (member, _), num_tiles in zip(cases, grids, tiles):
             offset = done
             progress = None if on_tile is None else (
                 lambda i, _n, offset=offset: on_tile(offset + i, sum(tiles)))
-            slabs = list(self._logit_slabs(case, axis=-1, on_tile=progress))
+            slabs = list(self._logit_slabs(case, member, axis=-1, on_tile=progress))
             done += num_tiles
             start = time.perf_counter()
             logits = slabs[0][2] if len(slabs) == 1 else torch.cat([slab for _, _, slab in slabs], dim=1)
@@ -394,7 +422,7 @@ class Segmenter:
                 if tuple(channel.shape) != grid:
                     channel = torch.nn.functional.interpolate(
                         channel[None, None], size=grid, mode="trilinear", align_corners=False)[0, 0]
-                average[c] += (channel / len(self.scales)).to(torch.float16)
+                average[c] += (channel / len(grids)).to(torch.float16)
             del probabilities
             resample_seconds += time.perf_counter() - start
         timings["predict"] = time.perf_counter() - clock - resample_seconds
@@ -405,7 +433,9 @@ class Segmenter:
             sureness.add(torch.log(average.float().clamp_min(1e-6)))  # its softmax is the average again
             timings["confidence"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        export = SlabExport(fine, plans=self.model.plans, configuration=config, num_heads=heads, axis=0)
+        exporter = self.ensemble[grids[finest][0]]
+        export = SlabExport(cases[finest], plans=exporter.plans, configuration=exporter.configuration,
+                            num_heads=heads, axis=0)
         export.add(0, grid[0], average)
         labels = export.finish()
         timings["export"] = time.perf_counter() - clock + resample_seconds

@@ -6,7 +6,8 @@ published, imported, ``$MRSEG_WEIGHTS_PATH``) into a folder, and installing mode
 store or the downloader.
 """
 
-from mrseg.model.loader import Model, available_folds, load_model
+from mrseg.model.loader import ENSEMBLE_FILE, Model, available_folds, ensemble_members, load_model
 from mrseg.model.plans import Configuration, DatasetInfo, Plans
 
-__all__ = ["Configuration", "DatasetInfo", "Model", "Plans", "available_folds", "load_model"]
+__all__ = ["ENSEMBLE_FILE", "Configuration", "DatasetInfo", "Model", "Plans", "available_folds", "ensemble_members",
+           "load_model"]

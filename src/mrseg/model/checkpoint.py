@@ -136,3 +136,35 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         mirror_axes=None if mirror is None else tuple(int(a) for a in mirror),
         head_channels=head_channels(weights),
     )
+
+
+INFERENCE_KEYS = ("trainer_name", "inference_allowed_mirroring_axes", "init_args")
+"""What loading a model reads from a checkpoint besides ``network_weights``."""
+
+
+def save_checkpoint(checkpoint: dict[str, Any], target: str | os.PathLike[str]) -> None:
+    """Write ``checkpoint`` (``network_weights`` and :data:`INFERENCE_KEYS`) to ``target``, which
+    appears only when complete (written beside it first, then renamed)."""
+    import torch
+
+    target = Path(target)
+    kept = {key: checkpoint[key] for key in INFERENCE_KEYS if key in checkpoint}
+    temporary = target.with_name(target.name + ".partial")
+    torch.save({**kept, "network_weights": checkpoint["network_weights"]}, temporary)
+    os.replace(temporary, target)
+
+
+def in_half_precision(weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` with every floating-point tensor in float16 (half the file; networks built from
+    it run in float32, see :meth:`mrseg.model.loader.Model.build_networks`). nnU-Net's state dicts
+    name some tensors twice (the decoder's view of the encoder); those stay one tensor."""
+    import torch
+
+    converted: dict[str, Any] = {}
+    done: dict[tuple[int, tuple[int, ...], tuple[int, ...]], Any] = {}
+    for key, value in weights.items():
+        alias = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
+        if alias not in done:
+            done[alias] = value.to(torch.float16) if value.is_floating_point() else value.clone()
+        converted[key] = done[alias]
+    return converted

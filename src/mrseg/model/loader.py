@@ -1,11 +1,18 @@
 """Loading an nnU-Net v2 model folder: plans, dataset, and the weights of each fold.
 
+A folder may also name **ensemble members** in ``mrseg_ensemble.json``: further nnU-Net v2 model
+folders inside it (``{"members": ["members/5mm"]}``), trained on other grids, whose class
+probabilities the engine averages with the folder's own (nnU-Net's ensembling of
+configurations, done in one pass). The folder itself stays a complete nnU-Net v2 model: nnU-Net
+and ``load_model(..., ensemble=False)`` see only its own folds.
+
 This module only loads a folder it is given; turning a model name into a folder (bundled,
 published, imported, ``$MRSEG_WEIGHTS_PATH``) is :mod:`mrseg.model.store`'s job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Fold = int | str
 
+ENSEMBLE_FILE = "mrseg_ensemble.json"
+"""The file in a model folder that names its ensemble members (folders relative to it)."""
+
 
 @dataclass(frozen=True)
 class Model:
@@ -31,6 +41,8 @@ class Model:
     dataset: DatasetInfo
     configuration: Configuration
     checkpoints: tuple[Checkpoint, ...] = field(repr=False)
+    members: tuple[Model, ...] = field(default=(), repr=False)
+    """Ensemble members named by :data:`ENSEMBLE_FILE` (each loaded with all its folds)."""
 
     @property
     def folds(self) -> tuple[str, ...]:
@@ -93,6 +105,7 @@ def load_model(
     *,
     folds: Sequence[Fold] | None = None,
     checkpoint_name: str = "checkpoint_final.pth",
+    ensemble: bool = True,
 ) -> Model:
     """Load an nnU-Net v2 model folder (``plans.json``, ``dataset.json``, ``fold_k/...``).
 
@@ -100,9 +113,13 @@ def load_model(
         folder: the model folder.
         folds: which folds to ensemble; None means every fold that has the checkpoint.
         checkpoint_name: ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
+        ensemble: also load the members its :data:`ENSEMBLE_FILE` names (every fold of each, the
+            same ``checkpoint_name``); False loads the folder alone, as nnU-Net does.
 
     Raises:
-        ModelError: missing files or folds, unknown architecture, label-count mismatch.
+        ModelError: missing files or folds, unknown architecture, label-count mismatch, an
+            ensemble file that is malformed or names a folder that is missing, nested or
+            predicts other labels from other input channels.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -145,5 +162,55 @@ def load_model(
                 f"{folder / 'dataset.json'} lists {dataset.num_segmentation_heads} (background included); "
                 "use the dataset.json the model was trained with"
             )
-    log.info("loaded %s: configuration %s, folds %s", folder, configuration.name, ", ".join(chosen))
-    return Model(folder, plans, dataset, configuration, checkpoints)
+    members: tuple[Model, ...] = ()
+    if ensemble:
+        members = tuple(_load_member(folder, member, dataset, checkpoint_name) for member in ensemble_members(folder))
+    log.info("loaded %s: configuration %s, folds %s%s", folder, configuration.name, ", ".join(chosen),
+             "".join(f"; member {m.folder} ({m.configuration.name})" for m in members))
+    return Model(folder, plans, dataset, configuration, checkpoints, members)
+
+
+def ensemble_members(folder: str | os.PathLike[str]) -> list[Path]:
+    """The member folders ``folder``'s :data:`ENSEMBLE_FILE` names (none without the file).
+
+    Raises:
+        ModelError: the file is not JSON, has no list of relative folder names under
+            ``members``, names one twice, or names a folder outside ``folder``.
+    """
+    folder = Path(folder)
+    path = folder / ENSEMBLE_FILE
+    if not path.is_file():
+        return []
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); restore it or delete it to use the folder alone") from err
+    names = record.get("members") if isinstance(record, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ModelError(f'{path} must hold {{"members": ["FOLDER", ...]}}: one or more folder names relative to '
+                         f"{folder}")
+    if len(set(names)) != len(names):
+        raise ModelError(f"{path} names a member twice ({', '.join(names)}); name each folder once")
+    inside = folder.resolve()
+    members = []
+    for name in names:
+        member = folder / name
+        if Path(name).is_absolute() or inside not in (folder / name).resolve().parents:
+            raise ModelError(f"{path}: member {name!r} is not a folder inside {folder}; members travel with it")
+        members.append(member)
+    return members
+
+
+def _load_member(folder: Path, member: Path, dataset: DatasetInfo, checkpoint_name: str) -> Model:
+    """One ensemble member, loaded alone and checked against the folder's labels and channels."""
+    if (member / ENSEMBLE_FILE).exists():
+        raise ModelError(f"{member} has its own {ENSEMBLE_FILE}; ensembles do not nest, name its folders in "
+                         f"{folder / ENSEMBLE_FILE} instead")
+    if not member.is_dir():
+        raise ModelError(f"{folder / ENSEMBLE_FILE} names {member}, which does not exist; restore the member "
+                         "or remove it from the file")
+    model = load_model(member, checkpoint_name=checkpoint_name, ensemble=False)
+    if model.dataset.labels != dataset.labels or model.dataset.channel_names != dataset.channel_names:
+        raise ModelError(f"ensemble member {member} predicts other labels or takes other input channels than "
+                         f"{folder} (dataset.json differs); members must share one dataset.json")
+    return model

@@ -90,7 +90,8 @@ class LoadedModel:
         model = self.segmenter.model
         return {"folder": str(model.folder), "name": self.spec.name, "folds": list(model.folds),
                 "configuration": model.configuration.name, "checkpoint": f"checkpoint_{self.spec.checkpoint}.pth",
-                "sha256": self.settings["checkpoints"]}
+                "sha256": self.settings["checkpoints"], **({"members": self.settings["members"]}
+                                                           if "members" in self.settings else {})}
 
 
 _LOADED: dict[ModelSpec, LoadedModel] = {}
@@ -129,6 +130,11 @@ def load(spec: ModelSpec) -> LoadedModel:
         "device": segmenter.device.type,
         "orientation": segmenter.orientation,
     }
+    if model.members:  # only then, so that the records of a plain model keep their settings
+        settings["members"] = [
+            {"folder": str(m.folder.relative_to(model.folder)), "configuration": m.configuration.name,
+             "checkpoints": {fold: _sha256(c.path) for fold, c in zip(m.folds, m.checkpoints)}}
+            for m in model.members]
     loaded = LoadedModel(spec, segmenter, settings, time.perf_counter() - clock)
     _LOADED[spec] = loaded
     return loaded

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mrseg.errors import ModelError
-from mrseg.model.checkpoint import read_checkpoint
+from mrseg.model.checkpoint import read_checkpoint, save_checkpoint
 from mrseg.model.loader import Model, load_model
 
 log = logging.getLogger(__name__)
@@ -165,12 +165,7 @@ def _write_average(paths: Sequence[Path], fractions: Sequence[float], target: Pa
                     raise ModelError(f"{path}: {key} differs from {paths[0]}'s and cannot be averaged")
             averaged[key] = value.clone()
         done[alias] = averaged[key]
-    kept = ("trainer_name", "inference_allowed_mirroring_axes", "init_args")  # what loading a model reads
-    checkpoint: dict[str, Any] = {key: checkpoints[0][key] for key in kept if key in checkpoints[0]}
-    checkpoint["network_weights"] = averaged
-    temporary = target.with_name(target.name + ".partial")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, target)
+    save_checkpoint({**checkpoints[0], "network_weights": averaged}, target)
 
 
 __all__ = ["RECORD_NAME", "average_models"]
