@@ -259,20 +259,27 @@ def build_model(
 def model_of_classes(source: Path, folder: Path, classes: Sequence[str], *, fold: int | str = 0) -> Path:
     """A copy of the model folder ``source`` that predicts only ``classes`` (values 1, 2, ... in this
     order): its segmentation head keeps the background's and those classes' outputs, as a model
-    trained on those classes alone has one of that size (a CT model with another label set)."""
+    trained on those classes alone has one of that size (a CT model with another label set). In
+    an ensemble folder (the demo model) every member's head is cut the same way."""
     import shutil
 
     import torch
 
+    from mrseg.model import ensemble_members
+
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("validation", "crossval", "*.md"))
+    members = ensemble_members(folder)
+    checkpoints = [folder / f"fold_{fold}" / "checkpoint_final.pth",
+                   *(path for member in members for path in sorted(member.glob("fold_*/checkpoint_final.pth")))]
     dataset = json.loads((folder / "dataset.json").read_text())
     keep = [0] + [dataset["labels"][name] for name in classes]
     dataset["labels"] = {"background": 0, **{name: value for value, name in enumerate(classes, start=1)}}
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
-    checkpoint_file = folder / f"fold_{fold}" / "checkpoint_final.pth"
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    weights = checkpoint["network_weights"]
-    for key in [k for k in weights if ".seg_layers." in k]:
-        weights[key] = weights[key][keep].clone()
-    torch.save(checkpoint, checkpoint_file)
+    for place in (folder, *members):
+        (place / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    for checkpoint_file in checkpoints:
+        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+        weights = checkpoint["network_weights"]
+        for key in [k for k in weights if ".seg_layers." in k]:
+            weights[key] = weights[key][keep].clone()
+        torch.save(checkpoint, checkpoint_file)
     return folder
