@@ -82,7 +82,8 @@ def test_refusals_write_nothing(tmp_path, two_grids, weights, write_model):
     with pytest.raises(ModelError, match="taken exists; choose a new folder"):
         make_ensemble([coarse, fine], out=tmp_path / "taken")
     other_input = write_model(tmp_path / "ct", weights, num_folds=1, dataset=model_factory.make_dataset(channel="CT"))
-    with pytest.raises(ModelError, match="ct predicts other labels or takes other input channels than .*coarse"):
+    with pytest.raises(ModelError, match=r"ct predicts other labels or takes other input channels \(dataset.json "
+                                         r"differs\) against .*coarse; an ensemble's models must agree"):
         make_ensemble([coarse, other_input], out=tmp_path / "mixed")
     both = make_ensemble([coarse, fine], out=tmp_path / "both")
     with pytest.raises(ModelError, match=r"both is an ensemble itself \(mrseg_ensemble.json\); ensembles do not nest"):
@@ -116,13 +117,19 @@ def test_a_bad_ensemble_file_is_one_clear_error(tmp_path, two_grids, content, me
     assert load_model(coarse, ensemble=False).members == ()  # the folder alone still loads
 
 
-def test_a_member_with_other_labels_or_its_own_members_is_refused(tmp_path, two_grids, weights, write_model):
+def test_a_member_with_other_labels_axes_or_its_own_members_is_refused(tmp_path, two_grids, weights, write_model):
     coarse, fine = two_grids
     renamed = model_factory.make_dataset()
     renamed["labels"] = {"background": 0, **{f"organ_{i}": i for i in range(1, model_factory.NUM_LABELS)}}
     write_model(coarse / "members" / "renamed", weights, num_folds=1, dataset=renamed)
     (coarse / ENSEMBLE_FILE).write_text('{"members": ["members/renamed"]}')
-    with pytest.raises(ModelError, match=r"ensemble member .*renamed predicts other labels .*members must share one"):
+    with pytest.raises(ModelError, match=r"ensemble member .*renamed predicts other labels .*models must agree"):
+        load_model(coarse)
+    write_model(coarse / "members" / "transposed", weights, num_folds=1,
+                plans=model_factory.make_plans(transpose=(2, 1, 0)))
+    (coarse / ENSEMBLE_FILE).write_text('{"members": ["members/transposed"]}')
+    with pytest.raises(ModelError, match=r"transposed orders the axes otherwise \(transpose_forward \[2, 1, 0\] "
+                                         r"against \[0, 1, 2\] in plans.json\)"):
         load_model(coarse)
     write_model(coarse / "members" / "inner", weights, num_folds=1)
     (coarse / "members" / "inner" / ENSEMBLE_FILE).write_text('{"members": ["x"]}')

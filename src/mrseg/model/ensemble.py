@@ -9,7 +9,7 @@ under ``members/``, and ``mrseg_ensemble.json`` naming them
 (:class:`~mrseg.inference.segmenter.Segmenter`) runs each member on its own grid and averages
 the probabilities on the finest one. Unlike a weight average (:mod:`mrseg.training.averaging`),
 the members need not share a grid, an architecture or a starting point; they must predict the
-same labels from the same input channels.
+same labels from the same input channels, with the image's axes in the same order.
 
 ``half=True`` stores every member's weights in float16: half the size (the bundled demo model
 is two members in 15 MB), run in float32 as before; the labels can differ from the float32
@@ -28,7 +28,7 @@ from typing import Sequence
 
 from mrseg.errors import ModelError
 from mrseg.model.checkpoint import in_half_precision, read_checkpoint, save_checkpoint
-from mrseg.model.loader import ENSEMBLE_FILE, Model, ensemble_members, load_model
+from mrseg.model.loader import ENSEMBLE_FILE, Model, ensemble_members, ensemble_mismatch, load_model
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def make_ensemble(
 
     Raises:
         ModelError: fewer than two folders, ``out`` exists, a folder is no model or is an
-            ensemble itself, or the folders differ in labels or input channels.
+            ensemble itself, or the folders differ in labels, input channels or axis order.
 
     Example:
         >>> make_ensemble(["models/demo_6mm", "models/demo_5mm"], out="models/demo", half=True)  # doctest: +SKIP
@@ -72,9 +72,9 @@ def make_ensemble(
     models = [_member(folder, checkpoint_name) for folder in folders]
     first = models[0]
     for model in models[1:]:
-        if model.dataset.labels != first.dataset.labels or model.dataset.channel_names != first.dataset.channel_names:
-            raise ModelError(f"{model.folder} predicts other labels or takes other input channels than "
-                             f"{first.folder} (dataset.json differs); an ensemble's models share one dataset.json")
+        mismatch = ensemble_mismatch(first.plans, first.dataset, model)
+        if mismatch:
+            raise ModelError(f"{model.folder} {mismatch} against {first.folder}; an ensemble's models must agree")
 
     names = _member_names(models[1:])
     target.parent.mkdir(parents=True, exist_ok=True)

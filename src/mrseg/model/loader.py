@@ -118,8 +118,8 @@ def load_model(
 
     Raises:
         ModelError: missing files or folds, unknown architecture, label-count mismatch, an
-            ensemble file that is malformed or names a folder that is missing, nested or
-            predicts other labels from other input channels.
+            ensemble file that is malformed or names a folder that is missing, nested, or
+            predicts other labels, from other input channels or with the axes in another order.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -164,7 +164,8 @@ def load_model(
             )
     members: tuple[Model, ...] = ()
     if ensemble:
-        members = tuple(_load_member(folder, member, dataset, checkpoint_name) for member in ensemble_members(folder))
+        members = tuple(_load_member(folder, member, plans, dataset, checkpoint_name)
+                        for member in ensemble_members(folder))
     log.info("loaded %s: configuration %s, folds %s%s", folder, configuration.name, ", ".join(chosen),
              "".join(f"; member {m.folder} ({m.configuration.name})" for m in members))
     return Model(folder, plans, dataset, configuration, checkpoints, members)
@@ -201,8 +202,20 @@ def ensemble_members(folder: str | os.PathLike[str]) -> list[Path]:
     return members
 
 
-def _load_member(folder: Path, member: Path, dataset: DatasetInfo, checkpoint_name: str) -> Model:
-    """One ensemble member, loaded alone and checked against the folder's labels and channels."""
+def ensemble_mismatch(plans: Plans, dataset: DatasetInfo, member: Model) -> str | None:
+    """Why ``member`` cannot join an ensemble whose first model has ``plans`` and ``dataset``
+    (None: it can). Members must predict the same labels from the same input channels, with the
+    axes in the same order (their probabilities are averaged voxel by voxel)."""
+    if member.dataset.labels != dataset.labels or member.dataset.channel_names != dataset.channel_names:
+        return "predicts other labels or takes other input channels (dataset.json differs)"
+    if member.plans.transpose_forward != plans.transpose_forward:
+        return (f"orders the axes otherwise (transpose_forward {list(member.plans.transpose_forward)} against "
+                f"{list(plans.transpose_forward)} in plans.json)")
+    return None
+
+
+def _load_member(folder: Path, member: Path, plans: Plans, dataset: DatasetInfo, checkpoint_name: str) -> Model:
+    """One ensemble member, loaded alone and checked against the folder's own model."""
     if (member / ENSEMBLE_FILE).exists():
         raise ModelError(f"{member} has its own {ENSEMBLE_FILE}; ensembles do not nest, name its folders in "
                          f"{folder / ENSEMBLE_FILE} instead")
@@ -210,7 +223,7 @@ def _load_member(folder: Path, member: Path, dataset: DatasetInfo, checkpoint_na
         raise ModelError(f"{folder / ENSEMBLE_FILE} names {member}, which does not exist; restore the member "
                          "or remove it from the file")
     model = load_model(member, checkpoint_name=checkpoint_name, ensemble=False)
-    if model.dataset.labels != dataset.labels or model.dataset.channel_names != dataset.channel_names:
-        raise ModelError(f"ensemble member {member} predicts other labels or takes other input channels than "
-                         f"{folder} (dataset.json differs); members must share one dataset.json")
+    mismatch = ensemble_mismatch(plans, dataset, model)
+    if mismatch:
+        raise ModelError(f"ensemble member {member} {mismatch} against {folder}; an ensemble's models must agree")
     return model
