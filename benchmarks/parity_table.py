@@ -152,7 +152,8 @@ def mrseg_runs(folder: Path, paths: list[Path], precision: str) -> dict[Path, tu
     from mrseg.inference import Segmenter
     from mrseg.io import read_image
 
-    segmenter = Segmenter(folder, folds=[0], step=0.5, precision=precision)
+    # nnU-Net's predictor sees an ensemble folder (the demo model) as its own model alone: so does this
+    segmenter = Segmenter(folder, folds=[0], step=0.5, precision=precision, ensemble=False)
     segmenter.segment(read_image(paths[0]))  # warm-up: first-call costs not timed
     runs = {}
     for path in paths:

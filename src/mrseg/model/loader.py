@@ -196,7 +196,7 @@ def ensemble_members(folder: str | os.PathLike[str]) -> list[Path]:
     members = []
     for name in names:
         member = folder / name
-        if Path(name).is_absolute() or inside not in (folder / name).resolve().parents:
+        if Path(name).is_absolute() or inside not in member.resolve().parents:
             raise ModelError(f"{path}: member {name!r} is not a folder inside {folder}; members travel with it")
         members.append(member)
     return members
