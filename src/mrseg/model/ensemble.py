@@ -2,7 +2,7 @@
 
 nnU-Net ensembles configurations (``3d_fullres`` with ``3d_lowres``, say) by predicting with
 each and averaging the class probabilities (``nnUNetv2_ensemble``). An mrseg ensemble folder
-does the same in one pass: the first model's files at the top (a complete nnU-Net v2 model
+does the same in one pass: the first model's plans, dataset and folds at the top (a complete nnU-Net v2 model
 folder, which nnU-Net and ``load_model(..., ensemble=False)`` load alone), every further model
 under ``members/``, and ``mrseg_ensemble.json`` naming them
 (:data:`~mrseg.model.loader.ENSEMBLE_FILE`). The engine
