@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mrseg.errors import ModelError
 
@@ -154,17 +154,27 @@ def save_checkpoint(checkpoint: dict[str, Any], target: str | os.PathLike[str]) 
     os.replace(temporary, target)
 
 
-def in_half_precision(weights: dict[str, Any]) -> dict[str, Any]:
-    """``weights`` with every floating-point tensor in float16 (half the file; networks built from
-    it run in float32, see :meth:`mrseg.model.loader.Model.build_networks`). nnU-Net's state dicts
-    name some tensors twice (the decoder's view of the encoder); those stay one tensor."""
-    import torch
+def each_tensor_once(weights: dict[str, Any], make: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """``weights`` with every tensor replaced by ``make(key, tensor)``, called once per stored tensor.
 
-    converted: dict[str, Any] = {}
+    nnU-Net's state dicts name some tensors twice (the decoder's view of the encoder); such names
+    keep sharing one new tensor, or a saved checkpoint triples in size.
+    """
+    made: dict[str, Any] = {}
     done: dict[tuple[int, tuple[int, ...], tuple[int, ...]], Any] = {}
     for key, value in weights.items():
         alias = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
         if alias not in done:
-            done[alias] = value.to(torch.float16) if value.is_floating_point() else value.clone()
-        converted[key] = done[alias]
-    return converted
+            done[alias] = make(key, value)
+        made[key] = done[alias]
+    return made
+
+
+def in_half_precision(weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` with every floating-point tensor in float16 (half the file; networks built from
+    it run in float32, see :meth:`mrseg.model.loader.Model.build_networks`), shared tensors kept
+    shared (:func:`each_tensor_once`)."""
+    import torch
+
+    return each_tensor_once(weights, lambda _, value: value.to(torch.float16) if value.is_floating_point()
+                            else value.clone())

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mrseg.errors import ModelError
-from mrseg.model.checkpoint import read_checkpoint, save_checkpoint
+from mrseg.model.checkpoint import each_tensor_once, read_checkpoint, save_checkpoint
 from mrseg.model.loader import Model, load_model
 
 log = logging.getLogger(__name__)
@@ -147,24 +147,17 @@ def _write_average(paths: Sequence[Path], fractions: Sequence[float], target: Pa
             if tuple(value.shape) != tuple(reference[key].shape):
                 raise ModelError(f"{path}: weight {key} has shape {tuple(value.shape)}, {paths[0]} "
                                  f"{tuple(reference[key].shape)}; only fine-tunes of one model average")
-    averaged: dict[str, Any] = {}
-    # nnU-Net's state dicts name some parameters twice (the decoder's view of the encoder): keep
-    # them one tensor, or the saved checkpoint triples in size
-    done: dict[tuple[int, tuple[int, ...], tuple[int, ...]], Any] = {}
-    for key, value in reference.items():
-        alias = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
-        if alias in done:
-            averaged[key] = done[alias]
-            continue
+
+    def average(key: str, value: Any) -> Any:
         if value.is_floating_point():
             total = sum(float(f) * state[key].to(torch.float64) for f, state in zip(fractions, states))
-            averaged[key] = total.to(value.dtype)  # type: ignore[union-attr]
-        else:
-            for path, state in zip(paths[1:], states[1:]):
-                if not torch.equal(state[key], value):
-                    raise ModelError(f"{path}: {key} differs from {paths[0]}'s and cannot be averaged")
-            averaged[key] = value.clone()
-        done[alias] = averaged[key]
+            return total.to(value.dtype)  # type: ignore[union-attr]
+        for path, state in zip(paths[1:], states[1:]):
+            if not torch.equal(state[key], value):
+                raise ModelError(f"{path}: {key} differs from {paths[0]}'s and cannot be averaged")
+        return value.clone()
+
+    averaged = each_tensor_once(reference, average)
     save_checkpoint({**checkpoints[0], "network_weights": averaged}, target)
 
 
