@@ -28,6 +28,7 @@ def segment(
     threads: int | None = None,
     series: str | None = None,
     channel: int | None = None,
+    ensemble: bool = True,
 ) -> Image:
     """Segment one image and return its label map on the input's exact grid.
 
@@ -41,6 +42,8 @@ def segment(
         threads: torch CPU threads.
         series: SeriesInstanceUID when a DICOM folder holds several series.
         channel: volume to use from a 4-D image.
+        ensemble: average with the members the model folder's ``mrseg_ensemble.json`` names
+            (the bundled demo is such an ensemble); False runs the folder's own model alone.
 
     Returns:
         A uint8 label :class:`~mrseg.io.Image` (0 background) with the input's geometry.
@@ -59,11 +62,12 @@ def segment(
 
     volume = image if isinstance(image, _Image) else read_image(image, series=series, channel=channel)
     if isinstance(model, _Model):
-        return Segmenter(model, step=step, tta=tta, device=device, threads=threads).segment(volume)
+        return Segmenter(model, step=step, tta=tta, device=device, threads=threads,
+                         ensemble=ensemble).segment(volume)
     # A named published model is installed on first use; the model is loaded once per process.
     spec = ModelSpec(resolve_model_folder(model, install_missing=True), name=str(model) if model else None,
                      folds=tuple(str(f) for f in folds) if folds is not None else None, step=step, tta=tta,
-                     device=device, threads=threads)
+                     device=device, threads=threads, ensemble=ensemble)
     return load(spec).segmenter.segment(volume)
 
 

@@ -315,3 +315,26 @@ def test_success_goes_to_stdout_and_the_record_holds_every_stage(model_dir, case
     assert record["settings"]["precision"] == "fp32" and record["versions"]["mrseg"]
     (run_record,) = [json.loads(p.read_text()) for p in out.glob("mrseg_run_*.json")]
     assert set(run_record["cases"][0]["timings"]) == stages | {"commit"}
+
+
+def test_no_ensemble_runs_the_folders_own_model_alone(model_dir, cases, tmp_path, caplog):
+    """--no-ensemble labels as the folder's own model does without its members, and a case
+    segmented by the whole ensemble is not taken as done by it (nor the other way round)."""
+    from mrseg.model.ensemble import make_ensemble
+
+    folder = make_ensemble([model_dir(), model_dir(spacing=(2.4, 1.2, 1.2))], out=tmp_path / "ensemble")
+    image = str(cases / "a.nii.gz")
+    assert run(image, "-o", str(tmp_path / "plain"), "--model", str(model_dir()), "--fast") == 0
+    assert run(image, "-o", str(tmp_path / "both"), "--model", str(folder), "--fast") == 0
+    assert run(image, "-o", str(tmp_path / "alone"), "--model", str(folder), "--fast", "--no-ensemble") == 0
+    labels = {name: read_image(tmp_path / name / "a_seg.nii.gz").array for name in ("plain", "both", "alone")}
+    assert np.array_equal(labels["alone"], labels["plain"])
+    assert not np.array_equal(labels["both"], labels["plain"])  # the finer member changes some voxels
+    records = {name: json.loads((tmp_path / name / "a_seg_record.json").read_text()) for name in ("both", "alone")}
+    (member,) = records["both"]["settings"]["members"]
+    assert member["folder"].startswith("members/") and member["configuration"] == "3d_fullres"
+    assert "members" not in records["alone"]["settings"]
+
+    assert run(image, "-o", str(tmp_path / "both"), "--model", str(folder), "--fast", "--no-ensemble") == 1
+    assert "made with other settings (members" in caplog.text
+    assert np.array_equal(read_image(tmp_path / "both" / "a_seg.nii.gz").array, labels["both"])

@@ -40,3 +40,19 @@ def test_an_unreadable_plan_is_refused(tmp_path):
         read_plan(tmp_path)
     with pytest.raises(InputError, match="retries must be 0 or more"):
         CohortPlan(ModelSpec(tmp_path), OutputSpec(tmp_path), retries=-1)
+
+
+def test_a_plan_written_before_the_ensemble_setting_reads_as_the_whole_ensemble(tmp_path):
+    """Plans of earlier versions lack ``ensemble``: they ran every member, and a rerun that does
+    too is the same cohort; one with --no-ensemble is not."""
+    import json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    written = json.loads(plan(out).to_json())
+    del written["model"]["ensemble"]
+    (out / PLAN_FILE).write_text(json.dumps(written))
+    assert read_plan(out).model.ensemble is True
+    settle_plan(plan(out), out)
+    with pytest.raises(InputError, match=r"other settings \(ensemble True then, False now\)"):
+        settle_plan(plan(out, ensemble=False), out)

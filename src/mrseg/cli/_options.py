@@ -47,6 +47,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--low-memory", action="store_true",
                    help="keep no freed memory in the process between tiles: 15-40%% slower on the CPU; the "
                         "default's peak is now about as low (README, Speed and memory)")
+    p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the members a model folder's mrseg_ensemble.json names, as the bundled demo "
+                        "does (default: on); --no-ensemble runs the folder's own model alone: faster, other labels")
     p.add_argument("--checkpoint", choices=("final", "best"), default="final",
                    help="checkpoint_final.pth (default) or checkpoint_best.pth")
     p.add_argument("--orientation", default="LPS",
@@ -83,4 +86,4 @@ def model_spec(folder: Path, name: str, args: argparse.Namespace, *, threads: in
     return ModelSpec(folder, name=name, folds=tuple(str(f) for f in folds) if folds else None,
                      checkpoint=args.checkpoint, step=step, tta=args.tta, device=args.device, threads=threads,
                      precision=args.precision, orientation=orientation_option(args.orientation),
-                     low_memory=args.low_memory)
+                     low_memory=args.low_memory, ensemble=args.ensemble)

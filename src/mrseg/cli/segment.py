@@ -150,6 +150,7 @@ def _settings(args: argparse.Namespace, model: Any, spec: Any) -> dict[str, Any]
     return {"device": str(model.segmenter.device), "precision": model.segmenter.precision,
             "step": model.segmenter.step, "tta": args.tta, "threads": args.threads,
             "orientation": model.segmenter.orientation, "low_memory": args.low_memory,
+            "ensemble": args.ensemble,
             "classes": [name for name, _ in spec.classes] if spec.classes else None,
             "statistics": args.statistics, "split_classes": args.split_classes, "preview": args.preview,
             "postfix": spec.postfix, "output_type": args.output_type, "overwrite": args.overwrite}

@@ -30,8 +30,9 @@ class ModelSpec:
         name: what the user called it (``base``, ``demo``, a path), for records.
         folds: folds to ensemble (None: every fold present).
         checkpoint: ``final`` or ``best``.
-        step, tta, device, threads, precision, orientation, low_memory: as
-            :class:`~mrseg.inference.Segmenter` takes them.
+        step, tta, device, threads, precision, orientation, low_memory, ensemble: as
+            :class:`~mrseg.inference.Segmenter` takes them (``ensemble=False``: a folder that names
+            ensemble members runs its own model alone).
         confidence: also measure each class's mean winning probability (case records keep it;
             it does not change the labels, so it is not part of the settings).
     """
@@ -48,6 +49,7 @@ class ModelSpec:
     orientation: str | None = DEFAULT_ORIENTATION
     low_memory: bool = False
     confidence: bool = False
+    ensemble: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +121,7 @@ def load(spec: ModelSpec) -> LoadedModel:
         precision=spec.precision,
         reuse_memory=not spec.low_memory,
         confidence=spec.confidence,
+        ensemble=spec.ensemble,
     )
     model = segmenter.model
     settings = {
