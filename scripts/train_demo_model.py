@@ -158,6 +158,8 @@ RANDOMIZATION_SHARES = {
     "fatty_organ_share": "share of cases whose liver and pancreas hold a random fat fraction (steatosis)",
     "clutter_share": "share of cases whose visceral fat holds blobs of unlabelled soft tissue (vessels, nodes)",
     "perirenal_share": "share of cases whose kidneys lie in a perirenal space of its own, greyer fat",
+    "perirenal_room_share": "share of the generated subjects' cases whose organs leave a compartment of perirenal "
+                            "fat above the left kidney (--perirenal-room)",
     "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
     "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
     "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "
@@ -208,6 +210,10 @@ def main() -> None:
     parser.add_argument("--organ-scale", type=float, nargs=2, default=defaults.organ_scale,
                         metavar=("LOW", "HIGH"),
                         help="range of each organ's size factor on every length in an --organ-scale-share case")
+    parser.add_argument("--perirenal-room", type=float, nargs=2, default=defaults.perirenal_room_mm,
+                        metavar=("LOW", "HIGH"),
+                        help="range of how far (mm) a --perirenal-room-share case's compartment reaches above "
+                             "the left kidney")
     parser.add_argument("--deformation-mm", type=float, nargs=2, default=defaults.deformation_mm,
                         metavar=("LOW", "HIGH"),
                         help="range of the displacement's SD (mm) of a --deformation-share case")
@@ -282,6 +288,7 @@ def main() -> None:
                                      subject_scale=tuple(args.subject_scale),
                                      deformation_mm=tuple(args.deformation_mm),
                                      organ_scale=tuple(args.organ_scale),
+                                     perirenal_room_mm=tuple(args.perirenal_room),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence

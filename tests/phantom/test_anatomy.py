@@ -391,6 +391,36 @@ def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     assert thick[1] > 8.0 and thin[1] < 4.0  # lean and obese subjects both occur
 
 
+def test_a_perirenal_room_keeps_the_organs_out_of_the_fat_above_the_left_kidney():
+    """Real patients with much retroperitoneal fat have a rounded body of perirenal fat above the
+    left kidney's upper pole, which every network labelled kidney; the phantom's spleen, stomach
+    and bowel filled that place. With the room, the fat above the pole is the kidney's own and
+    only organs painted after the kidneys give way; nothing changes on the right."""
+    later = [TISSUE_INDEX[n] for n in ("liver", "spleen", "gallbladder", "pancreas", "stomach_wall", "stomach_content",
+                                       "duodenum", "colon_wall", "colon_content", "small_bowel_wall",
+                                       "small_bowel_content", "bowel_gas")]
+    fat = TISSUE_INDEX["visceral_fat"]
+    for seed in (2, 5):
+        plain = generate_anatomy(seed=seed, fov="abdomen", spacing=(3.0, 3.0, 3.0))
+        roomy = generate_anatomy(seed=seed, fov="abdomen", spacing=(3.0, 3.0, 3.0), perirenal_room_mm=40.0)
+        before, after = plain.tissues.array, roomy.tissues.array
+        assert roomy.parameters == plain.parameters  # no draw changes
+        changed = before != after
+        assert changed.sum() > 500, seed
+        assert (after[changed] == fat).all() and np.isin(before[changed], later).all()
+        kidney = np.isin(before, [TISSUE_INDEX["left_kidney_cortex"], TISSUE_INDEX["left_kidney_medulla"]])
+        top = int(np.flatnonzero(kidney.any(axis=(1, 2))).max())  # LPS: z runs towards the head
+        footprint = ndimage.binary_erosion(kidney[top - 3:top + 1].any(axis=0), iterations=1)
+        above = after[top + 2:top + 10][:, footprint]
+        assert not np.isin(above, later).any(), seed
+        assert np.isin(before[top + 2:top + 10][:, footprint], later).any(), seed  # it was organs before
+        # every change lies on the patient's left (+x in LPS: the higher column indices here)
+        columns = np.nonzero(changed)[2]
+        assert columns.min() > before.shape[2] // 2, seed
+    with pytest.raises(InputError, match="perirenal_room_mm is a distance in mm"):
+        generate_anatomy(seed=2, fov="abdomen", spacing=(6.0, 6.0, 6.0), perirenal_room_mm=-5.0)
+
+
 def test_kidney_spleen_and_gallbladder_heights_vary_between_subjects():
     """The left kidney usually lies higher than the right, but not in every subject, and the
     spleen and gallbladder move up and down too: a model that learns one fixed place draws an

@@ -257,6 +257,14 @@ def test_organ_scales_are_for_generated_subjects_and_recorded():
         make_case(seed=2, from_labels=case.labels, organ_scales={"left_kidney": 0.9})
 
 
+def test_a_perirenal_room_is_for_generated_subjects_and_recorded():
+    case = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), perirenal_room=30.0)
+    assert case.metadata["perirenal_room_mm"] == 30.0
+    assert "perirenal_room_mm" not in make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0)).metadata
+    with pytest.raises(InputError, match="perirenal_room makes room in a generated subject's anatomy"):
+        make_case(seed=2, from_labels=case.labels, perirenal_room=30.0)
+
+
 def test_phantom_command_organ_scale(tmp_path, caplog):
     """``--organ-scale``: the named organ smaller for the same body, recorded in the sidecar; an
     organ that cannot be scaled, a factor out of range or not a number: one line, exit 2, nothing written."""

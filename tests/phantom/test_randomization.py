@@ -175,6 +175,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"deformation_mm": (5.0, 25.0)}, "deformation_mm is the displacement's SD, at most 20 mm"),
     ({"deformation_share": 2.0}, "deformation_share is a share"),
     ({"organ_scale_share": -0.5}, "organ_scale_share is a share"),
+    ({"perirenal_room_share": 1.5}, "perirenal_room_share is a share"),
+    ({"perirenal_room_mm": (50.0, 20.0)}, "perirenal_room_mm must be a range"),
     ({"organ_scale": (1.0, 0.9)}, "organ_scale must be a range"),
     ({"organ_scale": (0.4, 1.0)}, "organ_scale is a size factor within"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
@@ -515,6 +517,26 @@ def test_organ_scale_draws_resize_a_generated_subjects_organs_and_leave_every_ot
     with_templates = [case_recipe(s, RandomizationRanges(organ_scale_share=1.0, template_share=0.5), templates=1)
                       for s in range(60)]
     assert all(("organ_scales" in r) == (r["template"] is None) for r in with_templates)
+
+
+def test_perirenal_room_draws_clear_the_fat_above_the_left_kidney_and_leave_every_other_draw():
+    before, after, room = _generated_case_with("perirenal_room", "abdomen",
+                                               {"perirenal_room_share": 1.0, "perirenal_room_mm": (40.0, 45.0)})
+    assert 40.0 <= room <= 45.0 and after.metadata["perirenal_room_mm"] == room
+    old, new = before.labels.array, after.labels.array
+    changed = new != old
+    assert changed.any() and (new[changed] == 0).all()  # organs only give way to fat
+    lost = {BASE.name_of(int(i)) for i in np.unique(old[changed])}
+    assert lost <= {"spleen", "stomach", "pancreas", "colon", "small_bowel", "duodenum", "liver", "gallbladder"}, lost
+    assert 0.35 < _drawn_share("perirenal_room", perirenal_room_share=0.5, template_share=0.0) < 0.65
+    # for generated subjects only, and a perirenal space then rises at least as far
+    both = RandomizationRanges(perirenal_room_share=1.0, perirenal_share=1.0, perirenal_rise_mm=(10.0, 12.0),
+                               perirenal_room_mm=(30.0, 31.0), template_share=0.5)
+    recipes = [case_recipe(s, both, templates=1) for s in range(40)]
+    assert all(("perirenal_room" in r) == (r["template"] is None) for r in recipes)
+    assert all(r["perirenal"][1] == (r["perirenal_room"] if r["template"] is None else r["perirenal"][1])
+               for r in recipes)
+    assert any(r["perirenal"][1] < 12.0 for r in recipes) and any(r["perirenal"][1] >= 30.0 for r in recipes)
 
 
 def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with_both():

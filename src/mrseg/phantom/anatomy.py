@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
@@ -130,6 +131,7 @@ def generate_anatomy(
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0),
     layered_aorta: bool = False,
     organ_scales: Mapping[str, float] | None = None,
+    perirenal_room_mm: float = 0.0,
 ) -> Anatomy:
     """Draw one subject from ``seed`` and rasterise its tissue map.
 
@@ -148,6 +150,12 @@ def generate_anatomy(
             seed draws for them: organs smaller or larger for this body than the phantom's
             build makes them. The liver keeps its dome under the diaphragm and its side at the
             wall; the spleen and each kidney shrink or grow about their centre. No draw changes.
+        perirenal_room_mm: how far above the left kidney the organs painted after it (spleen,
+            stomach, pancreas, bowel) keep out of its perirenal fat: the fat round the kidney
+            raised by this many mm, so the renal fascia holds a compartment as wide as the
+            kidney above its upper pole, as in patients with much retroperitoneal fat (the
+            right kidney's upper pole meets the liver's bare area; it keeps only its ring);
+            0 (default) keeps only the fat round each kidney. No draw changes.
 
     Returns:
         The tissue map and the subject's parameters (the organ factors as ``NAME_size_factor``).
@@ -168,9 +176,11 @@ def generate_anatomy(
         raise InputError(f"unknown field of view {fov!r}; valid: {', '.join(FOVS)}")
     organ_scales = dict(organ_scales or {})
     check_organ_scales(organ_scales)
+    if not (math.isfinite(perirenal_room_mm) and perirenal_room_mm >= 0):
+        raise InputError(f"perirenal_room_mm is a distance in mm, >= 0, got {perirenal_room_mm!r}")
     subject = _draw_subject(np.random.default_rng(int(seed)), layered_aorta=layered_aorta, organ_scales=organ_scales)
     canvas = _Canvas(grid, subject.to_subject)
-    _paint_subject(canvas, subject)
+    _paint_subject(canvas, subject, perirenal_room_mm=perirenal_room_mm)
     logger.debug("phantom anatomy seed %d rasterised on a %s grid", seed, "x".join(map(str, grid.shape)))
     return Anatomy(Image(canvas.tissue, grid), dict(subject.parameters))
 
@@ -1345,12 +1355,12 @@ def _draw_lung_vessels(rng: np.random.Generator, side: float, n: int = 9) -> lis
 # --------------------------------------------------------------------------------------------
 
 
-def _paint_subject(canvas: _Canvas, subject: _Subject) -> None:
+def _paint_subject(canvas: _Canvas, subject: _Subject, *, perirenal_room_mm: float = 0.0) -> None:
     _paint_body(canvas, subject)
     _paint_skeleton(canvas, subject)
     _paint_muscles(canvas, subject)
     _paint_vessels(canvas, subject)
-    _paint_organs(canvas, subject)
+    _paint_organs(canvas, subject, perirenal_room_mm=perirenal_room_mm)
 
 
 def _layers(core: _ZStack, fat: Array, skin: float) -> list[_ZStack]:
@@ -1611,10 +1621,11 @@ def _paint_vessels(canvas: _Canvas, subject: _Subject) -> None:
         _fill_tube(canvas, subject.tubes[key], tissue, only_into=_SOFT_OR_MUSCLE, clips=[outside_pericardium])
 
 
-def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
+def _paint_organs(canvas: _Canvas, subject: _Subject, *, perirenal_room_mm: float = 0.0) -> None:
     """Solid organs, then hollow ones, then the small bowel and lungs that fill what is left;
     each claims only visceral fat, so an earlier organ wins where two would touch. The kidneys
-    keep a margin of perirenal fat that no later organ claims."""
+    keep a margin of perirenal fat that no later organ claims, and with ``perirenal_room_mm``
+    the left one's fat raised by so many mm too."""
     organs, tubes = subject.organs, subject.tubes
     below = subject.diaphragm.below(5.0)
     _fill(canvas, organs["heart"], "heart_myocardium", only_into=_SOFT, clips=[subject.diaphragm.above(0.5)])
@@ -1628,7 +1639,11 @@ def _paint_organs(canvas: _Canvas, subject: _Subject) -> None:
         adrenal = f"{name}_adrenal_gland"
         _fill(canvas, organs[adrenal], adrenal, only_into=_SOFT, clips=[below])
     # the organs painted from here on stay below the diaphragm and outside the perirenal fat
-    below = _all_of(below, *(_outside(organs[f"{name}_perirenal_fat"]) for _, name in _SIDES))
+    kept_free = [cast(_Ellipsoid, organs[f"{name}_perirenal_fat"]) for _, name in _SIDES]
+    if perirenal_room_mm > 0:  # on the left only: above the right kidney lie the liver's bare area and the adrenal
+        fat = cast(_Ellipsoid, organs["left_perirenal_fat"])
+        kept_free.append(replace(fat, centre=fat.centre + np.array([0.0, 0.0, perirenal_room_mm])))
+    below = _all_of(below, *(_outside(shape) for shape in kept_free))
     _fill(canvas, organs["gallbladder"], "gallbladder", only_into=_SOFT, clips=[below])
     tip, slope = subject.liver_floor
 

@@ -84,6 +84,7 @@ def make_case(
     remove: Sequence[str] = (),
     clutter: float = 0.0,
     perirenal: tuple[float, float] | None = None,
+    perirenal_room: float = 0.0,
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
@@ -114,6 +115,9 @@ def make_case(
         perirenal: ``(margin_mm, rise_mm)``: each kidney's perirenal space (around it by the
             margin, above it by the rise) holds its own tissue, ``perirenal_fat`` (see
             :func:`~mrseg.phantom.tissues.perirenal_fat`); None (default): plain visceral fat.
+        perirenal_room: mm above the left kidney that a generated subject's later organs leave to
+            its perirenal fat (``generate_anatomy``'s ``perirenal_room_mm``): a fat compartment
+            as wide as the kidney above its upper pole; 0 (default): none. Not for ``from_labels``.
         ectasia: mm by which the aorta is widened all round along its whole length (see
             :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
         extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
@@ -160,6 +164,9 @@ def make_case(
     if organ_scales and from_labels is not None:
         raise InputError("organ_scales resizes a generated subject's organs; a label map's organs are given, "
                          "leave organ_scales out with from_labels")
+    if perirenal_room and from_labels is not None:
+        raise InputError("perirenal_room makes room in a generated subject's anatomy; a label map's organs are "
+                         "given, leave perirenal_room out with from_labels")
     if layered_aorta and from_labels is not None:
         raise InputError("layered_aorta draws a generated subject's aortic disease; a label map's aorta is "
                          "given, leave layered_aorta off with from_labels")
@@ -174,13 +181,15 @@ def make_case(
         grid = grid_covering(default_grid(fov, spacing=laid_out), spacing=laid_out, orientation=orientation or "LPS",
                              rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
-                                   organ_scales=organ_scales)
+                                   organ_scales=organ_scales, perirenal_room_mm=perirenal_room)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
         if layered_aorta:
             metadata.update(layered_aorta=True)
         if organ_scales:
             metadata.update(organ_scales=dict(organ_scales))
+        if perirenal_room:
+            metadata.update(perirenal_room_mm=perirenal_room)
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

@@ -25,6 +25,11 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   the visceral fat (vessels, lymph nodes), so that the fat beside an organ is not always even;
 * the perirenal space, for ``perirenal_share`` of the cases: the fat around and above each
   kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
+* a perirenal compartment, for ``perirenal_room_share`` of the generated subjects: the organs
+  painted after the kidneys keep out of the fat round the left kidney raised by a height drawn
+  from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits above its pole
+  (of the greyer perirenal fat where the case also has a perirenal space), as in patients with
+  much retroperitoneal fat, where every network had labelled that body kidney;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
@@ -141,6 +146,11 @@ class RandomizationRanges:
             (:func:`~mrseg.phantom.tissues.perirenal_fat`); 0 by default, likewise.
         perirenal_margin_mm: the range of how far that space reaches around a kidney, mm.
         perirenal_rise_mm: the range of how far it reaches above a kidney, mm.
+        perirenal_room_share: share of the generated subjects' cases whose later organs keep out
+            of a compartment of perirenal fat above the left kidney (``make_case``'s
+            ``perirenal_room``); where such a case also has a perirenal space, the space rises
+            at least as far, so the compartment is of its greyer fat; 0 by default.
+        perirenal_room_mm: the range of how far that compartment reaches above the kidney, mm.
         ectasia_share: share of cases whose aorta is widened along its whole length
             (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
         ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
@@ -206,6 +216,8 @@ class RandomizationRanges:
     perirenal_share: float = 0.0
     perirenal_margin_mm: tuple[float, float] = (2.0, 12.0)
     perirenal_rise_mm: tuple[float, float] = (10.0, 40.0)
+    perirenal_room_share: float = 0.0
+    perirenal_room_mm: tuple[float, float] = (20.0, 50.0)
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
     ectasia_modalities: tuple[str, ...] = MODALITIES
@@ -233,7 +245,7 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "ectasia_share", "thrombus_share", "extraperitoneal_share",
+                     "perirenal_room_share", "ectasia_share", "thrombus_share", "extraperitoneal_share",
                      "subject_scale_share", "layered_aorta_share", "deformation_share", "organ_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
@@ -244,6 +256,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
+                     "perirenal_room_mm",
                      "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale", "deformation_mm",
                      "organ_scale"):
             low, high = getattr(self, name)
@@ -387,6 +400,11 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     sizes = np.random.default_rng([seed, 0x5EED, 15])  # a generated subject's organs for its body
     if sizes.random() < ranges.organ_scale_share and recipe["template"] is None:
         recipe["organ_scales"] = {name: float(sizes.uniform(*ranges.organ_scale)) for name in SCALABLE_ORGANS}
+    roomy = np.random.default_rng([seed, 0x5EED, 16])  # a generated subject's fat compartment above the left kidney
+    if roomy.random() < ranges.perirenal_room_share and recipe["template"] is None:
+        recipe["perirenal_room"] = float(roomy.uniform(*ranges.perirenal_room_mm))
+        if "perirenal" in recipe:
+            recipe["perirenal"][1] = max(recipe["perirenal"][1], recipe["perirenal_room"])
     return recipe, rng
 
 
@@ -434,6 +452,8 @@ def random_case(
               **_synthesis_options(recipe)}
     if "organ_scales" in recipe:
         common["organ_scales"] = recipe["organ_scales"]
+    if "perirenal_room" in recipe:
+        common["perirenal_room"] = recipe["perirenal_room"]
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
