@@ -265,6 +265,16 @@ def test_a_perirenal_room_is_for_generated_subjects_and_recorded():
         make_case(seed=2, from_labels=case.labels, perirenal_room=30.0)
 
 
+def test_phantom_command_perirenal_room(tmp_path, caplog):
+    """``--perirenal-room``: recorded in the sidecar; a negative height: one line, exit 2, nothing written."""
+    common = ["phantom", "-n", "1", "--fov", "abdomen", "--seed", "5", "--spacing", "6", "6", "6"]
+    assert main([*common, "-o", str(tmp_path / "roomy"), "--perirenal-room", "40"]) == 0
+    assert json.loads((tmp_path / "roomy" / "phantom_0005.json").read_text())["perirenal_room_mm"] == 40.0
+    assert main([*common, "-o", str(tmp_path / "bad"), "--perirenal-room", "-3"]) == 2
+    assert "perirenal_room_mm is a distance in mm" in caplog.text
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
 def test_phantom_command_organ_scale(tmp_path, caplog):
     """``--organ-scale``: the named organ smaller for the same body, recorded in the sidecar; an
     organ that cannot be scaled, a factor out of range or not a number: one line, exit 2, nothing written."""

@@ -49,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--perirenal", type=float, nargs=2, metavar=("MARGIN_MM", "RISE_MM"),
                    help="give each kidney's perirenal space (MARGIN_MM around it, RISE_MM above it) its own, "
                         "greyer fat (default: plain visceral fat)")
+    p.add_argument("--perirenal-room", type=float, default=0.0, metavar="MM",
+                   help="keep a generated subject's spleen, stomach, pancreas and bowel out of the left kidney's "
+                        "perirenal fat raised MM: a compartment of fat as wide as the kidney above its upper pole "
+                        "(default 0: only the fat round the kidney)")
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
+                perirenal_room=args.perirenal_room,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
                 layered_aorta=args.layered_aorta, deformation_mm=args.deform, organ_scales=organ_scales,
             )
