@@ -405,6 +405,14 @@ def _generated_case_with(key: str, fov: str, varied: dict):
     return before, after, recipe[key]
 
 
+def _classes_given_to_fat(before, after) -> set[str]:
+    """The classes whose voxels ``after`` gives to fat; every voxel that changed must be fat."""
+    old, new = before.labels.array, after.labels.array
+    changed = new != old
+    assert changed.any() and (new[changed] == 0).all()  # organs only give way to fat
+    return {BASE.name_of(int(i)) for i in np.unique(old[changed])}
+
+
 def test_ectasia_draws_widen_the_aorta_and_leave_every_other_draw_and_class_but_the_lungs():
     before, after, widen = _generated_case_with("ectasia", "thorax", {"ectasia_share": 1.0, "ectasia_mm": (5.0, 6.0)})
     assert 5.0 <= widen <= 6.0 and after.metadata["ectasia_mm"] == widen
@@ -445,10 +453,7 @@ def test_extraperitoneal_draws_keep_the_organs_off_the_wall_and_leave_every_othe
     before, after, margin = _generated_case_with("extraperitoneal", "abdomen",
                                                  {"extraperitoneal_share": 1.0, "extraperitoneal_mm": (8.0, 9.0)})
     assert 8.0 <= margin <= 9.0 and after.metadata["extraperitoneal_mm"] == margin
-    old, new = before.labels.array, after.labels.array
-    changed = new != old
-    assert (new[changed] == 0).all()  # organs only give way to fat
-    lost = {BASE.name_of(int(i)) for i in np.unique(old[changed])}
+    lost = _classes_given_to_fat(before, after)
     assert "liver" in lost and lost <= {"liver", "spleen", "gallbladder", "stomach", "colon"}, lost
     assert 0.35 < _drawn_share("extraperitoneal", extraperitoneal_share=0.5) < 0.65
 
@@ -523,10 +528,7 @@ def test_perirenal_room_draws_clear_the_fat_above_the_left_kidney_and_leave_ever
     before, after, room = _generated_case_with("perirenal_room", "abdomen",
                                                {"perirenal_room_share": 1.0, "perirenal_room_mm": (40.0, 45.0)})
     assert 40.0 <= room <= 45.0 and after.metadata["perirenal_room_mm"] == room
-    old, new = before.labels.array, after.labels.array
-    changed = new != old
-    assert changed.any() and (new[changed] == 0).all()  # organs only give way to fat
-    lost = {BASE.name_of(int(i)) for i in np.unique(old[changed])}
+    lost = _classes_given_to_fat(before, after)
     assert lost <= {"spleen", "stomach", "pancreas", "colon", "small_bowel", "duodenum", "liver", "gallbladder"}, lost
     assert 0.35 < _drawn_share("perirenal_room", perirenal_room_share=0.5, template_share=0.0) < 0.65
     # for generated subjects only, and a perirenal space then rises at least as far
