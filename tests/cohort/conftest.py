@@ -1,5 +1,5 @@
 """Cohorts for the cohort tests: small phantom MR cases at 6 mm (the demo model's grid), their truth
-label maps, the bundled demo model, and its own 6 mm network alone."""
+label maps, and the bundled demo model."""
 
 from __future__ import annotations
 
@@ -25,17 +25,3 @@ def demo_model() -> Path:
 
     return resolve_model_folder("demo")
 
-
-@pytest.fixture(scope="session")
-def one_network_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model's own 6 mm network without its 5 mm ensemble member: a real model at half the
-    demo's time, for the tests of the cohort machinery (kills, retries, schedulers); the labels of
-    the whole ensemble through a cohort are the two-worker test's."""
-    import shutil
-
-    from mrseg.model import ENSEMBLE_FILE
-    from mrseg.model.store import resolve_model_folder
-
-    folder = tmp_path_factory.mktemp("one_network") / "demo_6mm"
-    shutil.copytree(resolve_model_folder("demo"), folder, ignore=shutil.ignore_patterns("members", ENSEMBLE_FILE))
-    return folder

@@ -1,6 +1,7 @@
 """Cohort runs on a real Dask ``LocalCluster`` with the bundled demo model (an ensemble of two
-networks) and its own network alone: the labels of ``mrseg segment``, bad inputs among good ones,
-retry, extension, and kills of the driver and of a worker with real signals."""
+networks) and its own network alone (``--no-ensemble``): the labels of ``mrseg segment``, bad
+inputs among good ones, retry, extension, and kills of the driver and of a worker with real
+signals."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ from mrseg.io import Image, orientation_code, read_image, write_image
 from mrseg.phantom.randomization import crop
 from mrseg.pipeline import ModelSpec, OutputSpec, collect_cases
 from mrseg_processes import attempt_events, gone, hidden_items, mrseg_process, run_mrseg, wait_for
+
+# The demo model's own 6 mm network without its 5 mm ensemble member: a real model at half the demo's
+# time, for the tests of the cohort machinery (kills, retries, schedulers); the labels of the whole
+# ensemble through a cohort are the two-worker test's.
+ONE_NETWORK = ("--model", "demo", "--no-ensemble")
 
 pytestmark = pytest.mark.slow
 
@@ -94,13 +100,12 @@ def test_a_two_worker_cohort_gives_the_labels_of_mrseg_segment_loading_the_model
     assert hidden_items(out) == []
 
 
-def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_fix(tmp_path, one_network_model):
-    model = str(one_network_model)
+def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_fix(tmp_path):
     inputs = phantom_cohort(tmp_path / "in", 3)
     (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not an image at all")
     sitk.WriteImage(sitk.GetImageFromArray(read_image(inputs[0]).array[20]), str(tmp_path / "in" / "slice.nii.gz"))
     out = tmp_path / "cohort"
-    first = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", model, "--workers", "1",
+    first = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *ONE_NETWORK, "--workers", "1",
                       "--no-progress")
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
@@ -114,7 +119,7 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
     assert "5 case(s): 3 done, 2 failed, 0 pending, 0 running" in first.stderr
     assert not list(out.glob("broken_seg*")) and not list(out.glob("slice_seg*"))
 
-    rerun = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", model, "--no-progress",
+    rerun = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *ONE_NETWORK, "--no-progress",
                       "--no-dashboard")
     assert rerun.returncode == 1 and "0 case(s) run" in rerun.stdout  # failed cases wait for a retry
 
@@ -134,11 +139,10 @@ def test_bad_inputs_fail_once_with_their_reason_and_retry_finishes_them_after_a_
 
 
 def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once_and_inputs_added_later_run_alone(
-        tmp_path, one_network_model):
-    model = str(one_network_model)
+        tmp_path):
     phantom_cohort(tmp_path / "in", 5, fovs=("abdomen",))
     out = tmp_path / "cohort"
-    settings = ["--model", model, "--workers", "1", "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
+    settings = [*ONE_NETWORK, "--workers", "1", "--threads-per-worker", "2", "--no-progress", "--no-dashboard"]
     args = ["cohort", "run", str(tmp_path / "in"), "-o", str(out), *settings]
     driver = mrseg_process(*args)
     wait_for(lambda: any(e["event"] == "start" for e in events(out)), what="the first case to start")
@@ -179,21 +183,20 @@ def test_a_driver_killed_midway_is_finished_by_a_rerun_doing_every_case_once_and
     assert other.returncode == 2 and "other settings" in other.stderr and "Traceback" not in other.stderr
     missing = run_mrseg("cohort", "status", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "no cohort here" in missing.stderr
-    slurm = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(tmp_path / "slurm"), "--model", model,
+    slurm = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(tmp_path / "slurm"), *ONE_NETWORK,
                       "--slurm", "--slurm-option", "queue=gpu", env={"PATH": "/usr/bin:/bin"})
     assert slurm.returncode == 2 and "needs Slurm's sbatch on the PATH" in slurm.stderr
     assert not (tmp_path / "slurm").exists()  # nothing written
 
 
-def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_attempt(tmp_path, one_network_model):
-    model = str(one_network_model)
+def test_a_worker_killed_mid_case_is_replaced_and_its_case_finishes_on_a_second_attempt(tmp_path):
     phantom_cohort(tmp_path / "in", 3)
     small = read_image(tmp_path / "in" / "case01.nii.gz")
     big = np.pad(small.array, ((60, 60), (80, 80), (80, 80)))
     write_image(Image.from_array(big, spacing=small.geometry.spacing, origin=small.geometry.origin),
                 tmp_path / "in" / "big.nii.gz")
     out = tmp_path / "cohort"
-    driver = mrseg_process("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", model, "--workers", "2",
+    driver = mrseg_process("cohort", "run", str(tmp_path / "in"), "-o", str(out), *ONE_NETWORK, "--workers", "2",
                            "--threads-per-worker", "1", "--no-progress", "--no-dashboard")
 
     def started() -> list[dict]:
@@ -246,11 +249,10 @@ def running_scheduler(*, worker_memory_mb: int | None = None):
 
 
 def test_a_cohort_on_a_running_scheduler_retries_a_case_out_of_memory_then_fails_it_and_leaves_the_workers_up(
-        tmp_path, one_network_model):
+        tmp_path):
     """One worker (no nanny) on a scheduler started beforehand, its memory limited: the small case
     is done, the big one runs out of memory, is retried once and failed with its reason; the cohort
     does not close a cluster it did not start."""
-    model = str(one_network_model)
     from distributed import Client
 
     phantom_cohort(tmp_path / "in", 1)
@@ -259,7 +261,7 @@ def test_a_cohort_on_a_running_scheduler_retries_a_case_out_of_memory_then_fails
     write_image(Image.from_array(noise, spacing=(1.0, 1.0, 1.0)), tmp_path / "in" / "big.nii")
     out = tmp_path / "cohort"
     with running_scheduler(worker_memory_mb=1700) as address:  # enough for the small case, not for the big one
-        run = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), "--model", model, "--scheduler",
+        run = run_mrseg("cohort", "run", str(tmp_path / "in"), "-o", str(out), *ONE_NETWORK, "--scheduler",
                         address, "--retries", "1", "--no-progress")
         with Client(address, timeout="30s") as client:
             assert len(client.scheduler_info()["workers"]) == 1  # still up: the cohort closes only what it started
