@@ -529,7 +529,7 @@ def test_perirenal_room_draws_clear_the_fat_above_the_left_kidney_and_leave_ever
                                                {"perirenal_room_share": 1.0, "perirenal_room_mm": (40.0, 45.0)})
     assert 40.0 <= room <= 45.0 and after.metadata["perirenal_room_mm"] == room
     lost = _classes_given_to_fat(before, after)
-    assert lost <= {"spleen", "stomach", "pancreas", "colon", "small_bowel", "duodenum", "liver", "gallbladder"}, lost
+    assert lost <= {"stomach", "pancreas", "colon", "small_bowel", "duodenum", "liver", "gallbladder"}, lost
     assert 0.35 < _drawn_share("perirenal_room", perirenal_room_share=0.5, template_share=0.0) < 0.65
     # for generated subjects only, and a perirenal space then rises at least as far
     both = RandomizationRanges(perirenal_room_share=1.0, perirenal_share=1.0, perirenal_rise_mm=(10.0, 12.0),
