@@ -50,9 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="give each kidney's perirenal space (MARGIN_MM around it, RISE_MM above it) its own, "
                         "greyer fat (default: plain visceral fat)")
     p.add_argument("--perirenal-room", type=float, default=0.0, metavar="MM",
-                   help="keep a generated subject's spleen, stomach, pancreas and bowel out of the left kidney's "
-                        "perirenal fat raised MM: a compartment of fat as wide as the kidney above its upper pole "
-                        "(default 0: only the fat round the kidney)")
+                   help="keep a generated subject's stomach, pancreas, bowel and liver out of the left kidney's "
+                        "perirenal fat raised MM: a compartment of fat as wide as the kidney above its upper pole, "
+                        "the spleen whole beside it (default 0: only the fat round the kidney)")
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")

@@ -26,8 +26,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * the perirenal space, for ``perirenal_share`` of the cases: the fat around and above each
   kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
 * a perirenal compartment, for ``perirenal_room_share`` of the generated subjects: the organs
-  painted after the kidneys keep out of the fat round the left kidney raised by a height drawn
-  from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits above its pole
+  painted after the kidneys but the spleen keep out of the fat round the left kidney raised by a
+  height drawn from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits above its pole
   (of the greyer perirenal fat where the case also has a perirenal space), as in patients with
   much retroperitoneal fat, where every network had labelled that body kidney;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
