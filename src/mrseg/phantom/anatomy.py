@@ -1641,9 +1641,7 @@ def _paint_organs(canvas: _Canvas, subject: _Subject, *, perirenal_room_mm: floa
         adrenal = f"{name}_adrenal_gland"
         _fill(canvas, organs[adrenal], adrenal, only_into=_SOFT, clips=[below])
     # the organs painted from here on stay below the diaphragm and outside the perirenal fat
-    rings = [cast(_Ellipsoid, organs[f"{name}_perirenal_fat"]) for _, name in _SIDES]
-    below_rings = _all_of(below, *(_outside(shape) for shape in rings))
-    below = below_rings
+    below = below_rings = _all_of(below, *(_outside(organs[f"{name}_perirenal_fat"]) for _, name in _SIDES))
     if perirenal_room_mm > 0:  # on the left only: above the right kidney lie the liver's bare area and the adrenal
         fat = cast(_Ellipsoid, organs["left_perirenal_fat"])
         room = replace(fat, centre=fat.centre + np.array([0.0, 0.0, perirenal_room_mm]))

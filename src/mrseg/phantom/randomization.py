@@ -27,9 +27,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   kidney as a tissue of its own, so that a grey compartment around a kidney is not the kidney;
 * a perirenal compartment, for ``perirenal_room_share`` of the generated subjects: the organs
   painted after the kidneys but the spleen keep out of the fat round the left kidney raised by a
-  height drawn from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits above its pole
-  (of the greyer perirenal fat where the case also has a perirenal space), as in patients with
-  much retroperitoneal fat, where every network had labelled that body kidney;
+  height drawn from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits
+  above its pole (of the greyer perirenal fat where the case also has a perirenal space), as in
+  patients with much retroperitoneal fat, where every network had labelled that body kidney;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
