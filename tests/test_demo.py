@@ -40,7 +40,7 @@ def test_the_demo_model_ships_inside_the_package_and_is_small():
 
 @needs_demo
 def test_the_demo_model_is_a_6_mm_and_a_5_mm_network_in_float16():
-    """Weights 0.16: the folder's own 6 mm model (nnU-Net loads it alone) and a 5 mm member."""
+    """Weights 0.16 and 0.17: the folder's own 6 mm model (nnU-Net loads it alone) and a 5 mm member."""
     import torch
 
     from mrseg.model import load_model
