@@ -88,7 +88,18 @@ def test_refusals_write_nothing(tmp_path, two_grids, weights, write_model):
     both = make_ensemble([coarse, fine], out=tmp_path / "both")
     with pytest.raises(ModelError, match=r"both is an ensemble itself \(mrseg_ensemble.json\); ensembles do not nest"):
         make_ensemble([both, fine], out=tmp_path / "nested")
+    with pytest.raises(ModelError, match="1 descriptions for 2 model folders; give one per folder"):
+        make_ensemble([coarse, fine], out=tmp_path / "described", descriptions=["the coarse network"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "coarse", "ct", "fine", "taken"]
+
+
+def test_descriptions_replace_the_source_paths(tmp_path, two_grids):
+    coarse, fine = two_grids
+    lines = ["a 3 mm network, seed 1", "a 1.5 mm network fine-tuned from it"]
+    out = make_ensemble([coarse, fine], out=tmp_path / "shipped", descriptions=lines)
+    record = json.loads((out / ENSEMBLE_FILE).read_text())
+    assert record["sources"] == lines and record["members"] == ["members/fine"]
+    assert str(tmp_path) not in (out / ENSEMBLE_FILE).read_text()
 
 
 def test_members_are_named_by_their_folders_and_numbered_when_two_share_a_name(tmp_path, two_grids, weights,
@@ -146,3 +157,14 @@ def test_mrseg_weights_ensemble(tmp_path, two_grids, capsys, caplog):
     assert main(["weights", "ensemble", str(coarse), "--out", str(tmp_path / "one")]) == 2
     assert "an ensemble needs at least two model folders, got 1" in caplog.text
     assert not (tmp_path / "one").exists()
+
+
+def test_mrseg_weights_ensemble_describe(tmp_path, two_grids, caplog):
+    coarse, fine = two_grids
+    out = tmp_path / "shipped"
+    assert main(["weights", "ensemble", str(coarse), str(fine), "--out", str(out),
+                 "--describe", "a 3 mm network", "--describe", "a 1.5 mm network"]) == 0
+    assert json.loads((out / ENSEMBLE_FILE).read_text())["sources"] == ["a 3 mm network", "a 1.5 mm network"]
+    assert main(["weights", "ensemble", str(coarse), str(fine), "--out", str(tmp_path / "half-described"),
+                 "--describe", "a 3 mm network"]) == 2
+    assert "1 descriptions for 2 model folders" in caplog.text and not (tmp_path / "half-described").exists()

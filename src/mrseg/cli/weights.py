@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ensemble.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
     ensemble.add_argument("--half", action="store_true",
                           help="store the weights in float16 (half the size; they still run in float32)")
+    ensemble.add_argument("--describe", action="append", metavar="TEXT",
+                          help="how a folder's network was made, written to mrseg_ensemble.json in place of its path; "
+                               "repeat once per folder, in order (for a folder that is shipped)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "ensemble":
             from mrseg.model.ensemble import make_ensemble
 
-            print(make_ensemble(args.folders, out=args.out, half=args.half))
+            print(make_ensemble(args.folders, out=args.out, half=args.half, descriptions=args.describe))
     except MrsegError as err:
         log.error("%s", err)
         return 2

@@ -41,6 +41,7 @@ def make_ensemble(
     *,
     out: str | os.PathLike[str],
     half: bool = False,
+    descriptions: Sequence[str] | None = None,
     checkpoint_name: str = "checkpoint_final.pth",
 ) -> Path:
     """Write the ensemble of the model folders ``folders`` to the new folder ``out``.
@@ -52,6 +53,9 @@ def make_ensemble(
         out: the ensemble folder; must not exist yet. It appears under its final name only when
             complete and loadable.
         half: store the weights in float16.
+        descriptions: one line per folder, in order, written to ``mrseg_ensemble.json``'s
+            ``sources`` in place of the folders' absolute paths (what a folder that is shipped
+            should say: how each network was made, not where it lay on one machine).
         checkpoint_name: the checkpoint taken from each ``fold_K``.
 
     Returns:
@@ -59,7 +63,8 @@ def make_ensemble(
 
     Raises:
         ModelError: fewer than two folders, ``out`` exists, a folder is no model or is an
-            ensemble itself, or the folders differ in labels, input channels or axis order.
+            ensemble itself, the folders differ in labels, input channels or axis order, or
+            ``descriptions`` does not give one line per folder.
 
     Example:
         >>> make_ensemble(["models/demo_6mm", "models/demo_5mm"], out="models/demo", half=True)  # doctest: +SKIP
@@ -69,6 +74,9 @@ def make_ensemble(
         raise ModelError(f"an ensemble needs at least two model folders, got {len(folders)}")
     if target.exists():
         raise ModelError(f"{target} exists; choose a new folder for the ensemble or remove it")
+    if descriptions is not None and len(descriptions) != len(folders):
+        raise ModelError(f"{len(descriptions)} descriptions for {len(folders)} model folders; give one per folder, "
+                         "in the folders' order")
     models = [_member(folder, checkpoint_name) for folder in folders]
     first = models[0]
     for model in models[1:]:
@@ -83,7 +91,8 @@ def make_ensemble(
         for model, place in zip(models, [staging, *(staging / MEMBERS_FOLDER / name for name in names)]):
             _copy_model(model, place, half=half, checkpoint_name=checkpoint_name)
         record = {"members": [f"{MEMBERS_FOLDER}/{name}" for name in names],
-                  "sources": [str(Path(m.folder).resolve()) for m in models],
+                  "sources": (list(descriptions) if descriptions is not None
+                              else [str(Path(m.folder).resolve()) for m in models]),
                   "configurations": [f"{m.configuration.name}, spacing {m.configuration.spacing}" for m in models],
                   "weights": "float16" if half else "as trained"}
         (staging / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
