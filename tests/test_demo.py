@@ -306,3 +306,39 @@ def test_compare_demo_models_refuses_seed_pairs_it_cannot_use(tmp_path, pairs, m
     done = compare(tmp_path, shifted(0.0), ("again", shifted(0.02)), ("a", shifted(0.0)), options=options)
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert message in done.stderr
+
+
+EVALUATE = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_demo_model.py"
+
+
+@needs_demo
+def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_path, shared_data):
+    """``--real-only --no-ensemble``: the real scans alone, scored with the folder's own network (not
+    the ensemble), in a file the comparison refuses to judge."""
+    from mrseg.demo import per_class_dice
+    from mrseg.inference.segmenter import Segmenter
+    from mrseg.io.resample import resample_labels
+
+    out = tmp_path / "real.json"
+    done = subprocess.run([sys.executable, str(EVALUATE), "--model", "demo", "--real-only", "--no-ensemble",
+                           "--data", str(shared_data), "--json", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    evaluation = json.loads(out.read_text())
+    assert not [key for key in evaluation if key.startswith("phantom")]
+    assert "removed organ" not in evaluation and "deformed phantoms" not in evaluation
+    assert {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz"} <= evaluation.keys()
+    assert len(evaluation["real MR field-of-view versions"]) == 8
+
+    scan = read_image(shared_data / "mr" / "example_mr_sm.nii.gz")
+    reference = resample_labels(read_image(shared_data / "labels" / "example_mr_sm__ref40.nii.gz"), scan.geometry)
+    alone = Segmenter(bundled_model_folder("demo"), precision="fp32", ensemble=False).run(scan).labels.array
+    as_acquired = evaluation["real MR field-of-view versions"]["as acquired"]
+    expected = per_class_dice(alone, reference.array)
+    assert as_acquired["liver"] == pytest.approx(expected["liver"], abs=1e-9)
+    assert as_acquired["left_kidney"] == pytest.approx(expected["left_kidney"], abs=1e-9)
+    assert evaluation["real mr/example_mr_sm.nii.gz"]["liver"] > 0.5
+
+    refused = subprocess.run([sys.executable, str(COMPARE), str(out), f"cand={out}"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "not an evaluation of the demo model (no 'removed organ')" in refused.stderr
