@@ -327,7 +327,8 @@ def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_
     evaluation = json.loads(out.read_text())
     assert not [key for key in evaluation if key.startswith("phantom")]
     assert "removed organ" not in evaluation and "deformed phantoms" not in evaluation
-    assert {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz"} <= evaluation.keys()
+    scans = {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz"}
+    assert scans <= evaluation.keys()
     assert len(evaluation["real MR field-of-view versions"]) == 8
 
     scan = read_image(shared_data / "mr" / "example_mr_sm.nii.gz")
