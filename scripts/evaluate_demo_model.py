@@ -72,7 +72,6 @@ def main() -> None:
     from mrseg.io import read_image
     from mrseg.io.resample import resample_labels
     from mrseg.model.store import resolve_model_folder
-    from mrseg.phantom.cases import make_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
@@ -131,18 +130,7 @@ def main() -> None:
                     traced[f"{image} {only}"] = where_the_reference_went(predicted, binary, (only,))
         results[f"real {image}"] = scores
 
-    removal: dict[str, dict[str, float]] = {}
-    held_out = [{"seed": HELD_OUT_SEEDS + i, "modality": "mr", "sequence": "t2_haste", "fov": "trunk",
-                 "spacing": (3.0, 3.0, 3.0)} for i in range(args.cases)]
-    intact_labels = [] if args.real_only else [make_case(**common).labels for common in held_out]
-    for organ in () if args.real_only else REMOVED:
-        labelled, present = [], []
-        for common, intact in zip(held_out, intact_labels):
-            voxel_ml = float(np.prod(intact.geometry.spacing)) / 1000.0
-            predicted = segmenter.run(make_case(remove=[organ], **common).image).labels.array
-            labelled.append(float((predicted == BASE.index_of(organ)).sum()) * voxel_ml)
-            present.append(float((intact.array == BASE.index_of(organ)).sum()) * voxel_ml)
-        removal[organ] = {"labelled_ml": float(np.mean(labelled)), "organ_ml": float(np.mean(present))}
+    removal = {} if args.real_only else removed_organ_volumes(segmenter, args.cases)
 
     for name, scores in results.items():
         mean = float(np.mean(list(scores.values()))) if scores else float("nan")
@@ -168,10 +156,10 @@ def main() -> None:
         print("\nremoved organ (T2 HASTE phantoms): labelled as that organ, mL (the organ's volume when present)")
         print("  " + ", ".join(f"{k} {v['labelled_ml']:.0f} ({v['organ_ml']:.0f})" for k, v in removal.items()))
     if args.json:
-        extra = {"removed organ": removal, "real MR field-of-view versions": versions,
-                 "where the reference went": traced, "deformed phantoms": deformed}
-        if args.real_only:  # without what compare_demo_models.py reads to know a whole evaluation
-            del extra["removed organ"], extra["deformed phantoms"]
+        whole = {} if args.real_only else {"removed organ": removal}  # what marks a whole evaluation
+        extra = {**whole, "real MR field-of-view versions": versions, "where the reference went": traced}
+        if not args.real_only:
+            extra["deformed phantoms"] = deformed
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown_table(results))
@@ -189,6 +177,27 @@ def held_out_phantom_dice(segmenter, cases: int, **case_options) -> dict[str, fl
         for name, value in per_class_dice(segmenter.run(case.image).labels.array, case.labels.array).items():
             scores.setdefault(name, []).append(value)
     return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def removed_organ_volumes(segmenter, cases: int) -> dict[str, dict[str, float]]:
+    """Per removed organ: the volume (mL) still labelled as it on the first ``cases`` held-out T2
+    HASTE subjects made without it, and its volume when present; means over the subjects."""
+    from mrseg.classes import BASE
+    from mrseg.phantom.cases import make_case
+
+    held_out = [{"seed": HELD_OUT_SEEDS + i, "modality": "mr", "sequence": "t2_haste", "fov": "trunk",
+                 "spacing": (3.0, 3.0, 3.0)} for i in range(cases)]
+    intact_labels = [make_case(**common).labels for common in held_out]
+    removal = {}
+    for organ in REMOVED:
+        labelled, present = [], []
+        for common, intact in zip(held_out, intact_labels):
+            voxel_ml = float(np.prod(intact.geometry.spacing)) / 1000.0
+            predicted = segmenter.run(make_case(remove=[organ], **common).image).labels.array
+            labelled.append(float((predicted == BASE.index_of(organ)).sum()) * voxel_ml)
+            present.append(float((intact.array == BASE.index_of(organ)).sum()) * voxel_ml)
+        removal[organ] = {"labelled_ml": float(np.mean(labelled)), "organ_ml": float(np.mean(present))}
+    return removal
 
 
 def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) -> dict[str, dict[str, float]]:
