@@ -39,7 +39,7 @@ little there, one that labels by place labels about the organ's usual volume.
 A quick look at one network of an ensemble on the real scans only (their field-of-view versions
 and where each organ went included; about 15 s, against 7-11 minutes for the whole evaluation):
 
-    python scripts/evaluate_demo_model.py --model /work/demo_v241 --real-only --no-ensemble
+    python scripts/evaluate_demo_model.py --model MODEL_DIR --real-only --no-ensemble
 
 ``compare_demo_models.py`` judges only a whole evaluation and refuses a ``--real-only`` file.
 """
@@ -156,10 +156,10 @@ def main() -> None:
         print("\nremoved organ (T2 HASTE phantoms): labelled as that organ, mL (the organ's volume when present)")
         print("  " + ", ".join(f"{k} {v['labelled_ml']:.0f} ({v['organ_ml']:.0f})" for k, v in removal.items()))
     if args.json:
-        whole = {} if args.real_only else {"removed organ": removal}  # what marks a whole evaluation
-        extra = {**whole, "real MR field-of-view versions": versions, "where the reference went": traced}
-        if not args.real_only:
-            extra["deformed phantoms"] = deformed
+        extra = {"removed organ": removal, "real MR field-of-view versions": versions,
+                 "where the reference went": traced, "deformed phantoms": deformed}
+        if args.real_only:  # without the parts compare_demo_models.py reads to know a whole evaluation
+            extra = {key: value for key, value in extra.items() if key not in ("removed organ", "deformed phantoms")}
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown_table(results))
