@@ -39,15 +39,15 @@ def test_the_demo_model_ships_inside_the_package_and_is_small():
 
 
 @needs_demo
-def test_the_demo_model_is_a_6_mm_and_a_5_mm_network_in_float16():
-    """Weights 0.16 and 0.17: the folder's own 6 mm model (nnU-Net loads it alone) and a 5 mm member."""
+def test_the_demo_model_is_a_6_mm_and_a_4_mm_network_in_float16():
+    """Weights 0.18: the folder's own 6 mm model (nnU-Net loads it alone) and a 4 mm member."""
     import torch
 
     from mrseg.model import load_model
 
     model = load_model(bundled_model_folder("demo"))
-    assert [m.configuration.spacing for m in (model, *model.members)] == [(6.0, 6.0, 6.0), (5.0, 5.0, 5.0)]
-    assert [m.folder.name for m in model.members] == ["5mm"]
+    assert [m.configuration.spacing for m in (model, *model.members)] == [(6.0, 6.0, 6.0), (4.0, 4.0, 4.0)]
+    assert [m.folder.name for m in model.members] == ["4mm"]
     for member in (model, *model.members):
         weights = member.checkpoints[0].read_weights()
         assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}

@@ -1,7 +1,7 @@
 """Loading an nnU-Net v2 model folder: plans, dataset, and the weights of each fold.
 
 A folder may also name **ensemble members** in ``mrseg_ensemble.json``: further nnU-Net v2 model
-folders inside it (``{"members": ["members/5mm"]}``), trained on other grids, whose class
+folders inside it (``{"members": ["members/4mm"]}``), trained on other grids, whose class
 probabilities the engine averages with the folder's own (nnU-Net's ensembling of
 configurations, done in one pass). The folder itself stays a complete nnU-Net v2 model: nnU-Net
 and ``load_model(..., ensemble=False)`` see only its own folds.
