@@ -194,6 +194,23 @@ def test_scale_augmentation_reaches_nnunets_spatial_transform(trained):
     assert "scale augmentation" not in logs["nnunet"]
 
 
+def test_the_seed_fixes_a_run_with_an_augmentation_worker_and_another_seed_draws_another(trained):
+    """nnU-Net starts its augmentation workers unseeded; with one worker and the same seed two
+    runs give the same losses and weights, and the next seed other ones."""
+    folders, _ = trained
+    runs = []
+    for seed in (0, 0, 1):
+        options = TrainingOptions(epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1, validate=False,
+                                  seed=seed, augmentation_processes=1)
+        checkpoint = _checkpoint(train_fold(folders, 21, "all", options), fold="all")
+        runs.append((checkpoint["logging"]["train_losses"], checkpoint["network_weights"]))
+    (losses_a, weights_a), (losses_b, weights_b), (losses_c, weights_c) = runs
+    assert losses_a == losses_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert losses_c != losses_a
+    assert not all(torch.equal(weights_a[k], weights_c[k]) for k in weights_a)
+
+
 def test_a_class_weight_for_a_class_the_dataset_lacks_is_refused_before_planning(trained):
     folders, _ = trained
     options = TrainingOptions(epochs=1, class_weights={"livr": 5.0})

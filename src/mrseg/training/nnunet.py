@@ -89,7 +89,9 @@ class TrainingOptions:
         val_iterations_per_epoch: validation batches per epoch (nnU-Net: 50).
         initial_lr: SGD learning rate at the start of the poly schedule (nnU-Net: 0.01).
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        seed: seeds Python, NumPy and torch in the training process; None leaves them.
+        seed: seeds Python, NumPy and torch in the training process, and nnU-Net's augmentation
+            workers (which nnU-Net starts unseeded); None leaves them. With 0 or 1 augmentation
+            workers a CPU run gives the same weights again.
         mirroring: mirror augmentation (and mirrored inference); off by default.
         augmentation_processes: data augmentation worker processes (0: in the training process).
         init_from: a model folder whose weights start the training (transfer learning).

@@ -282,6 +282,36 @@ def _seed(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
+def _seed_augmentation_workers(seed: int | None) -> None:
+    """Give nnU-Net's augmentation worker processes seeds drawn from ``seed``.
+
+    nnU-Net starts them with ``seeds=None``, and batchgenerators' producer then reseeds NumPy from
+    the operating system: the batches and their augmentations were another draw on every run,
+    whatever the training seed. Each augmenter the trainer builds (training first, validation
+    second) gets its own seed per worker from a ``SeedSequence`` of the training seed and its
+    place. With one worker the run is then the same on every rerun; with several, each worker's
+    batches are, but nnU-Net takes them in the order they are ready.
+    """
+    if seed is None:
+        return
+    import numpy as np
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+    from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
+
+    root, built = seed, 0
+
+    class SeededAugmenter(NonDetMultiThreadedAugmenter):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            nonlocal built
+            workers = int(kwargs.get("num_processes", args[2] if len(args) > 2 else 1))
+            if kwargs.get("seeds") is None and len(args) < 5:
+                kwargs["seeds"] = [int(s) for s in np.random.SeedSequence([root, built]).generate_state(workers)]
+            built += 1
+            super().__init__(*args, **kwargs)
+
+    trainer_module.NonDetMultiThreadedAugmenter = SeededAugmenter  # the name nnU-Net's get_dataloaders builds
+
+
 def train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one fold on nnU-Net's trainer with the options set on it."""
     import torch
@@ -301,6 +331,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     dataset_json = json.loads((folder / "dataset.json").read_text())
     fold = spec["fold"] if spec["fold"] == "all" else int(spec["fold"])  # train_fold checked the case count
     _seed(options.seed)
+    _seed_augmentation_workers(options.seed)
     trainer = _trainer_class(options.trainer_name)(
         plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json,
         device=torch.device(options.device),
