@@ -5,7 +5,11 @@ at 1000), at 3 mm, one set per contrast: CT native, portal-venous and arterial, 
 opposed phase, T2 HASTE, T2 TSE, Dixon water, Dixon fat. Real scans (../shared/data):
 mr/example_mr_sm and ct/example_ct against their 40-class references (TotalSegmentator's
 predictions, remapped), and the aorta and heart of ct/thorax_cta against their binary masks (the
-heart mask lies on another grid and is resampled onto the CTA's).
+heart mask lies on another grid and is resampled onto the CTA's); then ct/example_ct_sm (30
+slices of example_ct) against its own 40-class reference, and the DICOM series
+dicom/example_ct_series (an upper-abdominal CT, arms at the sides, another patient) against
+TotalSegmentator's 117-class labels mapped to the 40 classes by mrseg's ``totalseg`` label map.
+Every real scan with a reference is scored; the MR prostate scan has none.
 
 Fat-suppressed T2: the same held-out phantoms in T2 TSE with 95 % of the fat signal suppressed
 (the look of a T2-SPIR scan).
@@ -47,6 +51,7 @@ and where each organ went included; about 15 s, against 7-11 minutes for the who
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,6 +72,7 @@ DEFORMED_MM = 8.0  # the SD of the deformed phantoms' displacement (see mrseg.ph
 def main() -> None:
     from mrseg.classes import BASE
     from mrseg.demo import per_class_dice
+    from mrseg.evaluation.label_maps import label_map
     from mrseg.evaluation.metrics import dice
     from mrseg.inference.segmenter import Segmenter
     from mrseg.io import read_image
@@ -102,21 +108,26 @@ def main() -> None:
                                                                     sequence=sequence, deformation_mm=DEFORMED_MM)
                     for modality, sequence in DEFORMED_CONTRASTS}
 
-    real = {"mr/example_mr_sm.nii.gz": [("labels/example_mr_sm__ref40.nii.gz", None)],
-            "ct/example_ct.nii.gz": [("labels/example_ct__ref40.nii.gz", None)],
-            "ct/thorax_cta.nii.gz": [("labels/thorax_cta__aorta_binary.nii.gz", "aorta"),
-                                     ("labels/thorax_cta__heart_binary_othergrid.nii.gz", "heart")]}
+    # image: [(reference labels, the one class a binary mask holds or None, the reference's label map)]
+    real = {"mr/example_mr_sm.nii.gz": [("labels/example_mr_sm__ref40.nii.gz", None, "base")],
+            "ct/example_ct.nii.gz": [("labels/example_ct__ref40.nii.gz", None, "base")],
+            "ct/thorax_cta.nii.gz": [("labels/thorax_cta__aorta_binary.nii.gz", "aorta", "base"),
+                                     ("labels/thorax_cta__heart_binary_othergrid.nii.gz", "heart", "base")],
+            "ct/example_ct_sm.nii.gz": [("labels/example_ct_sm__ref40.nii.gz", None, "base")],
+            "dicom/example_ct_series": [("labels/example_ct_series__totalseg117.nii.gz", None, "totalseg")]}
     traced: dict[str, dict[str, dict]] = {}
     versions: dict[str, dict[str, float]] = {}
     for image, references in real.items():
-        if not (args.data / image).is_file():
+        if not (args.data / image).exists():
             print(f"skipped {image}: {args.data} is absent")
             continue
         scan = read_image(args.data / image)
         predicted = segmenter.run(scan).labels.array
         scores = {}
-        for labels, only in references:
-            reference = resample_labels(read_image(args.data / labels), scan.geometry)  # same grid: unchanged
+        for labels, only, source_index in references:
+            read = read_image(args.data / labels)
+            read = dataclasses.replace(read, array=label_map(source_index).apply(read.array, source=labels))
+            reference = resample_labels(read, scan.geometry)  # same grid: unchanged
             truth = reference.array
             if only is None:
                 scores.update(per_class_dice(predicted, truth))

@@ -327,8 +327,13 @@ def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_
     evaluation = json.loads(out.read_text())
     assert not [key for key in evaluation if key.startswith("phantom")]
     assert "removed organ" not in evaluation and "deformed phantoms" not in evaluation
-    scans = {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz"}
+    scans = {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz",
+             "real ct/example_ct_sm.nii.gz", "real dicom/example_ct_series"}
     assert scans <= evaluation.keys()
+    # the DICOM series' reference is TotalSegmentator's 117-class index, mapped to the 40 classes
+    series = evaluation["real dicom/example_ct_series"]
+    assert {"liver", "spleen", "aorta", "spine"} <= series.keys() and all(0 <= v <= 1 for v in series.values())
+    assert len(evaluation["real ct/example_ct_sm.nii.gz"]) == 22
     assert len(evaluation["real MR field-of-view versions"]) == 8
 
     scan = read_image(shared_data / "mr" / "example_mr_sm.nii.gz")
