@@ -13,7 +13,7 @@ from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
 from mrseg.io.orientation import orientation_code, plan_reorientation
 from mrseg.phantom.anatomy import FOVS, MEDIASTINAL_TISSUES, Anatomy, default_grid, generate_anatomy
-from mrseg.phantom.tissues import TISSUE_INDEX, TISSUES
+from mrseg.phantom.tissues import TISSUE_INDEX, TISSUES, to_classes
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -389,6 +389,40 @@ def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
                 assert (tissues[shell] == TISSUE_INDEX["visceral_fat"]).mean() > 0.5, (seed, side)
     thin, thick = min(margins), max(margins)
     assert thick[1] > 8.0 and thin[1] < 4.0  # lean and obese subjects both occur
+
+
+def test_arms_lie_beside_the_trunk_as_unlabelled_tissue_and_change_no_other_draw():
+    """A real CT with the arms at the sides had every demo network label them hip muscles and
+    lose the liver; the phantom had no arms. With ``arms`` each side holds an arm of skin, fat,
+    muscle and bone in the air beside the trunk, from the shoulder past the hip, and the trunk,
+    its classes and every other draw of the seed stay as they were."""
+    from mrseg.phantom.anatomy import ARM_FOV_HALF_WIDTH_MM
+
+    grid = default_grid("trunk", spacing=(4.0, 4.0, 4.0), arms=True)
+    assert grid.shape[2] > default_grid("trunk", spacing=(4.0, 4.0, 4.0)).shape[2]
+    assert grid.origin[0] == pytest.approx(-ARM_FOV_HALF_WIDTH_MM + 2.0)
+    bone = [TISSUE_INDEX["rib_cortex"], TISSUE_INDEX["rib_marrow"]]
+    air = TISSUE_INDEX["air"]
+    for seed in (2, 7):
+        plain = generate_anatomy(seed=seed, grid=grid)
+        armed = generate_anatomy(seed=seed, grid=grid, arms=True)
+        before, after = plain.tissues.array, armed.tissues.array
+        assert {k: v for k, v in armed.parameters.items() if k in plain.parameters} == plain.parameters
+        assert {k for k in armed.parameters if k not in plain.parameters} >= {"arm_upper_length_mm",
+                                                                              "left_arm_gap_mm"}
+        changed = before != after
+        assert (before[changed] == air).all()  # only air became arm
+        assert np.array_equal(to_classes(before), to_classes(after))  # an arm is background
+        columns = np.nonzero(changed)[2]
+        trunk_columns = np.nonzero((before != air).any(axis=(0, 1)))[0]
+        left, right = columns > grid.shape[2] // 2, columns < grid.shape[2] // 2
+        assert left.sum() > 1000 and right.sum() > 1000, seed  # both arms
+        assert columns[left].max() > trunk_columns.max() and columns[right].min() < trunk_columns.min()
+        slices = np.nonzero(changed.any(axis=(1, 2)))[0]
+        assert slices.size * 4.0 > 500, seed  # shoulder to below the hips
+        for side in (left, right):  # each arm holds bone with muscle round it
+            held = after[changed][side]
+            assert np.isin(held, bone).sum() > 50 and (held == TISSUE_INDEX["muscle"]).sum() > 500, seed
 
 
 def test_a_perirenal_room_keeps_the_organs_out_of_the_fat_above_the_left_kidney():

@@ -265,6 +265,17 @@ def test_a_perirenal_room_is_for_generated_subjects_and_recorded():
         make_case(seed=2, from_labels=case.labels, perirenal_room=30.0)
 
 
+def test_arms_are_for_generated_subjects_recorded_and_on_the_phantom_command(tmp_path):
+    case = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), arms=True)
+    assert case.metadata["arms"] is True and "arms" not in make_case(seed=2, fov="abdomen",
+                                                                      spacing=(8.0, 8.0, 8.0)).metadata
+    with pytest.raises(InputError, match="arms are drawn for a generated subject"):
+        make_case(seed=2, from_labels=case.labels, arms=True)
+    assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--seed", "5", "--fov", "abdomen", "--spacing", "8", "8",
+                 "8", "--arms"]) == 0
+    assert json.loads((tmp_path / "phantom_0005.json").read_text())["arms"] is True
+
+
 def test_phantom_command_perirenal_room(tmp_path, caplog):
     """``--perirenal-room``: recorded in the sidecar; a negative height: one line, exit 2, nothing written."""
     common = ["phantom", "-n", "1", "--fov", "abdomen", "--seed", "5", "--spacing", "6", "6", "6"]

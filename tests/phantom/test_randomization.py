@@ -524,6 +524,17 @@ def test_organ_scale_draws_resize_a_generated_subjects_organs_and_leave_every_ot
     assert all(("organ_scales" in r) == (r["template"] is None) for r in with_templates)
 
 
+def test_arms_draws_give_generated_subjects_arms_and_leave_every_other_draw_and_class():
+    before, after, arms = _generated_case_with("arms", "abdomen", {"arms_share": 1.0})
+    assert arms is True and after.metadata["arms"] is True
+    # the field of view widens to hold the arms; every class voxel is where it was
+    assert after.image.array.shape[2] > before.image.array.shape[2]
+    assert sorted(np.unique(after.labels.array)) == sorted(np.unique(before.labels.array))
+    assert 0.35 < _drawn_share("arms", arms_share=0.5, template_share=0.0) < 0.65
+    recipes = [case_recipe(s, RandomizationRanges(arms_share=1.0, template_share=0.5), templates=1) for s in range(40)]
+    assert all(("arms" in r) == (r["template"] is None) for r in recipes)  # a template's anatomy is given
+
+
 def test_perirenal_room_draws_clear_the_fat_above_the_left_kidney_and_leave_every_other_draw():
     before, after, room = _generated_case_with("perirenal_room", "abdomen",
                                                {"perirenal_room_share": 1.0, "perirenal_room_mm": (40.0, 45.0)})

@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="keep a generated subject's stomach, pancreas, bowel and liver out of the left kidney's "
                         "perirenal fat raised MM: a compartment of fat as wide as the kidney above its upper pole, "
                         "the spleen whole beside it (default 0: only the fat round the kidney)")
+    p.add_argument("--arms", action="store_true",
+                   help="give a generated subject arms lying at the trunk's sides (no class: background in the "
+                        "labels); the field of view widens to hold them")
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
-                perirenal_room=args.perirenal_room,
+                perirenal_room=args.perirenal_room, arms=args.arms,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
                 layered_aorta=args.layered_aorta, deformation_mm=args.deform, organ_scales=organ_scales,
             )

@@ -85,7 +85,7 @@ class Anatomy:
         return self.tissues.with_array(to_classes(self.tissues.array))
 
 
-def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)) -> Geometry:
+def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0), arms: bool = False) -> Geometry:
     """An axis-aligned LPS grid covering one field of view of the default-size subject.
 
     World coordinates are those of the default-size subject: origin on the midline at the top of
@@ -95,6 +95,7 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
     Args:
         fov: one of :data:`FOVS` ("thorax", "abdomen", "pelvis", "trunk").
         spacing: voxel size in mm, ITK order ``(x, y, z)``.
+        arms: widen the grid to :data:`ARM_FOV_HALF_WIDTH_MM` each side, for a subject with arms.
 
     Returns:
         The grid geometry; its voxel centres span the field of view.
@@ -112,6 +113,8 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
     if spacing_arr.shape != (3,) or not np.all(spacing_arr > 0):
         raise InputError(f"spacing must be three positive numbers (x, y, z) in mm, got {spacing}")
     extent = np.asarray(_FOV_EXTENT[fov], dtype=np.float64)  # (3 axes, lo/hi)
+    if arms:
+        extent[0] = (-ARM_FOV_HALF_WIDTH_MM, ARM_FOV_HALF_WIDTH_MM)
     size = np.maximum(1, np.round((extent[:, 1] - extent[:, 0]) / spacing_arr)).astype(int)
     centre = extent.mean(axis=1)
     origin = centre - (size - 1) * spacing_arr / 2.0
@@ -132,6 +135,7 @@ def generate_anatomy(
     layered_aorta: bool = False,
     organ_scales: Mapping[str, float] | None = None,
     perirenal_room_mm: float = 0.0,
+    arms: bool = False,
 ) -> Anatomy:
     """Draw one subject from ``seed`` and rasterise its tissue map.
 
@@ -157,6 +161,10 @@ def generate_anatomy(
             much retroperitoneal fat (the right kidney's upper pole meets the liver's bare area;
             it keeps only its ring); 0 (default) keeps only the fat round each kidney. No draw
             changes.
+        arms: give the subject arms lying at the trunk's sides (skin, fat, muscle, the humerus,
+            radius and ulna; background in the labels), from the shoulders down past the hips,
+            drawn from their own stream of the seed (:data:`ARMS_STREAM`), so no other draw
+            changes; the default grid then widens to hold them (:data:`ARM_FOV_HALF_WIDTH_MM`).
 
     Returns:
         The tissue map and the subject's parameters (the organ factors as ``NAME_size_factor``).
@@ -172,7 +180,7 @@ def generate_anatomy(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r} of type {type(seed).__name__}")
     if grid is None:
-        grid = default_grid(fov, spacing=spacing)
+        grid = default_grid(fov, spacing=spacing, arms=arms)
     elif fov not in _FOV_EXTENT:
         raise InputError(f"unknown field of view {fov!r}; valid: {', '.join(FOVS)}")
     organ_scales = dict(organ_scales or {})
@@ -180,6 +188,9 @@ def generate_anatomy(
     if not (math.isfinite(perirenal_room_mm) and perirenal_room_mm >= 0):
         raise InputError(f"perirenal_room_mm is a distance in mm, >= 0, got {perirenal_room_mm!r}")
     subject = _draw_subject(np.random.default_rng(int(seed)), layered_aorta=layered_aorta, organ_scales=organ_scales)
+    if arms:
+        drawn, arm_parameters = _draw_arms(np.random.default_rng([int(seed), ARMS_STREAM]), subject)
+        subject = replace(subject, arms=drawn, parameters={**subject.parameters, **arm_parameters})
     canvas = _Canvas(grid, subject.to_subject)
     _paint_subject(canvas, subject, perirenal_room_mm=perirenal_room_mm)
     logger.debug("phantom anatomy seed %d rasterised on a %s grid", seed, "x".join(map(str, grid.shape)))
@@ -695,6 +706,69 @@ class _RibCage:
 
 
 @dataclass(frozen=True, eq=False)
+class _Arm:
+    """One arm hanging at the trunk's side: a muscle core in its own fat and skin, and its bones."""
+
+    core: _ZStack
+    fat: Array  # subcutaneous fat thickness (mm) along the core's z table
+    bones: tuple[_ZStack, ...]  # the humerus, then the radius and the ulna (their cortex's outer surface)
+
+
+ARMS_STREAM = 7_919
+"""Where the arms' random stream branches off a subject's seed (``default_rng([seed, ARMS_STREAM])``),
+so that drawing arms changes no other draw of the seed."""
+
+ARM_FOV_HALF_WIDTH_MM = 320.0
+"""Half the width (x) of the default grid of a subject with arms: the trunk and both arms."""
+
+_BONE_CORTEX_MM = 3.0  # of the humerus, radius and ulna, round their fatty marrow
+
+
+def _draw_arms(rng: np.random.Generator, subject: _Subject) -> tuple[tuple[_Arm, _Arm], dict[str, float]]:
+    """Two arms at the trunk's sides, from the shoulders down past the hips (as in a patient lying
+    with the arms beside the body): upper arm, elbow near the waist, forearm, and a flat hand;
+    a gap of skin-on-skin to a few cm from the trunk. Drawn from their own stream ``rng``."""
+    d = _Draw(rng)
+    body, trunk_z = subject.body, np.arange(len(subject.body.a)) * _TABLE_STEP + subject.body.z0
+    shoulder = body.z1 - d.u("arm_shoulder_drop_mm", 25.0, 45.0)
+    elbow = shoulder - d.u("arm_upper_length_mm", 280.0, 330.0)
+    wrist = elbow - d.u("arm_forearm_length_mm", 230.0, 270.0)
+    hand = max(wrist - d.u("arm_hand_length_mm", 60.0, 90.0), subject.crotch_z - 100.0)
+    upper, forearm = d.u("arm_upper_radius_mm", 32.0, 42.0), d.u("arm_forearm_radius_mm", 26.0, 34.0)
+    fat_share = d.u("arm_fat_share", 0.4, 0.7)
+    arms = []
+    for side, name in _SIDES:
+        gap = d.u(f"{name}_arm_gap_mm", 0.0, 30.0)
+        y_shift = d.u(f"{name}_arm_y_mm", -25.0, 15.0)
+        # (z, half-width, half-depth) of the muscle core from the hand up to the rounded shoulder
+        joint = 0.5 * (forearm + upper)
+        profile = [(hand, 30.0, 8.0), (wrist, 17.0, 11.0), (0.5 * (wrist + elbow), forearm, 0.85 * forearm),
+                   (elbow, joint, 0.9 * joint), (0.5 * (elbow + shoulder), upper, 0.95 * upper),
+                   (shoulder - 20.0, upper, upper), (shoulder + 15.0, 0.5 * upper, 0.5 * upper)]
+        knots = []
+        for z, a, b in profile:
+            at = min(max(z, subject.crotch_z), body.z1)
+            fat = max(3.0, fat_share * float(np.interp(at, trunk_z, subject.fat)))
+            trunk_edge = float(np.interp(at, trunk_z, body.a + subject.fat)) + subject.skin
+            x = trunk_edge + gap + a + fat + subject.skin
+            knots.append((z, side * x, y_shift, a, b))
+        core = _zstack(knots)
+        core_z = np.arange(len(core.a)) * _TABLE_STEP + core.z0
+        fat = np.maximum(3.0, fat_share * np.interp(np.clip(core_z, subject.crotch_z, body.z1), trunk_z, subject.fat))
+        xc = lambda z: float(np.interp(z, core_z, core.xc))  # noqa: E731
+        humerus_r = d.u(f"{name}_humerus_radius_mm", 10.0, 13.0)
+        humerus = _zstack([(elbow + 10.0, xc(elbow + 10.0), y_shift, 1.4 * humerus_r, humerus_r),
+                           (shoulder - 20.0, xc(shoulder - 20.0), y_shift, humerus_r, humerus_r)])
+        bones = [humerus]
+        for dy in (-8.0, 8.0):  # the radius in front, the ulna behind
+            r = d.u(f"{name}_forearm_bone_radius_mm_{'front' if dy < 0 else 'back'}", 6.0, 8.0)
+            bones.append(_zstack([(wrist + 5.0, xc(wrist + 5.0), y_shift + dy, r, r),
+                                  (elbow - 5.0, xc(elbow - 5.0), y_shift + dy, r, r)]))
+        arms.append(_Arm(core, fat, tuple(bones)))
+    return (arms[0], arms[1]), d.parameters
+
+
+@dataclass(frozen=True, eq=False)
 class _Subject:
     """Everything drawn for one subject, ready to paint (all in the subject frame)."""
 
@@ -720,6 +794,7 @@ class _Subject:
     bowel: _Bowel
     aortic_disease: _AorticDisease | None = None
     ribs: _RibCage | None = None
+    arms: tuple[_Arm, _Arm] | None = None
 
 
 class _Draw:
@@ -1358,6 +1433,8 @@ def _draw_lung_vessels(rng: np.random.Generator, side: float, n: int = 9) -> lis
 
 def _paint_subject(canvas: _Canvas, subject: _Subject, *, perirenal_room_mm: float = 0.0) -> None:
     _paint_body(canvas, subject)
+    if subject.arms is not None:
+        _paint_arms(canvas, subject, subject.arms)
     _paint_skeleton(canvas, subject)
     _paint_muscles(canvas, subject)
     _paint_vessels(canvas, subject)
@@ -1414,6 +1491,26 @@ def _paint_body(canvas: _Canvas, subject: _Subject) -> None:
     if dbox is not None:
         h = subject.diaphragm.height(dbox.x, dbox.y)
         canvas.paint(dbox, (dbox.z <= h) & (dbox.z > h - np.float32(5.0)), "muscle", _SOFT)
+
+
+def _paint_arms(canvas: _Canvas, subject: _Subject, arms: tuple[_Arm, _Arm]) -> None:
+    """Skin, fat and muscle of each arm where there is air (an arm touching the trunk leaves the
+    trunk's skin as it is), then its bones: cortex in the muscle, fatty marrow inside. The bones
+    take the ribs' tissues, which are no class: an arm is background in the labels."""
+    for arm in arms:
+        layers = _layers(arm.core, arm.fat, subject.skin)
+        box = canvas.box(*layers[0].bounds())
+        if box is None:
+            continue
+        level: Array = np.zeros(box.shape, dtype=np.uint8)
+        for shape in layers:
+            level += np.broadcast_to(shape.inside(box.x, box.y, box.z), box.shape).astype(np.uint8)
+        lut = np.array([TISSUE_INDEX[n] for n in ("air", "skin", "subcutaneous_fat", "muscle")], dtype=np.uint8)
+        view = canvas.tissue[box.index]
+        np.copyto(view, lut[level], where=(level > 0) & (view == TISSUE_INDEX["air"]))
+        for bone in arm.bones:
+            canvas.paint(box, bone.inside(box.x, box.y, box.z), "rib_cortex", ("muscle",))
+            canvas.paint(box, bone.grown(-_BONE_CORTEX_MM).inside(box.x, box.y, box.z), "rib_marrow", ("rib_cortex",))
 
 
 def _paint_skeleton(canvas: _Canvas, subject: _Subject) -> None:

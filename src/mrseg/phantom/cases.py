@@ -85,6 +85,7 @@ def make_case(
     clutter: float = 0.0,
     perirenal: tuple[float, float] | None = None,
     perirenal_room: float = 0.0,
+    arms: bool = False,
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
@@ -118,6 +119,8 @@ def make_case(
         perirenal_room: mm above the left kidney that a generated subject's later organs leave to
             its perirenal fat (``generate_anatomy``'s ``perirenal_room_mm``): a fat compartment
             as wide as the kidney above its upper pole; 0 (default): none. Not for ``from_labels``.
+        arms: give a generated subject arms at the trunk's sides (``generate_anatomy``'s ``arms``;
+            background in the labels), the field of view widened to hold them.
         ectasia: mm by which the aorta is widened all round along its whole length (see
             :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
         extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
@@ -167,6 +170,9 @@ def make_case(
     if perirenal_room and from_labels is not None:
         raise InputError("perirenal_room makes room in a generated subject's anatomy; a label map's organs are "
                          "given, leave perirenal_room out with from_labels")
+    if arms and from_labels is not None:
+        raise InputError("arms are drawn for a generated subject; a label map's anatomy is given, leave arms off "
+                         "with from_labels")
     if layered_aorta and from_labels is not None:
         raise InputError("layered_aorta draws a generated subject's aortic disease; a label map's aorta is "
                          "given, leave layered_aorta off with from_labels")
@@ -178,10 +184,10 @@ def make_case(
             raise InputError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
         spacing = spacing or (2.0, 2.0, 2.0)
         laid_out = _divided(spacing, scale)
-        grid = grid_covering(default_grid(fov, spacing=laid_out), spacing=laid_out, orientation=orientation or "LPS",
-                             rng=rng)
+        grid = grid_covering(default_grid(fov, spacing=laid_out, arms=arms), spacing=laid_out,
+                             orientation=orientation or "LPS", rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
-                                   organ_scales=organ_scales, perirenal_room_mm=perirenal_room)
+                                   organ_scales=organ_scales, perirenal_room_mm=perirenal_room, arms=arms)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
         if layered_aorta:
@@ -190,6 +196,8 @@ def make_case(
             metadata.update(organ_scales=dict(organ_scales))
         if perirenal_room:
             metadata.update(perirenal_room_mm=perirenal_room)
+        if arms:
+            metadata.update(arms=True)
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

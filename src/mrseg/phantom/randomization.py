@@ -30,6 +30,9 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   height drawn from ``perirenal_room_mm``, so a rounded body of fat as wide as the kidney sits
   above its pole (of the greyer perirenal fat where the case also has a perirenal space), as in
   patients with much retroperitoneal fat, where every network had labelled that body kidney;
+* arms, for ``arms_share`` of the generated subjects: both arms lying at the trunk's sides
+  (bone, muscle, fat and skin that are no class), as in a patient scanned with the arms down,
+  where every demo network had labelled a real CT's arms as hip muscles and lost its liver;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
@@ -151,6 +154,9 @@ class RandomizationRanges:
             ``perirenal_room``); where such a case also has a perirenal space, the space rises
             at least as far, so the compartment is of its greyer fat; 0 by default.
         perirenal_room_mm: the range of how far that compartment reaches above the kidney, mm.
+        arms_share: share of the generated subjects' cases with arms lying at the trunk's sides
+            (``make_case``'s ``arms``): bone, muscle and fat beside the body that are no class, as
+            in a patient scanned with the arms down.
         ectasia_share: share of cases whose aorta is widened along its whole length
             (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
         ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
@@ -218,6 +224,7 @@ class RandomizationRanges:
     perirenal_rise_mm: tuple[float, float] = (10.0, 40.0)
     perirenal_room_share: float = 0.0
     perirenal_room_mm: tuple[float, float] = (20.0, 50.0)
+    arms_share: float = 0.0
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
     ectasia_modalities: tuple[str, ...] = MODALITIES
@@ -245,7 +252,7 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "perirenal_room_share", "ectasia_share", "thrombus_share", "extraperitoneal_share",
+                     "perirenal_room_share", "arms_share", "ectasia_share", "thrombus_share", "extraperitoneal_share",
                      "subject_scale_share", "layered_aorta_share", "deformation_share", "organ_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
@@ -405,6 +412,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
         recipe["perirenal_room"] = float(roomy.uniform(*ranges.perirenal_room_mm))
         if "perirenal" in recipe:
             recipe["perirenal"][1] = max(recipe["perirenal"][1], recipe["perirenal_room"])
+    armed = np.random.default_rng([seed, 0x5EED, 17])  # a generated subject's arms at its sides
+    if armed.random() < ranges.arms_share and recipe["template"] is None:
+        recipe["arms"] = True
     return recipe, rng
 
 
@@ -454,6 +464,8 @@ def random_case(
         common["organ_scales"] = recipe["organ_scales"]
     if "perirenal_room" in recipe:
         common["perirenal_room"] = recipe["perirenal_room"]
+    if recipe.get("arms"):
+        common["arms"] = True
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
