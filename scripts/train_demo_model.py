@@ -161,6 +161,7 @@ RANDOMIZATION_SHARES = {
     "perirenal_room_share": "share of the generated subjects' cases whose organs leave a compartment of perirenal "
                             "fat above the left kidney (--perirenal-room)",
     "arms_share": "share of the generated subjects' cases with arms lying at the trunk's sides (no class)",
+    "table_share": "share of the generated subjects' cases lying on a scanner table (no class)",
     "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
     "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
     "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "

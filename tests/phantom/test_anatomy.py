@@ -425,6 +425,31 @@ def test_arms_lie_beside_the_trunk_as_unlabelled_tissue_and_change_no_other_draw
             assert np.isin(held, bone).sum() > 50 and (held == TISSUE_INDEX["muscle"]).sum() > 500, seed
 
 
+def test_a_table_lies_under_the_back_as_two_unlabelled_shells_and_changes_no_other_draw():
+    """A real CT's table had the tissue above it labelled gluteus by a network trained without
+    one. With ``table`` two curved shells lie behind the body (LPS: +y), in air only, along the
+    whole grid; the classes and every other draw stay as they were."""
+    from mrseg.phantom.anatomy import TABLE_FOV_BACK_MM
+
+    grid = default_grid("abdomen", spacing=(3.0, 3.0, 3.0), table=True)
+    assert grid.origin[1] + (grid.shape[1] - 1) * 3.0 == pytest.approx(TABLE_FOV_BACK_MM, abs=3.0)
+    for seed in (2, 7):
+        plain = generate_anatomy(seed=seed, grid=grid)
+        tabled = generate_anatomy(seed=seed, grid=grid, table=True)
+        before, after = plain.tissues.array, tabled.tissues.array
+        assert {k: v for k, v in tabled.parameters.items() if k in plain.parameters} == plain.parameters
+        changed = before != after
+        assert (before[changed] == TISSUE_INDEX["air"]).all() and (after[changed] == TISSUE_INDEX["rib_cortex"]).all()
+        assert np.array_equal(to_classes(before), to_classes(after))
+        body_rows = np.nonzero((before != TISSUE_INDEX["air"]).any(axis=(0, 2)))[0]
+        rows = np.nonzero(changed)[1]
+        assert rows.min() > body_rows.max(), seed  # behind the back
+        assert changed.any(axis=(1, 2)).all(), seed  # in every slice
+        middle = changed[:, :, grid.shape[2] // 2].any(axis=0)  # the midline's column: two shells, a gap between
+        runs = np.diff(np.concatenate([[0], middle.astype(int), [0]]))
+        assert (runs == 1).sum() == 2, seed
+
+
 def test_a_perirenal_room_keeps_the_organs_out_of_the_fat_above_the_left_kidney():
     """Real patients with much retroperitoneal fat have a rounded body of perirenal fat above the
     left kidney's upper pole, which every network labelled kidney; the phantom's spleen, stomach

@@ -265,7 +265,7 @@ def test_a_perirenal_room_is_for_generated_subjects_and_recorded():
         make_case(seed=2, from_labels=case.labels, perirenal_room=30.0)
 
 
-def test_arms_are_for_generated_subjects_recorded_and_on_the_phantom_command(tmp_path):
+def test_arms_and_the_table_are_for_generated_subjects_recorded_and_on_the_phantom_command(tmp_path):
     case = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), arms=True)
     assert case.metadata["arms"] is True and "arms" not in make_case(seed=2, fov="abdomen",
                                                                       spacing=(8.0, 8.0, 8.0)).metadata
@@ -274,6 +274,11 @@ def test_arms_are_for_generated_subjects_recorded_and_on_the_phantom_command(tmp
     assert main(["phantom", "-o", str(tmp_path), "-n", "1", "--seed", "5", "--fov", "abdomen", "--spacing", "8", "8",
                  "8", "--arms"]) == 0
     assert json.loads((tmp_path / "phantom_0005.json").read_text())["arms"] is True
+    with pytest.raises(InputError, match="the table is drawn under a generated subject"):
+        make_case(seed=2, from_labels=case.labels, table=True)
+    assert main(["phantom", "-o", str(tmp_path / "t"), "-n", "1", "--seed", "5", "--fov", "abdomen", "--spacing", "8",
+                 "8", "8", "--table"]) == 0
+    assert json.loads((tmp_path / "t" / "phantom_0005.json").read_text())["table"] is True
 
 
 def test_phantom_command_perirenal_room(tmp_path, caplog):

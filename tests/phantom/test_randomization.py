@@ -535,6 +535,14 @@ def test_arms_draws_give_generated_subjects_arms_and_leave_every_other_draw_and_
     assert all(("arms" in r) == (r["template"] is None) for r in recipes)  # a template's anatomy is given
 
 
+def test_table_draws_lay_generated_subjects_on_a_table_and_leave_every_other_draw_and_class():
+    before, after, table = _generated_case_with("table", "abdomen", {"table_share": 1.0})
+    assert table is True and after.metadata["table"] is True
+    assert after.image.array.shape[1] > before.image.array.shape[1]  # deeper, to hold the table
+    assert sorted(np.unique(after.labels.array)) == sorted(np.unique(before.labels.array))
+    assert 0.35 < _drawn_share("table", table_share=0.5, template_share=0.0) < 0.65
+
+
 def test_perirenal_room_draws_clear_the_fat_above_the_left_kidney_and_leave_every_other_draw():
     before, after, room = _generated_case_with("perirenal_room", "abdomen",
                                                {"perirenal_room_share": 1.0, "perirenal_room_mm": (40.0, 45.0)})

@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--arms", action="store_true",
                    help="give a generated subject arms lying at the trunk's sides (no class: background in the "
                         "labels); the field of view widens to hold them")
+    p.add_argument("--table", action="store_true",
+                   help="lay a generated subject on a scanner table: two curved shells under its back (no class); "
+                        "the field of view deepens to hold it")
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 fat_suppression=args.fat_suppression, bile=args.bile, gastric_content=args.gastric_content,
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
-                perirenal_room=args.perirenal_room, arms=args.arms,
+                perirenal_room=args.perirenal_room, arms=args.arms, table=args.table,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
                 layered_aorta=args.layered_aorta, deformation_mm=args.deform, organ_scales=organ_scales,
             )

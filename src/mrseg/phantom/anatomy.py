@@ -85,7 +85,8 @@ class Anatomy:
         return self.tissues.with_array(to_classes(self.tissues.array))
 
 
-def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0), arms: bool = False) -> Geometry:
+def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0), arms: bool = False,
+                 table: bool = False) -> Geometry:
     """An axis-aligned LPS grid covering one field of view of the default-size subject.
 
     World coordinates are those of the default-size subject: origin on the midline at the top of
@@ -96,6 +97,7 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
         fov: one of :data:`FOVS` ("thorax", "abdomen", "pelvis", "trunk").
         spacing: voxel size in mm, ITK order ``(x, y, z)``.
         arms: widen the grid to :data:`ARM_FOV_HALF_WIDTH_MM` each side, for a subject with arms.
+        table: reach :data:`TABLE_FOV_BACK_MM` behind the midline, for a subject on a table.
 
     Returns:
         The grid geometry; its voxel centres span the field of view.
@@ -115,6 +117,8 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
     extent = np.asarray(_FOV_EXTENT[fov], dtype=np.float64)  # (3 axes, lo/hi)
     if arms:
         extent[0] = (-ARM_FOV_HALF_WIDTH_MM, ARM_FOV_HALF_WIDTH_MM)
+    if table:
+        extent[1, 1] = TABLE_FOV_BACK_MM
     size = np.maximum(1, np.round((extent[:, 1] - extent[:, 0]) / spacing_arr)).astype(int)
     centre = extent.mean(axis=1)
     origin = centre - (size - 1) * spacing_arr / 2.0
@@ -136,6 +140,7 @@ def generate_anatomy(
     organ_scales: Mapping[str, float] | None = None,
     perirenal_room_mm: float = 0.0,
     arms: bool = False,
+    table: bool = False,
 ) -> Anatomy:
     """Draw one subject from ``seed`` and rasterise its tissue map.
 
@@ -165,6 +170,10 @@ def generate_anatomy(
             radius and ulna; background in the labels), from the shoulders down past the hips,
             drawn from their own stream of the seed (:data:`ARMS_STREAM`), so no other draw
             changes; the default grid then widens to hold them (:data:`ARM_FOV_HALF_WIDTH_MM`).
+        table: lay the subject on a scanner table: two thin curved shells under its back, a
+            mattress's gap below it, in unlabelled bone-like tissue (bright on CT, dark on MR),
+            from their own stream (:data:`TABLE_STREAM`); the default grid then reaches
+            :data:`TABLE_FOV_BACK_MM` behind the midline.
 
     Returns:
         The tissue map and the subject's parameters (the organ factors as ``NAME_size_factor``).
@@ -180,7 +189,7 @@ def generate_anatomy(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r} of type {type(seed).__name__}")
     if grid is None:
-        grid = default_grid(fov, spacing=spacing, arms=arms)
+        grid = default_grid(fov, spacing=spacing, arms=arms, table=table)
     elif fov not in _FOV_EXTENT:
         raise InputError(f"unknown field of view {fov!r}; valid: {', '.join(FOVS)}")
     organ_scales = dict(organ_scales or {})
@@ -191,6 +200,9 @@ def generate_anatomy(
     if arms:
         drawn, arm_parameters = _draw_arms(np.random.default_rng([int(seed), ARMS_STREAM]), subject)
         subject = replace(subject, arms=drawn, parameters={**subject.parameters, **arm_parameters})
+    if table:
+        laid, table_parameters = _draw_table(np.random.default_rng([int(seed), TABLE_STREAM]), subject)
+        subject = replace(subject, table=laid, parameters={**subject.parameters, **table_parameters})
     canvas = _Canvas(grid, subject.to_subject)
     _paint_subject(canvas, subject, perirenal_room_mm=perirenal_room_mm)
     logger.debug("phantom anatomy seed %d rasterised on a %s grid", seed, "x".join(map(str, grid.shape)))
@@ -768,6 +780,37 @@ def _draw_arms(rng: np.random.Generator, subject: _Subject) -> tuple[tuple[_Arm,
     return (arms[0], arms[1]), d.parameters
 
 
+@dataclass(frozen=True)
+class _Table:
+    """The scanner's table under the subject's back: two thin curved shells (a cradle, its edges
+    raised) a few cm apart, the upper one a mattress's gap below the back; as long as any grid."""
+
+    top_y: float  # the upper shell's upper surface on the midline (subject frame, +y posterior)
+    radius: float  # of the cradle's curve
+    half_width: float
+    thickness: float  # of each shell
+    depth: float  # between the two shells' upper surfaces
+
+
+TABLE_STREAM = 104_729
+"""Where the table's random stream branches off a subject's seed (``default_rng([seed, TABLE_STREAM])``)."""
+
+TABLE_FOV_BACK_MM = 260.0
+"""How far behind the midline (y) the default grid of a subject on a table reaches, to hold the table."""
+
+
+def _draw_table(rng: np.random.Generator, subject: _Subject) -> tuple[_Table, dict[str, float]]:
+    """The table under the back: the back's lowest point (the body's largest posterior reach)
+    plus a mattress's gap."""
+    d = _Draw(rng)
+    body = subject.body
+    back = float(np.max(body.yc + body.b_post + 0.8 * subject.fat)) + subject.skin
+    table = _Table(top_y=back + d.u("table_gap_mm", 5.0, 40.0), radius=d.u("table_radius_mm", 800.0, 2000.0),
+                   half_width=d.u("table_half_width_mm", 220.0, 260.0), thickness=d.u("table_thickness_mm", 4.0, 8.0),
+                   depth=d.u("table_depth_mm", 30.0, 60.0))
+    return table, d.parameters
+
+
 @dataclass(frozen=True, eq=False)
 class _Subject:
     """Everything drawn for one subject, ready to paint (all in the subject frame)."""
@@ -795,6 +838,7 @@ class _Subject:
     aortic_disease: _AorticDisease | None = None
     ribs: _RibCage | None = None
     arms: tuple[_Arm, _Arm] | None = None
+    table: _Table | None = None
 
 
 class _Draw:
@@ -1435,6 +1479,8 @@ def _paint_subject(canvas: _Canvas, subject: _Subject, *, perirenal_room_mm: flo
     _paint_body(canvas, subject)
     if subject.arms is not None:
         _paint_arms(canvas, subject, subject.arms)
+    if subject.table is not None:
+        _paint_table(canvas, subject.table)
     _paint_skeleton(canvas, subject)
     _paint_muscles(canvas, subject)
     _paint_vessels(canvas, subject)
@@ -1511,6 +1557,23 @@ def _paint_arms(canvas: _Canvas, subject: _Subject, arms: tuple[_Arm, _Arm]) -> 
         for bone in arm.bones:
             canvas.paint(box, bone.inside(box.x, box.y, box.z), "rib_cortex", ("muscle",))
             canvas.paint(box, bone.grown(-_BONE_CORTEX_MM).inside(box.x, box.y, box.z), "rib_marrow", ("rib_cortex",))
+
+
+def _paint_table(canvas: _Canvas, table: _Table) -> None:
+    """Both shells where there is air, in the ribs' cortex (bright on CT, dark on MR like a real
+    table's carbon fibre; no class)."""
+    rise = table.radius - math.sqrt(table.radius**2 - table.half_width**2)  # the edges above the midline
+    lo = np.array([-table.half_width, table.top_y - rise, -1000.0])
+    hi = np.array([table.half_width, table.top_y + table.depth + table.thickness, 1500.0])
+    box = canvas.box(lo, hi)
+    if box is None:
+        return
+    surface = table.top_y - (table.radius - np.sqrt(table.radius**2 - np.minimum(box.x * box.x, table.half_width**2)))
+    below = box.y - surface
+    inside = np.abs(box.x) <= table.half_width
+    for start in (0.0, table.depth):
+        shell = inside & (below >= start) & (below <= start + table.thickness)
+        canvas.paint(box, np.broadcast_to(shell, box.shape), "rib_cortex", ("air",))
 
 
 def _paint_skeleton(canvas: _Canvas, subject: _Subject) -> None:

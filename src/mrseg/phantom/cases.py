@@ -86,6 +86,7 @@ def make_case(
     perirenal: tuple[float, float] | None = None,
     perirenal_room: float = 0.0,
     arms: bool = False,
+    table: bool = False,
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
@@ -121,6 +122,8 @@ def make_case(
             as wide as the kidney above its upper pole; 0 (default): none. Not for ``from_labels``.
         arms: give a generated subject arms at the trunk's sides (``generate_anatomy``'s ``arms``;
             background in the labels), the field of view widened to hold them.
+        table: lay a generated subject on a scanner table (``generate_anatomy``'s ``table``), the field
+            of view deepened to hold it.
         ectasia: mm by which the aorta is widened all round along its whole length (see
             :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
         extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
@@ -170,6 +173,9 @@ def make_case(
     if perirenal_room and from_labels is not None:
         raise InputError("perirenal_room makes room in a generated subject's anatomy; a label map's organs are "
                          "given, leave perirenal_room out with from_labels")
+    if table and from_labels is not None:
+        raise InputError("the table is drawn under a generated subject; a label map's anatomy is given, leave table "
+                         "off with from_labels")
     if arms and from_labels is not None:
         raise InputError("arms are drawn for a generated subject; a label map's anatomy is given, leave arms off "
                          "with from_labels")
@@ -184,10 +190,11 @@ def make_case(
             raise InputError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
         spacing = spacing or (2.0, 2.0, 2.0)
         laid_out = _divided(spacing, scale)
-        grid = grid_covering(default_grid(fov, spacing=laid_out, arms=arms), spacing=laid_out,
+        grid = grid_covering(default_grid(fov, spacing=laid_out, arms=arms, table=table), spacing=laid_out,
                              orientation=orientation or "LPS", rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
-                                   organ_scales=organ_scales, perirenal_room_mm=perirenal_room, arms=arms)
+                                   organ_scales=organ_scales, perirenal_room_mm=perirenal_room, arms=arms,
+                                   table=table)
         tissues = anatomy.tissues
         metadata.update(fov=fov, anatomy=anatomy.parameters, source="phantom")
         if layered_aorta:
@@ -198,6 +205,8 @@ def make_case(
             metadata.update(perirenal_room_mm=perirenal_room)
         if arms:
             metadata.update(arms=True)
+        if table:
+            metadata.update(table=True)
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

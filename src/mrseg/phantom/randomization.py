@@ -33,6 +33,8 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
 * arms, for ``arms_share`` of the generated subjects: both arms lying at the trunk's sides
   (bone, muscle, fat and skin that are no class), as in a patient scanned with the arms down,
   where every demo network had labelled a real CT's arms as hip muscles and lost its liver;
+* a scanner table, for ``table_share`` of the generated subjects: two curved shells under the
+  back (no class), where a network trained without one labelled the tissue at a real CT's table gluteus;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
@@ -157,6 +159,8 @@ class RandomizationRanges:
         arms_share: share of the generated subjects' cases with arms lying at the trunk's sides
             (``make_case``'s ``arms``): bone, muscle and fat beside the body that are no class, as
             in a patient scanned with the arms down.
+        table_share: share of the generated subjects' cases lying on a scanner table (``make_case``'s
+            ``table``): two curved shells under the back that are no class.
         ectasia_share: share of cases whose aorta is widened along its whole length
             (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
         ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
@@ -225,6 +229,7 @@ class RandomizationRanges:
     perirenal_room_share: float = 0.0
     perirenal_room_mm: tuple[float, float] = (20.0, 50.0)
     arms_share: float = 0.0
+    table_share: float = 0.0
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
     ectasia_modalities: tuple[str, ...] = MODALITIES
@@ -252,8 +257,9 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "perirenal_room_share", "arms_share", "ectasia_share", "thrombus_share", "extraperitoneal_share",
-                     "subject_scale_share", "layered_aorta_share", "deformation_share", "organ_scale_share"):
+                     "perirenal_room_share", "arms_share", "table_share", "ectasia_share", "thrombus_share",
+                     "extraperitoneal_share", "subject_scale_share", "layered_aorta_share", "deformation_share",
+                     "organ_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -415,6 +421,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     armed = np.random.default_rng([seed, 0x5EED, 17])  # a generated subject's arms at its sides
     if armed.random() < ranges.arms_share and recipe["template"] is None:
         recipe["arms"] = True
+    tabled = np.random.default_rng([seed, 0x5EED, 18])  # a generated subject on the scanner's table
+    if tabled.random() < ranges.table_share and recipe["template"] is None:
+        recipe["table"] = True
     return recipe, rng
 
 
@@ -466,6 +475,8 @@ def random_case(
         common["perirenal_room"] = recipe["perirenal_room"]
     if recipe.get("arms"):
         common["arms"] = True
+    if recipe.get("table"):
+        common["table"] = True
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
