@@ -167,21 +167,20 @@ def make_case(
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
     if not (np.isfinite(scale) and SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]):
         raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
-    if organ_scales and from_labels is not None:
-        raise InputError("organ_scales resizes a generated subject's organs; a label map's organs are given, "
-                         "leave organ_scales out with from_labels")
-    if perirenal_room and from_labels is not None:
-        raise InputError("perirenal_room makes room in a generated subject's anatomy; a label map's organs are "
-                         "given, leave perirenal_room out with from_labels")
-    if table and from_labels is not None:
-        raise InputError("the table is drawn under a generated subject; a label map's anatomy is given, leave table "
-                         "off with from_labels")
-    if arms and from_labels is not None:
-        raise InputError("arms are drawn for a generated subject; a label map's anatomy is given, leave arms off "
-                         "with from_labels")
-    if layered_aorta and from_labels is not None:
-        raise InputError("layered_aorta draws a generated subject's aortic disease; a label map's aorta is "
-                         "given, leave layered_aorta off with from_labels")
+    # what only a generated subject has: each refused with a label map, whose anatomy is given
+    generated_only = (
+        (organ_scales, "organ_scales resizes a generated subject's organs; a label map's organs are given, leave "
+                       "organ_scales out"),
+        (perirenal_room, "perirenal_room makes room in a generated subject's anatomy; a label map's organs are "
+                         "given, leave perirenal_room out"),
+        (table, "the table is drawn under a generated subject; a label map's anatomy is given, leave table off"),
+        (arms, "arms are drawn for a generated subject; a label map's anatomy is given, leave arms off"),
+        (layered_aorta, "layered_aorta draws a generated subject's aortic disease; a label map's aorta is given, "
+                        "leave layered_aorta off"),
+    )
+    for value, message in generated_only:
+        if value and from_labels is not None:
+            raise InputError(f"{message} with from_labels")
     rng = np.random.default_rng(seed)
     metadata: dict[str, Any] = {"seed": seed, "modality": modality, "sequence": sequence}
 
