@@ -748,25 +748,28 @@ def _draw_arms(rng: np.random.Generator, subject: _Subject) -> tuple[tuple[_Arm,
     hand = max(wrist - d.u("arm_hand_length_mm", 60.0, 90.0), subject.crotch_z - 100.0)
     upper, forearm = d.u("arm_upper_radius_mm", 32.0, 42.0), d.u("arm_forearm_radius_mm", 26.0, 34.0)
     fat_share = d.u("arm_fat_share", 0.4, 0.7)
+
+    def along_trunk(z: Array | float, values: Array) -> Array:  # a trunk profile at z (held beyond its ends)
+        return np.interp(np.clip(z, subject.crotch_z, body.z1), trunk_z, values)
+
+    def arm_fat(z: Array | float) -> Array:  # a share of the trunk's subcutaneous fat at that height
+        return np.maximum(3.0, fat_share * along_trunk(z, subject.fat))
+
+    # (z, half-width, half-depth) of the muscle core from the hand up to the rounded shoulder
+    joint = 0.5 * (forearm + upper)
+    profile = [(hand, 30.0, 8.0), (wrist, 17.0, 11.0), (0.5 * (wrist + elbow), forearm, 0.85 * forearm),
+               (elbow, joint, 0.9 * joint), (0.5 * (elbow + shoulder), upper, 0.95 * upper),
+               (shoulder - 20.0, upper, upper), (shoulder + 15.0, 0.5 * upper, 0.5 * upper)]
     arms = []
     for side, name in _SIDES:
         gap = d.u(f"{name}_arm_gap_mm", 0.0, 30.0)
         y_shift = d.u(f"{name}_arm_y_mm", -25.0, 15.0)
-        # (z, half-width, half-depth) of the muscle core from the hand up to the rounded shoulder
-        joint = 0.5 * (forearm + upper)
-        profile = [(hand, 30.0, 8.0), (wrist, 17.0, 11.0), (0.5 * (wrist + elbow), forearm, 0.85 * forearm),
-                   (elbow, joint, 0.9 * joint), (0.5 * (elbow + shoulder), upper, 0.95 * upper),
-                   (shoulder - 20.0, upper, upper), (shoulder + 15.0, 0.5 * upper, 0.5 * upper)]
-        knots = []
-        for z, a, b in profile:
-            at = min(max(z, subject.crotch_z), body.z1)
-            fat = max(3.0, fat_share * float(np.interp(at, trunk_z, subject.fat)))
-            trunk_edge = float(np.interp(at, trunk_z, body.a + subject.fat)) + subject.skin
-            x = trunk_edge + gap + a + fat + subject.skin
-            knots.append((z, side * x, y_shift, a, b))
+        # each knot's centre: the trunk's skin, the gap, then the arm's own skin, fat and half-width
+        knots = [(z, side * float(along_trunk(z, body.a + subject.fat) + 2 * subject.skin + gap + a + arm_fat(z)),
+                  y_shift, a, b) for z, a, b in profile]
         core = _zstack(knots)
         core_z = np.arange(len(core.a)) * _TABLE_STEP + core.z0
-        fat = np.maximum(3.0, fat_share * np.interp(np.clip(core_z, subject.crotch_z, body.z1), trunk_z, subject.fat))
+        fat = arm_fat(core_z)
         xc = lambda z: float(np.interp(z, core_z, core.xc))  # noqa: E731
         humerus_r = d.u(f"{name}_humerus_radius_mm", 10.0, 13.0)
         humerus = _zstack([(elbow + 10.0, xc(elbow + 10.0), y_shift, 1.4 * humerus_r, humerus_r),
