@@ -162,6 +162,8 @@ RANDOMIZATION_SHARES = {
                             "fat above the left kidney (--perirenal-room)",
     "arms_share": "share of the generated subjects' cases with arms lying at the trunk's sides (no class)",
     "table_share": "share of the generated subjects' cases lying on a scanner table (no class)",
+    "air_margin_share": "share of the generated subjects' cases whose field of view is widened into air, each side "
+                        "by its own draw (--air-margin)",
     "ectasia_share": "share of cases whose aorta is widened 2-8 mm all round along its whole length (ectasia)",
     "thrombus_share": "share of the CT cases whose aortic thrombus takes a random CT number (40-140 HU)",
     "extraperitoneal_share": "share of cases whose liver, spleen, stomach and colon lie 2-10 mm off the body wall "
@@ -212,6 +214,9 @@ def main() -> None:
     parser.add_argument("--organ-scale", type=float, nargs=2, default=defaults.organ_scale,
                         metavar=("LOW", "HIGH"),
                         help="range of each organ's size factor on every length in an --organ-scale-share case")
+    parser.add_argument("--air-margin", type=float, nargs=2, default=defaults.air_margin_mm,
+                        metavar=("LOW", "HIGH"),
+                        help="range of the air (mm) an --air-margin-share case's field of view gains on each side")
     parser.add_argument("--perirenal-room", type=float, nargs=2, default=defaults.perirenal_room_mm,
                         metavar=("LOW", "HIGH"),
                         help="range of how far (mm) a --perirenal-room-share case's compartment reaches above "
@@ -291,6 +296,7 @@ def main() -> None:
                                      deformation_mm=tuple(args.deformation_mm),
                                      organ_scale=tuple(args.organ_scale),
                                      perirenal_room_mm=tuple(args.perirenal_room),
+                                     air_margin_mm=tuple(args.air_margin),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),
                                      crop_centres=tuple(args.crop_centre or defaults.crop_centres),
                                      fat_suppressed_sequences=tuple(args.fat_suppressed_sequence

@@ -120,6 +120,7 @@ def test_train_demo_model_refuses_a_bad_class_weight_before_it_synthesises(tmp_p
     (["--layered-aorta-share", "-0.1"], "layered_aorta_share is a share"),
     (["--deformation-mm", "5", "30"], "deformation_mm is the displacement's SD, at most 20 mm"),
     (["--organ-scale", "0.3", "1.0"], "organ_scale is a size factor within"),
+    (["--air-margin", "0", "350"], "air_margin_mm reaches at most 300 mm a side"),
     (["--scale-augmentation", "0.6", "1.4", "1.0"], "scale augmentation: the factors must satisfy"),
 ])
 def test_train_demo_model_refuses_bad_ranges_before_it_synthesises(tmp_path, flags, refusal):

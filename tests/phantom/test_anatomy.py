@@ -391,6 +391,29 @@ def test_perirenal_fat_keeps_the_other_organs_off_the_kidneys():
     assert thick[1] > 8.0 and thin[1] < 4.0  # lean and obese subjects both occur
 
 
+def test_an_air_margin_widens_the_default_grid_into_air_round_the_same_subject():
+    """A real CT's field of view is wider than the body; the default grid keeps the body wall near
+    its edges. ``air_margin`` adds air on the right, left, front and back: the subject drawn on the
+    wider grid is the plain grid's, voxel for voxel, with air around it."""
+    plain = default_grid("abdomen", spacing=(4.0, 4.0, 4.0))
+    wide = default_grid("abdomen", spacing=(4.0, 4.0, 4.0), air_margin=(8.0, 16.0, 24.0, 32.0))
+    assert wide.shape == (plain.shape[0], plain.shape[1] + 14, plain.shape[2] + 6)
+    assert wide.origin == pytest.approx((plain.origin[0] - 8.0, plain.origin[1] - 24.0, plain.origin[2]))
+    assert default_grid("abdomen", spacing=(4.0, 4.0, 4.0), air_margin=10.0).shape == (plain.shape[0],
+                                                                                      plain.shape[1] + 5,
+                                                                                      plain.shape[2] + 5)
+    before = generate_anatomy(seed=3, grid=plain).tissues.array
+    after = generate_anatomy(seed=3, grid=wide).tissues.array
+    inner = (slice(None), slice(6, 6 + plain.shape[1]), slice(2, 2 + plain.shape[2]))
+    np.testing.assert_array_equal(after[inner], before)
+    outside = np.ones(after.shape, bool)
+    outside[inner] = False
+    assert (after[outside] == TISSUE_INDEX["air"]).all()
+    for bad in ((10.0, 10.0, 10.0), -1.0, 301.0, float("nan"), "wide"):
+        with pytest.raises(InputError, match="air_margin is one number or four"):
+            default_grid("abdomen", air_margin=bad)
+
+
 def test_arms_lie_beside_the_trunk_as_unlabelled_tissue_and_change_no_other_draw():
     """A real CT with the arms at the sides had every demo network label them hip muscles and
     lose the liver; the phantom had no arms. With ``arms`` each side holds an arm of skin, fat,

@@ -281,6 +281,36 @@ def test_arms_and_the_table_are_for_generated_subjects_recorded_and_on_the_phant
     assert json.loads((tmp_path / "t" / "phantom_0005.json").read_text())["table"] is True
 
 
+def test_an_air_margin_is_for_generated_subjects_recorded_and_on_the_phantom_command(tmp_path, caplog):
+    """``air_margin`` widens the field of view into air: the anatomy is unchanged in the middle;
+    a label map's grid is given; ``--air-margin`` takes one number or four (one line, exit 2,
+    nothing written otherwise)."""
+    plain = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), modality="ct")
+    wide = make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), modality="ct", air_margin=(16, 32, 48, 64))
+    assert wide.metadata["air_margin_mm"] == [16.0, 32.0, 48.0, 64.0] and "air_margin_mm" not in plain.metadata
+    # x gains 2 + 4 voxels, y 6 + 8 (numpy order z, y, x); the old grid's labels sit inside, air around
+    assert wide.labels.array.shape == (plain.labels.array.shape[0], plain.labels.array.shape[1] + 14,
+                                       plain.labels.array.shape[2] + 6)
+    inner = (slice(None), slice(6, 6 + plain.labels.array.shape[1]), slice(2, 2 + plain.labels.array.shape[2]))
+    np.testing.assert_array_equal(wide.labels.array[inner], plain.labels.array)
+    outside = np.ones(wide.labels.array.shape, bool)
+    outside[inner] = False
+    assert not wide.labels.array[outside].any() and np.median(wide.image.array[outside]) < -900  # air, HU
+    with pytest.raises(InputError, match="air_margin widens a generated subject's field of view"):
+        make_case(seed=2, from_labels=plain.labels, air_margin=10.0)
+    with pytest.raises(InputError, match=r"air_margin is one number or four \(right, left, front, back\)"):
+        make_case(seed=2, fov="abdomen", spacing=(8.0, 8.0, 8.0), air_margin=(10.0, 10.0))
+    assert main(["phantom", "-o", str(tmp_path / "a"), "-n", "1", "--seed", "5", "--fov", "abdomen", "--spacing", "8",
+                 "8", "8", "--air-margin", "40"]) == 0
+    assert json.loads((tmp_path / "a" / "phantom_0005.json").read_text())["air_margin_mm"] == [40.0] * 4
+    caplog.clear()
+    assert main(["phantom", "-o", str(tmp_path / "b"), "-n", "1", "--fov", "abdomen", "--spacing", "8", "8", "8",
+                 "--air-margin", "-5"]) == 2
+    assert not (tmp_path / "b").exists()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "air_margin is one number or four (right, left, front, back), each 0-300 mm, got [-5.0]"]
+
+
 def test_phantom_command_perirenal_room(tmp_path, caplog):
     """``--perirenal-room``: recorded in the sidecar; a negative height: one line, exit 2, nothing written."""
     common = ["phantom", "-n", "1", "--fov", "abdomen", "--seed", "5", "--spacing", "6", "6", "6"]

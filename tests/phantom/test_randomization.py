@@ -177,6 +177,9 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"organ_scale_share": -0.5}, "organ_scale_share is a share"),
     ({"perirenal_room_share": 1.5}, "perirenal_room_share is a share"),
     ({"perirenal_room_mm": (50.0, 20.0)}, "perirenal_room_mm must be a range"),
+    ({"air_margin_share": 1.5}, "air_margin_share is a share"),
+    ({"air_margin_mm": (100.0, 50.0)}, "air_margin_mm must be a range"),
+    ({"air_margin_mm": (0.0, 400.0)}, "air_margin_mm reaches at most 300 mm a side"),
     ({"organ_scale": (1.0, 0.9)}, "organ_scale must be a range"),
     ({"organ_scale": (0.4, 1.0)}, "organ_scale is a size factor within"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
@@ -571,3 +574,25 @@ def test_ectasia_for_ct_only_keeps_every_mr_recipe_and_draws_each_ct_one_as_with
         assert recipe == expected, seed
         drawn[recipe["modality"]] += "ectasia" in recipe
     assert drawn["mr"] == 0 and drawn["ct"] > 10
+
+
+def test_air_margin_draws_widen_a_generated_subjects_field_of_view_into_air_and_leave_every_other_draw():
+    before, after, margins = _generated_case_with("air_margin", "abdomen",
+                                                  {"air_margin_share": 1.0, "air_margin_mm": (40.0, 120.0)})
+    assert len(margins) == 4 and all(40.0 <= m <= 120.0 for m in margins) and len(set(margins)) == 4  # each side
+    assert after.metadata["air_margin_mm"] == margins
+    # wider and deeper by the drawn margins (z as it was); the same classes, the new voxels background
+    spacing_x, spacing_y = after.image.geometry.spacing[:2]
+    grown = np.subtract(after.image.array.shape, before.image.array.shape)
+    assert grown[0] == 0
+    assert abs(grown[2] * spacing_x - (margins[0] + margins[1])) <= 2 * spacing_x
+    assert abs(grown[1] * spacing_y - (margins[2] + margins[3])) <= 2 * spacing_y
+    assert sorted(np.unique(after.labels.array)) == sorted(np.unique(before.labels.array))
+    # the grid moved by a fraction of a voxel: each class of 200 voxels or more keeps its size
+    counts = [(np.count_nonzero(before.labels.array == c), np.count_nonzero(after.labels.array == c))
+              for c in np.unique(before.labels.array) if c]
+    assert all(new == pytest.approx(old, rel=0.05) for old, new in counts if old >= 200)
+    assert 0.35 < _drawn_share("air_margin", air_margin_share=0.5, template_share=0.0) < 0.65
+    recipes = [case_recipe(s, RandomizationRanges(air_margin_share=1.0, template_share=0.5), templates=1)
+               for s in range(40)]
+    assert all(("air_margin" in r) == (r["template"] is None) for r in recipes)  # a template's grid is given

@@ -59,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--table", action="store_true",
                    help="lay a generated subject on a scanner table: two curved shells under its back (no class); "
                         "the field of view deepens to hold it")
+    p.add_argument("--air-margin", type=float, nargs="+", default=[0.0], metavar="MM",
+                   help="widen a generated subject's field of view into air by MM on each side, or by four numbers: "
+                        "right, left, front, back; each 0-300 (default 0: the body wall near the image's edges)")
     p.add_argument("--ectasia", type=float, default=0.0, metavar="MM",
                    help="widen the aorta by MM all round along its whole length, into fat and lung "
                         "(default 0: as drawn)")
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 liver_fat_fraction=args.liver_fat, pancreas_fat_fraction=args.pancreas_fat,
                 clutter=args.clutter, perirenal=tuple(args.perirenal) if args.perirenal else None,
                 perirenal_room=args.perirenal_room, arms=args.arms, table=args.table,
+                air_margin=args.air_margin,
                 ectasia=args.ectasia, extraperitoneal=args.extraperitoneal, scale=args.scale,
                 layered_aorta=args.layered_aorta, deformation_mm=args.deform, organ_scales=organ_scales,
             )

@@ -86,7 +86,7 @@ class Anatomy:
 
 
 def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0), arms: bool = False,
-                 table: bool = False) -> Geometry:
+                 table: bool = False, air_margin: float | Sequence[float] = 0.0) -> Geometry:
     """An axis-aligned LPS grid covering one field of view of the default-size subject.
 
     World coordinates are those of the default-size subject: origin on the midline at the top of
@@ -98,12 +98,16 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
         spacing: voxel size in mm, ITK order ``(x, y, z)``.
         arms: widen the grid to :data:`ARM_FOV_HALF_WIDTH_MM` each side, for a subject with arms.
         table: reach :data:`TABLE_FOV_BACK_MM` behind the midline, for a subject on a table.
+        air_margin: mm of air added beyond the field of view's right, left, front and back
+            sides (after ``arms`` and ``table``), one number for all four or four numbers in that
+            order, each 0 to :data:`AIR_MARGIN_MAX_MM`: a scan's reconstruction circle wider than
+            the body, which the default grid (the body wall near its edges) lacks.
 
     Returns:
         The grid geometry; its voxel centres span the field of view.
 
     Raises:
-        InputError: for an unknown ``fov`` or a non-positive spacing.
+        InputError: for an unknown ``fov``, a non-positive spacing or a margin out of range.
 
     Example:
         >>> default_grid("trunk", spacing=(2.0, 2.0, 2.0)).shape
@@ -119,6 +123,8 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
         extent[0] = (-ARM_FOV_HALF_WIDTH_MM, ARM_FOV_HALF_WIDTH_MM)
     if table:
         extent[1, 1] = TABLE_FOV_BACK_MM
+    right, left, front, back = air_margins(air_margin)
+    extent[:2] += ((-right, left), (-front, back))  # LPS: x grows to the left, y to the back
     size = np.maximum(1, np.round((extent[:, 1] - extent[:, 0]) / spacing_arr)).astype(int)
     centre = extent.mean(axis=1)
     origin = centre - (size - 1) * spacing_arr / 2.0
@@ -128,6 +134,29 @@ def default_grid(fov: str, *, spacing: tuple[float, float, float] = (2.0, 2.0, 2
         origin=(float(origin[0]), float(origin[1]), float(origin[2])),
         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
     )
+
+
+AIR_MARGIN_MAX_MM = 300.0
+"""The widest air margin :func:`default_grid` adds on one side of a field of view."""
+
+
+def air_margins(air_margin: float | Sequence[float]) -> tuple[float, float, float, float]:
+    """``air_margin`` (one number, or right, left, front, back) as four numbers in mm, checked.
+
+    Raises:
+        InputError: unless it is one or four numbers, each 0 to :data:`AIR_MARGIN_MAX_MM`.
+    """
+    try:
+        values = np.atleast_1d(np.asarray(air_margin, dtype=np.float64))
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.shape == (1,):
+        values = np.repeat(values, 4)
+    if values.shape != (4,) or not np.all((values >= 0) & (values <= AIR_MARGIN_MAX_MM)):
+        raise InputError(f"air_margin is one number or four (right, left, front, back), each 0-"
+                         f"{AIR_MARGIN_MAX_MM:g} mm, got {air_margin!r}")
+    right, left, front, back = (float(v) for v in values)
+    return right, left, front, back
 
 
 def generate_anatomy(

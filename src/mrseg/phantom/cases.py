@@ -87,6 +87,7 @@ def make_case(
     perirenal_room: float = 0.0,
     arms: bool = False,
     table: bool = False,
+    air_margin: float | Sequence[float] = 0.0,
     ectasia: float = 0.0,
     extraperitoneal: float = 0.0,
     scale: float = 1.0,
@@ -124,6 +125,10 @@ def make_case(
             background in the labels), the field of view widened to hold them.
         table: lay a generated subject on a scanner table (``generate_anatomy``'s ``table``), the field
             of view deepened to hold it.
+        air_margin: mm of air beyond a generated subject's field of view on its right, left, front
+            and back (one number for all four, or four): a scan's field of view wider than the body
+            (see :func:`~mrseg.phantom.anatomy.default_grid`); 0 (default): the body wall near the
+            grid's edges.
         ectasia: mm by which the aorta is widened all round along its whole length (see
             :func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 (default) leaves it as drawn.
         extraperitoneal: mm of extraperitoneal fat keeping the liver, spleen, gallbladder, stomach
@@ -148,7 +153,7 @@ def make_case(
         **synthesis: further :class:`~mrseg.phantom.synthesis.SynthesisOptions` fields.
     """
     from mrseg.io.resample import resample_labels
-    from mrseg.phantom.anatomy import FOVS, default_grid, generate_anatomy
+    from mrseg.phantom.anatomy import FOVS, air_margins, default_grid, generate_anatomy
     from mrseg.phantom.synthesis import SEQUENCES, SynthesisOptions, synthesize, tissues_from_labels
     from mrseg.phantom.tissues import (
         aortic_ectasia,
@@ -175,6 +180,8 @@ def make_case(
                          "given, leave perirenal_room out"),
         (table, "the table is drawn under a generated subject; a label map's anatomy is given, leave table off"),
         (arms, "arms are drawn for a generated subject; a label map's anatomy is given, leave arms off"),
+        (any(air_margins(air_margin)), "air_margin widens a generated subject's field of view; a label map's grid "
+                                       "is given, leave air_margin out"),
         (layered_aorta, "layered_aorta draws a generated subject's aortic disease; a label map's aorta is given, "
                         "leave layered_aorta off"),
     )
@@ -189,8 +196,8 @@ def make_case(
             raise InputError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
         spacing = spacing or (2.0, 2.0, 2.0)
         laid_out = _divided(spacing, scale)
-        grid = grid_covering(default_grid(fov, spacing=laid_out, arms=arms, table=table), spacing=laid_out,
-                             orientation=orientation or "LPS", rng=rng)
+        field_of_view = default_grid(fov, spacing=laid_out, arms=arms, table=table, air_margin=air_margin)
+        grid = grid_covering(field_of_view, spacing=laid_out, orientation=orientation or "LPS", rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
                                    organ_scales=organ_scales, perirenal_room_mm=perirenal_room, arms=arms,
                                    table=table)
@@ -206,6 +213,8 @@ def make_case(
             metadata.update(arms=True)
         if table:
             metadata.update(table=True)
+        if any(air_margins(air_margin)):
+            metadata.update(air_margin_mm=list(air_margins(air_margin)))
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:

@@ -35,6 +35,11 @@ SynthSeg approach). :func:`random_case` draws everything one training case needs
   where every demo network had labelled a real CT's arms as hip muscles and lost its liver;
 * a scanner table, for ``table_share`` of the generated subjects: two curved shells under the
   back (no class), where a network trained without one labelled the tissue at a real CT's table gluteus;
+* air round the body, for ``air_margin_share`` of the generated subjects: the field of view widened
+  on each side (right, left, front, back) by its own draw from ``air_margin_mm``, as a CT's
+  reconstruction circle or an MR's field of view is wider than the body; the default grid keeps
+  the body wall near its edges, and the demo network lost a real CT's liver in a 500 mm field of
+  view that it found once the scan was cropped to the body;
 * aortic ectasia, for ``ectasia_share`` of the cases (of the modalities ``ectasia_modalities``):
   the aorta widened all round along its whole length, as in older subjects, so that a wide aorta
   is drawn at its own width;
@@ -83,7 +88,7 @@ import numpy as np
 from mrseg.classes import BASE
 from mrseg.errors import InputError
 from mrseg.io.image import Geometry, Image
-from mrseg.phantom.anatomy import FOVS, ORGAN_SCALE_LIMITS, SCALABLE_ORGANS
+from mrseg.phantom.anatomy import AIR_MARGIN_MAX_MM, FOVS, ORGAN_SCALE_LIMITS, SCALABLE_ORGANS
 from mrseg.phantom.cases import OBLIQUE, SCALE_LIMITS, PhantomCase, make_case
 from mrseg.phantom.synthesis import FAT_SUPPRESSIBLE, MODALITIES, SEQUENCES
 from mrseg.phantom.tissues import DEFORMATION_WAVELENGTH_MM
@@ -161,6 +166,9 @@ class RandomizationRanges:
             in a patient scanned with the arms down.
         table_share: share of the generated subjects' cases lying on a scanner table (``make_case``'s
             ``table``): two curved shells under the back that are no class.
+        air_margin_share: share of the generated subjects' cases whose field of view is widened
+            into air (``make_case``'s ``air_margin``), each side by its own draw.
+        air_margin_mm: the range of each side's margin, mm.
         ectasia_share: share of cases whose aorta is widened along its whole length
             (:func:`~mrseg.phantom.tissues.aortic_ectasia`); 0 by default, likewise.
         ectasia_mm: the range of how far its wall moves out, mm (2-8 mm: 22-39 mm across in the
@@ -230,6 +238,8 @@ class RandomizationRanges:
     perirenal_room_mm: tuple[float, float] = (20.0, 50.0)
     arms_share: float = 0.0
     table_share: float = 0.0
+    air_margin_share: float = 0.0
+    air_margin_mm: tuple[float, float] = (0.0, 150.0)
     ectasia_share: float = 0.0
     ectasia_mm: tuple[float, float] = (2.0, 8.0)
     ectasia_modalities: tuple[str, ...] = MODALITIES
@@ -257,9 +267,9 @@ class RandomizationRanges:
         for name in ("random_contrast_share", "ct_share", "axial_share", "template_share", "crop_share",
                      "slab_share", "centred_crop_share", "removal_share", "arterial_share", "fluid_share",
                      "fat_suppression_share", "fatty_organ_share", "clutter_share", "perirenal_share",
-                     "perirenal_room_share", "arms_share", "table_share", "ectasia_share", "thrombus_share",
-                     "extraperitoneal_share", "subject_scale_share", "layered_aorta_share", "deformation_share",
-                     "organ_scale_share"):
+                     "perirenal_room_share", "arms_share", "table_share", "air_margin_share", "ectasia_share",
+                     "thrombus_share", "extraperitoneal_share", "subject_scale_share", "layered_aorta_share",
+                     "deformation_share", "organ_scale_share"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise InputError(f"{name} is a share and must lie in [0, 1], got {value!r}")
@@ -269,7 +279,7 @@ class RandomizationRanges:
         for name in ("in_plane_spacing", "slice_spacing", "slice_thickness", "bias_field", "noise", "ct_noise_hu",
                      "crop_fraction", "slab_mm", "ct_enhancement", "fat_suppression", "liver_fat_fraction",
                      "pancreas_fat_fraction", "clutter_fraction", "perirenal_margin_mm", "perirenal_rise_mm",
-                     "perirenal_room_mm",
+                     "perirenal_room_mm", "air_margin_mm",
                      "ectasia_mm", "thrombus_hu", "extraperitoneal_mm", "subject_scale", "deformation_mm",
                      "organ_scale"):
             low, high = getattr(self, name)
@@ -289,6 +299,9 @@ class RandomizationRanges:
         if self.deformation_mm[1] > DEFORMATION_WAVELENGTH_MM / 4:
             raise InputError(f"deformation_mm is the displacement's SD, at most {DEFORMATION_WAVELENGTH_MM / 4:g} mm, "
                              f"got {self.deformation_mm!r}")
+        if self.air_margin_mm[1] > AIR_MARGIN_MAX_MM:
+            raise InputError(f"air_margin_mm reaches at most {AIR_MARGIN_MAX_MM:g} mm a side, "
+                             f"got {self.air_margin_mm!r}")
         if self.crop_fraction[1] > 1:
             raise InputError(f"crop_fraction is a fraction of the field of view, at most 1, got {self.crop_fraction!r}")
         if not (math.isfinite(self.gamma_log_sd) and self.gamma_log_sd >= 0):
@@ -424,6 +437,9 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
     tabled = np.random.default_rng([seed, 0x5EED, 18])  # a generated subject on the scanner's table
     if tabled.random() < ranges.table_share and recipe["template"] is None:
         recipe["table"] = True
+    aired = np.random.default_rng([seed, 0x5EED, 19])  # air round a generated subject: right, left, front, back
+    if aired.random() < ranges.air_margin_share and recipe["template"] is None:
+        recipe["air_margin"] = [float(m) for m in aired.uniform(*ranges.air_margin_mm, size=4)]
     return recipe, rng
 
 
@@ -477,6 +493,8 @@ def random_case(
         common["arms"] = True
     if recipe.get("table"):
         common["table"] = True
+    if "air_margin" in recipe:
+        common["air_margin"] = tuple(recipe["air_margin"])
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
