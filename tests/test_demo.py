@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mrseg.classes import BASE
@@ -336,6 +337,12 @@ def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_
     assert {"liver", "spleen", "aorta", "spine"} <= series.keys() and all(0 <= v <= 1 for v in series.values())
     assert len(evaluation["real ct/example_ct_sm.nii.gz"]) == 22
     assert len(evaluation["real MR field-of-view versions"]) == 8
+    # the series cropped to the body with 40 and 80 mm of air, beside it as acquired (the scored numbers)
+    margins = evaluation["DICOM series air margins"]
+    assert list(margins) == ["as acquired", "body + 40 mm of air", "body + 80 mm of air"]
+    assert margins["as acquired"]["mean"] == pytest.approx(np.mean(list(series.values())), abs=1e-9)
+    assert margins["as acquired"]["liver"] == pytest.approx(series["liver"], abs=1e-9)
+    assert all(0 <= row["liver"] <= 1 and row["classes"] >= 10 for row in margins.values())
 
     scan = read_image(shared_data / "mr" / "example_mr_sm.nii.gz")
     reference = resample_labels(read_image(shared_data / "labels" / "example_mr_sm__ref40.nii.gz"), scan.geometry)
