@@ -172,6 +172,7 @@ def make_case(
         raise InputError(f"{modality} sequence must be one of {', '.join(SEQUENCES[modality])}, got {sequence!r}")
     if not (np.isfinite(scale) and SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]):
         raise InputError(f"scale is a factor on the subject's size between 0.5 and 2, got {scale!r}")
+    margins = air_margins(air_margin)
     # what only a generated subject has: each refused with a label map, whose anatomy is given
     generated_only = (
         (organ_scales, "organ_scales resizes a generated subject's organs; a label map's organs are given, leave "
@@ -180,8 +181,8 @@ def make_case(
                          "given, leave perirenal_room out"),
         (table, "the table is drawn under a generated subject; a label map's anatomy is given, leave table off"),
         (arms, "arms are drawn for a generated subject; a label map's anatomy is given, leave arms off"),
-        (any(air_margins(air_margin)), "air_margin widens a generated subject's field of view; a label map's grid "
-                                       "is given, leave air_margin out"),
+        (any(margins), "air_margin widens a generated subject's field of view; a label map's grid is given, leave "
+                       "air_margin out"),
         (layered_aorta, "layered_aorta draws a generated subject's aortic disease; a label map's aorta is given, "
                         "leave layered_aorta off"),
     )
@@ -196,7 +197,7 @@ def make_case(
             raise InputError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
         spacing = spacing or (2.0, 2.0, 2.0)
         laid_out = _divided(spacing, scale)
-        field_of_view = default_grid(fov, spacing=laid_out, arms=arms, table=table, air_margin=air_margin)
+        field_of_view = default_grid(fov, spacing=laid_out, arms=arms, table=table, air_margin=margins)
         grid = grid_covering(field_of_view, spacing=laid_out, orientation=orientation or "LPS", rng=rng)
         anatomy = generate_anatomy(seed=seed, fov=fov, grid=grid, layered_aorta=layered_aorta,
                                    organ_scales=organ_scales, perirenal_room_mm=perirenal_room, arms=arms,
@@ -213,8 +214,8 @@ def make_case(
             metadata.update(arms=True)
         if table:
             metadata.update(table=True)
-        if any(air_margins(air_margin)):
-            metadata.update(air_margin_mm=list(air_margins(air_margin)))
+        if any(margins):
+            metadata.update(air_margin_mm=list(margins))
     else:
         tissues = tissues_from_labels(from_labels, seed=seed)
         if spacing is not None or orientation is not None or scale != 1.0:
