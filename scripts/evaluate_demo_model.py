@@ -228,10 +228,11 @@ def removed_organ_volumes(segmenter, cases: int) -> dict[str, dict[str, float]]:
 def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) -> dict[str, dict[str, float]]:
     """The goal organs' Dice on the scan as acquired (``predicted``, the segmenter's labels of
     ``scan``) and on 7 crops of its signal (see the module's text)."""
+    from mrseg.evaluation.metrics import bounding_box
     from mrseg.phantom.randomization import crop
 
-    signal = np.argwhere(scan.array != 0)
-    low, high = signal.min(axis=0), signal.max(axis=0) + 1  # (z, y, x): the box nnU-Net crops to
+    signal = bounding_box(scan.array != 0)  # (z, y, x): the box nnU-Net crops to
+    assert signal is not None, "an empty scan has no signal to crop"
     out = {"as acquired": _goal_dice(predicted, reference.array)}
     cuts = {}
     for axis, name in enumerate("zyx"):
@@ -241,7 +242,7 @@ def field_of_view_versions(segmenter, scan, reference, predicted: np.ndarray) ->
             cuts[f"1 voxel off {name} {side}"] = tuple(cut)
     cuts["2 voxels off every in-plane face"] = (0, 0, 2, 2, 2, 2)
     for name, cut in cuts.items():
-        box = tuple(slice(int(low[a]) + cut[2 * a], int(high[a]) - cut[2 * a + 1]) for a in range(3))
+        box = tuple(slice(signal[a].start + cut[2 * a], signal[a].stop - cut[2 * a + 1]) for a in range(3))
         out[name] = _goal_dice(segmenter.run(crop(scan, box)).labels.array, crop(reference, box).array)
     return out
 
@@ -253,18 +254,19 @@ def air_margin_versions(segmenter, scan, reference, predicted: np.ndarray,
     HU) grown by each margin (see the module's text)."""
     from scipy import ndimage
 
+    from mrseg.evaluation.metrics import bounding_box
     from mrseg.phantom.randomization import crop
 
     parts, _ = ndimage.label(scan.array > -500)
     sizes = np.bincount(parts.ravel())
     sizes[0] = 0  # the air
-    body = parts == int(np.argmax(sizes))
-    box_low, box_high = np.argwhere(body).min(axis=0), np.argwhere(body).max(axis=0) + 1  # (z, y, x)
+    body = bounding_box(parts == int(np.argmax(sizes)))  # (z, y, x)
+    assert body is not None, "a scan without a body has no box to crop to"
     spacing_zyx = np.asarray(scan.geometry.spacing[::-1])
     out = {"as acquired": _mean_and_liver(predicted, reference.array)}
     for margin in margins_mm:
         grow = np.ceil(margin / spacing_zyx).astype(int)
-        box = (slice(None), *(slice(max(int(box_low[a] - grow[a]), 0), int(box_high[a] + grow[a])) for a in (1, 2)))
+        box = (slice(None), *(slice(max(body[a].start - int(grow[a]), 0), body[a].stop + int(grow[a])) for a in (1, 2)))
         out[f"body + {margin:g} mm of air"] = _mean_and_liver(segmenter.run(crop(scan, box)).labels.array,
                                                            crop(reference, box).array)
     return out
