@@ -49,6 +49,12 @@ and plan the cases once, then train each seed into its own model folder:
     python scripts/train_demo_model.py --work /tmp/demo --cases 250 --seed 8000 ... --skip-training
     python scripts/train_demo_model.py --work /tmp/demo --skip-synthesis --skip-planning ... \
         --training-seed 8001 --out /tmp/demo_a
+
+A recipe kept in a file is read with ``@FILE`` (flags as on the command line, several to a line,
+``#`` starts a comment; later flags override it), e.g. the 6 mm runs' cases and training from v210 on:
+
+    python scripts/train_demo_model.py @docs/demo_model_rules/flags_v210.txt --work /tmp/demo \
+        --init-from src/mrseg/models/demo --training-seed 8001 --out /tmp/demo_6mm
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -177,6 +184,13 @@ RANDOMIZATION_SHARES = {
 }
 
 
+class _RecipeFileParser(argparse.ArgumentParser):
+    """Reads ``@FILE`` as the flags written in FILE, split as a shell would, ``#`` to the line's end a comment."""
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        return shlex.split(arg_line, comments=True)
+
+
 def main() -> None:
     from mrseg.errors import InputError
     from mrseg.phantom.anatomy import FOVS
@@ -195,7 +209,8 @@ def main() -> None:
     from mrseg.training.nnunet import LOSSES, check_class_weights, class_weights_from_pairs
 
     defaults = RandomizationRanges()  # the randomisation options default to its values
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _RecipeFileParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                               fromfile_prefix_chars="@")
     parser.add_argument("--work", type=Path, required=True, help="working folder (cases, nnU-Net folders)")
     parser.add_argument("--out", type=Path, help="where the stripped model folder goes")
     parser.add_argument("--template", type=Path, action="append", default=[], help="40-class label map template")

@@ -141,6 +141,29 @@ def test_train_demo_model_refuses_skip_training_with_an_output_folder(tmp_path):
     assert not work.exists() and not (tmp_path / "model").exists()
 
 
+def test_train_demo_model_reads_a_recipe_file_with_several_flags_to_a_line_and_comments(tmp_path):
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("# a recipe\n--cases 5 --seed 300  # the case seeds\n--air-margin 0 350\n")
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), f"@{recipe}", "--work", str(work)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "air_margin_mm reaches at most 300 mm a side" in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists()
+
+
+def test_the_kept_v210_recipe_is_a_valid_command_line(tmp_path):
+    """``docs/demo_model_rules/flags_v210.txt`` parses: every flag in it is one the script takes (the run then
+    stops at the refusal of --skip-training with --out, before anything is made)."""
+    recipe = TRAIN_DEMO.parents[1] / "docs" / "demo_model_rules" / "flags_v210.txt"
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(TRAIN_DEMO), f"@{recipe}", "--work", str(work), "--skip-training",
+                           "--out", str(tmp_path / "model")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--skip-training stops after synthesis and planning" in done.stderr
+    assert "unrecognized arguments" not in done.stderr
+    assert not work.exists()
+
+
 def test_train_demo_model_can_stop_after_synthesis_and_planning(tmp_path):
     """``--skip-training`` makes and plans the cases once, for trainings with other seeds to share."""
     work = tmp_path / "work"

@@ -456,6 +456,11 @@ def _synthesis_options(recipe: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+# Draws made for generated subjects only, each in the recipe only when drawn and passed to make_case under
+# its own name (make_case refuses them with a template); a list (the air margins) goes as a tuple.
+_GENERATED_SUBJECT_DRAWS = ("organ_scales", "perirenal_room", "arms", "table", "air_margin")
+
+
 def random_case(
     seed: int,
     *,
@@ -485,16 +490,8 @@ def random_case(
               "scale": recipe.get("subject_scale", 1.0), "layered_aorta": recipe.get("layered_aorta", False),
               "deformation_mm": recipe.get("deformation_mm", 0.0),
               **_synthesis_options(recipe)}
-    if "organ_scales" in recipe:
-        common["organ_scales"] = recipe["organ_scales"]
-    if "perirenal_room" in recipe:
-        common["perirenal_room"] = recipe["perirenal_room"]
-    if recipe.get("arms"):
-        common["arms"] = True
-    if recipe.get("table"):
-        common["table"] = True
-    if "air_margin" in recipe:
-        common["air_margin"] = tuple(recipe["air_margin"])
+    common.update({key: tuple(recipe[key]) if isinstance(recipe[key], list) else recipe[key]
+                   for key in _GENERATED_SUBJECT_DRAWS if key in recipe})
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
