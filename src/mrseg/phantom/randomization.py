@@ -457,7 +457,7 @@ def _synthesis_options(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 # Draws made for generated subjects only, each in the recipe only when drawn and passed to make_case under
-# its own name (make_case refuses them with a template); a list (the air margins) goes as a tuple.
+# its own name (make_case refuses them with a template, and reads the air margins' list as any sequence).
 _GENERATED_SUBJECT_DRAWS = ("organ_scales", "perirenal_room", "arms", "table", "air_margin")
 
 
@@ -490,8 +490,7 @@ def random_case(
               "scale": recipe.get("subject_scale", 1.0), "layered_aorta": recipe.get("layered_aorta", False),
               "deformation_mm": recipe.get("deformation_mm", 0.0),
               **_synthesis_options(recipe)}
-    common.update({key: tuple(recipe[key]) if isinstance(recipe[key], list) else recipe[key]
-                   for key in _GENERATED_SUBJECT_DRAWS if key in recipe})
+    common.update({key: recipe[key] for key in _GENERATED_SUBJECT_DRAWS if key in recipe})
     if recipe["template"] is not None:
         index = recipe["template"]
         source = template_names[index] if index < len(template_names) else f"template {index}"
