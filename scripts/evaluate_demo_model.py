@@ -95,6 +95,8 @@ def main() -> None:
                         help="scale test-time augmentation factors (default 1.0: the model's own grid)")
     parser.add_argument("--real-only", action="store_true",
                         help="score the real scans only (no phantoms, no removed organs): a quick look at a network")
+    parser.add_argument("--no-postprocessing", dest="postprocessing", action="store_false",
+                        help="score the labels before the model folder's postprocessing.json steps")
     parser.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                         help="run the model folder's own network alone, without the members its "
                              "mrseg_ensemble.json names")
@@ -103,6 +105,9 @@ def main() -> None:
     # a name (demo) or a folder
     segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32", scales=args.scales,
                           ensemble=args.ensemble)
+    if args.postprocessing and segmenter.model.postprocessing:
+        segmenter = Postprocessed(segmenter)
+        print(f"postprocessing: {len(segmenter.steps)} steps of the model folder's postprocessing.json")
     results: dict[str, dict[str, float]] = {}
     deformed: dict[str, dict[str, float]] = {}
     if not args.real_only:
@@ -188,6 +193,21 @@ def main() -> None:
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown_table(results))
+
+
+class Postprocessed:
+    """A segmenter whose labels get the model folder's postprocessing steps, as ``mrseg segment``
+    gives them (:class:`mrseg.pipeline.LoadedModel` does the same)."""
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter = segmenter
+        self.steps = segmenter.model.postprocessing
+
+    def run(self, image):
+        from mrseg.postprocess import apply_postprocessing
+
+        segmentation = self.segmenter.run(image)
+        return dataclasses.replace(segmentation, labels=apply_postprocessing(segmentation.labels, self.steps))
 
 
 def held_out_phantom_dice(segmenter, cases: int, **case_options) -> dict[str, float]:

@@ -48,6 +48,18 @@ def phantom_image(
                             direction=direction)
 
 
+def two_piece_image(orientation: str) -> Image:
+    """:func:`phantom_image` with a smaller copy of its middle beside it, past a gap of background:
+    the tiny models label two separate pieces (one piece alone, they label as one component)."""
+    import dataclasses
+
+    one = phantom_image(orientation)
+    background = one.array.min()
+    smaller = np.pad(one.array[:, 8:-8, 8:-8], ((0, 0), (8, 8), (0, 0)), constant_values=background)
+    array = np.concatenate([one.array, np.full_like(one.array[:, :, :8], background), smaller], axis=2)
+    return Image(array, dataclasses.replace(one.geometry, shape=array.shape))
+
+
 def nnunet_plans_manager(plans: dict):
     """nnU-Net v2's ``PlansManager`` for a plans.json dict (the reference for plans-driven steps)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

@@ -29,6 +29,7 @@ def segment(
     series: str | None = None,
     channel: int | None = None,
     ensemble: bool = True,
+    postprocessing: bool = True,
 ) -> Image:
     """Segment one image and return its label map on the input's exact grid.
 
@@ -44,6 +45,8 @@ def segment(
         channel: volume to use from a 4-D image.
         ensemble: average with the members the model folder's ``mrseg_ensemble.json`` names
             (the bundled demo is such an ensemble); False runs the folder's own model alone.
+        postprocessing: apply the steps of the model folder's nnU-Net ``postprocessing.json``
+            (keep the largest connected component of the classes it names), where it has one.
 
     Returns:
         A uint8 label :class:`~mrseg.io.Image` (0 background) with the input's geometry.
@@ -59,16 +62,18 @@ def segment(
     from mrseg.model.loader import Model as _Model
     from mrseg.model.store import resolve_model_folder
     from mrseg.pipeline import ModelSpec, load
+    from mrseg.postprocess import apply_postprocessing
 
     volume = image if isinstance(image, _Image) else read_image(image, series=series, channel=channel)
     if isinstance(model, _Model):
-        return Segmenter(model, step=step, tta=tta, device=device, threads=threads,
-                         ensemble=ensemble).segment(volume)
+        labels = Segmenter(model, step=step, tta=tta, device=device, threads=threads,
+                           ensemble=ensemble).segment(volume)
+        return apply_postprocessing(labels, model.postprocessing) if postprocessing else labels
     # A named published model is installed on first use; the model is loaded once per process.
     spec = ModelSpec(resolve_model_folder(model, install_missing=True), name=str(model) if model else None,
                      folds=tuple(str(f) for f in folds) if folds is not None else None, step=step, tta=tta,
-                     device=device, threads=threads, ensemble=ensemble)
-    return load(spec).segmenter.segment(volume)
+                     device=device, threads=threads, ensemble=ensemble, postprocessing=postprocessing)
+    return load(spec).label(volume, source=str(image) if not isinstance(image, _Image) else "image").labels
 
 
 __all__ = ["__version__", "segment"]

@@ -88,7 +88,8 @@ def run_demo(
         if not reference.geometry.same_grid(labels.geometry, atol=1e-3):
             raise InputError(f"{truth_path}: the truth is not on the grid of {image_path}")
         scores = per_class_dice(labels.array, reference.array, min_voxels=min_voxels)
-    seconds = sum(v for k, v in outcome.record.timings.items() if k in ("preprocess", "predict", "export"))
+    seconds = sum(v for k, v in outcome.record.timings.items()
+                  if k in ("preprocess", "predict", "export", "postprocess"))
     return DemoResult(image_path, outputs.paths(case_name(image_path))["labels"], truth_path,
                       scores, seconds)
 

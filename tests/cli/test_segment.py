@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from mrseg.cli import main
 from mrseg.io import read_image, write_image
 from mrseg_processes import run_mrseg
-from parity import phantom_image
+from parity import phantom_image, two_piece_image
 
 
 @pytest.fixture()
@@ -338,3 +338,26 @@ def test_no_ensemble_runs_the_folders_own_model_alone(model_dir, cases, tmp_path
     assert run(image, "-o", str(tmp_path / "both"), "--model", str(folder), "--fast", "--no-ensemble") == 1
     assert "made with other settings (members" in caplog.text
     assert np.array_equal(read_image(tmp_path / "both" / "a_seg.nii.gz").array, labels["both"])
+
+
+def test_a_folders_postprocessing_runs_unless_turned_off(model_dir, tmp_path, caplog):
+    """A model folder's nnU-Net postprocessing.json shapes the labels by default; --no-postprocessing
+    gives the engine's own, and a case done one way is not taken as done the other way."""
+    from mrseg.model.postprocessing import KeepLargestComponent, write_postprocessing
+    from mrseg.postprocess import keep_largest_components
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir(), folder)
+    steps = (KeepLargestComponent((1, 2, 3, 4)),)
+    write_postprocessing(steps, folder / "postprocessing.json")
+    image = str(tmp_path / "in" / "a.nii.gz")
+    write_image(two_piece_image("LPS"), image)
+    assert run(image, "-o", str(tmp_path / "raw"), "--model", str(folder), "--fast", "--no-postprocessing") == 0
+    assert run(image, "-o", str(tmp_path / "done"), "--model", str(folder), "--fast") == 0
+    raw, done = (read_image(tmp_path / name / "a_seg.nii.gz").array for name in ("raw", "done"))
+    assert np.array_equal(done, keep_largest_components(raw, steps))
+    assert not np.array_equal(done, raw)
+    record = json.loads((tmp_path / "done" / "a_seg_record.json").read_text())
+    assert record["settings"]["postprocessing"] == [[1, 2, 3, 4]]
+    assert run(image, "-o", str(tmp_path / "done"), "--model", str(folder), "--fast", "--no-postprocessing") == 1
+    assert "made with other settings (postprocessing" in caplog.text

@@ -50,6 +50,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
                    help="average with the members a model folder's mrseg_ensemble.json names, as the bundled demo "
                         "does (default: on); --no-ensemble runs the folder's own model alone: faster, other labels")
+    p.add_argument("--postprocessing", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the model folder's nnU-Net postprocessing.json (keep the largest connected component "
+                        "of the classes it names), where it has one (default: on); --no-postprocessing gives the "
+                        "labels as nnU-Net's predictor exports them")
     p.add_argument("--checkpoint", choices=("final", "best"), default="final",
                    help="checkpoint_final.pth (default) or checkpoint_best.pth")
     p.add_argument("--orientation", default="LPS",
@@ -86,4 +90,4 @@ def model_spec(folder: Path, name: str, args: argparse.Namespace, *, threads: in
     return ModelSpec(folder, name=name, folds=tuple(str(f) for f in folds) if folds else None,
                      checkpoint=args.checkpoint, step=step, tta=args.tta, device=args.device, threads=threads,
                      precision=args.precision, orientation=orientation_option(args.orientation),
-                     low_memory=args.low_memory, ensemble=args.ensemble)
+                     low_memory=args.low_memory, ensemble=args.ensemble, postprocessing=args.postprocessing)

@@ -23,6 +23,7 @@ from mrseg.errors import ModelError
 from mrseg.model.checkpoint import Checkpoint, load_checkpoint
 from mrseg.model.networks import build_network, store_convolutions_in
 from mrseg.model.plans import Configuration, DatasetInfo, Plans, read_dataset, read_plans
+from mrseg.model.postprocessing import Postprocessing, find_postprocessing, read_postprocessing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class Model:
     checkpoints: tuple[Checkpoint, ...] = field(repr=False)
     members: tuple[Model, ...] = field(default=(), repr=False)
     """Ensemble members named by :data:`ENSEMBLE_FILE` (each loaded with all its folds)."""
+    postprocessing: Postprocessing = ()
+    """nnU-Net's postprocessing steps for the folder's label maps (its ``postprocessing.json``;
+    :func:`~mrseg.model.postprocessing.find_postprocessing`), applied by :mod:`mrseg.postprocess`.
+    A member's own file is not read: the folder's steps are for what the folder predicts."""
 
     @property
     def folds(self) -> tuple[str, ...]:
@@ -117,7 +122,8 @@ def load_model(
             same ``checkpoint_name``); False loads the folder alone, as nnU-Net does.
 
     Raises:
-        ModelError: missing files or folds, unknown architecture, label-count mismatch, an
+        ModelError: missing files or folds, unknown architecture, label-count mismatch, a
+            postprocessing file that is malformed or names other labels, an
             ensemble file that is malformed or names a folder that is missing, nested, or
             predicts other labels, from other input channels or with the axes in another order.
     """
@@ -162,13 +168,20 @@ def load_model(
                 f"{folder / 'dataset.json'} lists {dataset.num_segmentation_heads} (background included); "
                 "use the dataset.json the model was trained with"
             )
+    postprocessing_file = find_postprocessing(folder, chosen)
+    postprocessing = read_postprocessing(postprocessing_file) if postprocessing_file is not None else ()
+    for step in postprocessing:
+        unknown = sorted(set(step.labels) - set(dataset.foreground.values()))
+        if unknown:
+            raise ModelError(f"{postprocessing_file}: label(s) {', '.join(map(str, unknown))} are not among the "
+                             f"labels of {folder / 'dataset.json'}; it belongs to another model")
     members: tuple[Model, ...] = ()
     if ensemble:
         members = tuple(_load_member(folder, member, plans, dataset, checkpoint_name)
                         for member in ensemble_members(folder))
     log.info("loaded %s: configuration %s, folds %s%s", folder, configuration.name, ", ".join(chosen),
              "".join(f"; member {m.folder} ({m.configuration.name})" for m in members))
-    return Model(folder, plans, dataset, configuration, checkpoints, members)
+    return Model(folder, plans, dataset, configuration, checkpoints, members, postprocessing)
 
 
 def ensemble_members(folder: str | os.PathLike[str]) -> list[Path]:

@@ -9,6 +9,7 @@ Names of published or bundled models are resolved before a spec is made (by the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 from mrseg.inference.segmenter import DEFAULT_ORIENTATION, Segmentation, Segmenter
 from mrseg.io.image import Image
+from mrseg.postprocess import apply_postprocessing
 
 CHECKPOINTS = ("final", "best")
 
@@ -35,6 +37,9 @@ class ModelSpec:
             ensemble members runs its own model alone).
         confidence: also measure each class's mean winning probability (case records keep it;
             it does not change the labels, so it is not part of the settings).
+        postprocessing: apply the steps of the folder's nnU-Net ``postprocessing.json`` (keep the
+            largest connected component; :mod:`mrseg.model.postprocessing`) where it has one;
+            False gives the labels as nnU-Net's predictor exports them.
     """
 
     folder: Path
@@ -50,6 +55,7 @@ class ModelSpec:
     low_memory: bool = False
     confidence: bool = False
     ensemble: bool = True
+    postprocessing: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,17 +89,32 @@ class LoadedModel:
             return self.segmenter.model.folder.name  # a path: its folder's name, not the whole path
         return name
 
-    def label(self, image: Image, *, source: str, on_tile: Callable[[int, int], None] | None) -> Segmentation:
-        """Segment one image (see :meth:`mrseg.inference.Segmenter.run`)."""
-        return self.segmenter.run(image, source=source, on_tile=on_tile)
+    @property
+    def postprocessing(self) -> tuple[Any, ...]:
+        """The postprocessing steps this model applies (none when the spec turns them off)."""
+        return self.segmenter.model.postprocessing if self.spec.postprocessing else ()
+
+    def label(self, image: Image, *, source: str, on_tile: Callable[[int, int], None] | None = None) -> Segmentation:
+        """Segment one image (see :meth:`mrseg.inference.Segmenter.run`), then apply the model's
+        postprocessing steps (:attr:`postprocessing`; timed as ``postprocess``)."""
+        segmentation = self.segmenter.run(image, source=source, on_tile=on_tile)
+        steps = self.postprocessing
+        if not steps:
+            return segmentation
+        clock = time.perf_counter()
+        labels = apply_postprocessing(segmentation.labels, steps)
+        timings = {**segmentation.timings, "postprocess": time.perf_counter() - clock}
+        return dataclasses.replace(segmentation, labels=labels, timings=timings)
 
     def describe(self) -> dict[str, Any]:
         """The model as a run record shows it."""
         model = self.segmenter.model
         return {"folder": str(model.folder), "name": self.spec.name, "folds": list(model.folds),
                 "configuration": model.configuration.name, "checkpoint": f"checkpoint_{self.spec.checkpoint}.pth",
-                "sha256": self.settings["checkpoints"], **({"members": self.settings["members"]}
-                                                           if "members" in self.settings else {})}
+                "sha256": self.settings["checkpoints"],
+                **({"members": self.settings["members"]} if "members" in self.settings else {}),
+                **({"postprocessing": [step.describe() for step in self.postprocessing]}
+                   if self.postprocessing else {})}
 
 
 _LOADED: dict[ModelSpec, LoadedModel] = {}
@@ -138,6 +159,8 @@ def load(spec: ModelSpec) -> LoadedModel:
             {"folder": str(m.folder.relative_to(model.folder)), "configuration": m.configuration.name,
              "checkpoints": {fold: _sha256(c.path) for fold, c in zip(m.folds, m.checkpoints)}}
             for m in model.members]
+    if spec.postprocessing and model.postprocessing:  # only then, as for the members
+        settings["postprocessing"] = [list(step.labels) for step in model.postprocessing]
     loaded = LoadedModel(spec, segmenter, settings, time.perf_counter() - clock)
     _LOADED[spec] = loaded
     return loaded
