@@ -87,6 +87,30 @@ def test_cross_validation_writes_a_per_class_dice_table(trained):
     assert "modality" in text  # broken down by the modality recorded at dataset build
 
 
+def test_cross_validation_decides_postprocessing_as_nnunet_does_where_the_loader_finds_it(trained, tmp_path):
+    import shutil
+
+    from nnunetv2.postprocessing.remove_connected_components import determine_postprocessing
+
+    from mrseg.model import load_model
+    from mrseg.model.postprocessing import KeepLargestComponent, read_postprocessing
+
+    folders, result = trained
+    model = result.model_folder
+    assert result.postprocessing == model / "crossval_results_folds_0" / "postprocessing.json"
+    steps = read_postprocessing(result.postprocessing)
+    assert load_model(model, folds=[0]).postprocessing == steps
+    predictions = tmp_path / "validation"  # nnU-Net writes beside the predictions: a copy keeps the model clean
+    shutil.copytree(model / "fold_0" / "validation", predictions)
+    _, kwargs = determine_postprocessing(str(predictions), str(folders.preprocessed / model.parent.name /
+                                                                 "gt_segmentations"),
+                                         str(model / "plans.json"), str(model / "dataset.json"), num_processes=1,
+                                         keep_postprocessed_files=False)
+    theirs = tuple(KeepLargestComponent(tuple(v) if isinstance(v, list) else (v,))
+                   for v in (k["labels_or_regions"] for k in kwargs))
+    assert steps == theirs
+
+
 def test_mrseg_segment_loads_the_trained_model(trained, phantom_folder, tmp_path):
     _, result = trained
     image = phantom_folder / "mr_t1_in_000.nii.gz"

@@ -19,8 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "Plan and preprocess a raw dataset with nnU-Net's default planner (plus the overrides "
             "below), train the folds with nnU-Net's own trainer (nnUNetTrainerNoMirroring unless "
             "--mirroring) and, when every fold validated, write a per-class Dice table of all "
-            "validation cases to MODEL/crossval. The result is a standard nnU-Net v2 model folder "
-            "that 'mrseg segment --model' and nnU-Net's predictor load."
+            "validation cases to MODEL/crossval and decide nnU-Net's postprocessing on them "
+            "(MODEL/crossval_results_folds_<folds>/postprocessing.json, applied by 'mrseg segment'). "
+            "The result is a standard nnU-Net v2 model folder that 'mrseg segment --model' and "
+            "nnU-Net's predictor load."
         ),
     )
     p.add_argument("--id", type=int, required=True, metavar="N", help="dataset id (mrseg dataset build --id)")
@@ -119,5 +121,8 @@ def run(args: argparse.Namespace) -> int:
         for name, value in result.mean_dice.items():
             log.warning("%-32s mean Dice %.3f", name, value)
         log.warning("validation report: %s", result.report)
+    if result.postprocessing is not None:
+        log.warning("postprocessing decided on the validation cases (applied when the model is used): %s",
+                    result.postprocessing)
     log.warning("model folder: %s", result.model_folder)
     return 0

@@ -84,6 +84,11 @@ def determine_postprocessing(
 ) -> PostprocessingDecision:
     """The postprocessing steps nnU-Net keeps for these predictions (module docstring).
 
+    The cases are read once, one at a time (a generator that reads files keeps one case in
+    memory): a label's own step changes only that label's voxels, so every Dice the decision
+    compares is known from each case's labels as predicted, after the all-foreground step, and
+    after each label's step on either of those.
+
     Args:
         cases: (predicted label map, reference label map) pairs on one grid each.
         labels: the foreground label values, in the order nnU-Net tries them (dataset.json's).
@@ -91,42 +96,57 @@ def determine_postprocessing(
     Raises:
         ValueError: no cases, no labels, or a pair on two grids.
     """
-    pairs = list(cases)
-    predictions = [np.asarray(p) for p, _ in pairs]
-    references = [np.asarray(r) for _, r in pairs]
     labels = [int(v) for v in labels]
-    if not predictions or not labels:
+    if not labels:
         raise ValueError("deciding postprocessing needs at least one case and one label")
-    per_case = [case_dice(p, r, labels) for p, r in zip(predictions, references)]
-    before = _means(per_case, labels)
-    current, current_means = predictions, before
+    everything = KeepLargestComponent(tuple(labels))
+    # per case: Dice as predicted, after the all-foreground step, and of each label after its own
+    # step on either (plain, whole); only the numbers are kept
+    plain: list[dict[int, float]] = []
+    whole: list[dict[int, float]] = []
+    own_plain: list[dict[int, float]] = []
+    own_whole: list[dict[int, float]] = []
+    for predicted, reference in cases:
+        predicted, reference = np.asarray(predicted), np.asarray(reference)
+        one_piece = keep_largest_components(predicted, [everything])
+        plain.append(case_dice(predicted, reference, labels))
+        whole.append(case_dice(one_piece, reference, labels))
+        if len(labels) > 1:
+            own_plain.append(_own_step_dice(predicted, reference, labels))
+            own_whole.append(_own_step_dice(one_piece, reference, labels))
+    if not plain:
+        raise ValueError("deciding postprocessing needs at least one case and one label")
+    before = _means(plain, labels)
     steps: list[KeepLargestComponent] = []
     tried: list[tuple[KeepLargestComponent, bool]] = []
 
-    everything = KeepLargestComponent(tuple(labels))
-    changed = [keep_largest_components(p, [everything]) for p in current]
-    means = _means([case_dice(p, r, labels) for p, r in zip(changed, references)], labels)
-    keep = (PostprocessingDecision.foreground_mean(means) > PostprocessingDecision.foreground_mean(current_means)
-            and not any(means[v] < current_means[v] for v in labels))
+    means = _means(whole, labels)
+    keep = (PostprocessingDecision.foreground_mean(means) > PostprocessingDecision.foreground_mean(before)
+            and not any(means[v] < before[v] for v in labels))
     tried.append((everything, keep))
+    log.info("largest component of all foreground: %s", "kept" if keep else "not kept")
     if keep:
         steps.append(everything)
-        current, current_means = changed, means
-    log.info("largest component of all foreground: %s", "kept" if keep else "not kept")
+    current, own = (means, own_whole) if keep else (dict(before), own_plain)
 
     if len(labels) > 1:
+        own_means = _means(own, labels)
         for label in labels:
             step = KeepLargestComponent((label,))
-            changed = [keep_largest_components(p, [step]) for p in current]
-            mean = _means([case_dice(p, r, [label]) for p, r in zip(changed, references)], [label])[label]
-            keep = mean > current_means[label]
+            keep = own_means[label] > current[label]
             tried.append((step, keep))
             log.info("largest component of label %d: %s (Dice %.5f, with it %.5f)", label,
-                     "kept" if keep else "not kept", current_means[label], mean)
+                     "kept" if keep else "not kept", current[label], own_means[label])
             if keep:
                 steps.append(step)
-                current, current_means = changed, {**current_means, label: mean}
-    return PostprocessingDecision(tuple(steps), before, current_means, tuple(tried))
+                current[label] = own_means[label]
+    return PostprocessingDecision(tuple(steps), before, current, tuple(tried))
+
+
+def _own_step_dice(predicted: np.ndarray, reference: np.ndarray, labels: Sequence[int]) -> dict[int, float]:
+    """Each label's Dice after keeping only its own largest component."""
+    return {label: case_dice(keep_largest_components(predicted, [KeepLargestComponent((label,))]), reference,
+                             [label])[label] for label in labels}
 
 
 def _means(per_case: list[dict[int, float]], labels: Sequence[int]) -> dict[int, float]:

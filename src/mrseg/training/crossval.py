@@ -1,9 +1,13 @@
-"""Five-fold cross-validation: train the folds, then one Dice table over every validation case.
+"""Five-fold cross-validation: train the folds, then one Dice table over every validation case,
+and nnU-Net's postprocessing decided on those cases.
 
 nnU-Net's trainer predicts its fold's validation cases at the end of training
 (``fold_k/validation/CASE.nii.gz``) and keeps the references in the preprocessed dataset
 (``gt_segmentations``). The table is made by :mod:`mrseg.evaluation` over all folds together,
-broken down by the modality and sequence recorded by ``mrseg dataset build``.
+broken down by the modality and sequence recorded by ``mrseg dataset build``. The postprocessing
+(:mod:`mrseg.evaluation.postprocessing`) is decided on the same predictions, as
+``nnUNetv2_find_best_configuration`` decides it, and written where nnU-Net writes it
+(``crossval_results_folds_<folds>/postprocessing.json``), where the model folder's loader finds it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class CrossValidation:
     model_folder: Path
     report: Path | None
     mean_dice: dict[str, float]
+    postprocessing: Path | None = None
+    """The ``postprocessing.json`` decided on the validation cases (None without validation)."""
 
 
 def run_cross_validation(
@@ -63,7 +69,32 @@ def run_cross_validation(
     if not training.validate:
         return CrossValidation(model, None, {})
     report, means = validation_report(folders, model, dataset_id)
-    return CrossValidation(model, report, means)
+    return CrossValidation(model, report, means, decide_postprocessing(folders, model, dataset_id))
+
+
+def decide_postprocessing(folders: NnunetFolders, model_folder: Path, dataset_id: int) -> Path:
+    """nnU-Net's postprocessing decided on the validation predictions of the numbered folds (fold
+    ``all`` validates on its own training cases), written to
+    ``model_folder/crossval_results_folds_<folds>/postprocessing.json``; returns that path."""
+    from mrseg.evaluation.postprocessing import determine_postprocessing
+    from mrseg.io import read_image
+    from mrseg.model.plans import read_dataset
+    from mrseg.model.postprocessing import POSTPROCESSING_FILE, write_postprocessing
+
+    references = folders.preprocessed / model_folder.parent.name / "gt_segmentations"
+    folds = sorted((p.name.removeprefix("fold_") for p in model_folder.glob("fold_*")
+                    if p.name.removeprefix("fold_").isdigit() and any((p / "validation").glob("*.nii.gz"))), key=int)
+    predictions = [path for fold in folds for path in sorted((model_folder / f"fold_{fold}" / "validation")
+                                                             .glob("*.nii.gz"))]
+    if not predictions:
+        raise InputError(f"{model_folder}: no numbered fold has validation predictions to decide postprocessing on")
+    pairs = ((read_image(path).array, read_image(references / path.name).array) for path in predictions)
+    labels = sorted(read_dataset(model_folder / "dataset.json").foreground.values())
+    decision = determine_postprocessing(pairs, labels)
+    out = model_folder / f"crossval_results_folds_{'_'.join(folds)}"
+    out.mkdir(exist_ok=True)
+    return write_postprocessing(decision.steps, out / POSTPROCESSING_FILE, **decision.summary(),
+                                determined_on={"validation cases": len(predictions), "folds": folds})
 
 
 def validation_report(folders: NnunetFolders, model_folder: Path, dataset_id: int) -> tuple[Path, dict[str, float]]:
