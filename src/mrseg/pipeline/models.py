@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from mrseg.inference.segmenter import DEFAULT_ORIENTATION, Segmentation, Segmenter
 from mrseg.io.image import Image
+from mrseg.model.postprocessing import Postprocessing
 from mrseg.postprocess import apply_postprocessing
 
 CHECKPOINTS = ("final", "best")
@@ -90,7 +91,7 @@ class LoadedModel:
         return name
 
     @property
-    def postprocessing(self) -> tuple[Any, ...]:
+    def postprocessing(self) -> Postprocessing:
         """The postprocessing steps this model applies (none when the spec turns them off)."""
         return self.segmenter.model.postprocessing if self.spec.postprocessing else ()
 
