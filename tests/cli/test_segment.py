@@ -361,3 +361,16 @@ def test_a_folders_postprocessing_runs_unless_turned_off(model_dir, tmp_path, ca
     assert record["settings"]["postprocessing"] == [[1, 2, 3, 4]]
     assert run(image, "-o", str(tmp_path / "done"), "--model", str(folder), "--fast", "--no-postprocessing") == 1
     assert "made with other settings (postprocessing" in caplog.text
+
+
+def test_a_broken_postprocessing_file_is_named_and_nothing_is_written(model_dir, cases, tmp_path):
+    """In a real process: one line naming the file and what is wrong, exit 2, no output folder."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir(), folder)
+    (folder / "postprocessing.json").write_text(json.dumps(
+        {"postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"],
+         "postprocessing_kwargs": [{"labels_or_regions": 77}]}))
+    done = run_mrseg("segment", str(cases), "-o", str(tmp_path / "out"), "--model", str(folder), "--no-progress")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{folder / 'postprocessing.json'}: label(s) 77 are not among the labels" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
