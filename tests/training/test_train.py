@@ -111,6 +111,17 @@ def test_cross_validation_decides_postprocessing_as_nnunet_does_where_the_loader
     assert steps == theirs
 
 
+def test_fold_all_alone_decides_no_postprocessing(tmp_path):
+    """Fold ``all`` validates on the cases it trained on: nothing is decided, and training still ends well."""
+    from mrseg.training.crossval import decide_postprocessing
+
+    model = tmp_path / "results" / "Dataset021_Tiny" / "nnUNetTrainerNoMirroring__mrsegPlans__3d_fullres"
+    (model / "fold_all" / "validation").mkdir(parents=True)
+    (model / "fold_all" / "validation" / "case_000.nii.gz").write_bytes(b"")
+    assert decide_postprocessing(NnunetFolders.under(tmp_path), model) is None
+    assert not list(model.glob("crossval_results_folds_*"))
+
+
 def test_mrseg_segment_loads_the_trained_model(trained, phantom_folder, tmp_path):
     _, result = trained
     image = phantom_folder / "mr_t1_in_000.nii.gz"

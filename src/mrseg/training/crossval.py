@@ -39,7 +39,8 @@ class CrossValidation:
     report: Path | None
     mean_dice: dict[str, float]
     postprocessing: Path | None = None
-    """The ``postprocessing.json`` decided on the validation cases (None without validation)."""
+    """The ``postprocessing.json`` decided on the validation cases (None without validation, or
+    with fold ``all`` alone)."""
 
 
 def run_cross_validation(
@@ -69,13 +70,14 @@ def run_cross_validation(
     if not training.validate:
         return CrossValidation(model, None, {})
     report, means = validation_report(folders, model, dataset_id)
-    return CrossValidation(model, report, means, decide_postprocessing(folders, model, dataset_id))
+    return CrossValidation(model, report, means, decide_postprocessing(folders, model))
 
 
-def decide_postprocessing(folders: NnunetFolders, model_folder: Path, dataset_id: int) -> Path:
-    """nnU-Net's postprocessing decided on the validation predictions of the numbered folds (fold
-    ``all`` validates on its own training cases), written to
-    ``model_folder/crossval_results_folds_<folds>/postprocessing.json``; returns that path."""
+def decide_postprocessing(folders: NnunetFolders, model_folder: Path) -> Path | None:
+    """nnU-Net's postprocessing decided on the validation predictions of the numbered folds, written
+    to ``model_folder/crossval_results_folds_<folds>/postprocessing.json``; returns that path, or
+    None when no numbered fold has validation predictions (fold ``all`` validates on its own
+    training cases, so nothing is decided on it)."""
     from mrseg.evaluation.postprocessing import determine_postprocessing
     from mrseg.io import read_image
     from mrseg.model.plans import read_dataset
@@ -87,7 +89,7 @@ def decide_postprocessing(folders: NnunetFolders, model_folder: Path, dataset_id
     predictions = [path for fold in folds for path in sorted((model_folder / f"fold_{fold}" / "validation")
                                                              .glob("*.nii.gz"))]
     if not predictions:
-        raise InputError(f"{model_folder}: no numbered fold has validation predictions to decide postprocessing on")
+        return None
     pairs = ((read_image(path).array, read_image(references / path.name).array) for path in predictions)
     labels = sorted(read_dataset(model_folder / "dataset.json").foreground.values())
     decision = determine_postprocessing(pairs, labels)
