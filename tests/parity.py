@@ -60,6 +60,21 @@ def two_piece_image(orientation: str) -> Image:
     return Image(array, dataclasses.replace(one.geometry, shape=array.shape))
 
 
+def nnunet_pools_as_threads(monkeypatch) -> None:
+    """Run nnU-Net's postprocessing and metrics pools as thread pools in this process: its own
+    functions compute as they always do, without spawning interpreters that import nnU-Net again
+    (about 6 s each here)."""
+    import types
+    from multiprocessing.pool import ThreadPool
+
+    import nnunetv2.evaluation.evaluate_predictions as metrics_module
+    import nnunetv2.postprocessing.remove_connected_components as postprocessing_module
+
+    threads = types.SimpleNamespace(get_context=lambda method: types.SimpleNamespace(Pool=ThreadPool))
+    for module in (metrics_module, postprocessing_module):
+        monkeypatch.setattr(module, "multiprocessing", threads)
+
+
 def nnunet_plans_manager(plans: dict):
     """nnU-Net v2's ``PlansManager`` for a plans.json dict (the reference for plans-driven steps)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

@@ -47,9 +47,12 @@ def scenario(kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["strays", "split"])
-def test_the_steps_kept_are_nnunets(tmp_path, kind):
+def test_the_steps_kept_are_nnunets(tmp_path, kind, monkeypatch):
     """nnU-Net's determine_postprocessing on NIfTI files of the same cases keeps the same steps."""
     nnunet = pytest.importorskip("nnunetv2.postprocessing.remove_connected_components")
+    from parity import nnunet_pools_as_threads
+
+    nnunet_pools_as_threads(monkeypatch)
     cases = [scenario(kind, seed) for seed in range(4)]
     ours = determine_postprocessing(cases, [1, 2, 3])
 

@@ -87,13 +87,17 @@ def test_cross_validation_writes_a_per_class_dice_table(trained):
     assert "modality" in text  # broken down by the modality recorded at dataset build
 
 
-def test_cross_validation_decides_postprocessing_as_nnunet_does_where_the_loader_finds_it(trained, tmp_path):
+def test_cross_validation_decides_postprocessing_as_nnunet_does_where_the_loader_finds_it(trained, tmp_path,
+                                                                                         monkeypatch):
     import shutil
 
     from nnunetv2.postprocessing.remove_connected_components import determine_postprocessing
 
     from mrseg.model import load_model
     from mrseg.model.postprocessing import KeepLargestComponent, read_postprocessing
+    from parity import nnunet_pools_as_threads
+
+    nnunet_pools_as_threads(monkeypatch)
 
     folders, result = trained
     model = result.model_folder
