@@ -47,7 +47,7 @@ class Model:
     postprocessing: Postprocessing = ()
     """nnU-Net's postprocessing steps for the folder's label maps (its ``postprocessing.json``;
     :func:`~mrseg.model.postprocessing.find_postprocessing`), applied by :mod:`mrseg.postprocess`.
-    A member's own file is not read: the folder's steps are for what the folder predicts."""
+    A member's own file is not applied: the folder's steps are for what the whole folder predicts."""
 
     @property
     def folds(self) -> tuple[str, ...]:
