@@ -193,7 +193,7 @@ class _RecipeFileParser(argparse.ArgumentParser):
 
 def main() -> None:
     from mrseg.errors import InputError
-    from mrseg.phantom.anatomy import FOVS
+    from mrseg.phantom.anatomy import FOVS, SCALABLE_ORGANS
     from mrseg.phantom.randomization import RandomizationRanges
     from mrseg.training import (
         NnunetFolders,
@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--organ-scale", type=float, nargs=2, default=defaults.organ_scale,
                         metavar=("LOW", "HIGH"),
                         help="range of each organ's size factor on every length in an --organ-scale-share case")
+    parser.add_argument("--scaled-organ", action="append", choices=SCALABLE_ORGANS,
+                        help="an organ that takes a size factor in an --organ-scale-share case (repeat; default: "
+                             "liver, spleen and both kidneys)")
     parser.add_argument("--air-margin", type=float, nargs=2, default=defaults.air_margin_mm,
                         metavar=("LOW", "HIGH"),
                         help="range of the air (mm) an --air-margin-share case's field of view gains on each side")
@@ -310,6 +313,7 @@ def main() -> None:
                                      subject_scale=tuple(args.subject_scale),
                                      deformation_mm=tuple(args.deformation_mm),
                                      organ_scale=tuple(args.organ_scale),
+                                     scaled_organs=tuple(args.scaled_organ or defaults.scaled_organs),
                                      perirenal_room_mm=tuple(args.perirenal_room),
                                      air_margin_mm=tuple(args.air_margin),
                                      fields_of_view=tuple(args.fov or defaults.fields_of_view),

@@ -182,6 +182,8 @@ def test_gamma_bends_contrast_and_keeps_the_range():
     ({"air_margin_mm": (0.0, 400.0)}, "air_margin_mm reaches at most 300 mm a side"),
     ({"organ_scale": (1.0, 0.9)}, "organ_scale must be a range"),
     ({"organ_scale": (0.4, 1.0)}, "organ_scale is a size factor within"),
+    ({"scaled_organs": ("pancreas",)}, "scaled_organs: pancreas; choose one or more of liver, spleen"),
+    ({"scaled_organs": ()}, "scaled_organs: none given"),
     ({"ct_enhancement": (1.5, 0.5)}, "ct_enhancement must be a range"),
     ({"fields_of_view": ("neck",)}, "fields_of_view must name at least one of thorax"),
     ({"fields_of_view": ()}, "fields_of_view must name at least one of thorax"),
@@ -525,6 +527,17 @@ def test_organ_scale_draws_resize_a_generated_subjects_organs_and_leave_every_ot
     with_templates = [case_recipe(s, RandomizationRanges(organ_scale_share=1.0, template_share=0.5), templates=1)
                       for s in range(60)]
     assert all(("organ_scales" in r) == (r["template"] is None) for r in with_templates)
+
+
+def test_scaled_organs_choose_which_organs_take_their_factor_and_keep_the_others_draws():
+    everything = RandomizationRanges(organ_scale_share=1.0, template_share=0.0)
+    kidneys = RandomizationRanges(organ_scale_share=1.0, template_share=0.0,
+                                  scaled_organs=("right_kidney", "left_kidney"))
+    for seed in range(5):
+        full, only = case_recipe(seed, everything), case_recipe(seed, kidneys)
+        assert only["organ_scales"] == {k: full["organ_scales"][k] for k in ("right_kidney", "left_kidney")}
+        assert {k: v for k, v in only.items() if k != "organ_scales"} == \
+            {k: v for k, v in full.items() if k != "organ_scales"}
 
 
 def test_arms_draws_give_generated_subjects_arms_and_leave_every_other_draw_and_class():

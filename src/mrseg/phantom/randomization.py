@@ -198,6 +198,9 @@ class RandomizationRanges:
             by default, likewise.
         organ_scale: the range of those factors on every length of the organ, within
             :data:`~mrseg.phantom.anatomy.ORGAN_SCALE_LIMITS`.
+        scaled_organs: which of those organs take a factor in such a case (default all of
+            :data:`~mrseg.phantom.anatomy.SCALABLE_ORGANS`); a factor is drawn for each of them
+            either way, so the others' draws do not depend on this choice.
     """
 
     random_contrast_share: float = 0.45
@@ -255,6 +258,7 @@ class RandomizationRanges:
     deformation_mm: tuple[float, float] = (3.0, 10.0)
     organ_scale_share: float = 0.0
     organ_scale: tuple[float, float] = (0.8, 1.05)
+    scaled_organs: tuple[str, ...] = SCALABLE_ORGANS
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RandomizationRanges:
@@ -296,6 +300,10 @@ class RandomizationRanges:
         if not ORGAN_SCALE_LIMITS[0] <= self.organ_scale[0] <= self.organ_scale[1] <= ORGAN_SCALE_LIMITS[1]:
             lo, hi = ORGAN_SCALE_LIMITS
             raise InputError(f"organ_scale is a size factor within [{lo:g}, {hi:g}], got {self.organ_scale!r}")
+        unknown = [name for name in self.scaled_organs if name not in SCALABLE_ORGANS]
+        if unknown or not self.scaled_organs:
+            raise InputError(f"scaled_organs: {', '.join(unknown) or 'none given'}; choose one or more of "
+                             f"{', '.join(SCALABLE_ORGANS)}")
         if self.deformation_mm[1] > DEFORMATION_WAVELENGTH_MM / 4:
             raise InputError(f"deformation_mm is the displacement's SD, at most {DEFORMATION_WAVELENGTH_MM / 4:g} mm, "
                              f"got {self.deformation_mm!r}")
@@ -425,7 +433,8 @@ def _recipe_and_crop_stream(seed: int, ranges: RandomizationRanges, *,
         recipe["deformation_mm"] = float(deformed.uniform(*ranges.deformation_mm))
     sizes = np.random.default_rng([seed, 0x5EED, 15])  # a generated subject's organs for its body
     if sizes.random() < ranges.organ_scale_share and recipe["template"] is None:
-        recipe["organ_scales"] = {name: float(sizes.uniform(*ranges.organ_scale)) for name in SCALABLE_ORGANS}
+        factors = {name: float(sizes.uniform(*ranges.organ_scale)) for name in SCALABLE_ORGANS}
+        recipe["organ_scales"] = {name: factor for name, factor in factors.items() if name in ranges.scaled_organs}
     roomy = np.random.default_rng([seed, 0x5EED, 16])  # a generated subject's fat compartment above the left kidney
     if roomy.random() < ranges.perirenal_room_share and recipe["template"] is None:
         recipe["perirenal_room"] = float(roomy.uniform(*ranges.perirenal_room_mm))
