@@ -20,6 +20,13 @@ subjects in four contrasts with their anatomy deformed smoothly at random (``mak
 undeformed phantoms reward a model that labels by place as much as one that sees; real scans
 punish it, and these phantoms measure which of the two a change bought.
 
+Small-kidney phantoms (reported under "small-kidney phantoms"; session 44, criteria_v280): the
+first held-out subjects in Dixon fat and T2 HASTE with both kidneys made smaller for the same body
+(``make_case``'s ``organ_scales``, every length times 0.8 and 0.65): each kidney's Dice and
+predicted-to-true volume. A model that draws a kidney at the size it always saw over-draws them
+(0.18: the left kidney 1.24-1.55 times its volume), as it over-draws the real MR's (1.62 times).
+``--small-kidneys-only`` scores just these (about a minute for one network).
+
 Field-of-view versions of the real MR: the Dice of the goal organs (liver, spleen, kidneys) on the
 scan as acquired and on 7 crops of it (one voxel off each of the 6 faces of its signal, two off
 every in-plane face). The faces are those of the box of non-zero voxels, which nnU-Net crops to
@@ -73,6 +80,8 @@ HELD_OUT_SEEDS = 90_000
 REMOVED = ("liver", "spleen", "right_kidney", "left_kidney")
 DEFORMED_CONTRASTS = (("ct", "arterial"), ("mr", "t1_in"), ("mr", "t2_haste"), ("mr", "dixon_water"))
 DEFORMED_MM = 8.0  # the SD of the deformed phantoms' displacement (see mrseg.phantom.tissues.smoothly_deformed)
+SMALL_KIDNEY_SEQUENCES = ("dixon_fat", "t2_haste")
+SMALL_KIDNEY_SCALES = (0.8, 0.65)  # on every length of both kidneys (make_case's organ_scales)
 
 
 def main() -> None:
@@ -95,6 +104,8 @@ def main() -> None:
                         help="scale test-time augmentation factors (default 1.0: the model's own grid)")
     parser.add_argument("--real-only", action="store_true",
                         help="score the real scans only (no phantoms, no removed organs): a quick look at a network")
+    parser.add_argument("--small-kidneys-only", action="store_true",
+                        help="score the small-kidney phantoms only (a quick look at how a network sizes kidneys)")
     parser.add_argument("--no-postprocessing", dest="postprocessing", action="store_false",
                         help="score the labels before the model folder's postprocessing.json steps")
     parser.add_argument("--no-ensemble", dest="ensemble", action="store_false",
@@ -110,6 +121,12 @@ def main() -> None:
         print(f"postprocessing: {len(segmenter.steps)} steps of the model folder's postprocessing.json")
     results: dict[str, dict[str, float]] = {}
     deformed: dict[str, dict[str, float]] = {}
+    small_kidneys = {} if args.real_only else small_kidney_dice(segmenter, args.cases)
+    if args.small_kidneys_only:
+        report_small_kidneys(small_kidneys)
+        if args.json:
+            args.json.write_text(json.dumps({"small-kidney phantoms": small_kidneys}, indent=2))
+        return
     if not args.real_only:
         for modality, sequence, options in CONTRASTS:
             suffix = " fat-suppressed" if options.get("fat_suppression") else ""
@@ -181,13 +198,15 @@ def main() -> None:
             holds = ", ".join(f"{k} {v:.0%}" for k, v in where["prediction holds"].items())
             print(f"  {organ:14s} {where['reference_voxels']:6d} voxels, predicted/reference volume "
                   f"{where['volume_ratio']:.2f}; labelled {shares}; the prediction holds {holds}")
+    report_small_kidneys(small_kidneys)
     if removal:
         print("\nremoved organ (T2 HASTE phantoms): labelled as that organ, mL (the organ's volume when present)")
         print("  " + ", ".join(f"{k} {v['labelled_ml']:.0f} ({v['organ_ml']:.0f})" for k, v in removal.items()))
     if args.json:
         extra = {"removed organ": removal, "real MR field-of-view versions": versions,
                  "DICOM series air margins": air_versions,
-                 "where the reference went": traced, "deformed phantoms": deformed}
+                 "where the reference went": traced, "deformed phantoms": deformed,
+                 "small-kidney phantoms": small_kidneys}
         if args.real_only:  # without the parts compare_demo_models.py reads to know a whole evaluation
             extra = {key: value for key, value in extra.items() if key not in ("removed organ", "deformed phantoms")}
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
@@ -208,6 +227,44 @@ class Postprocessed:
 
         segmentation = self.segmenter.run(image)
         return dataclasses.replace(segmentation, labels=apply_postprocessing(segmentation.labels, self.steps))
+
+
+def small_kidney_dice(segmenter, cases: int) -> dict[str, dict[str, float]]:
+    """Per contrast and kidney scale: each kidney's Dice and predicted / true volume, means over the
+    first ``cases`` held-out subjects; and ``mean kidney Dice`` over all of them."""
+    from mrseg.classes import BASE
+    from mrseg.demo import per_class_dice
+    from mrseg.phantom.cases import make_case
+
+    out: dict[str, dict[str, float]] = {}
+    for sequence in SMALL_KIDNEY_SEQUENCES:
+        for scale in SMALL_KIDNEY_SCALES:
+            rows: dict[str, list[float]] = {}
+            for i in range(cases):
+                case = make_case(seed=HELD_OUT_SEEDS + i, modality="mr", sequence=sequence, fov="trunk",
+                                 spacing=(3.0, 3.0, 3.0), organ_scales={"right_kidney": scale, "left_kidney": scale})
+                predicted, truth = segmenter.run(case.image).labels.array, case.labels.array
+                dice = per_class_dice(predicted, truth)
+                for name in ("right_kidney", "left_kidney"):
+                    value = BASE.index_of(name)
+                    rows.setdefault(name, []).append(dice.get(name, 0.0))
+                    rows.setdefault(f"{name} volume ratio", []).append(
+                        float((predicted == value).sum() / max(1, (truth == value).sum())))
+            out[f"mr {sequence} kidneys x{scale:g}"] = {k: float(np.mean(v)) for k, v in rows.items()}
+    out["mean kidney Dice"] = {"mean": float(np.mean([row[k] for row in out.values()
+                                                       for k in ("right_kidney", "left_kidney")]))}
+    return out
+
+
+def report_small_kidneys(small_kidneys: dict[str, dict[str, float]]) -> None:
+    if not small_kidneys:
+        return
+    print("\nsmall-kidney phantoms: Dice (predicted / true volume)")
+    for name, row in small_kidneys.items():
+        if name != "mean kidney Dice":
+            print(f"  {name:28s} right {row['right_kidney']:.3f} ({row['right_kidney volume ratio']:.2f}x), "
+                  f"left {row['left_kidney']:.3f} ({row['left_kidney volume ratio']:.2f}x)")
+    print(f"  mean kidney Dice {small_kidneys['mean kidney Dice']['mean']:.4f}")
 
 
 def held_out_phantom_dice(segmenter, cases: int, **case_options) -> dict[str, float]:

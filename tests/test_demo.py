@@ -352,6 +352,7 @@ def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_
     evaluation = json.loads(out.read_text())
     assert not [key for key in evaluation if key.startswith("phantom")]
     assert "removed organ" not in evaluation and "deformed phantoms" not in evaluation
+    assert not evaluation["small-kidney phantoms"]
     scans = {"real mr/example_mr_sm.nii.gz", "real ct/example_ct.nii.gz", "real ct/thorax_cta.nii.gz",
              "real ct/example_ct_sm.nii.gz", "real dicom/example_ct_series"}
     assert scans <= evaluation.keys()
@@ -379,3 +380,28 @@ def test_evaluate_demo_model_real_only_scores_one_network_on_the_real_scans(tmp_
     refused = subprocess.run([sys.executable, str(COMPARE), str(out), f"cand={out}"], capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "not an evaluation of the demo model (no 'removed organ')" in refused.stderr
+
+
+@needs_demo
+def test_evaluate_demo_model_small_kidneys_only_sizes_kidneys_made_smaller(tmp_path):
+    """``--small-kidneys-only``: both kidneys of held-out subjects made smaller (0.8 and 0.65 on every
+    length), each kidney's Dice and predicted / true volume, and nothing else."""
+    from mrseg.demo import per_class_dice
+    from mrseg.inference.segmenter import Segmenter
+    from mrseg.phantom.cases import make_case
+
+    out = tmp_path / "kidneys.json"
+    done = subprocess.run([sys.executable, str(EVALUATE), "--model", "demo", "--small-kidneys-only", "--no-ensemble",
+                           "--cases", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (evaluation,) = json.loads(out.read_text()).values()
+    assert list(evaluation) == ["mr dixon_fat kidneys x0.8", "mr dixon_fat kidneys x0.65", "mr t2_haste kidneys x0.8",
+                                "mr t2_haste kidneys x0.65", "mean kidney Dice"]
+    case = make_case(seed=90_000, modality="mr", sequence="t2_haste", fov="trunk", spacing=(3.0, 3.0, 3.0),
+                     organ_scales={"right_kidney": 0.65, "left_kidney": 0.65})
+    predicted = Segmenter(bundled_model_folder("demo"), precision="fp32", ensemble=False).run(case.image).labels.array
+    row = evaluation["mr t2_haste kidneys x0.65"]
+    assert row["left_kidney"] == pytest.approx(per_class_dice(predicted, case.labels.array)["left_kidney"], abs=1e-9)
+    assert row["left_kidney volume ratio"] == pytest.approx((predicted == 3).sum() / (case.labels.array == 3).sum())
+    assert row["left_kidney volume ratio"] > 1  # drawn at the size it always saw
+    assert "small-kidney phantoms: Dice" in done.stdout
