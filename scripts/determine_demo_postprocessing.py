@@ -40,21 +40,24 @@ def main() -> None:
     segmenter = Segmenter(folder, precision="fp32")
     cases = cases_from_folder(args.cases)
     started = time.time()
-    pairs = []
-    for number, case in enumerate(cases, start=1):
-        image, reference = read_image(case.image), read_image(case.label)
-        pairs.append((segmenter.run(image, source=str(case.image)).labels.array, reference.array))
-        print(f"{number}/{len(cases)} {Path(case.image).name} predicted ({time.time() - started:.0f} s)", flush=True)
+
+    def predicted_cases():  # one case in memory at a time
+        for number, case in enumerate(cases, start=1):
+            image, reference = read_image(case.image), read_image(case.label)
+            yield segmenter.run(image, source=str(case.image)).labels.array, reference.array
+            print(f"{number}/{len(cases)} {Path(case.image).name} predicted ({time.time() - started:.0f} s)",
+                  flush=True)
+
     labels = sorted(segmenter.model.dataset.foreground.values())
-    decision = determine_postprocessing(pairs, labels)
+    decision = determine_postprocessing(predicted_cases(), labels)
     names = {value: name for name, value in segmenter.model.dataset.foreground.items()}
     for step, kept in decision.tried:
         shown = "all foreground" if len(step.labels) > 1 else names[step.labels[0]]
         print(f"{'kept    ' if kept else 'not kept'} largest component of {shown}")
     before, after = (decision.foreground_mean(d) for d in (decision.dice_before, decision.dice_after))
-    print(f"foreground mean Dice on {len(pairs)} cases: {before:.5f} before, {after:.5f} after")
+    print(f"foreground mean Dice on {len(cases)} cases: {before:.5f} before, {after:.5f} after")
     write_postprocessing(decision.steps, args.out, **decision.summary(),
-                         determined_on={"cases": str(args.cases), "count": len(pairs), "model": str(folder)})
+                         determined_on={"cases": str(args.cases), "count": len(cases), "model": str(folder)})
     print(f"wrote {args.out} ({len(decision.steps)} steps; {time.time() - started:.0f} s)")
     print(json.dumps({names[s.labels[0]] if len(s.labels) == 1 else "all foreground": list(s.labels)
                       for s in decision.steps}))

@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mrseg.evaluation.metrics import dice
 from mrseg.model.postprocessing import KeepLargestComponent, Postprocessing
 from mrseg.postprocess import keep_largest_components
 
@@ -70,13 +71,7 @@ def case_dice(predicted: np.ndarray, reference: np.ndarray, labels: Sequence[int
     """nnU-Net's per-case Dice of each label (NaN where the label is in neither map)."""
     if predicted.shape != reference.shape:
         raise ValueError(f"prediction of shape {predicted.shape} against a reference of shape {reference.shape}")
-    scores = {}
-    for label in labels:
-        pred, ref = predicted == label, reference == label
-        tp = int(np.count_nonzero(pred & ref))
-        wrong = int(np.count_nonzero(pred ^ ref))
-        scores[label] = 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")
-    return scores
+    return {label: dice(predicted == label, reference == label) for label in labels}
 
 
 def determine_postprocessing(
@@ -144,9 +139,23 @@ def determine_postprocessing(
 
 
 def _own_step_dice(predicted: np.ndarray, reference: np.ndarray, labels: Sequence[int]) -> dict[int, float]:
-    """Each label's Dice after keeping only its own largest component."""
-    return {label: case_dice(keep_largest_components(predicted, [KeepLargestComponent((label,))]), reference,
-                             [label])[label] for label in labels}
+    """Each label's Dice after keeping only its own largest component. The step only clears voxels
+    of the label inside its predicted box, so only that box is copied and searched; the
+    reference's label sizes come from one count over the whole map."""
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(predicted)
+    reference_sizes = np.bincount(reference.ravel(), minlength=max(labels) + 1)
+    scores = {}
+    for label in labels:
+        box = boxes[label - 1] if label - 1 < len(boxes) else None
+        if box is None:  # not predicted: the step changes nothing
+            scores[label] = 0.0 if reference_sizes[label] else float("nan")
+            continue
+        kept = keep_largest_components(predicted[box], [KeepLargestComponent((label,))]) == label
+        overlap = int(np.count_nonzero(kept & (reference[box] == label)))
+        scores[label] = 2 * overlap / (int(np.count_nonzero(kept)) + int(reference_sizes[label]))
+    return scores
 
 
 def _means(per_case: list[dict[int, float]], labels: Sequence[int]) -> dict[int, float]:

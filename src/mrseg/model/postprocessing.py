@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,17 +114,12 @@ def write_postprocessing(steps: Postprocessing, path: str | os.PathLike[str], **
     """Write ``steps`` as nnU-Net's ``postprocessing.json`` (what nnU-Net's reader and ours read),
     with ``extra`` keys beside them (nnU-Net keeps the Dice before and after there). Written to a
     temporary name first, then renamed."""
-    path = Path(path)
+    from mrseg.io.files import write_bytes_atomic
+
     record = {**extra, "postprocessing_fns": [LARGEST_COMPONENT] * len(steps),
               "postprocessing_kwargs": [{"labels_or_regions": list(s.labels) if len(s.labels) > 1 else s.labels[0]}
                                         for s in steps]}
-    staging = path.with_name(f".{path.name}.writing-{uuid.uuid4().hex[:8]}")
-    try:
-        staging.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-    return path
+    return write_bytes_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 __all__ = ["LARGEST_COMPONENT", "POSTPROCESSING_FILE", "KeepLargestComponent", "Postprocessing",

@@ -93,9 +93,8 @@ def decide_postprocessing(folders: NnunetFolders, model_folder: Path) -> Path | 
     pairs = ((read_image(path).array, read_image(references / path.name).array) for path in predictions)
     labels = sorted(read_dataset(model_folder / "dataset.json").foreground.values())
     decision = determine_postprocessing(pairs, labels)
-    out = model_folder / f"crossval_results_folds_{'_'.join(folds)}"
-    out.mkdir(exist_ok=True)
-    return write_postprocessing(decision.steps, out / POSTPROCESSING_FILE, **decision.summary(),
+    out = model_folder / f"crossval_results_folds_{'_'.join(folds)}" / POSTPROCESSING_FILE
+    return write_postprocessing(decision.steps, out, **decision.summary(),
                                 determined_on={"validation cases": len(predictions), "folds": folds})
 
 
