@@ -74,6 +74,24 @@ def test_half_precision_halves_the_weights_and_keeps_shared_tensors_shared(tmp_p
     assert {p.dtype for p in network.parameters()} == {torch.float32}
 
 
+def test_a_source_whose_aliases_were_copied_is_written_with_them_shared_again(tmp_path, weights, write_model):
+    # a state dict rebuilt name by name (cast by hand) holds the encoder twice: as written, three times the file
+    copied = {key: value.detach().clone() for key, value in weights.items()}
+    assert len(_unique_tensors(copied)) == len(copied) > len(_unique_tensors(weights))
+    shared_source = write_model(tmp_path / "shared", weights, num_folds=1)
+    copied_source = write_model(tmp_path / "copied", copied, num_folds=1)
+    outs = [make_ensemble([source, source], out=tmp_path / f"{source.name}_half", half=True)
+            for source in (shared_source, copied_source)]
+
+    sizes = [(out / "fold_0" / "checkpoint_final.pth").stat().st_size for out in outs]
+    assert abs(sizes[1] - sizes[0]) < 2_000, sizes
+    written = torch.load(outs[1] / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    halved = written["network_weights"]
+    assert len(_unique_tensors(halved)) <= len(_unique_tensors(weights))
+    for key, value in weights.items():
+        assert torch.equal(halved[key], value.to(torch.float16))
+
+
 def test_refusals_write_nothing(tmp_path, two_grids, weights, write_model):
     coarse, fine = two_grids
     with pytest.raises(ModelError, match="an ensemble needs at least two model folders, got 1"):

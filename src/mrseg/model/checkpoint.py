@@ -150,8 +150,32 @@ def save_checkpoint(checkpoint: dict[str, Any], target: str | os.PathLike[str]) 
     target = Path(target)
     kept = {key: checkpoint[key] for key in INFERENCE_KEYS if key in checkpoint}
     temporary = target.with_name(target.name + ".partial")
-    torch.save({**kept, "network_weights": checkpoint["network_weights"]}, temporary)
+    torch.save({**kept, "network_weights": equal_tensors_shared(checkpoint["network_weights"])}, temporary)
     os.replace(temporary, target)
+
+
+def equal_tensors_shared(weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` with tensors of one type, shape and value stored once.
+
+    nnU-Net's state dicts name the encoder's tensors twice (again under ``decoder.encoder``); a
+    state dict rebuilt name by name (cast by hand, or saved by another tool) holds two copies
+    where nnU-Net's held one, and a checkpoint written from it is up to three times the size. Loading
+    gives every name the same values either way.
+    """
+    import torch
+
+    seen: dict[tuple[Any, ...], list[Any]] = {}
+    made: dict[str, Any] = {}
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor):
+            alike = seen.setdefault((value.dtype, value.device, tuple(value.shape)), [])
+            stored = next((kept for kept in alike if kept is value or torch.equal(kept, value)), None)
+            if stored is None:
+                alike.append(value)
+            else:
+                value = stored
+        made[key] = value
+    return made
 
 
 def each_tensor_once(weights: dict[str, Any], make: Callable[[str, Any], Any]) -> dict[str, Any]:
