@@ -159,8 +159,9 @@ def equal_tensors_shared(weights: dict[str, Any]) -> dict[str, Any]:
 
     nnU-Net's state dicts name the encoder's tensors twice (again under ``decoder.encoder``); a
     state dict rebuilt name by name (cast by hand, or saved by another tool) holds two copies
-    where nnU-Net's held one, and a checkpoint written from it is up to three times the size. Loading
-    gives every name the same values either way.
+    where nnU-Net's held one, and a checkpoint written from it is up to three times the size.
+    Names whose tensors are equal (such copies, or two parameters that hold the same values, as a
+    fresh network's norm weights do) share one; loading gives every name its values either way.
     """
     import torch
 
