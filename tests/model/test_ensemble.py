@@ -75,7 +75,7 @@ def test_half_precision_halves_the_weights_and_keeps_shared_tensors_shared(tmp_p
 
 
 def test_a_source_whose_aliases_were_copied_is_written_with_them_shared_again(tmp_path, weights, write_model):
-    # a state dict rebuilt name by name (cast by hand) holds the encoder twice: as written, three times the file
+    # a state dict rebuilt name by name (cast by hand) holds the encoder twice: as written, a larger file
     copied = {key: value.detach().clone() for key, value in weights.items()}
     assert len(_unique_tensors(copied)) == len(copied) > len(_unique_tensors(weights))
     shared_source = write_model(tmp_path / "shared", weights, num_folds=1)
