@@ -41,7 +41,7 @@ def test_the_demo_model_ships_inside_the_package_and_is_small():
 
 @needs_demo
 def test_the_demo_model_is_a_6_mm_and_a_4_mm_network_in_float16():
-    """Weights 0.18: the folder's own 6 mm model (nnU-Net loads it alone) and a 4 mm member."""
+    """Weights 0.18 and 0.19: the folder's own 6 mm model (nnU-Net loads it alone) and a 4 mm member."""
     import torch
 
     from mrseg.model import load_model
