@@ -58,7 +58,17 @@ and where each organ went included; about 15 s, against 7-11 minutes for the who
 
     python scripts/evaluate_demo_model.py --model MODEL_DIR --real-only --no-ensemble
 
-``compare_demo_models.py`` judges only a whole evaluation and refuses a ``--real-only`` file.
+A quick look at the held-out phantoms of one or more contrasts (named as in the evaluation, e.g.
+"mr t2_tse fat-suppressed"; about 20 s a case for an ensemble):
+
+    python scripts/evaluate_demo_model.py --model MODEL_DIR --contrast "mr t2_tse fat-suppressed"
+
+``compare_demo_models.py`` judges only a whole evaluation and refuses a ``--real-only``,
+``--small-kidneys-only`` or ``--contrast`` file.
+
+The model card's per-class table from an evaluation already written (no model is run):
+
+    python scripts/evaluate_demo_model.py --table-from evaluation.json [--markdown table.md]
 """
 
 from __future__ import annotations
@@ -82,6 +92,15 @@ DEFORMED_CONTRASTS = (("ct", "arterial"), ("mr", "t1_in"), ("mr", "t2_haste"), (
 DEFORMED_MM = 8.0  # the SD of the deformed phantoms' displacement (see mrseg.phantom.tissues.smoothly_deformed)
 SMALL_KIDNEY_SEQUENCES = ("dixon_fat", "t2_haste")
 SMALL_KIDNEY_SCALES = (0.8, 0.65)  # on every length of both kidneys (make_case's organ_scales)
+# what --json writes beside the per-class sets (the phantoms of each contrast, the real scans)
+NOT_PER_CLASS = ("removed organ", "real MR field-of-view versions", "DICOM series air margins",
+                 "where the reference went", "deformed phantoms", "small-kidney phantoms")
+
+
+def phantom_set_name(modality: str, sequence: str, options: dict[str, float]) -> str:
+    """The name a contrast's held-out phantoms are reported under (and ``--contrast`` takes)."""
+    suffix = " fat-suppressed" if options.get("fat_suppression") else ""
+    return f"phantom {modality} {sequence}{suffix}"
 
 
 def main() -> None:
@@ -111,7 +130,25 @@ def main() -> None:
     parser.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                         help="run the model folder's own network alone, without the members its "
                              "mrseg_ensemble.json names")
+    parser.add_argument("--contrast", action="append", metavar="NAME",
+                        choices=[phantom_set_name(*contrast).removeprefix("phantom ") for contrast in CONTRASTS],
+                        help="score the held-out phantoms of this contrast only (repeatable), e.g. "
+                             "'mr t2_tse fat-suppressed'")
+    parser.add_argument("--table-from", type=Path, metavar="JSON",
+                        help="print (or write to --markdown) the per-class table of an evaluation's --json file; "
+                             "no model is run")
     args = parser.parse_args()
+    if args.table_from:
+        try:
+            table = markdown_table(per_class_sets(args.table_from))
+        except ValueError as error:
+            parser.exit(2, f"error: {args.table_from}: {error}; make one with scripts/evaluate_demo_model.py "
+                           "--json FILE\n")
+        if args.markdown:
+            args.markdown.write_text(table)
+        else:
+            print(table, end="")
+        return
 
     # a name (demo) or a folder
     segmenter = Segmenter(resolve_model_folder(args.model), precision="fp32", scales=args.scales,
@@ -121,6 +158,18 @@ def main() -> None:
         print(f"postprocessing: {len(segmenter.steps)} steps of the model folder's postprocessing.json")
     results: dict[str, dict[str, float]] = {}
     deformed: dict[str, dict[str, float]] = {}
+    if args.contrast:
+        for modality, sequence, options in CONTRASTS:
+            name = phantom_set_name(modality, sequence, options)
+            if name.removeprefix("phantom ") in args.contrast:
+                results[name] = held_out_phantom_dice(segmenter, args.cases, modality=modality, sequence=sequence,
+                                                      **options)
+        report_per_class(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        if args.markdown:
+            args.markdown.write_text(markdown_table(results))
+        return
     small_kidneys = {} if args.real_only else small_kidney_dice(segmenter, args.cases)
     if args.small_kidneys_only:
         report_small_kidneys(small_kidneys)
@@ -129,8 +178,7 @@ def main() -> None:
         return
     if not args.real_only:
         for modality, sequence, options in CONTRASTS:
-            suffix = " fat-suppressed" if options.get("fat_suppression") else ""
-            results[f"phantom {modality} {sequence}{suffix}"] = held_out_phantom_dice(
+            results[phantom_set_name(modality, sequence, options)] = held_out_phantom_dice(
                 segmenter, args.cases, modality=modality, sequence=sequence, **options)
         deformed = {f"{modality} {sequence}": held_out_phantom_dice(segmenter, args.cases, modality=modality,
                                                                     sequence=sequence, deformation_mm=DEFORMED_MM)
@@ -174,10 +222,7 @@ def main() -> None:
 
     removal = {} if args.real_only else removed_organ_volumes(segmenter, args.cases)
 
-    for name, scores in results.items():
-        mean = float(np.mean(list(scores.values()))) if scores else float("nan")
-        print(f"\n{name}: mean Dice {mean:.3f} over {len(scores)} classes")
-        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    report_per_class(results)
     for name, scores in deformed.items():
         print(f"\ndeformed phantom {name} ({DEFORMED_MM:g} mm): mean Dice {np.mean(list(scores.values())):.3f} "
               f"over {len(scores)} classes")
@@ -207,6 +252,7 @@ def main() -> None:
                  "DICOM series air margins": air_versions,
                  "where the reference went": traced, "deformed phantoms": deformed,
                  "small-kidney phantoms": small_kidneys}
+        assert tuple(extra) == NOT_PER_CLASS
         if args.real_only:  # without the parts compare_demo_models.py reads to know a whole evaluation
             extra = {key: value for key, value in extra.items() if key not in ("removed organ", "deformed phantoms")}
         args.json.write_text(json.dumps({**results, **extra}, indent=2))
@@ -227,6 +273,35 @@ class Postprocessed:
 
         segmentation = self.segmenter.run(image)
         return dataclasses.replace(segmentation, labels=apply_postprocessing(segmentation.labels, self.steps))
+
+
+def report_per_class(results: dict[str, dict[str, float]]) -> None:
+    for name, scores in results.items():
+        mean = float(np.mean(list(scores.values()))) if scores else float("nan")
+        print(f"\n{name}: mean Dice {mean:.3f} over {len(scores)} classes")
+        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+
+
+def per_class_sets(evaluation_json: Path) -> dict[str, dict[str, float]]:
+    """The per-class Dice sets (phantoms per contrast, real scans) of an evaluation's ``--json`` file,
+    in its order; ``ValueError`` naming what is wrong when the file is not one."""
+    from mrseg.classes import BASE
+
+    try:
+        evaluation = json.loads(evaluation_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read it as JSON ({error.__class__.__name__})") from None
+    if not isinstance(evaluation, dict):
+        raise ValueError("not an evaluation of the demo model (not a JSON object)")
+    sets = {key: value for key, value in evaluation.items() if key not in NOT_PER_CLASS}
+    known = {c.name for c in BASE.classes}
+    for key, scores in sets.items():
+        if not (isinstance(scores, dict) and set(scores) <= known
+                and all(isinstance(v, (int, float)) for v in scores.values())):
+            raise ValueError(f"not an evaluation of the demo model ({key!r} is not class names and Dice values)")
+    if not sets:
+        raise ValueError("not an evaluation of the demo model (no per-class Dice in it)")
+    return sets
 
 
 def small_kidney_dice(segmenter, cases: int) -> dict[str, dict[str, float]]:

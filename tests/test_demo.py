@@ -407,3 +407,73 @@ def test_evaluate_demo_model_small_kidneys_only_sizes_kidneys_made_smaller(tmp_p
     assert row["left_kidney volume ratio"] == pytest.approx((predicted == left).sum() / (truth == left).sum())
     assert row["left_kidney volume ratio"] > 1  # drawn at the size it always saw
     assert "small-kidney phantoms: Dice" in done.stdout
+
+
+@needs_demo
+def test_evaluate_demo_model_contrast_scores_the_phantoms_of_that_contrast_alone(tmp_path):
+    """``--contrast``: the held-out phantoms of the named contrast and nothing else, the same numbers
+    the whole evaluation gives that contrast, in a file the comparison refuses to judge."""
+    from mrseg.demo import per_class_dice
+    from mrseg.inference.segmenter import Segmenter
+    from mrseg.phantom.cases import make_case
+
+    out = tmp_path / "fat_suppressed.json"
+    done = subprocess.run([sys.executable, str(EVALUATE), "--model", "demo", "--contrast", "mr t2_tse fat-suppressed",
+                           "--no-ensemble", "--cases", "1", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    evaluation = json.loads(out.read_text())
+    assert list(evaluation) == ["phantom mr t2_tse fat-suppressed"]
+    case = make_case(seed=90_000, modality="mr", sequence="t2_tse", fat_suppression=0.95, fov="trunk",
+                     spacing=(3.0, 3.0, 3.0))
+    predicted = Segmenter(bundled_model_folder("demo"), precision="fp32", ensemble=False).run(case.image).labels.array
+    expected = per_class_dice(predicted, case.labels.array)
+    assert evaluation["phantom mr t2_tse fat-suppressed"] == pytest.approx(expected, abs=1e-9)
+    assert "phantom mr t2_tse fat-suppressed: mean Dice" in done.stdout
+
+    refused = subprocess.run([sys.executable, str(COMPARE), str(out), f"cand={out}"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "not an evaluation of the demo model (no '" in refused.stderr
+
+
+def test_evaluate_demo_model_contrast_refuses_a_name_it_does_not_know():
+    done = subprocess.run([sys.executable, str(EVALUATE), "--contrast", "mr t2_spir"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "invalid choice: 'mr t2_spir'" in done.stderr
+    assert "'mr t2_tse fat-suppressed'" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_demo
+def test_evaluate_demo_model_table_from_renders_the_model_cards_table(tmp_path):
+    """``--table-from``: the per-class table of an evaluation already written, with no model run; from
+    the bundled ``evaluation.json`` it is the table the model card shows."""
+    folder = bundled_model_folder("demo")
+    done = subprocess.run([sys.executable, str(EVALUATE), "--table-from", str(folder / "evaluation.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout
+    lines = table.splitlines()
+    assert lines[0].startswith("| class | phantom ct native |") and len(lines) == 2 + 40 + 1
+    assert table in (folder / "MODEL_CARD.md").read_text()
+
+    written = tmp_path / "table.md"
+    again = subprocess.run([sys.executable, str(EVALUATE), "--table-from", str(folder / "evaluation.json"),
+                            "--markdown", str(written)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == "" and written.read_text() == table
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "not an evaluation of the demo model (not a JSON object)"),
+    ('{"phantom mr t1_in": {"liver": "high"}}',
+     "not an evaluation of the demo model ('phantom mr t1_in' is not class names and Dice values)"),
+    ('{"removed organ": {}}', "not an evaluation of the demo model (no per-class Dice in it)"),
+    ("{", "cannot read it as JSON (JSONDecodeError)"),
+])
+def test_evaluate_demo_model_table_from_refuses_a_file_that_is_not_an_evaluation(tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    table = tmp_path / "table.md"
+    done = subprocess.run([sys.executable, str(EVALUATE), "--table-from", str(bad), "--markdown", str(table)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and not table.exists()
+    assert done.stderr == f"error: {bad}: {message}; make one with scripts/evaluate_demo_model.py --json FILE\n"
