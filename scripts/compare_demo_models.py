@@ -17,8 +17,8 @@ candidate since v30 was judged by, written down before each run:
 4. example_ct's mean at least ``--example-ct`` (0.668) and a removed liver labelled less than
    ``--removed-liver-ml`` (1,500 mL).
 
-``--goal-tolerance`` exists for a bar set from measured seed scatter (see the model card's
-"Seed scatter" section); set it in writing before a candidate is judged, not after.
+``--goal-tolerance`` exists for a bar set from measured seed scatter (see the "Seed scatter"
+section of docs/demo_model_experiments.md); set it in writing before a candidate is judged, not after.
 
 ``--seed-pair A,B`` (repeatable; names of runs given, ``reference`` included) names two runs of
 one recipe that differ only in the training seed. With two or more pairs it prints the per-run

@@ -1,6 +1,6 @@
 """Train the bundled demo model with mrseg's own pipeline, on this machine's CPU.
 
-Recipe (the model card, src/mrseg/models/demo/MODEL_CARD.md, records each run's numbers):
+Recipe (the experiment log, docs/demo_model_experiments.md, records each run's command and numbers):
 
 1. Domain-randomised synthetic training cases (``mrseg.phantom.randomization.random_case``):
    MR with a random intensity per tissue, MR physics sequences at 1.5 or 3 T and CT; random

@@ -376,8 +376,8 @@ def extraperitoneal_fat(tissue_map: np.ndarray, spacing_zyx: Sequence[float], *,
     layer of extraperitoneal fat, thin in a lean subject and a centimetre or more in an obese
     one; on a T1-weighted or Dixon scan it is a bright band round the liver and spleen. The
     generated subject's organs fill the cavity up to the muscle. (Tried as a cure for the demo
-    model's over-drawn real-MR liver, it did not cure it: see the model card, "Extraperitoneal
-    fat".) Here every voxel of the organs of
+    model's over-drawn real-MR liver, it did not cure it: see "Extraperitoneal fat" in
+    docs/demo_model_experiments.md.) Here every voxel of the organs of
     :data:`EXTRAPERITONEAL_CLASSES` (and the bowel gas among them) that lies within ``margin_mm``
     of the wall (:data:`BODY_WALL_TISSUES`) becomes visceral fat; their labels shrink with them.
 
