@@ -12,7 +12,7 @@ import model_factory
 from mrseg.cli import main
 from mrseg.errors import ModelError
 from mrseg.model import ENSEMBLE_FILE, ensemble_members, load_model
-from mrseg.model.ensemble import make_ensemble
+from mrseg.model.ensemble import extract_network, make_ensemble
 
 FINER = (2.4, 1.2, 1.2)  # the factory's (3.0, 1.5, 1.5) made 1.25 times finer
 
@@ -186,3 +186,64 @@ def test_mrseg_weights_ensemble_describe(tmp_path, two_grids, caplog):
     assert main(["weights", "ensemble", str(coarse), str(fine), "--out", str(tmp_path / "half-described"),
                  "--describe", "a 3 mm network"]) == 2
     assert "1 descriptions for 2 model folders" in caplog.text and not (tmp_path / "half-described").exists()
+
+
+def test_extract_writes_the_folders_own_network_and_a_member_as_they_went_in(tmp_path, two_grids):
+    coarse, fine = two_grids
+    both = make_ensemble([coarse, fine], out=tmp_path / "both")
+    own = extract_network(both, out=tmp_path / "own")
+    assert own == tmp_path / "own"
+    assert sorted(p.relative_to(own).as_posix() for p in own.rglob("*") if p.is_file()) == [
+        "dataset.json", "fold_0/checkpoint_final.pth", "fold_1/checkpoint_final.pth", "plans.json"]
+    for name in ("plans.json", "dataset.json", "fold_0/checkpoint_final.pth", "fold_1/checkpoint_final.pth"):
+        assert (own / name).read_bytes() == (coarse / name).read_bytes()
+    for name in ("members/fine", "fine"):  # as mrseg_ensemble.json names it, or its last part
+        out = extract_network(both, out=tmp_path / f"member_{name.replace('/', '_')}", member=name)
+        for file in ("plans.json", "dataset.json", "fold_0/checkpoint_final.pth"):
+            assert (out / file).read_bytes() == (fine / file).read_bytes()
+        assert load_model(out).configuration.spacing == FINER
+    # taken apart and put together again: the same ensemble
+    again = make_ensemble([own, tmp_path / "member_fine"], out=tmp_path / "again")
+    for file in ("fold_0/checkpoint_final.pth", "fold_1/checkpoint_final.pth", "plans.json"):
+        assert (again / file).read_bytes() == (both / file).read_bytes()
+    assert ((again / "members" / "member_fine" / "fold_0" / "checkpoint_final.pth").read_bytes()
+            == (both / "members" / "fine" / "fold_0" / "checkpoint_final.pth").read_bytes())
+    assert not list(tmp_path.glob(".own*")) and not list(tmp_path.glob(".member*"))
+
+
+def test_extract_keeps_float16_weights_as_they_are(tmp_path, two_grids):
+    coarse, fine = two_grids
+    half = make_ensemble([coarse, fine], out=tmp_path / "half", half=True)
+    own = extract_network(half, out=tmp_path / "own")
+    checkpoint = "fold_0/checkpoint_final.pth"
+    assert (own / checkpoint).read_bytes() == (half / checkpoint).read_bytes()
+    weights = torch.load(own / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert {v.dtype for v in weights["network_weights"].values() if v.is_floating_point()} == {torch.float16}
+
+
+def test_extract_refusals_write_nothing(tmp_path, two_grids):
+    coarse, fine = two_grids
+    both = make_ensemble([coarse, fine], out=tmp_path / "both")
+    with pytest.raises(ModelError, match=r"coarse is not an ensemble folder \(no mrseg_ensemble.json\); it is a "
+                                         r"model folder of its own already"):
+        extract_network(coarse, out=tmp_path / "plain")
+    with pytest.raises(ModelError, match=r"both has no member 'coarse'; its members are members/fine"):
+        extract_network(both, out=tmp_path / "unknown", member="coarse")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ModelError, match="taken exists; choose a new folder for the network"):
+        extract_network(both, out=tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "coarse", "fine", "taken"]
+
+
+def test_mrseg_weights_extract(tmp_path, two_grids, capsys, caplog):
+    coarse, fine = two_grids
+    both = make_ensemble([coarse, fine], out=tmp_path / "both")
+    assert main(["weights", "extract", str(both), "--out", str(tmp_path / "own")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "own")
+    assert main(["weights", "extract", str(both), "--member", "fine", "--out", str(tmp_path / "fine_again")]) == 0
+    assert load_model(tmp_path / "fine_again").configuration.spacing == FINER
+    assert main(["weights", "extract", str(coarse), "--out", str(tmp_path / "plain")]) == 2
+    assert "is not an ensemble folder" in caplog.text and not (tmp_path / "plain").exists()
+    # the ensemble refuses an ensemble as its input and names the way out
+    assert main(["weights", "ensemble", str(both), str(fine), "--out", str(tmp_path / "nested")]) == 2
+    assert "'mrseg weights extract' writes its own network as one" in caplog.text

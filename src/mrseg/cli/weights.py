@@ -1,5 +1,5 @@
 """``mrseg weights``: list, install, import, verify and remove models in the model store; average or ensemble
-model folders."""
+model folders, or extract one network of an ensemble."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ log = logging.getLogger("mrseg")
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "weights",
-        help="list, install, import, verify and remove models in the weights store; average or ensemble model folders",
+        help="list, install, import, verify and remove models in the weights store; average, ensemble or extract "
+             "model folders",
         description=(
             "The weights store ($MRSEG_HOME, default ~/.mrseg) holds models by name. 'install' downloads a "
             "published model (progress, resume, retries), checks its sha256 and installs it atomically; "
@@ -21,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "'average' writes the weight-space average of model folders fine-tuned from one model (a model "
             "and its fine-tune: WiSE-FT; several fine-tunes: a model soup) as a new model folder. 'ensemble' "
             "writes one model folder that runs several models, each on its own grid, and averages their class "
-            "probabilities (nnU-Net's ensembling of configurations)."
+            "probabilities (nnU-Net's ensembling of configurations); 'extract' writes one network of such a folder as "
+            "a model folder of its own."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -54,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ensemble.add_argument("--describe", action="append", metavar="TEXT",
                           help="how a folder's network was made, written to mrseg_ensemble.json in place of its path; "
                                "repeat once per folder, in order (for a folder that is shipped)")
+
+    extract = actions.add_parser("extract", help="write one network of an ensemble folder as a model folder of its own")
+    extract.add_argument("folder", metavar="ENSEMBLE_DIR")
+    extract.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    extract.add_argument("--member", metavar="NAME",
+                         help="a member (as mrseg_ensemble.json names it, e.g. members/4mm, or 4mm); default: the "
+                              "folder's own network, the one nnU-Net loads alone")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
             from mrseg.model.ensemble import make_ensemble
 
             print(make_ensemble(args.folders, out=args.out, half=args.half, descriptions=args.describe))
+        elif args.action == "extract":
+            from mrseg.model.ensemble import extract_network
+
+            print(extract_network(args.folder, out=args.out, member=args.member))
     except MrsegError as err:
         log.error("%s", err)
         return 2

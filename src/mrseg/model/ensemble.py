@@ -11,6 +11,9 @@ the probabilities on the finest one. Unlike a weight average (:mod:`mrseg.traini
 the members need not share a grid, an architecture or a starting point; they must predict the
 same labels from the same input channels, with the image's axes in the same order.
 
+:func:`extract_network` does the reverse for one network: the folder's own model, or one member,
+written as a model folder of its own (to fine-tune it, or to ensemble it with another).
+
 ``half=True`` stores every member's weights in float16: half the size (the bundled demo model
 is two members in 15 MB), run in float32 as before; the labels can differ from the float32
 weights' where two classes are nearly tied.
@@ -105,10 +108,71 @@ def make_ensemble(
     return target
 
 
+def extract_network(
+    folder: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    member: str | None = None,
+    checkpoint_name: str = "checkpoint_final.pth",
+) -> Path:
+    """Write one network of the ensemble folder ``folder`` as a model folder of its own, ``out``.
+
+    Args:
+        folder: an ensemble folder (one with ``mrseg_ensemble.json``).
+        out: the new model folder; must not exist yet. It appears under its final name only when
+            complete and loadable.
+        member: which network: ``None`` for the folder's own model (the one nnU-Net loads alone),
+            or a member's name as ``mrseg_ensemble.json`` gives it (``members/4mm``) or its last
+            part (``4mm``).
+        checkpoint_name: the checkpoint taken from each ``fold_K``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ModelError: ``folder`` is no ensemble folder, ``member`` names none of its members, or
+            ``out`` exists.
+
+    The plans, dataset and every fold's checkpoint are copied byte for byte (float16 stays
+    float16), as :func:`make_ensemble` took them; the folder's other files (``postprocessing.json``,
+    the model card) describe the ensemble and stay with it.
+
+    Example:
+        >>> extract_network("src/mrseg/models/demo", out="work/demo_6mm")  # doctest: +SKIP
+    """
+    target = Path(out)
+    members = ensemble_members(folder)
+    if not members:
+        raise ModelError(f"{folder} is not an ensemble folder (no {ENSEMBLE_FILE}); it is a model folder of its own "
+                         "already")
+    if target.exists():
+        raise ModelError(f"{target} exists; choose a new folder for the network or remove it")
+    if member is None:
+        source = Path(folder)
+    else:
+        names = [path.relative_to(folder).as_posix() for path in members]
+        chosen = [path for path, name in zip(members, names) if member in (name, Path(name).name)]
+        if not chosen:
+            raise ModelError(f"{folder} has no member {member!r}; its members are {', '.join(names)}")
+        source = chosen[0]
+    model = load_model(source, checkpoint_name=checkpoint_name, ensemble=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.network-{uuid.uuid4().hex[:8]}")
+    try:
+        _copy_model(model, staging, half=False, checkpoint_name=checkpoint_name)
+        load_model(staging, checkpoint_name=checkpoint_name)  # a folder that loads, or nothing
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("%s of %s written to %s", member or "the folder's own network", folder, target)
+    return target
+
+
 def _member(folder: str | os.PathLike[str], checkpoint_name: str) -> Model:
     if ensemble_members(folder):
         raise ModelError(f"{folder} is an ensemble itself ({ENSEMBLE_FILE}); ensembles do not nest, give its "
-                         "member folders instead")
+                         "member folders instead ('mrseg weights extract' writes its own network as one)")
     return load_model(folder, checkpoint_name=checkpoint_name, ensemble=False)
 
 
@@ -136,4 +200,4 @@ def _copy_model(model: Model, place: Path, *, half: bool, checkpoint_name: str) 
             shutil.copyfile(checkpoint.path, target)
 
 
-__all__ = ["MEMBERS_FOLDER", "make_ensemble"]
+__all__ = ["MEMBERS_FOLDER", "extract_network", "make_ensemble"]
