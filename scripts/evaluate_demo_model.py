@@ -121,22 +121,23 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the per-class table (model card) here")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
                         help="scale test-time augmentation factors (default 1.0: the model's own grid)")
-    parser.add_argument("--real-only", action="store_true",
-                        help="score the real scans only (no phantoms, no removed organs): a quick look at a network")
-    parser.add_argument("--small-kidneys-only", action="store_true",
-                        help="score the small-kidney phantoms only (a quick look at how a network sizes kidneys)")
+    quick = parser.add_mutually_exclusive_group()  # one quick look at a time, or the table of a written one
+    quick.add_argument("--real-only", action="store_true",
+                       help="score the real scans only (no phantoms, no removed organs): a quick look at a network")
+    quick.add_argument("--small-kidneys-only", action="store_true",
+                       help="score the small-kidney phantoms only (a quick look at how a network sizes kidneys)")
     parser.add_argument("--no-postprocessing", dest="postprocessing", action="store_false",
                         help="score the labels before the model folder's postprocessing.json steps")
     parser.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                         help="run the model folder's own network alone, without the members its "
                              "mrseg_ensemble.json names")
-    parser.add_argument("--contrast", action="append", metavar="NAME",
-                        choices=[phantom_set_name(*contrast).removeprefix("phantom ") for contrast in CONTRASTS],
-                        help="score the held-out phantoms of this contrast only (repeatable), e.g. "
-                             "'mr t2_tse fat-suppressed'")
-    parser.add_argument("--table-from", type=Path, metavar="JSON",
-                        help="print (or write to --markdown) the per-class table of an evaluation's --json file; "
-                             "no model is run")
+    quick.add_argument("--contrast", action="append", metavar="NAME",
+                       choices=[phantom_set_name(*contrast).removeprefix("phantom ") for contrast in CONTRASTS],
+                       help="score the held-out phantoms of this contrast only (repeatable), e.g. "
+                            "'mr t2_tse fat-suppressed'")
+    quick.add_argument("--table-from", type=Path, metavar="JSON",
+                       help="print (or write to --markdown) the per-class table of an evaluation's --json file; "
+                            "no model is run")
     args = parser.parse_args()
     if args.table_from:
         try:

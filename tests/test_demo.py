@@ -441,6 +441,9 @@ def test_evaluate_demo_model_contrast_refuses_a_name_it_does_not_know():
                           text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice: 'mr t2_spir'" in done.stderr
     assert "'mr t2_tse fat-suppressed'" in done.stderr and "Traceback" not in done.stderr
+    both = subprocess.run([sys.executable, str(EVALUATE), "--contrast", "mr t1_in", "--real-only"],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "argument --real-only: not allowed with argument --contrast" in both.stderr
 
 
 @needs_demo
