@@ -21,13 +21,14 @@ weights' where two classes are nearly tied.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from mrseg.errors import ModelError
 from mrseg.model.checkpoint import in_half_precision, read_checkpoint, save_checkpoint
@@ -88,9 +89,7 @@ def make_ensemble(
             raise ModelError(f"{model.folder} {mismatch} against {first.folder}; an ensemble's models must agree")
 
     names = _member_names(models[1:])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.ensemble-{uuid.uuid4().hex[:8]}")
-    try:
+    with _written_whole(target, "ensemble", checkpoint_name) as staging:
         for model, place in zip(models, [staging, *(staging / MEMBERS_FOLDER / name for name in names)]):
             _copy_model(model, place, half=half, checkpoint_name=checkpoint_name)
         record = {"members": [f"{MEMBERS_FOLDER}/{name}" for name in names],
@@ -99,11 +98,6 @@ def make_ensemble(
                   "configurations": [f"{m.configuration.name}, spacing {m.configuration.spacing}" for m in models],
                   "weights": "float16" if half else "as trained"}
         (staging / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        load_model(staging, checkpoint_name=checkpoint_name)  # a folder that loads, or nothing
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("ensemble of %s written to %s", ", ".join(str(m.folder) for m in models), target)
     return target
 
@@ -156,17 +150,25 @@ def extract_network(
             raise ModelError(f"{folder} has no member {member!r}; its members are {', '.join(names)}")
         source = chosen[0]
     model = load_model(source, checkpoint_name=checkpoint_name, ensemble=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.network-{uuid.uuid4().hex[:8]}")
-    try:
+    with _written_whole(target, "network", checkpoint_name) as staging:
         _copy_model(model, staging, half=False, checkpoint_name=checkpoint_name)
-        load_model(staging, checkpoint_name=checkpoint_name)  # a folder that loads, or nothing
+    log.info("%s of %s written to %s", member or "the folder's own network", folder, target)
+    return target
+
+
+@contextlib.contextmanager
+def _written_whole(target: Path, purpose: str, checkpoint_name: str) -> Iterator[Path]:
+    """A hidden folder beside ``target`` to write a model folder into: renamed to ``target`` once it
+    loads, removed on any failure (a folder that loads, or nothing)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{purpose}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield staging
+        load_model(staging, checkpoint_name=checkpoint_name)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("%s of %s written to %s", member or "the folder's own network", folder, target)
-    return target
 
 
 def _member(folder: str | os.PathLike[str], checkpoint_name: str) -> Model:
